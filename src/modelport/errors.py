@@ -1,0 +1,58 @@
+"""Domain errors. They know no wire format: protocols map them to status codes.
+
+Every error carries a message meant for the person who made the mistake: what was wrong and,
+where there is one, how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class ModelportError(Exception):
+    """Base of every error modelport raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidReference(ModelportError):
+    """A model reference (``iris``, ``iris@3``, ``iris@production``) that cannot be parsed."""
+
+
+class NotFound(ModelportError):
+    """A model, version or alias that does not exist (or is not served)."""
+
+
+class Conflict(ModelportError):
+    """The request contradicts the registry's state (e.g. deleting a version an alias uses)."""
+
+
+class InvalidInput(ModelportError):
+    """Inference input that does not match the model's signature."""
+
+    def __init__(self, message: str, *, input_name: str | None = None) -> None:
+        super().__init__(message)
+        self.input_name = input_name
+
+
+class InvalidModel(ModelportError):
+    """A model or artifact that cannot be registered or loaded as given."""
+
+
+class UntrustedArtifact(InvalidModel):
+    """An artifact that can run arbitrary code (pickle, custom Python) without explicit trust."""
+
+
+class EnvironmentMismatch(ModelportError):
+    """The running library versions differ from those the model was registered with."""
+
+
+class ModelNotReady(ModelportError):
+    """The model exists but cannot answer now (loading, failed, unloaded)."""
+
+
+class PredictionFailed(ModelportError):
+    """The runtime raised while predicting on input that passed validation."""

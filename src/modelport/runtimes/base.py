@@ -1,0 +1,49 @@
+"""The runtime seam: what every model runtime, built-in or a user's, provides.
+
+A runtime turns one artifact directory into a predictor over NumPy arrays. It declares its
+capabilities instead of the conformance check keeping lists of exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from modelport.types import Signature
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a runtime promises.
+
+    batch_rows: outputs are row-aligned with inputs, so rows may be merged and split.
+    thread_safe: ``predict`` may run from several threads at once.
+    runs_code: loading executes code from the artifact (pickle, custom Python) and needs trust.
+    """
+
+    batch_rows: bool = True
+    thread_safe: bool = True
+    runs_code: bool = False
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    """Load an artifact directory, predict on named arrays, unload.
+
+    ``predict`` receives arrays already validated against the signature (batch first) and
+    returns every output of the signature by name, as plain tensors (never ZipMap maps).
+    After ``unload`` a runtime holds no model and ``predict`` raises ``ModelNotReady``.
+    """
+
+    kind: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    def load(self, artifact: Path, signature: Signature, *, threads: int = 1) -> None: ...
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def unload(self) -> None: ...

@@ -1,0 +1,244 @@
+"""Signatures from sample input, user data into input arrays, and input validation.
+
+The same rules serve the Python API (``model.predict(df)``), the CLI and every protocol, so a
+request is judged the same way wherever it comes from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from modelport.errors import InvalidInput
+from modelport.types import Signature, TensorSpec, datatype_of, dtype_of
+
+DEFAULT_INPUT = "input"
+EXAMPLE_ROWS = 3
+
+
+def _is_dataframe(data: Any) -> bool:
+    return type(data).__name__ == "DataFrame" and hasattr(data, "columns")
+
+
+def sample_arrays(sample: Any) -> tuple[dict[str, np.ndarray], tuple[str, ...] | None]:
+    """Turn a sample input (ndarray, DataFrame, list of row dicts, list of rows, or a dict of
+    named arrays) into named arrays, with feature names where the sample has column names."""
+    if _is_dataframe(sample):
+        names = tuple(str(c) for c in sample.columns)
+        kinds = {np.dtype(t).kind if isinstance(t, np.dtype) else "O" for t in sample.dtypes}
+        if kinds <= {"f", "i", "u", "b"}:
+            return {DEFAULT_INPUT: sample.to_numpy()}, names
+        raise InvalidInput(
+            "sample DataFrame mixes numeric and non-numeric columns "
+            f"({', '.join(f'{c}: {t}' for c, t in sample.dtypes.items())}); "
+            "register a model whose input is all-numeric, or an ONNX model with one input per column"
+        )
+    if isinstance(sample, Mapping):
+        return {str(k): _array(v, str(k)) for k, v in sample.items()}, None
+    if _is_row_objects(sample):
+        names = tuple(str(k) for k in sample[0])
+        for row in sample:
+            if tuple(str(k) for k in row) != names:
+                raise InvalidInput("every row of the sample must have the same keys in order")
+        return {DEFAULT_INPUT: _array([list(row.values()) for row in sample], DEFAULT_INPUT)}, names
+    return {DEFAULT_INPUT: _array(sample, DEFAULT_INPUT)}, None
+
+
+def _is_row_objects(data: Any) -> bool:
+    return (
+        isinstance(data, Sequence)
+        and not isinstance(data, str | bytes)
+        and bool(data)
+        and all(isinstance(row, Mapping) for row in data)
+    )
+
+
+def _array(value: Any, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"input {name!r} is not a rectangular array: {exc}", input_name=name) from None
+    if arr.dtype.kind in "US":
+        arr = arr.astype(object)
+    if arr.dtype.kind not in "biufO":
+        raise InvalidInput(f"input {name!r} has unsupported type {arr.dtype}", input_name=name)
+    return arr
+
+
+def input_specs(
+    arrays: Mapping[str, np.ndarray], feature_names: tuple[str, ...] | None = None
+) -> tuple[TensorSpec, ...]:
+    """Tensor specs for sample arrays: batch dimension free, the rest as in the sample."""
+    specs = []
+    for name, arr in arrays.items():
+        if arr.ndim == 0:
+            raise InvalidInput(f"sample input {name!r} is a scalar; give at least one row", input_name=name)
+        allow_nan = arr.dtype.kind == "f" and bool(np.isnan(arr).any())
+        names = feature_names if arr.ndim == 2 and feature_names and len(feature_names) == arr.shape[1] else None
+        specs.append(
+            TensorSpec(name, datatype_of(arr.dtype), (-1, *arr.shape[1:]), feature_names=names, allow_nan=allow_nan)
+        )
+    return tuple(specs)
+
+
+def example_of(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """A few rows of each input as JSON-ready nested lists."""
+    return {name: arr[:EXAMPLE_ROWS].tolist() for name, arr in arrays.items()}
+
+
+def output_specs(outputs: Mapping[str, np.ndarray]) -> tuple[TensorSpec, ...]:
+    return tuple(TensorSpec(name, datatype_of(arr.dtype), (-1, *arr.shape[1:])) for name, arr in outputs.items())
+
+
+def to_inputs(signature: Signature, data: Any) -> dict[str, np.ndarray]:
+    """Turn user data into the signature's named input arrays (not yet validated).
+
+    Accepts a dict of tensors by input name, a dict of columns by feature name, a DataFrame,
+    a list of row dicts keyed by feature name, an ndarray or a list of rows (one-input models).
+    """
+    features = signature.feature_names
+    only = signature.inputs[0].name if len(signature.inputs) == 1 else None
+    if _is_dataframe(data):
+        if features is None or only is None:
+            raise InvalidInput("this model takes named tensors, not a DataFrame")
+        return {only: _columns(data, features, lambda frame, col: frame[col].to_numpy())}
+    if isinstance(data, Mapping):
+        if features and only and only not in data:
+            return {only: _columns(data, features, lambda cols, col: _array(cols[col], col).reshape(-1))}
+        return {str(k): _array(v, str(k)) for k, v in data.items()}
+    if _is_row_objects(data):
+        return rows_to_inputs(signature, data)
+    if only is None:
+        raise InvalidInput(f"this model takes {len(signature.inputs)} named inputs; pass a dict of arrays")
+    return {only: _array(data, only)}
+
+
+def rows_to_inputs(signature: Signature, rows: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Rows given as objects: keyed by feature name (one 2-D input) or by input name."""
+    features = signature.feature_names
+    if features and len(signature.inputs) == 1:
+        only = signature.inputs[0].name
+        missing = [f for f in features if f not in rows[0]]
+        if not missing or only not in rows[0]:
+            return {only: _rows_by_feature(rows, features)}
+    names = [spec.name for spec in signature.inputs]
+    out: dict[str, np.ndarray] = {}
+    for row_no, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise InvalidInput(f"row {row_no} is not an object; give every row in the same form")
+        unknown = sorted(set(row) - set(names))
+        if unknown:
+            raise InvalidInput(f"row {row_no}: unknown input {unknown[0]!r} (expected: {', '.join(names)})")
+    for name in names:
+        try:
+            out[name] = _array([row[name] for row in rows], name)
+        except KeyError:
+            raise InvalidInput(
+                f"missing input {name!r} in a row (expected: {', '.join(names)})", input_name=name
+            ) from None
+    return out
+
+
+def _rows_by_feature(rows: Sequence[Any], features: tuple[str, ...]) -> np.ndarray:
+    wanted = set(features)
+    table = []
+    for row_no, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise InvalidInput(f"row {row_no} is not an object; give every row in the same form")
+        if row.keys() != wanted:
+            missing = [f for f in features if f not in row]
+            extra = sorted(set(row) - wanted)
+            problem = f"missing feature {missing[0]!r}" if missing else f"unknown feature {extra[0]!r}"
+            raise InvalidInput(f"row {row_no}: {problem} (features: {', '.join(features)})", input_name=problem)
+        table.append([row[f] for f in features])
+    return _array(table, "input")
+
+
+def _columns(source: Any, features: tuple[str, ...], column: Any) -> np.ndarray:
+    present = set(source.keys()) if isinstance(source, Mapping) else set(source.columns)
+    missing = [f for f in features if f not in present]
+    if missing:
+        raise InvalidInput(f"missing feature {missing[0]!r} (features: {', '.join(features)})", input_name=missing[0])
+    extra = sorted(str(c) for c in present - set(features))
+    if extra:
+        raise InvalidInput(f"unknown feature {extra[0]!r} (features: {', '.join(features)})", input_name=extra[0])
+    cols = [np.asarray(column(source, f)) for f in features]
+    lengths = {len(c) for c in cols}
+    if len(lengths) != 1:
+        raise InvalidInput("feature columns have different lengths")
+    return np.column_stack(cols) if cols[0].size else np.empty((0, len(features)))
+
+
+def _shape_ok(expected: tuple[int, ...], got: tuple[int, ...]) -> bool:
+    return len(expected) == len(got) and all(e in (-1, g) for e, g in zip(expected, got, strict=True))
+
+
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join("-1" if d == -1 else str(d) for d in shape) + "]"
+
+
+def _cast(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
+    want = dtype_of(spec.datatype)
+    if arr.dtype == want:
+        return arr
+    got_kind, want_kind = arr.dtype.kind, want.kind
+    if want_kind == "O":
+        if got_kind in "OUS":
+            return arr.astype(object)
+    elif got_kind == "b" and want_kind == "b":
+        return arr
+    elif want_kind == "f" and got_kind in "iuf":
+        return arr.astype(want)
+    elif want_kind in "iu" and got_kind in "iu":
+        info = np.iinfo(want)
+        if arr.size == 0 or (arr.min() >= info.min and arr.max() <= info.max):
+            return arr.astype(want)
+        raise InvalidInput(f"input {spec.name!r}: values out of range for {spec.datatype}", input_name=spec.name)
+    elif (
+        want_kind in "iu" and got_kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))
+    ):
+        return arr.astype(want)
+    got = "BYTES" if got_kind in "OUS" else datatype_of(arr.dtype)
+    raise InvalidInput(f"input {spec.name!r}: expected datatype {spec.datatype}, got {got}", input_name=spec.name)
+
+
+def validate_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Check names, shapes, datatypes and NaN against the signature; return cast arrays."""
+    expected = [spec.name for spec in signature.inputs]
+    for name in inputs:
+        if signature.input(name) is None:
+            raise InvalidInput(f"unknown input {name!r} (expected: {', '.join(expected)})", input_name=name)
+    out: dict[str, np.ndarray] = {}
+    rows: int | None = None
+    for spec in signature.inputs:
+        if spec.name not in inputs:
+            raise InvalidInput(f"missing input {spec.name!r} (expected: {', '.join(expected)})", input_name=spec.name)
+        arr = inputs[spec.name]
+        if not _shape_ok(spec.shape, arr.shape):
+            raise InvalidInput(
+                f"input {spec.name!r}: expected shape {_fmt_shape(spec.shape)}, got {_fmt_shape(arr.shape)}",
+                input_name=spec.name,
+            )
+        if arr.dtype.kind == "O" and spec.datatype != "BYTES":
+            try:
+                arr = arr.astype(np.float64)
+            except (TypeError, ValueError):
+                raise InvalidInput(
+                    f"input {spec.name!r}: expected datatype {spec.datatype}, got non-numeric values",
+                    input_name=spec.name,
+                ) from None
+        arr = _cast(spec, arr)
+        if arr.dtype.kind == "f" and not spec.allow_nan and not np.isfinite(arr).all():
+            raise InvalidInput(
+                f"input {spec.name!r}: contains NaN or infinity, which this model does not accept",
+                input_name=spec.name,
+            )
+        if arr.ndim and rows is not None and arr.shape[0] != rows:
+            raise InvalidInput(
+                f"input {spec.name!r}: has {arr.shape[0]} rows but other inputs have {rows}", input_name=spec.name
+            )
+        rows = arr.shape[0] if arr.ndim else rows
+        out[spec.name] = arr
+    return out

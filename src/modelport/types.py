@@ -1,0 +1,164 @@
+"""Neutral types shared by the registry, runtimes, manager and every protocol.
+
+No wire format here: protocols translate their JSON into :class:`InferRequest` and an
+:class:`InferResult` back into their JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+# Open Inference Protocol datatype names <-> NumPy dtypes. BYTES travels as an object array of str.
+DATATYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(object),
+}
+_BY_DTYPE = {dt: name for name, dt in DATATYPES.items()}
+
+
+def datatype_of(dtype: np.dtype[Any]) -> str:
+    """The V2 datatype name of a NumPy dtype (strings and bytes map to BYTES)."""
+    if dtype.kind in "OUS":
+        return "BYTES"
+    try:
+        return _BY_DTYPE[np.dtype(dtype)]
+    except KeyError:
+        raise ValueError(f"dtype {dtype} has no Open Inference Protocol datatype") from None
+
+
+def dtype_of(datatype: str) -> np.dtype[Any]:
+    return DATATYPES[datatype]
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """One named input or output. ``shape`` uses -1 for a free dimension (the batch is dim 0).
+
+    ``feature_names`` names the columns of a 2-D input (from a DataFrame's columns), so a
+    request may give one value per feature instead of the whole tensor.
+    """
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    feature_names: tuple[str, ...] | None = None
+    allow_nan: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+        if self.feature_names is not None:
+            data["feature_names"] = list(self.feature_names)
+        if self.allow_nan:
+            data["allow_nan"] = True
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TensorSpec:
+        names = data.get("feature_names")
+        return cls(
+            name=str(data["name"]),
+            datatype=str(data["datatype"]),
+            shape=tuple(int(d) for d in data["shape"]),
+            feature_names=tuple(names) if names is not None else None,
+            allow_nan=bool(data.get("allow_nan", False)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """What a model takes and gives, plus an example input (a few rows, JSON-ready lists)."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    example: Mapping[str, Any] | None = None
+
+    def input(self, name: str) -> TensorSpec | None:
+        return next((spec for spec in self.inputs if spec.name == name), None)
+
+    def output(self, name: str) -> TensorSpec | None:
+        return next((spec for spec in self.outputs if spec.name == name), None)
+
+    @property
+    def feature_names(self) -> tuple[str, ...] | None:
+        """Feature names when the model takes one 2-D input with named columns."""
+        if len(self.inputs) == 1:
+            return self.inputs[0].feature_names
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": [s.to_dict() for s in self.inputs],
+            "outputs": [s.to_dict() for s in self.outputs],
+            "example": dict(self.example) if self.example is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Signature:
+        return cls(
+            inputs=tuple(TensorSpec.from_dict(s) for s in data["inputs"]),
+            outputs=tuple(TensorSpec.from_dict(s) for s in data["outputs"]),
+            example=data.get("example"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    """One immutable registered version, as the registry reports it."""
+
+    name: str
+    version: int
+    runtime: str  # runtime kind that serves it: "onnx", "sklearn", "python", ...
+    framework: str  # what the user trained with: "sklearn", "onnx", "python"
+    artifact: str  # content hash of the artifact directory, "sha256:<hex>"
+    signature: Signature
+    created_at: datetime
+    aliases: tuple[str, ...] = ()
+    environment: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    metrics: Mapping[str, float | str] = field(default_factory=dict)
+    params: Mapping[str, float | str] = field(default_factory=dict)
+    description: str = ""
+    notes: tuple[str, ...] = ()  # e.g. "converted to ONNX; max |Δp| 3e-8 on the sample"
+    trusted_code: bool = False  # artifact runs arbitrary code (pickle, custom Python)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class InferRequest:
+    """A protocol-neutral inference request: named input arrays (batch first)."""
+
+    inputs: Mapping[str, np.ndarray]
+    outputs: tuple[str, ...] | None = None  # requested outputs; None means all
+    id: str | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class InferResult:
+    """The neutral answer: which version served it and its named output arrays."""
+
+    model_name: str
+    model_version: int
+    outputs: Mapping[str, np.ndarray]
+    signature: Signature
+    id: str | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
