@@ -29,6 +29,8 @@ class Settings:
     max_body_bytes: largest request body accepted (``MODELPORT_MAX_BODY_MB``, default 32).
     allow_env_mismatch: load native pickled models even when library versions differ
         (``MODELPORT_ALLOW_ENV_MISMATCH``).
+    models: references the server loads at start (``MODELPORT_MODELS``, comma-separated), so
+        every worker process of ``modelport serve --workers N`` builds the same app.
     """
 
     home: Path = field(default_factory=lambda: Path(".modelport"))
@@ -41,6 +43,7 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     allow_env_mismatch: bool = False
     log_level: str = "info"
+    models: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         home = Path(self.home).expanduser().absolute()
@@ -82,6 +85,8 @@ class Settings:
             values["max_body_bytes"] = int(float(env["MODELPORT_MAX_BODY_MB"]) * 1024 * 1024)
         if "MODELPORT_ALLOW_ENV_MISMATCH" in env:
             values["allow_env_mismatch"] = _bool(env["MODELPORT_ALLOW_ENV_MISMATCH"])
+        if env.get("MODELPORT_MODELS"):
+            values["models"] = tuple(r.strip() for r in env["MODELPORT_MODELS"].split(",") if r.strip())
         if "MODELPORT_LOG_LEVEL" in env:
             values["log_level"] = env["MODELPORT_LOG_LEVEL"]
         values.update({k: v for k, v in overrides.items() if v is not None})
