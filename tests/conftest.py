@@ -10,6 +10,8 @@ import pytest
 
 from modelport.settings import Settings
 
+pytest_plugins = ["tests.postgres"]  # the session-scoped `postgres_url` fixture
+
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 

@@ -1,0 +1,79 @@
+"""A throwaway PostgreSQL cluster for tests (initdb + pg_ctl on a free port, trust auth, no fsync).
+
+``postgres_url`` (session) starts one cluster and stops it at the end; ``fresh_database`` makes an
+empty database in it per test. As root the server runs as the ``postgres`` user, as PostgreSQL
+refuses to run as root. Tests skip only when the PostgreSQL binaries are not installed.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import free_port
+
+
+def postgres_bindir() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name.split(".")[0]))
+    candidates = [Path(p) for p in found if (Path(p) / "initdb").exists()]
+    if candidates:
+        return candidates[-1]
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def _as_server_user(args: list[str]) -> list[str]:
+    if os.geteuid() != 0:
+        return args
+    return ["runuser", "-u", "postgres", "--", *args]
+
+
+def _run(args: list[str], *, check: bool = True) -> None:
+    subprocess.run(_as_server_user(args), check=check, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of the ``postgres`` database of a fresh cluster: postgresql+psycopg://postgres@127.0.0.1:PORT/postgres."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (no initdb under /usr/lib/postgresql/*/bin or on PATH)")
+    base = Path(tempfile.mkdtemp(prefix="modelport-pg-"))
+    if os.geteuid() == 0:
+        user = pwd.getpwnam("postgres")
+        os.chown(base, user.pw_uid, user.pw_gid)
+    data, port = base / "data", free_port()
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off -c max_connections=100"
+    try:
+        _run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+        _run([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-o", options, "start"])
+    except subprocess.CalledProcessError as exc:
+        log = (base / "log").read_text() if (base / "log").exists() else ""
+        shutil.rmtree(base, ignore_errors=True)
+        raise RuntimeError(f"could not start PostgreSQL: {exc.stderr}\n{log}") from exc
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        _run([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def fresh_database(server_url: str) -> str:
+    """Create an empty database in the cluster and return its URL."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    base, _, _ = server_url.rpartition("/")
+    conninfo = base.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    import psycopg  # the "postgres" extra
+
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+    return f"{base}/{name}"
