@@ -1,0 +1,107 @@
+"""Library versions captured at registration, and how they compare with the serving process.
+
+A native scikit-learn model (skops or pickle) may change results or fail to load under another
+scikit-learn minor version, so that difference is an error; an ONNX model depends only on the
+ONNX Runtime that serves it, so differences there are information.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Literal
+
+Severity = Literal["error", "warning", "info"]
+
+FRAMEWORK_LIBRARIES: dict[str, tuple[str, ...]] = {
+    "sklearn": ("scikit-learn", "scipy", "skops", "skl2onnx", "onnx", "onnxruntime"),
+    "onnx": ("onnx", "onnxruntime"),
+    "python": (),
+}
+NOT_INSTALLED = "not installed"
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    library: str
+    recorded: str
+    running: str
+    severity: Severity
+    message: str
+
+
+def installed(library: str) -> str | None:
+    """The installed version of a distribution, or None."""
+    try:
+        return metadata.version(library)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def capture(framework: str) -> dict[str, str]:
+    """Python, NumPy and the framework's libraries, as installed now."""
+    versions = {"python": platform.python_version()}
+    for library in ("numpy", *FRAMEWORK_LIBRARIES.get(framework, ())):
+        version = installed(library)
+        if version is not None:
+            versions[library] = version
+    return versions
+
+
+def running_versions(libraries: list[str]) -> dict[str, str]:
+    versions = {}
+    for library in libraries:
+        version = platform.python_version() if library == "python" else installed(library)
+        versions[library] = version if version is not None else NOT_INSTALLED
+    return versions
+
+
+def _release(version: str, parts: int) -> tuple[str, ...]:
+    return tuple(version.split("+", 1)[0].split(".")[:parts])
+
+
+def compare(recorded: Mapping[str, str], *, runtime: str, pickled: bool = False) -> list[Mismatch]:
+    """How the running versions differ from ``recorded`` for a model served by ``runtime``.
+
+    ``pickled``: the artifact is a pickle (a NumPy major change breaks pickled arrays).
+    """
+    running = running_versions(sorted(recorded))
+    mismatches = []
+    for library in sorted(recorded):
+        was, now = recorded[library], running[library]
+        if was == now:
+            continue
+        severity = _severity(library, was, now, runtime=runtime, pickled=pickled)
+        mismatches.append(Mismatch(library, was, now, severity, _message(library, was, now, severity)))
+    return mismatches
+
+
+def _severity(library: str, was: str, now: str, *, runtime: str, pickled: bool) -> Severity:
+    if runtime == "onnx":
+        return "warning" if library == "onnxruntime" and now == NOT_INSTALLED else "info"
+    if runtime == "sklearn":
+        if library == "scikit-learn" and (now == NOT_INSTALLED or _release(was, 2) != _release(now, 2)):
+            return "error"
+        if library == "numpy" and pickled and _release(was, 1) != _release(now, 1):
+            return "error"
+        if library in ("scikit-learn", "numpy", "scipy", "python"):
+            return "warning"
+        return "info"  # converter and ONNX libraries: the native runtime does not use them
+    return "warning"
+
+
+def _message(library: str, was: str, now: str, severity: Severity) -> str:
+    if library == "python":
+        fix = f"re-register the model under Python {now}, or serve it with Python {was}"
+    elif now == NOT_INSTALLED:
+        fix = f"install {library}=={was} in the serving environment"
+    else:
+        fix = f"re-register the model with {library} {now}, or pin {library}=={was} in the serving environment"
+    consequence = {
+        "error": "the model may fail to load or give different results",
+        "warning": "results may differ slightly",
+        "info": "the serving runtime does not depend on it",
+    }[severity]
+    return f"{library} {was} was recorded at registration, {now} is running: {consequence}; {fix}"

@@ -1,0 +1,93 @@
+"""The ONNX runtime: an ONNX Runtime CPU session over ``model.onnx`` in the artifact directory.
+
+The graph already has the signature's names (ingest renames outputs and removes ZipMap at
+registration), so ``predict`` only casts inputs to the graph's dtypes and runs the session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from modelport.errors import InvalidModel, ModelNotReady
+from modelport.runtimes.base import Capabilities
+from modelport.types import Signature
+
+FILENAME = "model.onnx"
+
+# ONNX Runtime's input type strings -> NumPy dtypes.
+_ORT_DTYPES: dict[str, np.dtype[Any]] = {
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(double)": np.dtype(np.float64),
+    "tensor(float16)": np.dtype(np.float16),
+    "tensor(int8)": np.dtype(np.int8),
+    "tensor(int16)": np.dtype(np.int16),
+    "tensor(int32)": np.dtype(np.int32),
+    "tensor(int64)": np.dtype(np.int64),
+    "tensor(uint8)": np.dtype(np.uint8),
+    "tensor(uint16)": np.dtype(np.uint16),
+    "tensor(uint32)": np.dtype(np.uint32),
+    "tensor(uint64)": np.dtype(np.uint64),
+    "tensor(bool)": np.dtype(np.bool_),
+    "tensor(string)": np.dtype(object),
+}
+
+
+def session(model: Path | bytes, *, threads: int = 1) -> Any:
+    """A CPU ``InferenceSession`` using ``threads`` intra-op threads, sequential execution."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    source = str(model) if isinstance(model, Path) else model
+    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+class OnnxRuntime:
+    kind: ClassVar[str] = "onnx"
+    capabilities: ClassVar[Capabilities] = Capabilities(batch_rows=True, thread_safe=True, runs_code=False)
+
+    def __init__(self) -> None:
+        self._session: Any = None
+        self._dtypes: dict[str, np.dtype[Any]] = {}
+        self._outputs: list[str] = []
+
+    def load(self, artifact: Path, signature: Signature, *, threads: int = 1) -> None:
+        path = Path(artifact) / FILENAME
+        if not path.is_file():
+            raise InvalidModel(f"ONNX artifact {artifact} has no {FILENAME}")
+        try:
+            sess = session(path, threads=threads)
+        except Exception as exc:  # ORT raises its own exception types for corrupt or unsupported graphs
+            raise InvalidModel(f"ONNX Runtime cannot load {path}: {exc}") from exc
+        graph_inputs = {i.name: i.type for i in sess.get_inputs()}
+        graph_outputs = {o.name for o in sess.get_outputs()}
+        wanted_in = [spec.name for spec in signature.inputs]
+        wanted_out = [spec.name for spec in signature.outputs]
+        missing = [n for n in wanted_in if n not in graph_inputs] + [n for n in wanted_out if n not in graph_outputs]
+        if missing:
+            raise InvalidModel(
+                f"{path} does not match its signature: the graph has no tensor named {', '.join(map(repr, missing))} "
+                f"(graph inputs: {', '.join(graph_inputs)}; outputs: {', '.join(sorted(graph_outputs))})"
+            )
+        self._dtypes = {name: _ORT_DTYPES.get(graph_inputs[name], np.dtype(object)) for name in wanted_in}
+        self._outputs = wanted_out
+        self._session = sess
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        sess = self._session
+        if sess is None:
+            raise ModelNotReady("the ONNX model is not loaded; call load() first")
+        dtypes = self._dtypes
+        feed = {name: np.asarray(arr, dtype=dtypes[name]) for name, arr in inputs.items()}
+        results = sess.run(self._outputs, feed)
+        return dict(zip(self._outputs, results, strict=True))
+
+    def unload(self) -> None:
+        self._session = None

@@ -1,0 +1,181 @@
+"""The native scikit-learn runtime: an estimator saved with skops (or, when trusted, pickle).
+
+The artifact directory holds ``sklearn.json`` (which file, its format, the skops types the
+owner trusted at registration) and the model file. Outputs follow the canonical names:
+``label`` and ``probabilities`` for classifiers, ``prediction`` for regressors.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from modelport.errors import InvalidModel, ModelNotReady, UntrustedArtifact
+from modelport.runtimes.base import Capabilities
+from modelport.types import Signature
+
+MANIFEST = "sklearn.json"
+SAFE_MODULES = frozenset({"sklearn", "numpy", "scipy", "builtins"})
+Format = Literal["skops", "pickle"]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    file: str
+    format: Format
+    trusted_types: tuple[str, ...] = ()
+
+    @property
+    def runs_code(self) -> bool:
+        """True when loading imports or unpickles code beyond scikit-learn, NumPy and SciPy."""
+        return self.format == "pickle" or bool(unsafe_types(self.trusted_types))
+
+    @classmethod
+    def read(cls, artifact: Path) -> Manifest:
+        path = Path(artifact) / MANIFEST
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            fmt = data["format"]
+            if fmt not in ("skops", "pickle"):
+                raise ValueError(f"unknown format {fmt!r}")
+            return cls(file=str(data["file"]), format=fmt, trusted_types=tuple(data.get("trusted_types", ())))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InvalidModel(f"cannot read {path}: {exc}") from exc
+
+
+def unsafe_types(types: Sequence[str]) -> list[str]:
+    """The types outside scikit-learn, NumPy, SciPy and builtins: loading them runs their code."""
+    return [t for t in types if t.split(".", 1)[0] not in SAFE_MODULES]
+
+
+def save(estimator: object, directory: Path, *, format: Format = "skops") -> Manifest:
+    """Store ``estimator`` in ``directory`` with its manifest. Trust is the caller's decision:
+    check :func:`unsafe_types` of ``skops.io.get_untrusted_types`` before saving."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if format == "skops":
+        import skops.io as sio
+
+        data = sio.dumps(estimator)
+        manifest = Manifest("model.skops", "skops", tuple(sio.get_untrusted_types(data=data)))
+    else:
+        data = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
+        manifest = Manifest("model.pkl", "pickle")
+    (directory / manifest.file).write_bytes(data)
+    text = {"file": manifest.file, "format": manifest.format, "trusted_types": list(manifest.trusted_types)}
+    (directory / MANIFEST).write_text(json.dumps(text, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def load_estimator(artifact: Path) -> tuple[Any, Manifest]:
+    manifest = Manifest.read(artifact)
+    path = Path(artifact) / manifest.file
+    try:
+        if manifest.format == "skops":
+            import skops.io as sio
+
+            untrusted = sio.get_untrusted_types(file=path)
+            unexpected = sorted(set(untrusted) - set(manifest.trusted_types))
+            if unexpected:
+                raise UntrustedArtifact(
+                    f"{path} contains types that were not trusted at registration: {', '.join(unexpected)}; "
+                    "re-register the model"
+                )
+            return sio.load(path, trusted=list(untrusted)), manifest
+        with path.open("rb") as fh:
+            return pickle.load(fh), manifest  # trusted at registration: the manifest says pickle
+    except UntrustedArtifact:
+        raise
+    except Exception as exc:  # skops and pickle raise anything a broken file provokes
+        raise InvalidModel(f"cannot load scikit-learn model {path}: {exc}") from exc
+
+
+def as_frame(x: np.ndarray, feature_names: Sequence[str] | None) -> Any:
+    """The input as the estimator was fitted: a DataFrame when it knows column names."""
+    if feature_names is None:
+        return x
+    import pandas as pd
+
+    return pd.DataFrame(x, columns=list(feature_names), copy=False)
+
+
+def canonical_label(labels: np.ndarray) -> np.ndarray:
+    """Class labels as INT64 (integer or bool classes) or BYTES (object array of str)."""
+    if labels.dtype.kind in "iub":
+        return labels.astype(np.int64, copy=False)
+    if labels.dtype.kind in "OUS":
+        return labels.astype(str).astype(object)
+    return labels
+
+
+def output_names(estimator: object) -> tuple[str, ...]:
+    """The canonical outputs of an estimator: classifiers give labels (and probabilities)."""
+    from sklearn.base import is_classifier, is_regressor
+
+    if is_classifier(estimator):
+        return ("label", "probabilities") if hasattr(estimator, "predict_proba") else ("label",)
+    if is_regressor(estimator):
+        return ("prediction",)
+    raise InvalidModel(
+        f"{type(estimator).__name__} is neither a classifier nor a regressor; "
+        "modelport serves scikit-learn classifiers and regressors (or a Pipeline ending in one)"
+    )
+
+
+def predict_outputs(estimator: Any, x: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The named canonical outputs of ``estimator`` on ``x`` (as from :func:`as_frame`)."""
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        if name == "probabilities":
+            out[name] = np.asarray(estimator.predict_proba(x), dtype=np.float32)
+        elif name == "label":
+            out[name] = canonical_label(np.asarray(estimator.predict(x)))
+        else:
+            out[name] = np.asarray(estimator.predict(x), dtype=np.float32)
+    return out
+
+
+class SklearnRuntime:
+    kind: ClassVar[str] = "sklearn"
+    capabilities: ClassVar[Capabilities] = Capabilities(batch_rows=True, thread_safe=True, runs_code=False)
+
+    def __init__(self) -> None:
+        self._estimator: Any = None
+        self._feature_names: list[str] | None = None
+        self._outputs: tuple[str, ...] = ()
+        self._controller: Any = None
+        self._threads = 1
+
+    def load(self, artifact: Path, signature: Signature, *, threads: int = 1) -> None:
+        from threadpoolctl import ThreadpoolController
+
+        estimator, _ = load_estimator(artifact)
+        outputs = tuple(spec.name for spec in signature.outputs)
+        unknown = [name for name in outputs if name not in ("label", "probabilities", "prediction")]
+        if unknown:
+            raise InvalidModel(f"the scikit-learn runtime cannot produce output {unknown[0]!r}")
+        if "probabilities" in outputs and not hasattr(estimator, "predict_proba"):
+            raise InvalidModel(f"{type(estimator).__name__} has no predict_proba for output 'probabilities'")
+        names = getattr(estimator, "feature_names_in_", None)
+        self._feature_names = [str(n) for n in names] if names is not None else None
+        self._outputs = outputs
+        self._threads = max(1, threads)
+        self._controller = ThreadpoolController()
+        self._estimator = estimator
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        estimator = self._estimator
+        if estimator is None:
+            raise ModelNotReady("the scikit-learn model is not loaded; call load() first")
+        (x,) = inputs.values()
+        frame = as_frame(x, self._feature_names)
+        with self._controller.limit(limits=self._threads):
+            return predict_outputs(estimator, frame, self._outputs)
+
+    def unload(self) -> None:
+        self._estimator = None

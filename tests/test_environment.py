@@ -1,0 +1,64 @@
+"""Library versions recorded at registration against those running now."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+
+from modelport.environment import Mismatch, capture, compare
+
+SKLEARN = metadata.version("scikit-learn")
+NUMPY = metadata.version("numpy")
+
+
+def test_capture_records_python_numpy_and_the_framework_libraries() -> None:
+    versions = capture("sklearn")
+    assert versions["python"] == platform.python_version()
+    assert versions["numpy"] == NUMPY
+    assert versions["scikit-learn"] == SKLEARN
+    assert {"skops", "skl2onnx", "onnx", "onnxruntime"} <= set(versions)
+    assert set(capture("onnx")) == {"python", "numpy", "onnx", "onnxruntime"}
+    assert set(capture("python")) == {"python", "numpy"}
+
+
+def test_same_environment_has_no_mismatch() -> None:
+    assert compare(capture("sklearn"), runtime="sklearn", pickled=True) == []
+
+
+def test_other_sklearn_minor_is_an_error_for_the_native_runtime() -> None:
+    recorded = {**capture("sklearn"), "scikit-learn": "1.0.2"}
+    (mismatch,) = compare(recorded, runtime="sklearn")
+    assert mismatch == Mismatch(
+        "scikit-learn",
+        "1.0.2",
+        SKLEARN,
+        "error",
+        f"scikit-learn 1.0.2 was recorded at registration, {SKLEARN} is running: the model may fail to load or "
+        f"give different results; re-register the model with scikit-learn {SKLEARN}, or pin scikit-learn==1.0.2 "
+        "in the serving environment",
+    )
+
+
+def test_other_sklearn_version_is_only_information_for_onnx() -> None:
+    recorded = {**capture("sklearn"), "scikit-learn": "1.0.2", "skl2onnx": "1.0"}
+    mismatches = compare(recorded, runtime="onnx")
+    assert [(m.library, m.severity) for m in mismatches] == [("scikit-learn", "info"), ("skl2onnx", "info")]
+
+
+def test_sklearn_patch_difference_is_a_warning() -> None:
+    major, minor, *_ = SKLEARN.split(".")
+    recorded = {"scikit-learn": f"{major}.{minor}.999"}
+    assert [m.severity for m in compare(recorded, runtime="sklearn")] == ["warning"]
+
+
+def test_numpy_major_difference_is_an_error_only_for_pickles() -> None:
+    recorded = {"numpy": "1.26.4"}
+    assert [m.severity for m in compare(recorded, runtime="sklearn", pickled=True)] == ["error"]
+    assert [m.severity for m in compare(recorded, runtime="sklearn", pickled=False)] == ["warning"]
+    assert [m.severity for m in compare(recorded, runtime="python")] == ["warning"]
+
+
+def test_missing_library_says_what_to_install() -> None:
+    (mismatch,) = compare({"not-a-real-lib": "2.0"}, runtime="python")
+    assert mismatch.running == "not installed"
+    assert mismatch.message.endswith("install not-a-real-lib==2.0 in the serving environment")

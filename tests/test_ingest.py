@@ -1,0 +1,214 @@
+"""What users have (estimators, files, custom code) becomes an artifact with a signature."""
+
+from __future__ import annotations
+
+import pickle
+import re
+import sys
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io as sio
+from skl2onnx import to_onnx
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+from modelport.errors import InvalidModel, UntrustedArtifact
+from modelport.ingest import package
+from modelport.runtimes import create
+from modelport.signature import validate_inputs
+from modelport.types import Signature, TensorSpec
+from tests.test_runtimes import write_custom_model
+
+Iris = tuple[pd.DataFrame, np.ndarray]
+
+
+class ShiftedLogistic(LogisticRegression):
+    """A user's own estimator class: skl2onnx has no converter and skops must import it."""
+
+
+def predict(packaged_dir: Path, runtime: str, signature: Signature, rows: np.ndarray) -> dict[str, np.ndarray]:
+    model = create(runtime)
+    model.load(packaged_dir, signature)
+    try:
+        return model.predict(validate_inputs(signature, {signature.inputs[0].name: rows}))
+    finally:
+        model.unload()
+
+
+@pytest.mark.parametrize("pipeline", [False, True], ids=["logistic", "scaler-logistic-pipeline"])
+def test_classifier_from_dataframe_is_converted_to_verified_onnx(pipeline: bool, iris: Iris, tmp_path: Path) -> None:
+    frame, labels = iris
+    classifier = LogisticRegression(max_iter=500)
+    model = (make_pipeline(StandardScaler(), classifier) if pipeline else classifier).fit(frame, labels)
+    packaged = package(model, workdir=tmp_path, sample_input=frame.iloc[::10])
+    assert (packaged.runtime, packaged.framework, packaged.trusted_code) == ("onnx", "sklearn", False)
+    assert packaged.directory.parent == tmp_path
+    assert packaged.signature.inputs == (TensorSpec("input", "FP32", (-1, 4), feature_names=tuple(frame.columns)),)
+    assert packaged.signature.outputs == (
+        TensorSpec("label", "BYTES", (-1,)),
+        TensorSpec("probabilities", "FP32", (-1, 3)),
+    )
+    assert re.fullmatch(
+        r"converted to ONNX \(opset \d+\); verified on 15 sample rows, max \|Δp\| = .+", packaged.notes[0]
+    )
+    assert packaged.signature.example == {"input": frame.iloc[::10].iloc[:3].to_numpy().tolist()}
+    assert {"python", "numpy", "scikit-learn", "skl2onnx", "onnxruntime", "skops"} <= set(packaged.environment)
+    out = predict(packaged.directory, "onnx", packaged.signature, frame.to_numpy())
+    np.testing.assert_array_equal(out["label"], model.predict(frame))
+    np.testing.assert_allclose(out["probabilities"], model.predict_proba(frame), atol=1e-5)
+    assert (packaged.directory / "model.skops").is_file(), "a native copy is kept for a later fallback"
+
+
+def test_regressor_is_converted_to_onnx_with_a_flat_prediction(iris: Iris, tmp_path: Path) -> None:
+    frame, _ = iris
+    target = frame["petal_width"].to_numpy()
+    features = frame.drop(columns="petal_width")
+    model = RandomForestRegressor(n_estimators=10, random_state=0).fit(features, target)
+    packaged = package(model, workdir=tmp_path, sample_input=features.iloc[:30])
+    assert packaged.runtime == "onnx"
+    assert packaged.signature.outputs == (TensorSpec("prediction", "FP32", (-1,)),)
+    out = predict(packaged.directory, "onnx", packaged.signature, features.to_numpy())
+    np.testing.assert_allclose(out["prediction"], model.predict(features), rtol=1e-5, atol=1e-5)
+
+
+def test_unconvertible_model_falls_back_to_native_skops_with_a_note(iris: Iris, tmp_path: Path) -> None:
+    frame, labels = iris
+    model = make_pipeline(FunctionTransformer(np.log1p), LogisticRegression(max_iter=1000)).fit(frame, labels)
+    packaged = package(model, workdir=tmp_path, sample_input=frame.iloc[:10])
+    assert (packaged.runtime, packaged.trusted_code) == ("sklearn", False)
+    assert packaged.notes[0].startswith("ONNX conversion failed: RuntimeError: FunctionTransformer is not supported")
+    assert packaged.notes[0].endswith("; serving with the native scikit-learn runtime")
+    assert packaged.signature.inputs[0].datatype == "FP64"
+    assert not (packaged.directory / "model.onnx").exists()
+    out = predict(packaged.directory, "sklearn", packaged.signature, frame.to_numpy())
+    np.testing.assert_array_equal(out["label"], model.predict(frame))
+
+
+def test_native_fallback_with_a_user_class_needs_trust(iris: Iris, tmp_path: Path) -> None:
+    frame, labels = iris
+    model = ShiftedLogistic(max_iter=500).fit(frame, labels)
+    with pytest.raises(UntrustedArtifact, match=r"outside scikit-learn, NumPy and SciPy: tests\.test_ingest\.Shifted"):
+        package(model, workdir=tmp_path, sample_input=frame.iloc[:10])
+    packaged = package(model, workdir=tmp_path, sample_input=frame.iloc[:10], trust_pickle=True)
+    assert (packaged.runtime, packaged.trusted_code) == ("sklearn", True)
+    assert packaged.notes[0].startswith("ONNX conversion failed")
+    out = predict(packaged.directory, "sklearn", packaged.signature, frame.to_numpy())
+    np.testing.assert_allclose(out["probabilities"], model.predict_proba(frame), atol=1e-7)
+
+
+def test_sklearn_model_without_a_sample_is_refused(iris: Iris, tmp_path: Path) -> None:
+    frame, labels = iris
+    model = LogisticRegression(max_iter=500).fit(frame, labels)
+    with pytest.raises(InvalidModel, match="needs a sample input"):
+        package(model, workdir=tmp_path)
+
+
+@pytest.mark.parametrize("name", ["model.pkl", "model.joblib"])
+def test_pickle_is_refused_without_trust_with_the_exact_hint(name: str, iris: Iris, tmp_path: Path) -> None:
+    frame, labels = iris
+    path = tmp_path / name
+    joblib.dump(LogisticRegression(max_iter=500).fit(frame, labels), path)
+    message = (
+        f"{name} is a pickle file: loading it runs arbitrary code. Register it only if you trust its source, "
+        "with --trust-pickle (CLI) or trust_pickle=True (Python); better, save it with skops (skops.io.dump) "
+        "or export it to ONNX."
+    )
+    with pytest.raises(UntrustedArtifact) as caught:
+        package(path, workdir=tmp_path, sample_input=frame.iloc[:5])
+    assert str(caught.value) == message
+
+
+def test_trusted_pickle_is_converted_like_an_estimator(iris: Iris, tmp_path: Path) -> None:
+    frame, labels = iris
+    path = tmp_path / "model.pickle"
+    path.write_bytes(pickle.dumps(LogisticRegression(max_iter=500).fit(frame, labels)))
+    packaged = package(path, workdir=tmp_path, sample_input=frame.iloc[:5], trust_pickle=True)
+    assert (packaged.runtime, packaged.trusted_code) == ("onnx", False)
+    assert packaged.notes[0] == "loaded from trusted pickle model.pickle"
+    assert packaged.notes[1].startswith("converted to ONNX")
+
+
+def test_skops_file_of_sklearn_types_needs_no_trust(iris: Iris, tmp_path: Path) -> None:
+    frame, labels = iris
+    path = tmp_path / "model.skops"
+    sio.dump(make_pipeline(StandardScaler(), LogisticRegression()).fit(frame, labels), path)
+    packaged = package(path, workdir=tmp_path, sample_input=frame.iloc[:5])
+    assert packaged.runtime == "onnx"
+    assert packaged.notes[0] == "loaded from model.skops"
+
+
+def test_onnx_file_is_registered_as_is_with_signature_from_graph(iris: Iris, tmp_path: Path) -> None:
+    frame, labels = iris
+    x = frame.to_numpy(np.float32)
+    codes = np.searchsorted(np.unique(labels), labels)
+    onx = to_onnx(LogisticRegression(max_iter=500).fit(x, codes), x[:1], options={"zipmap": False})
+    path = tmp_path / "iris.onnx"
+    path.write_bytes(onx.SerializeToString())
+    packaged = package(path, workdir=tmp_path)
+    assert (packaged.runtime, packaged.framework, packaged.trusted_code) == ("onnx", "onnx", False)
+    assert packaged.signature == Signature(
+        inputs=(TensorSpec("X", "FP32", (-1, 4)),),
+        outputs=(TensorSpec("label", "INT64", (-1,)), TensorSpec("probabilities", "FP32", (-1, 3))),
+    )
+    assert (packaged.directory / "model.onnx").read_bytes() == path.read_bytes()
+    assert set(packaged.environment) == {"python", "numpy", "onnx", "onnxruntime"}
+
+
+def test_zipmap_onnx_file_is_registered_with_plain_tensor_outputs(iris: Iris, tmp_path: Path) -> None:
+    frame, labels = iris
+    x = frame.to_numpy(np.float32)
+    model = LogisticRegression(max_iter=500).fit(x, labels)
+    path = tmp_path / "zipmap.onnx"
+    path.write_bytes(to_onnx(model, x[:1]).SerializeToString())  # skl2onnx's default ends in a ZipMap
+    packaged = package(path, workdir=tmp_path, sample_input=frame.iloc[:5])
+    assert "removed the ZipMap on output 'output_probability': it now returns the plain tensor 'probabilities'" in (
+        packaged.notes
+    )
+    assert [(s.name, s.datatype, s.shape) for s in packaged.signature.outputs] == [
+        ("output_label", "BYTES", (-1,)),
+        ("probabilities", "FP32", (-1, 3)),
+    ]
+    assert packaged.signature.inputs[0].feature_names == tuple(frame.columns)
+    out = predict(packaged.directory, "onnx", packaged.signature, x)
+    np.testing.assert_array_equal(out["output_label"], model.predict(x))
+    np.testing.assert_allclose(out["probabilities"], model.predict_proba(x), atol=1e-5)
+
+
+def test_corrupt_onnx_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "broken.onnx"
+    path.write_bytes(b"not a protobuf at all")
+    with pytest.raises(InvalidModel, match=r"broken\.onnx is not a valid ONNX model"):
+        package(path, workdir=tmp_path)
+
+
+def test_custom_python_model_needs_trust_and_gets_inferred_outputs(iris: Iris, tmp_path: Path) -> None:
+    frame, _ = iris
+    source = write_custom_model(tmp_path / "my_model", frame)
+    with pytest.raises(UntrustedArtifact, match="my_model is a custom Python model: loading it runs the code"):
+        package(source, workdir=tmp_path / "work", sample_input=frame.iloc[:5])
+    modules_before = set(sys.modules)
+    packaged = package(source, workdir=tmp_path / "work", sample_input=frame.iloc[:5], trust_pickle=True)
+    assert set(sys.modules) == modules_before
+    assert (packaged.runtime, packaged.framework, packaged.trusted_code) == ("python", "python", True)
+    assert packaged.signature.inputs == (TensorSpec("input", "FP64", (-1, 4), feature_names=tuple(frame.columns)),)
+    assert packaged.signature.outputs == (
+        TensorSpec("score", "FP64", (-1,)),
+        TensorSpec("zscores", "FP32", (-1, 4)),
+    )
+    assert sorted(p.name for p in packaged.directory.iterdir()) == ["model.py", "params.json"]
+
+
+def test_unsupported_inputs_are_refused_with_what_is_accepted(tmp_path: Path) -> None:
+    (tmp_path / "model.h5").write_bytes(b"\x89HDF")
+    with pytest.raises(InvalidModel, match=r"unsupported file type '\.h5'; give a scikit-learn estimator"):
+        package(tmp_path / "model.h5", workdir=tmp_path)
+    with pytest.raises(InvalidModel, match="does not exist"):
+        package(tmp_path / "missing.onnx", workdir=tmp_path)
+    with pytest.raises(InvalidModel, match=r"cannot register a builtins\.dict"):
+        package({"weights": [1, 2]}, workdir=tmp_path)

@@ -1,0 +1,207 @@
+"""Every built-in runtime passes the same conformance check on a real model."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+from modelport.errors import ModelNotReady, NotFound
+from modelport.ingest import package
+from modelport.runtimes import KINDS, Runtime, create
+from modelport.runtimes import sklearn as sklearn_runtime
+from modelport.runtimes.conformance import check_runtime
+from modelport.runtimes.fake import FakeRuntime, write_artifact
+from modelport.signature import output_specs, validate_inputs
+from modelport.types import Signature, TensorSpec
+
+Iris = tuple[pd.DataFrame, np.ndarray]
+Case = tuple[str, Path, Signature, dict[str, np.ndarray]]
+
+CUSTOM_MODEL = textwrap.dedent(
+    """
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+
+    class Model:
+        def load(self, path: Path) -> None:
+            params = json.loads((path / "params.json").read_text())
+            self.mean = np.asarray(params["mean"])
+            self.scale = np.asarray(params["scale"])
+
+        def predict(self, inputs):
+            z = (inputs["input"] - self.mean) / self.scale
+            return {"score": z.sum(axis=1), "zscores": z.astype(np.float32)}
+    """
+)
+
+
+def write_custom_model(directory: Path, frame: pd.DataFrame) -> Path:
+    directory.mkdir(parents=True)
+    (directory / "model.py").write_text(CUSTOM_MODEL)
+    params = {"mean": frame.mean().tolist(), "scale": frame.std().tolist()}
+    (directory / "params.json").write_text(json.dumps(params))
+    return directory
+
+
+def _rows(signature: Signature, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    return validate_inputs(signature, {signature.inputs[0].name: frame.iloc[::15].to_numpy()})
+
+
+def onnx_converted(iris: Iris, tmp: Path) -> Case:
+    frame, labels = iris
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(frame, labels)
+    packaged = package(model, workdir=tmp, sample_input=frame.iloc[:20])
+    assert packaged.runtime == "onnx"
+    return "onnx", packaged.directory, packaged.signature, _rows(packaged.signature, frame)
+
+
+def onnx_user_file(iris: Iris, tmp: Path) -> Case:
+    from skl2onnx import to_onnx
+
+    frame, labels = iris
+    x = frame.to_numpy(np.float32)
+    model = LogisticRegression(max_iter=500).fit(x, np.searchsorted(np.unique(labels), labels))
+    path = tmp / "user.onnx"
+    path.write_bytes(to_onnx(model, x[:1], options={"zipmap": False}).SerializeToString())
+    packaged = package(path, workdir=tmp)
+    return "onnx", packaged.directory, packaged.signature, _rows(packaged.signature, frame)
+
+
+def sklearn_skops(iris: Iris, tmp: Path) -> Case:
+    frame, labels = iris
+    model = make_pipeline(FunctionTransformer(np.log1p), LogisticRegression(max_iter=1000)).fit(frame, labels)
+    packaged = package(model, workdir=tmp, sample_input=frame.iloc[:20])
+    assert packaged.runtime == "sklearn"
+    return "sklearn", packaged.directory, packaged.signature, _rows(packaged.signature, frame)
+
+
+def sklearn_pickle(iris: Iris, tmp: Path) -> Case:
+    frame, labels = iris
+    model = LogisticRegression(max_iter=500).fit(frame, labels)
+    directory = tmp / "pickled"
+    assert sklearn_runtime.save(model, directory, format="pickle").runs_code
+    outputs = sklearn_runtime.predict_outputs(model, frame.iloc[:3], ("label", "probabilities"))
+    signature = Signature(
+        inputs=(TensorSpec("input", "FP64", (-1, 4), feature_names=tuple(frame.columns)),),
+        outputs=output_specs(outputs),
+    )
+    return "sklearn", directory, signature, _rows(signature, frame)
+
+
+def python_custom(iris: Iris, tmp: Path) -> Case:
+    frame, _ = iris
+    source = write_custom_model(tmp / "custom", frame)
+    packaged = package(source, workdir=tmp, sample_input=frame.iloc[:5], trust_pickle=True)
+    return "python", packaged.directory, packaged.signature, _rows(packaged.signature, frame)
+
+
+def fake(iris: Iris, tmp: Path) -> Case:
+    frame, _ = iris
+    weights = [[0.5, -0.2, 0.1], [1.0, 0.3, -1.0], [-2.0, 0.1, 1.5], [-1.0, 0.2, 2.0]]
+    signature = write_artifact(tmp / "fake", weights, bias=[3.0, 1.0, -4.0], classes=["a", "b", "c"])
+    return "fake", tmp / "fake", signature, _rows(signature, frame)
+
+
+CASES: dict[str, Callable[[Iris, Path], Case]] = {
+    "onnx-converted-sklearn": onnx_converted,
+    "onnx-user-file": onnx_user_file,
+    "sklearn-native-skops": sklearn_skops,
+    "sklearn-native-trusted-pickle": sklearn_pickle,
+    "python-custom": python_custom,
+    "fake": fake,
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_builtin_runtime_passes_conformance(case: str, iris: Iris, tmp_path: Path) -> None:
+    kind, artifact, signature, sample = CASES[case](iris, tmp_path)
+    runtime = create(kind)
+    assert runtime.kind == kind
+    check_runtime(runtime, artifact, signature, sample)
+
+
+def test_every_builtin_kind_has_a_conformance_case() -> None:
+    assert set(KINDS) == {"onnx", "sklearn", "python", "fake"}
+    assert all(isinstance(create(kind), Runtime) for kind in KINDS)
+
+
+def test_unknown_runtime_kind_lists_the_builtin_kinds() -> None:
+    with pytest.raises(NotFound, match=r"unknown runtime kind 'tensorflow'; built-in kinds are: fake, onnx"):
+        create("tensorflow")
+
+
+def test_fake_runtime_computes_softmax_of_a_linear_map(tmp_path: Path) -> None:
+    signature = write_artifact(tmp_path, [[1.0, 0.0], [0.0, 2.0]], classes=[7, 9])
+    runtime = FakeRuntime()
+    runtime.load(tmp_path, signature)
+    out = runtime.predict({"input": np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)})
+    np.testing.assert_array_equal(out["label"], [7, 9])
+    np.testing.assert_allclose(out["probabilities"][0], [np.e / (np.e + 1), 1 / (np.e + 1)], rtol=1e-6)
+    np.testing.assert_allclose(out["probabilities"][1], [1 / (1 + np.e**2), np.e**2 / (1 + np.e**2)], rtol=1e-6)
+
+
+class _KeepsModelAfterUnload(FakeRuntime):
+    def unload(self) -> None:
+        pass
+
+
+class _ReturnsFloat64(FakeRuntime):
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = super().predict(inputs)
+        return {**out, "probabilities": out["probabilities"].astype(np.float64)}
+
+
+class _BatchDependent(FakeRuntime):
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        (x,) = inputs.values()
+        return super().predict({"input": x - x.mean(axis=0)})
+
+
+class _ReturnsLists(FakeRuntime):
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:  # type: ignore[override]
+        return {name: arr.tolist() for name, arr in super().predict(inputs).items()}
+
+
+@pytest.mark.parametrize(
+    ("broken", "problem"),
+    [
+        (_KeepsModelAfterUnload, "predict after unload"),
+        (_ReturnsFloat64, "datatype FP64, the signature declares FP32"),
+        (_BatchDependent, "rows one by one"),
+        (_ReturnsLists, "not a plain numpy.ndarray"),
+    ],
+)
+def test_conformance_check_rejects_a_broken_runtime(
+    broken: type[FakeRuntime], problem: str, iris: Iris, tmp_path: Path
+) -> None:
+    _, artifact, signature, sample = fake(iris, tmp_path)
+    with pytest.raises(AssertionError, match=problem):
+        check_runtime(broken(), artifact, signature, sample)
+
+
+def test_runtimes_refuse_to_predict_before_load() -> None:
+    for kind in KINDS:
+        with pytest.raises(ModelNotReady):
+            create(kind).predict({"input": np.zeros((1, 4), dtype=np.float32)})
+
+
+def test_runtime_returns_only_the_outputs_its_signature_declares(iris: Iris, tmp_path: Path) -> None:
+    for make in (fake, python_custom):
+        kind, artifact, signature, sample = make(iris, tmp_path / make.__name__)
+        narrowed = Signature(signature.inputs, signature.outputs[1:], signature.example)
+        runtime = create(kind)
+        runtime.load(artifact, narrowed)
+        assert list(runtime.predict(sample)) == [signature.outputs[1].name]
