@@ -190,7 +190,11 @@ def _cast(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
     elif got_kind == "b" and want_kind == "b":
         return arr
     elif want_kind == "f" and got_kind in "iuf":
-        return arr.astype(want)
+        with np.errstate(over="ignore"):
+            cast = arr.astype(want)
+        if got_kind == "f" and not np.array_equal(np.isfinite(cast), np.isfinite(arr)):
+            raise InvalidInput(f"input {spec.name!r}: values out of range for {spec.datatype}", input_name=spec.name)
+        return cast
     elif want_kind in "iu" and got_kind in "iu":
         info = np.iinfo(want)
         if arr.size == 0 or (arr.min() >= info.min and arr.max() <= info.max):
@@ -242,3 +246,13 @@ def validate_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> d
         rows = arr.shape[0] if arr.ndim else rows
         out[spec.name] = arr
     return out
+
+
+def select_outputs(outputs: Mapping[str, np.ndarray], requested: Sequence[str] | None) -> dict[str, np.ndarray]:
+    """The requested outputs in the order asked (all when ``requested`` is None)."""
+    if requested is None:
+        return dict(outputs)
+    for name in requested:
+        if name not in outputs:
+            raise InvalidInput(f"unknown output {name!r} (outputs: {', '.join(outputs)})")
+    return {name: outputs[name] for name in requested}

@@ -1,0 +1,118 @@
+"""The Python API: ``modelport.register(model, ...)`` and ``modelport.load(ref)``."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from modelport.ingest import package
+from modelport.loading import open_version
+from modelport.reference import parse_name, validate_alias
+from modelport.registry import Registry
+from modelport.runtimes.base import Runtime
+from modelport.settings import Settings
+from modelport.signature import select_outputs, to_inputs, validate_inputs
+from modelport.types import ModelVersion, Signature
+
+
+def register(
+    model: Any,
+    *,
+    name: str,
+    sample_input: Any = None,
+    alias: str | Sequence[str] = (),
+    tags: Mapping[str, str] | None = None,
+    metrics: Mapping[str, float | str] | None = None,
+    params: Mapping[str, float | str] | None = None,
+    description: str = "",
+    trust_pickle: bool = False,
+    settings: Settings | None = None,
+) -> ModelVersion:
+    """Register ``model`` as the next version of ``name`` and return that version.
+
+    ``model`` is a fitted scikit-learn estimator or Pipeline, or a path to an ``.onnx``,
+    ``.skops`` or pickle file, or to a directory holding a custom Python model. scikit-learn
+    models are converted to ONNX and verified on ``sample_input`` (an ndarray, a DataFrame whose
+    columns become named features, or a list of row dicts); pickles and custom Python code
+    need ``trust_pickle=True``.
+    """
+    parse_name(name)
+    aliases = [alias] if isinstance(alias, str) else list(alias)
+    for each in aliases:
+        validate_alias(each)
+    settings = settings or Settings.from_env()
+    with tempfile.TemporaryDirectory(prefix="modelport-") as workdir:
+        packaged = package(model, workdir=Path(workdir), sample_input=sample_input, trust_pickle=trust_pickle)
+        registry = Registry.open(settings)
+        try:
+            return registry.register(
+                name,
+                packaged.directory,
+                runtime=packaged.runtime,
+                framework=packaged.framework,
+                signature=packaged.signature,
+                environment=packaged.environment,
+                tags=tags,
+                metrics=metrics,
+                params=params,
+                description=description,
+                notes=packaged.notes,
+                trusted_code=packaged.trusted_code,
+                aliases=aliases,
+            )
+        finally:
+            registry.close()
+
+
+class LoadedModel:
+    """A registered version loaded in this process, with the same input rules as the server."""
+
+    def __init__(self, version: ModelVersion, runtime: Runtime) -> None:
+        self.version = version
+        self._runtime = runtime
+
+    @property
+    def signature(self) -> Signature:
+        return self.version.signature
+
+    def predict(self, data: Any, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Predict on a DataFrame, ndarray, list of rows, list of row dicts or dict of arrays."""
+        signature = self.version.signature
+        result = self._runtime.predict(validate_inputs(signature, to_inputs(signature, data)))
+        return select_outputs(result, outputs)
+
+    def close(self) -> None:
+        self._runtime.unload()
+
+    def __enter__(self) -> LoadedModel:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<LoadedModel {self.version.ref} runtime={self.version.runtime}>"
+
+
+def load(
+    ref: str, *, settings: Settings | None = None, threads: int | None = None, allow_env_mismatch: bool | None = None
+) -> LoadedModel:
+    """Load a registered version (``iris``, ``iris@3``, ``iris@production``) for prediction."""
+    settings = settings or Settings.from_env()
+    registry = Registry.open(settings)
+    try:
+        version = registry.get(ref)
+        runtime = open_version(
+            version,
+            registry.artifact_path(version),
+            threads=threads or settings.compute_threads,
+            allow_env_mismatch=settings.allow_env_mismatch if allow_env_mismatch is None else allow_env_mismatch,
+        )
+    finally:
+        registry.close()
+    return LoadedModel(version, runtime)
