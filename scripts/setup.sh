@@ -18,13 +18,18 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "==> creating $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-if [ ! -x "$VENV/bin/uv" ]; then
-  echo "==> installing uv into $VENV"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv
-fi
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
+  UV=$(command -v uv || true)
+  if [ -z "$UV" ]; then
+    if [ ! -x "$VENV/bin/uv" ]; then
+      echo "==> installing uv into $VENV"
+      "$VENV/bin/python" -m pip --version >/dev/null 2>&1 || "$VENV/bin/python" -m ensurepip --upgrade >/dev/null
+      "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv
+    fi
+    UV=$VENV/bin/uv
+  fi
   echo "==> installing modelport and its dependencies into $VENV"
-  "$VENV/bin/uv" pip install --quiet -p "$VENV/bin/python" -e ".[sklearn,postgres,dev]"
+  "$UV" pip install --quiet -p "$VENV/bin/python" -e ".[sklearn,postgres,dev]"
   touch "$STAMP"
 fi
 

@@ -53,7 +53,9 @@ def registered(tmp_path: Path, iris: tuple[pd.DataFrame, np.ndarray]) -> Path:
     frame, labels = iris
     home = tmp_path / "home"
     model = LogisticRegression(max_iter=1000).fit(frame, labels)
-    modelport.register(model, name="iris", sample_input=frame.head(30), alias="production", settings=Settings(home=home))
+    modelport.register(
+        model, name="iris", sample_input=frame.head(30), alias="production", settings=Settings(home=home)
+    )
     return home
 
 
@@ -62,7 +64,9 @@ def server(request: pytest.FixtureRequest, registered: Path) -> Iterator[str]:
     port = free_port()
     command = [sys.executable, "-m", "modelport", "serve", "iris@production", "--port", str(port)]
     command += ["--workers", str(request.param)]
-    process = subprocess.Popen(command, env=_env(registered), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        command, env=_env(registered), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(base, process)

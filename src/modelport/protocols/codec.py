@@ -1,0 +1,200 @@
+"""JSON and binary tensor data <-> NumPy, shared by the protocols.
+
+Numeric tensors become arrays with one ``np.asarray`` call on the decoded list (no Python loop
+per element); responses are encoded by orjson straight from the arrays.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelport.errors import InvalidInput
+from modelport.types import DATATYPES
+
+_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+_DATATYPE_LIST = ", ".join(DATATYPES)
+_LENGTH = struct.Struct("<I")
+
+
+def loads(body: bytes | memoryview, *, what: str = "request body") -> Any:
+    """Parse JSON; empty or malformed bodies raise :class:`InvalidInput` saying what to send."""
+    if not body:
+        raise InvalidInput(f"the {what} is empty; send a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"the {what} is not valid JSON ({exc}); numbers must be finite and NaN/Infinity are not JSON "
+            "(send null for a missing value)"
+        ) from None
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):  # object arrays (BYTES) and anything orjson cannot take natively
+        return obj.tolist()
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "replace")
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"cannot encode {type(obj).__name__} as JSON")
+
+
+def dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, default=_default, option=_DUMP_OPTIONS)
+
+
+def dtype_for(name: str, datatype: Any) -> np.dtype[Any]:
+    try:
+        return DATATYPES[datatype]
+    except (KeyError, TypeError):
+        raise InvalidInput(
+            f"input {name!r}: unknown datatype {datatype!r} (use one of: {_DATATYPE_LIST})", input_name=name
+        ) from None
+
+
+def check_shape(name: str, shape: Any) -> tuple[int, ...]:
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise InvalidInput(
+            f"input {name!r}: 'shape' must be a list of non-negative integers, got {shape!r}", input_name=name
+        )
+    return tuple(shape)
+
+
+def _fit(name: str, arr: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:
+    if shape is None:
+        return arr
+    if arr.size != math.prod(shape):
+        raise InvalidInput(
+            f"input {name!r}: shape {list(shape)} needs {math.prod(shape)} values but 'data' has {arr.size}",
+            input_name=name,
+        )
+    return arr.reshape(shape)
+
+
+def _bad_values(name: str, datatype: str, got: str) -> InvalidInput:
+    return InvalidInput(f"input {name!r}: expected datatype {datatype}, got {got}", input_name=name)
+
+
+def array_from_json(name: str, datatype: Any, data: Any, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Build the array of declared ``datatype`` from JSON ``data`` (flat row-major or nested)."""
+    dtype = dtype_for(name, datatype)
+    if not isinstance(data, list):
+        raise InvalidInput(f"input {name!r}: 'data' must be an array of values, got {type(data).__name__}")
+    if datatype == "BYTES":
+        return _fit(name, _strings(name, data), shape)
+    try:
+        raw = np.asarray(data)
+    except (ValueError, TypeError):
+        raise InvalidInput(f"input {name!r}: 'data' is not a rectangular array", input_name=name) from None
+    if raw.size == 0:
+        return _fit(name, raw.astype(dtype), shape)
+    kind, want = raw.dtype.kind, dtype.kind
+    if kind == "O":
+        raw = _objects(name, datatype, raw, want)
+        kind = raw.dtype.kind
+    if kind in "US":
+        raise _bad_values(name, datatype, "strings")
+    if want == "b":
+        if kind != "b":
+            raise _bad_values(name, datatype, "numbers (send true/false)")
+    elif kind == "b":
+        raise _bad_values(name, datatype, "booleans")
+    elif want == "f":
+        limit = np.finfo(dtype).max
+        if dtype.itemsize < 8 and bool((np.abs(raw) > limit).any()):
+            raise InvalidInput(f"input {name!r}: values out of range for {datatype} (max {limit:g})", input_name=name)
+    else:  # integers
+        if kind == "f" and not (np.isfinite(raw).all() and (raw == np.round(raw)).all()):
+            raise _bad_values(name, datatype, "fractional numbers")
+        info = np.iinfo(dtype)
+        if raw.min() < info.min or raw.max() > info.max:
+            raise InvalidInput(f"input {name!r}: values out of range for {datatype}", input_name=name)
+    return _fit(name, raw.astype(dtype, copy=False), shape)
+
+
+def _objects(name: str, datatype: str, raw: np.ndarray, want: str) -> np.ndarray:
+    """Mixed JSON values: nulls are NaN for float tensors; anything else is refused."""
+    if want == "f":
+        flat = raw.ravel()
+        if all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in flat):
+            try:
+                return raw.astype(np.float64)
+            except OverflowError:
+                raise InvalidInput(f"input {name!r}: values out of range for {datatype}", input_name=name) from None
+    if want in "iu" and all(isinstance(v, int) and not isinstance(v, bool) for v in raw.ravel()):
+        raise InvalidInput(f"input {name!r}: values out of range for {datatype}", input_name=name)
+    if any(v is None for v in raw.ravel()):
+        raise _bad_values(name, datatype, "null values")
+    raise _bad_values(name, datatype, "mixed or non-numeric values")
+
+
+def _strings(name: str, data: list[Any]) -> np.ndarray:
+    try:
+        arr = np.array(data, dtype=object)
+    except ValueError:
+        raise InvalidInput(f"input {name!r}: 'data' is not a rectangular array", input_name=name) from None
+    if not all(isinstance(v, str) for v in arr.ravel()):
+        raise InvalidInput(f"input {name!r}: BYTES data must be strings", input_name=name)
+    return arr
+
+
+def array_from_bytes(name: str, datatype: Any, shape: tuple[int, ...], buffer: memoryview) -> np.ndarray:
+    """Decode binary tensor data (little-endian, row-major; BYTES as 4-byte length + bytes each)."""
+    dtype = dtype_for(name, datatype)
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        items = _unpack_strings(name, buffer)
+        arr = np.empty(len(items), dtype=object)
+        arr[:] = items
+        return _fit(name, arr, shape)
+    expected = count * dtype.itemsize
+    if len(buffer) != expected:
+        raise InvalidInput(
+            f"input {name!r}: binary_data_size is {len(buffer)} bytes but shape {list(shape)} of {datatype} "
+            f"needs {expected}",
+            input_name=name,
+        )
+    return np.frombuffer(buffer, dtype=dtype.newbyteorder("<")).reshape(shape)
+
+
+def _unpack_strings(name: str, buffer: memoryview) -> list[str]:
+    items: list[str] = []
+    offset, end = 0, len(buffer)
+    while offset < end:
+        if offset + 4 > end:
+            raise InvalidInput(f"input {name!r}: truncated BYTES element length", input_name=name)
+        (length,) = _LENGTH.unpack_from(buffer, offset)
+        offset += 4
+        if offset + length > end:
+            raise InvalidInput(f"input {name!r}: truncated BYTES element", input_name=name)
+        try:
+            items.append(bytes(buffer[offset : offset + length]).decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InvalidInput(f"input {name!r}: BYTES element is not UTF-8 text", input_name=name) from None
+        offset += length
+    return items
+
+
+def array_to_bytes(arr: np.ndarray, datatype: str) -> bytes:
+    """Binary tensor data for an output array."""
+    if datatype == "BYTES":
+        parts = []
+        for value in arr.ravel().tolist():
+            raw = value if isinstance(value, bytes) else str(value).encode("utf-8")
+            parts.append(_LENGTH.pack(len(raw)))
+            parts.append(raw)
+        return b"".join(parts)
+    dtype = DATATYPES[datatype].newbyteorder("<")
+    return np.ascontiguousarray(arr, dtype=dtype).tobytes()
+
+
+def flat(arr: np.ndarray, datatype: str) -> np.ndarray:
+    """A flat, contiguous view of an output in its declared datatype, for orjson."""
+    if datatype != "BYTES":
+        arr = arr.astype(DATATYPES[datatype], copy=False)
+    return arr.reshape(-1)

@@ -1,0 +1,58 @@
+"""Domain errors -> HTTP status codes and the ``{"error": "<message>"}`` body both REST protocols use.
+
+Open Inference Protocol and TF Serving REST both answer errors as a JSON object with one
+``error`` string, so one mapping serves both.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from starlette.responses import Response
+
+from modelport.errors import (
+    Conflict,
+    EnvironmentMismatch,
+    InvalidInput,
+    InvalidModel,
+    InvalidReference,
+    ModelNotReady,
+    ModelportError,
+    NotFound,
+    PredictionFailed,
+)
+
+logger = logging.getLogger("modelport")
+
+# Most specific first: UntrustedArtifact is an InvalidModel, so subclasses fall through isinstance.
+_STATUS: tuple[tuple[type[ModelportError], int], ...] = (
+    (InvalidInput, 400),
+    (InvalidReference, 400),
+    (NotFound, 404),
+    (Conflict, 409),
+    (ModelNotReady, 503),
+    (PredictionFailed, 500),
+    (InvalidModel, 500),
+    (EnvironmentMismatch, 500),
+)
+
+JSON = "application/json"
+
+
+def status_of(error: ModelportError) -> int:
+    """The HTTP status for a domain error (500 for anything not listed: a fault on our side)."""
+    for kind, status in _STATUS:
+        if isinstance(error, kind):
+            return status
+    return 500
+
+
+def error_response(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps({"error": message}), status_code=status, media_type=JSON, headers=headers)
+
+
+def domain_error_response(error: ModelportError) -> Response:
+    status = status_of(error)
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return error_response(error.message, status, headers)

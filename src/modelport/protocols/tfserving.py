@@ -1,0 +1,197 @@
+"""TF Serving REST API: model status, metadata and ``:predict`` (row and columnar formats).
+
+Paths look like ``/v1/models/iris[/versions/3|/labels/production][/metadata|:predict]``; the
+``:predict`` suffix sits inside the last path segment, so one catch-all route parses them.
+Labels are modelport aliases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from modelport.errors import InvalidInput, ModelportError, NotFound
+from modelport.manager import ModelManager, ServingModel
+from modelport.protocols.codec import dumps, loads
+from modelport.protocols.errors import JSON, domain_error_response, error_response
+from modelport.protocols.v2 import VERSION_HEADER
+from modelport.signature import to_inputs
+from modelport.types import InferRequest, InferResult, TensorSpec
+
+GetManager = Callable[[], ModelManager]
+
+DTYPES = {
+    "BOOL": "DT_BOOL",
+    "UINT8": "DT_UINT8",
+    "UINT16": "DT_UINT16",
+    "UINT32": "DT_UINT32",
+    "UINT64": "DT_UINT64",
+    "INT8": "DT_INT8",
+    "INT16": "DT_INT16",
+    "INT32": "DT_INT32",
+    "INT64": "DT_INT64",
+    "FP16": "DT_HALF",
+    "FP32": "DT_FLOAT",
+    "FP64": "DT_DOUBLE",
+    "BYTES": "DT_STRING",
+}
+PATH_HELP = "/v1/models/NAME[/versions/N|/labels/LABEL][/metadata|:predict]"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A parsed ``/v1/models/...`` path."""
+
+    name: str
+    selector: str | None  # version number or label (alias); None for the model's default version
+    by_version: bool  # selector came from /versions/ (else /labels/ or none)
+    action: str  # "status", "metadata", "predict", or another verb (refused)
+
+
+def parse_path(rest: str) -> Target:
+    verb = None
+    head, sep, tail = rest.rpartition(":")
+    if sep and "/" not in tail:
+        rest, verb = head, tail
+    parts = rest.split("/")
+    name, extra = parts[0], parts[1:]
+    selector, by_version = None, False
+    if len(extra) >= 2 and extra[0] in ("versions", "labels"):
+        selector, by_version = extra[1], extra[0] == "versions"
+        extra = extra[2:]
+    action = "status"
+    if extra == ["metadata"] and verb is None:
+        action = "metadata"
+    elif extra:
+        raise NotFound(f"no such endpoint /v1/models/{rest}; paths are {PATH_HELP}")
+    if verb is not None:
+        action = verb
+    if not name:
+        raise NotFound(f"no model name in the path; paths are {PATH_HELP}")
+    if by_version and selector is not None and not selector.isdigit():
+        raise InvalidInput(
+            f"invalid version {selector!r} in the URL: versions are numbers; use /labels/{selector} for an alias"
+        )
+    return Target(name, selector, by_version, action)
+
+
+# -- status and metadata ------------------------------------------------------------------------
+
+
+def _version_status(model: ServingModel) -> dict[str, Any]:
+    state = "AVAILABLE" if model.ready else model.state.value.upper()
+    return {
+        "version": str(model.version.version),
+        "state": state,
+        "status": {"error_code": "OK", "error_message": ""},
+    }
+
+
+def _tensor_info(spec: TensorSpec) -> dict[str, Any]:
+    dims = [{"size": str(d), "name": ""} for d in spec.shape]
+    return {"dtype": DTYPES[spec.datatype], "tensor_shape": {"dim": dims, "unknown_rank": False}, "name": spec.name}
+
+
+def metadata(model: ServingModel) -> dict[str, Any]:
+    signature = model.version.signature
+    return {
+        "model_spec": {"name": model.name, "signature_name": "", "version": str(model.version.version)},
+        "metadata": {
+            "signature_def": {
+                "signature_def": {
+                    "serving_default": {
+                        "inputs": {spec.name: _tensor_info(spec) for spec in signature.inputs},
+                        "outputs": {spec.name: _tensor_info(spec) for spec in signature.outputs},
+                        "method_name": "tensorflow/serving/predict",
+                    }
+                }
+            }
+        },
+    }
+
+
+# -- predict ------------------------------------------------------------------------------------
+
+
+def decode_predict(body: bytes, model: ServingModel) -> tuple[InferRequest, bool]:
+    """Parse a ``:predict`` body; returns the neutral request and whether it was row format."""
+    doc = loads(body)
+    if not isinstance(doc, dict):
+        raise InvalidInput(
+            f"the request must be a JSON object with 'instances' (rows) or 'inputs' (columns), got {type(doc).__name__}"
+        )
+    signature_name = doc.get("signature_name", "serving_default")
+    if signature_name not in ("serving_default", ""):
+        raise InvalidInput(f"unknown signature_name {signature_name!r}; this model has only 'serving_default'")
+    if ("instances" in doc) == ("inputs" in doc):
+        raise InvalidInput("give exactly one of 'instances' (a list of rows) or 'inputs' (columns)")
+    row_format = "instances" in doc
+    data = doc["instances"] if row_format else doc["inputs"]
+    if row_format and (not isinstance(data, list) or not data):
+        raise InvalidInput("'instances' must be a non-empty list of rows")
+    if data is None or isinstance(data, str | int | float):
+        raise InvalidInput("'inputs' must be a tensor (a list) or an object of named tensors")
+    return InferRequest(to_inputs(model.version.signature, data)), row_format
+
+
+def encode_predict(result: InferResult, row_format: bool) -> Response:
+    outputs = result.outputs
+    body: dict[str, Any]
+    if len(outputs) == 1:
+        (arr,) = outputs.values()
+        body = {"predictions" if row_format else "outputs": _json_ready(arr)}
+    elif row_format:
+        names = list(outputs)
+        columns = [_rows(arr) for arr in outputs.values()]
+        body = {"predictions": [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]}
+    else:
+        body = {"outputs": {name: _json_ready(arr) for name, arr in outputs.items()}}
+    return Response(dumps(body), media_type=JSON, headers={VERSION_HEADER: str(result.model_version)})
+
+
+def _json_ready(arr: np.ndarray) -> Any:
+    return arr if arr.dtype.kind != "O" and arr.flags.c_contiguous else arr.tolist()
+
+
+def _rows(arr: np.ndarray) -> list[Any]:
+    return list(arr) if arr.ndim else [arr]  # per-row views and NumPy scalars: orjson writes them as they are
+
+
+# -- routes -------------------------------------------------------------------------------------
+
+
+def routes(get_manager: GetManager) -> list[Route]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            target = parse_path(request.path_params["rest"])
+            manager = get_manager()
+            model = manager.get(target.name, target.selector)
+            if request.method == "GET":
+                if target.action == "metadata":
+                    return Response(dumps(metadata(model)), media_type=JSON)
+                if target.action == "status":
+                    models = manager.versions(target.name) if target.selector is None else [model]
+                    return Response(
+                        dumps({"model_version_status": [_version_status(m) for m in models]}), media_type=JSON
+                    )
+            elif target.action == "predict":
+                infer_request, row_format = decode_predict(await request.body(), model)
+                result = await manager.infer(target.name, target.selector, infer_request)
+                return encode_predict(result, row_format)
+            if target.action not in ("status", "metadata", "predict"):
+                raise NotFound(f"':{target.action}' is not supported; modelport serves ':predict' ({PATH_HELP})")
+            return error_response(
+                f"{request.method} is not supported on this path; use GET for status and /metadata, "
+                f"POST for :predict ({PATH_HELP})",
+                405,
+            )
+        except ModelportError as exc:
+            return domain_error_response(exc)
+
+    return [Route("/v1/models/{rest:path}", endpoint, methods=["GET", "POST"])]

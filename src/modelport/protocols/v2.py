@@ -1,0 +1,241 @@
+"""Open Inference Protocol (KServe V2) REST, with Triton's binary tensor data extension.
+
+Handlers translate: JSON (+ binary tensor data) -> :class:`InferRequest`, one call to the
+manager, :class:`InferResult` -> JSON (+ binary outputs when asked). Nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from modelport import __version__
+from modelport.errors import InvalidInput, ModelportError
+from modelport.manager import ModelManager, ServingModel
+from modelport.protocols.codec import array_from_bytes, array_from_json, array_to_bytes, check_shape, dumps, flat, loads
+from modelport.protocols.errors import JSON, domain_error_response, error_response
+from modelport.signature import to_inputs
+from modelport.types import InferRequest, InferResult, Signature, TensorSpec, datatype_of
+
+HEADER_LENGTH = "inference-header-content-length"
+VERSION_HEADER = "modelport-model-version"
+EXTENSIONS = ("binary_tensor_data",)
+PLATFORMS = {"onnx": "onnxruntime_onnx", "sklearn": "sklearn", "python": "python"}
+
+GetManager = Callable[[], ModelManager]
+
+
+def platform_of(runtime: str) -> str:
+    return PLATFORMS.get(runtime, runtime)
+
+
+# -- decoding -----------------------------------------------------------------------------------
+
+
+BinaryOutputs = dict[str, bool] | bool
+
+
+def decode_request(body: bytes, header_length: str | None, signature: Signature) -> tuple[InferRequest, BinaryOutputs]:
+    """Parse a V2 inference request (JSON, or JSON header + binary tensor data).
+
+    Returns the neutral request and which outputs to send as binary data (all, none, or by name).
+    """
+    binary: memoryview | None = None
+    if header_length is not None:
+        try:
+            header_size = int(header_length)
+        except ValueError:
+            header_size = -1
+        if not 0 <= header_size <= len(body):
+            raise InvalidInput(
+                f"Inference-Header-Content-Length is {header_length!r} but the body has {len(body)} bytes"
+            )
+        view = memoryview(body)
+        doc = loads(view[:header_size], what="inference request header")
+        binary = view[header_size:]
+    else:
+        doc = loads(body)
+    if not isinstance(doc, dict):
+        raise InvalidInput(
+            f"the request must be a JSON object with 'inputs', got {type(doc).__name__}; "
+            'e.g. {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}'
+        )
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInput("the request needs 'inputs': a non-empty list of tensors {name, shape, datatype, data}")
+    arrays: dict[str, np.ndarray] = {}
+    offset = 0
+    for position, item in enumerate(raw_inputs):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InvalidInput(f"inputs[{position}] must be an object with a string 'name'")
+        name: str = item["name"]
+        if name in arrays:
+            raise InvalidInput(f"input {name!r} is given twice", input_name=name)
+        if "datatype" not in item or "shape" not in item:
+            raise InvalidInput(f"input {name!r} needs 'shape' and 'datatype'", input_name=name)
+        shape = check_shape(name, item["shape"])
+        params = item.get("parameters")
+        size: Any = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is not None:
+            if binary is None:
+                raise InvalidInput(
+                    f"input {name!r} has binary_data_size but the request has no Inference-Header-Content-Length"
+                )
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise InvalidInput(f"input {name!r}: binary_data_size {size!r} runs past the end of the body")
+            arrays[name] = array_from_bytes(name, item["datatype"], shape, binary[offset : offset + size])
+            offset += size
+        elif "data" in item:
+            arrays[name] = array_from_json(name, item["datatype"], item["data"], shape)
+        else:
+            raise InvalidInput(f"input {name!r} has no 'data'", input_name=name)
+    if binary is not None and offset != len(binary):
+        raise InvalidInput(f"the body has {len(binary) - offset} bytes of binary data that no input claims")
+    features = signature.feature_names
+    if features and signature.inputs[0].name not in arrays and not arrays.keys().isdisjoint(features):
+        arrays = to_inputs(signature, arrays)  # one tensor per feature -> the model's 2-D input
+    request_params = doc.get("parameters")
+    request_params = request_params if isinstance(request_params, dict) else {}
+    requested, binary_outputs = _outputs(doc.get("outputs"), bool(request_params.get("binary_data_output", False)))
+    request_id = doc.get("id")
+    return InferRequest(
+        arrays, outputs=requested, id=str(request_id) if request_id is not None else None, parameters=request_params
+    ), binary_outputs
+
+
+def _outputs(raw: Any, binary_default: bool) -> tuple[tuple[str, ...] | None, BinaryOutputs]:
+    if raw is None:
+        return None, binary_default
+    if not isinstance(raw, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in raw):
+        raise InvalidInput("'outputs' must be a list of objects {name, parameters}")
+    binary: dict[str, bool] = {}
+    for out in raw:
+        params = out.get("parameters")
+        value = params.get("binary_data") if isinstance(params, dict) else None
+        binary[out["name"]] = binary_default if value is None else bool(value)
+    return tuple(out["name"] for out in raw), binary
+
+
+# -- encoding -----------------------------------------------------------------------------------
+
+
+def encode_result(result: InferResult, binary: BinaryOutputs) -> Response:
+    outputs: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    signature = result.signature
+    for name, arr in result.outputs.items():
+        spec = signature.output(name)
+        datatype = spec.datatype if spec is not None else datatype_of(arr.dtype)
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
+        if binary is True or (binary is not False and binary.get(name, False)):
+            raw = array_to_bytes(arr, datatype)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = flat(arr, datatype)
+        outputs.append(entry)
+    doc: dict[str, Any] = {"model_name": result.model_name, "model_version": str(result.model_version)}
+    if result.id is not None:
+        doc["id"] = result.id
+    doc["outputs"] = outputs
+    header = dumps(doc)
+    version = str(result.model_version)
+    if not chunks:
+        return Response(header, media_type=JSON, headers={VERSION_HEADER: version})
+    return Response(
+        header + b"".join(chunks),
+        media_type="application/octet-stream",
+        headers={VERSION_HEADER: version, HEADER_LENGTH: str(len(header))},
+    )
+
+
+def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
+    data: dict[str, Any] = {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
+    if spec.feature_names:
+        data["parameters"] = {"feature_names": list(spec.feature_names)}
+    return data
+
+
+def model_metadata(model: ServingModel, versions: list[ServingModel]) -> dict[str, Any]:
+    signature = model.version.signature
+    return {
+        "name": model.name,
+        "versions": [str(m.version.version) for m in versions],
+        "platform": platform_of(model.version.runtime),
+        "inputs": [_tensor_metadata(spec) for spec in signature.inputs],
+        "outputs": [_tensor_metadata(spec) for spec in signature.outputs],
+    }
+
+
+# -- routes -------------------------------------------------------------------------------------
+
+
+def routes(get_manager: GetManager) -> list[Route]:
+    """The V2 REST endpoints, bound to the manager the app holds."""
+
+    async def live(request: Request) -> Response:
+        return Response(b'{"live":true}', media_type=JSON)
+
+    async def ready(request: Request) -> Response:
+        try:
+            is_ready = get_manager().ready()
+        except ModelportError:
+            is_ready = False
+        if is_ready:
+            return Response(b'{"ready":true}', media_type=JSON)
+        return error_response("not ready: the configured models are not all loaded yet", 503, {"Retry-After": "1"})
+
+    async def server_metadata(request: Request) -> Response:
+        return Response(
+            dumps({"name": "modelport", "version": __version__, "extensions": list(EXTENSIONS)}), media_type=JSON
+        )
+
+    async def metadata(request: Request) -> Response:
+        name, selector = request.path_params["name"], request.path_params.get("version")
+        try:
+            manager = get_manager()
+            model = manager.get(name, selector)
+            versions = manager.versions(name) if selector is None else [model]
+            return Response(dumps(model_metadata(model, versions)), media_type=JSON)
+        except ModelportError as exc:
+            return domain_error_response(exc)
+
+    async def model_ready(request: Request) -> Response:
+        name, selector = request.path_params["name"], request.path_params.get("version")
+        try:
+            model = get_manager().get(name, selector)
+        except ModelportError as exc:
+            return domain_error_response(exc)
+        if model.ready:
+            return Response(dumps({"name": name, "ready": True}), media_type=JSON)
+        return error_response(f"model {model.version.ref} is {model.state.value}", 503, {"Retry-After": "1"})
+
+    async def infer(request: Request) -> Response:
+        params = request.path_params
+        name, selector = params["name"], params.get("version")
+        try:
+            manager = get_manager()
+            model = manager.get(name, selector)
+            body = await request.body()
+            infer_request, binary = decode_request(body, request.headers.get(HEADER_LENGTH), model.version.signature)
+            result = await manager.infer(name, selector, infer_request)
+            return encode_result(result, binary)
+        except ModelportError as exc:
+            return domain_error_response(exc)
+
+    return [  # inference first: routes are matched in order
+        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
+        Route("/v2/health/live", live, methods=["GET"]),
+        Route("/v2/health/ready", ready, methods=["GET"]),
+        Route("/v2", server_metadata, methods=["GET"]),
+        Route("/v2/models/{name}", metadata, methods=["GET"]),
+        Route("/v2/models/{name}/ready", model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}", metadata, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}/ready", model_ready, methods=["GET"]),
+    ]

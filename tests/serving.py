@@ -1,0 +1,160 @@
+"""Helpers for serving tests: a model source over artifact directories, in-process app clients,
+a real uvicorn server on a free port, and registering the real Iris model."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+
+from modelport.errors import NotFound
+from modelport.reference import Reference
+from modelport.runtimes import create
+from modelport.runtimes.base import Runtime
+from modelport.runtimes.fake import write_artifact
+from modelport.settings import Settings
+from modelport.types import ModelVersion, Signature
+from tests.helpers import free_port
+
+# A fixed 4-feature, 3-class linear model for the fake runtime (iris-shaped, string labels).
+WEIGHTS = [[1.0, -0.5, 0.2], [0.3, 0.8, -1.0], [-2.0, 0.1, 1.5], [-1.0, 0.4, 2.0]]
+BIAS = [2.0, 0.5, -3.0]
+CLASSES = ["setosa", "versicolor", "virginica"]
+FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+
+
+@dataclass
+class DirectorySource:
+    """A real :class:`ModelSource` over versions whose artifacts are plain directories.
+
+    It resolves references the way the registry does (version, alias, latest) and opens
+    artifacts with the built-in runtimes; it lets manager and protocol tests run without a DB.
+    """
+
+    versions: list[tuple[ModelVersion, Path]]
+    opened: int = 0
+
+    def resolve(self, ref: Reference) -> ModelVersion:
+        mine = [v for v, _ in self.versions if v.name == ref.name]
+        if not mine:
+            raise NotFound(f"no model named {ref.name!r}")
+        if ref.version is not None:
+            found = [v for v in mine if v.version == ref.version]
+        elif ref.alias is not None:
+            found = [v for v in mine if ref.alias in v.aliases]
+        else:
+            found = [max(mine, key=lambda v: v.version)]
+        if not found:
+            raise NotFound(f"{ref} does not exist")
+        return found[0]
+
+    def open(self, version: ModelVersion) -> Runtime:
+        path = next(p for v, p in self.versions if v is version)
+        runtime = create(version.runtime)
+        runtime.load(path, version.signature)
+        self.opened += 1
+        return runtime
+
+
+def fake_version(
+    root: Path,
+    name: str = "iris",
+    number: int = 1,
+    *,
+    aliases: Sequence[str] = (),
+    weights: Sequence[Sequence[float]] = WEIGHTS,
+    features: Sequence[str] | None = FEATURES,
+) -> tuple[ModelVersion, Path]:
+    """Write a fake-runtime artifact and describe it as a registered version."""
+    directory = root / f"{name}-{number}"
+    signature = write_artifact(directory, weights, bias=BIAS, classes=CLASSES, feature_names=features)
+    example = {"input": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}
+    signature = Signature(signature.inputs, signature.outputs, example=example)
+    version = ModelVersion(
+        name=name,
+        version=number,
+        runtime="fake",
+        framework="fake",
+        artifact=f"sha256:{number:064x}",
+        signature=signature,
+        created_at=datetime.now(UTC),
+        aliases=tuple(aliases),
+    )
+    return version, directory
+
+
+def with_signature(pair: tuple[ModelVersion, Path], signature: Signature) -> tuple[ModelVersion, Path]:
+    return replace(pair[0], signature=signature), pair[1]
+
+
+@asynccontextmanager
+async def client_for(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client with the app's lifespan (startup and shutdown) really run."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://modelport.test") as client:
+            yield client
+
+
+@contextmanager
+def running(app: Starlette) -> Iterator[str]:
+    """Serve ``app`` with a real uvicorn on a free loopback port; yields ``host:port``."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def register_iris(
+    settings: Settings, iris: Any, *, aliases: Sequence[str] = ("production",), strength: float = 1.0
+) -> tuple[ModelVersion, Any]:
+    """Fit a real LogisticRegression on Iris and register it (ONNX runtime) in ``settings``' registry.
+
+    Returns the registered version and the fitted estimator (to compare predictions with).
+    """
+    import tempfile
+
+    from sklearn.linear_model import LogisticRegression
+
+    from modelport.ingest import package
+    from modelport.registry import Registry
+
+    frame, labels = iris
+    model = LogisticRegression(C=strength, max_iter=500).fit(frame, labels)
+    with tempfile.TemporaryDirectory() as workdir:
+        packaged = package(model, workdir=Path(workdir), sample_input=frame.head(20))
+        registry = Registry.open(settings)
+        try:
+            version = registry.register(
+                "iris",
+                packaged.directory,
+                runtime=packaged.runtime,
+                framework=packaged.framework,
+                signature=packaged.signature,
+                environment=packaged.environment,
+                notes=packaged.notes,
+                aliases=aliases,
+            )
+        finally:
+            registry.close()
+    return version, model
