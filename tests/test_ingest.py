@@ -23,13 +23,9 @@ from modelport.ingest import package
 from modelport.runtimes import create
 from modelport.signature import validate_inputs
 from modelport.types import Signature, TensorSpec
-from tests.test_runtimes import write_custom_model
+from tests.models import ShiftedLogistic, write_custom_model
 
 Iris = tuple[pd.DataFrame, np.ndarray]
-
-
-class ShiftedLogistic(LogisticRegression):
-    """A user's own estimator class: skl2onnx has no converter and skops must import it."""
 
 
 def predict(packaged_dir: Path, runtime: str, signature: Signature, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -93,7 +89,7 @@ def test_unconvertible_model_falls_back_to_native_skops_with_a_note(iris: Iris, 
 def test_native_fallback_with_a_user_class_needs_trust(iris: Iris, tmp_path: Path) -> None:
     frame, labels = iris
     model = ShiftedLogistic(max_iter=500).fit(frame, labels)
-    with pytest.raises(UntrustedArtifact, match=r"outside scikit-learn, NumPy and SciPy: tests\.test_ingest\.Shifted"):
+    with pytest.raises(UntrustedArtifact, match=r"outside scikit-learn, NumPy and SciPy: tests\.models\.Shifted"):
         package(model, workdir=tmp_path, sample_input=frame.iloc[:10])
     packaged = package(model, workdir=tmp_path, sample_input=frame.iloc[:10], trust_pickle=True)
     assert (packaged.runtime, packaged.trusted_code) == ("sklearn", True)

@@ -17,8 +17,7 @@ from modelport.errors import EnvironmentMismatch, InvalidModel, ModelNotReady, U
 from modelport.ingest import Packaged, package
 from modelport.loading import open_version
 from modelport.types import ModelVersion
-from tests.test_ingest import ShiftedLogistic
-from tests.test_runtimes import write_custom_model
+from tests.models import ShiftedLogistic, write_custom_model
 
 Iris = tuple[pd.DataFrame, np.ndarray]
 

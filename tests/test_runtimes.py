@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import textwrap
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,37 +21,10 @@ from modelport.runtimes.conformance import check_runtime
 from modelport.runtimes.fake import FakeRuntime, write_artifact
 from modelport.signature import output_specs, validate_inputs
 from modelport.types import Signature, TensorSpec
+from tests.models import write_custom_model
 
 Iris = tuple[pd.DataFrame, np.ndarray]
 Case = tuple[str, Path, Signature, dict[str, np.ndarray]]
-
-CUSTOM_MODEL = textwrap.dedent(
-    """
-    import json
-    from pathlib import Path
-
-    import numpy as np
-
-
-    class Model:
-        def load(self, path: Path) -> None:
-            params = json.loads((path / "params.json").read_text())
-            self.mean = np.asarray(params["mean"])
-            self.scale = np.asarray(params["scale"])
-
-        def predict(self, inputs):
-            z = (inputs["input"] - self.mean) / self.scale
-            return {"score": z.sum(axis=1), "zscores": z.astype(np.float32)}
-    """
-)
-
-
-def write_custom_model(directory: Path, frame: pd.DataFrame) -> Path:
-    directory.mkdir(parents=True)
-    (directory / "model.py").write_text(CUSTOM_MODEL)
-    params = {"mean": frame.mean().tolist(), "scale": frame.std().tolist()}
-    (directory / "params.json").write_text(json.dumps(params))
-    return directory
 
 
 def _rows(signature: Signature, frame: pd.DataFrame) -> dict[str, np.ndarray]:
