@@ -333,22 +333,8 @@ def serve(
 
         uvicorn.run(build_app(settings), **common)
         return
-    os.environ.update(_settings_env(settings))
+    os.environ.update(settings.to_env())
     uvicorn.run("modelport.app:create_app", factory=True, workers=workers, **common)
-
-
-def _settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes Settings.from_env() in a worker equal ``settings``."""
-    return {
-        "MODELPORT_HOME": str(settings.home),
-        "MODELPORT_DATABASE_URL": settings.database_url,
-        "MODELPORT_ARTIFACTS": str(settings.artifact_dir),
-        "MODELPORT_THREADS": str(settings.threads),
-        "MODELPORT_MAX_BODY_MB": str(settings.max_body_bytes / (1024 * 1024)),
-        "MODELPORT_ALLOW_ENV_MISMATCH": "1" if settings.allow_env_mismatch else "0",
-        "MODELPORT_LOG_LEVEL": settings.log_level,
-        "MODELPORT_MODELS": ",".join(settings.models),
-    }
 
 
 @app.command()

@@ -3,34 +3,57 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+MIB = 1024 * 1024
 
 
 def _bool(text: str) -> bool:
     return text.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _refs(text: str) -> tuple[str, ...]:
+    return tuple(r.strip() for r in text.split(",") if r.strip())
+
+
+def _optional_path(text: str) -> Path | None:
+    return Path(text) if text else None
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Everything configurable. ``Settings.from_env()`` is the only reader of the environment.
+    """Everything configurable. ``Settings.from_env()`` is the only reader of the environment;
+    each field's variable is in ``ENVIRONMENT`` below.
 
     home: where the default registry lives (``MODELPORT_HOME``, default ``./.modelport``).
-    database_url: SQLAlchemy URL of the metadata DB (``MODELPORT_DATABASE_URL``); default a
-        SQLite file in ``home``. PostgreSQL works by URL
-        (``postgresql+psycopg://user@host:5432/db``).
-    artifacts: directory of the local content-addressed artifact store (``MODELPORT_ARTIFACTS``).
-    threads: compute threads per worker process (``MODELPORT_THREADS``); 0 means cores / workers.
-    max_body_bytes: largest request body accepted (``MODELPORT_MAX_BODY_MB``, default 32).
-    allow_env_mismatch: load native pickled models even when library versions differ
-        (``MODELPORT_ALLOW_ENV_MISMATCH``).
-    models: references the server loads at start (``MODELPORT_MODELS``, comma-separated), so
-        every worker process of ``modelport serve --workers N`` builds the same app.
+    database_url: SQLAlchemy URL of the metadata DB; default a SQLite file in ``home``.
+        PostgreSQL works by URL (``postgresql+psycopg://user@host:5432/db``).
+    artifacts: directory of the local content-addressed artifact store.
+    threads: compute threads per worker process; 0 means cores / workers.
+    max_body_bytes: largest request body accepted (``MODELPORT_MAX_BODY_MB``, default 32 MiB).
+    allow_env_mismatch: load native models even when library versions differ.
+    models: references the server loads at start (comma-separated), so every worker process
+        of ``modelport serve --workers N`` builds the same app.
+    serve_alias: serve, for every model, the version this alias points at (``--alias``).
+    version_policy: serve every model by policy: ``latest``, ``latest:N``, ``all`` or
+        ``specific:1,3`` (TF Serving style), when neither models nor serve_alias is given.
+    poll_seconds: how often a server checks the registry for alias moves and key changes.
+    grpc_port: port of the V2 gRPC endpoint; None means no gRPC.
+    insecure_open: allow a non-loopback bind without authentication (prints a loud warning).
+    enable_management: expose management endpoints (repository load/unload); they always need
+        the ``manage`` scope.
+    jwt_public_key / jwt_jwks: PEM public key file, or JWKS file, that verifies OAuth2/OIDC
+        bearer tokens. jwt_issuer / jwt_audience: required ``iss`` / ``aud`` claims.
+        jwt_scope_claim: the claim holding scopes (space-separated string or list).
+    request_timeout: seconds a request may take before it is answered 504 (0: no limit).
+    sagemaker_model_dir / sagemaker_models_dir: where SageMaker puts the single model, and the
+        root of multi-model endpoint models.
     """
 
     home: Path = field(default_factory=lambda: Path(".modelport"))
@@ -40,10 +63,24 @@ class Settings:
     port: int = DEFAULT_PORT
     workers: int = 1
     threads: int = 0
-    max_body_bytes: int = 32 * 1024 * 1024
+    max_body_bytes: int = 32 * MIB
     allow_env_mismatch: bool = False
     log_level: str = "info"
     models: tuple[str, ...] = ()
+    serve_alias: str | None = None
+    version_policy: str = ""
+    poll_seconds: float = 1.0
+    grpc_port: int | None = None
+    insecure_open: bool = False
+    enable_management: bool = False
+    jwt_public_key: Path | None = None
+    jwt_jwks: Path | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_scope_claim: str = "scope"
+    request_timeout: float = 0.0
+    sagemaker_model_dir: Path = Path("/opt/ml/model")
+    sagemaker_models_dir: Path = Path("/opt/ml/models")
 
     def __post_init__(self) -> None:
         home = Path(self.home).expanduser().absolute()
@@ -59,6 +96,10 @@ class Settings:
         return Path(self.artifacts)
 
     @property
+    def loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS
+
+    @property
     def compute_threads(self) -> int:
         """Threads for one worker's runtimes, so workers x threads never exceeds the cores."""
         if self.threads > 0:
@@ -71,23 +112,56 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``MODELPORT_*`` variables; ``overrides`` that are not None win."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
-        if "MODELPORT_HOME" in env:
-            values["home"] = Path(env["MODELPORT_HOME"])
-        if "MODELPORT_DATABASE_URL" in env:
-            values["database_url"] = env["MODELPORT_DATABASE_URL"]
-        if "MODELPORT_ARTIFACTS" in env:
-            values["artifacts"] = Path(env["MODELPORT_ARTIFACTS"])
-        if "MODELPORT_THREADS" in env:
-            values["threads"] = int(env["MODELPORT_THREADS"])
-        if "MODELPORT_MAX_BODY_MB" in env:
-            values["max_body_bytes"] = int(float(env["MODELPORT_MAX_BODY_MB"]) * 1024 * 1024)
-        if "MODELPORT_ALLOW_ENV_MISMATCH" in env:
-            values["allow_env_mismatch"] = _bool(env["MODELPORT_ALLOW_ENV_MISMATCH"])
-        if env.get("MODELPORT_MODELS"):
-            values["models"] = tuple(r.strip() for r in env["MODELPORT_MODELS"].split(",") if r.strip())
-        if "MODELPORT_LOG_LEVEL" in env:
-            values["log_level"] = env["MODELPORT_LOG_LEVEL"]
+        for name, (variable, parse, _) in ENVIRONMENT.items():
+            if variable in env:
+                values[name] = parse(env[variable])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that make ``Settings.from_env()`` in another process equal these."""
+        result: dict[str, str] = {}
+        for name, (variable, _, render) in ENVIRONMENT.items():
+            value = getattr(self, name)
+            if value is not None:
+                result[variable] = render(value)
+        return result
+
+
+def _text(value: Any) -> str:
+    return str(value)
+
+
+_Entry = tuple[str, Callable[[str], Any], Callable[[Any], str]]
+
+# field -> (environment variable, parse, render)
+ENVIRONMENT: dict[str, _Entry] = {
+    "home": ("MODELPORT_HOME", Path, _text),
+    "database_url": ("MODELPORT_DATABASE_URL", str, _text),
+    "artifacts": ("MODELPORT_ARTIFACTS", Path, _text),
+    "host": ("MODELPORT_HOST", str, _text),
+    "port": ("MODELPORT_PORT", int, _text),
+    "workers": ("MODELPORT_WORKERS", int, _text),
+    "threads": ("MODELPORT_THREADS", int, _text),
+    "max_body_bytes": ("MODELPORT_MAX_BODY_MB", lambda t: int(float(t) * MIB), lambda v: f"{v / MIB:g}"),
+    "allow_env_mismatch": ("MODELPORT_ALLOW_ENV_MISMATCH", _bool, lambda v: "1" if v else "0"),
+    "log_level": ("MODELPORT_LOG_LEVEL", str, _text),
+    "models": ("MODELPORT_MODELS", _refs, ",".join),
+    "serve_alias": ("MODELPORT_SERVE_ALIAS", lambda t: t or None, _text),
+    "version_policy": ("MODELPORT_VERSION_POLICY", str, _text),
+    "poll_seconds": ("MODELPORT_POLL_SECONDS", float, _text),
+    "grpc_port": ("MODELPORT_GRPC_PORT", lambda t: int(t) if t else None, _text),
+    "insecure_open": ("MODELPORT_INSECURE_OPEN", _bool, lambda v: "1" if v else "0"),
+    "enable_management": ("MODELPORT_ENABLE_MANAGEMENT", _bool, lambda v: "1" if v else "0"),
+    "jwt_public_key": ("MODELPORT_JWT_PUBLIC_KEY", _optional_path, _text),
+    "jwt_jwks": ("MODELPORT_JWT_JWKS", _optional_path, _text),
+    "jwt_issuer": ("MODELPORT_JWT_ISSUER", lambda t: t or None, _text),
+    "jwt_audience": ("MODELPORT_JWT_AUDIENCE", lambda t: t or None, _text),
+    "jwt_scope_claim": ("MODELPORT_JWT_SCOPE_CLAIM", str, _text),
+    "request_timeout": ("MODELPORT_REQUEST_TIMEOUT", float, _text),
+    "sagemaker_model_dir": ("MODELPORT_SAGEMAKER_MODEL_DIR", Path, _text),
+    "sagemaker_models_dir": ("MODELPORT_SAGEMAKER_MODELS_DIR", Path, _text),
+}
