@@ -34,7 +34,10 @@ def postgres_bindir() -> Path | None:
 def _as_server_user(args: list[str]) -> list[str]:
     if os.geteuid() != 0:
         return args
-    return ["runuser", "-u", "postgres", "--", *args]
+    runuser = shutil.which("runuser", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+    if runuser is None:
+        pytest.skip("running as root and no runuser to start PostgreSQL as the postgres user")
+    return [runuser, "-u", "postgres", "--", *args]
 
 
 def _run(args: list[str], *, check: bool = True) -> None:
