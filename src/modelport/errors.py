@@ -56,3 +56,27 @@ class ModelNotReady(ModelportError):
 
 class PredictionFailed(ModelportError):
     """The runtime raised while predicting on input that passed validation."""
+
+
+class Overloaded(ModelportError):
+    """The server has more work queued than it accepts; the caller should retry later."""
+
+
+class Unauthenticated(ModelportError):
+    """Credentials are missing, malformed, unknown, expired or revoked (who is calling is not known)."""
+
+
+class Forbidden(ModelportError):
+    """The caller is known but its scopes do not allow this operation."""
+
+
+class InvalidScope(ModelportError):
+    """A scope that is not ``infer``, ``infer:<model>`` or ``manage``."""
+
+
+class InsufficientResources(ModelportError):
+    """Loading would exceed the memory (or another resource) this process has left."""
+
+
+class InvalidSetting(ModelportError):
+    """A configuration value (environment variable or option) that cannot be used as given."""

@@ -1,0 +1,226 @@
+"""Adaptive batching: merge concurrent requests for one model version into one runtime call.
+
+The pure part (``merge``, ``split``) is kept apart from the queue (``Batcher``) so each can be
+tested on its own. Rules the batcher keeps:
+
+- Idle costs nothing: when no batch is running and nothing waits, a request runs at once, alone.
+- Under load, requests queue; when the runtime is free the queue is flushed in batches of at
+  most ``max_batch_size`` rows, waiting at most ``max_wait`` (from the oldest queued request)
+  for a batch to fill. A request larger than ``max_batch_size`` runs alone.
+- Every caller gets exactly its own rows, in order, with its own output selection.
+- A batch that fails is retried request by request, so one bad request fails alone.
+- The queue is bounded in rows: past ``max_queue_rows`` a request is refused with
+  ``Overloaded`` (503 + Retry-After in the protocols).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from modelport.errors import Overloaded
+from modelport.signature import select_outputs
+
+Arrays = Mapping[str, np.ndarray]
+Run = Callable[[dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
+
+
+def rows_of(inputs: Arrays) -> int:
+    """Rows in a request: the first dimension of its inputs (they agree after validation)."""
+    for arr in inputs.values():
+        return int(arr.shape[0]) if arr.ndim else 1
+    return 0
+
+
+def merge(requests: Sequence[Arrays]) -> tuple[dict[str, np.ndarray], list[int]]:
+    """Concatenate requests' inputs along the batch axis; return the batch and each one's rows."""
+    sizes = [rows_of(r) for r in requests]
+    if len(requests) == 1:
+        return dict(requests[0]), sizes
+    names = list(requests[0])
+    return {name: np.concatenate([r[name] for r in requests], axis=0) for name in names}, sizes
+
+
+def split(
+    outputs: Arrays, sizes: Sequence[int], selections: Sequence[Sequence[str] | None]
+) -> list[dict[str, np.ndarray]]:
+    """Cut batch outputs back into each request's rows, applying each request's output selection."""
+    total = sum(sizes)
+    for name, arr in outputs.items():
+        if arr.ndim == 0 or arr.shape[0] != total:
+            raise ValueError(f"output {name!r} has {arr.shape[0] if arr.ndim else 0} rows for a batch of {total}")
+    bounds = np.cumsum([0, *sizes])
+    result = []
+    for i, selection in enumerate(selections):
+        start, stop = int(bounds[i]), int(bounds[i + 1])
+        own = {name: arr[start:stop] for name, arr in outputs.items()}
+        result.append(select_outputs(own, selection))
+    return result
+
+
+class Clock(Protocol):
+    """Time as the batcher sees it; tests pass one they control."""
+
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class MonotonicClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSettings:
+    """Per model version. ``max_wait`` in seconds; rows, not requests, count toward the limits."""
+
+    max_batch_size: int = 32
+    max_wait: float = 0.002
+    max_queue_rows: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1 or self.max_wait < 0 or self.max_queue_rows < 1:
+            raise ValueError("max_batch_size and max_queue_rows must be >= 1 and max_wait >= 0")
+
+
+@dataclass(eq=False)
+class _Pending:
+    inputs: Arrays
+    outputs: Sequence[str] | None
+    rows: int
+    arrived: float
+    future: asyncio.Future[dict[str, np.ndarray]] = field(repr=False)
+
+
+class Batcher:
+    """Queue in front of one model version's ``run`` coroutine (one batch in flight at a time)."""
+
+    def __init__(self, run: Run, settings: BatchSettings, *, clock: Clock | None = None) -> None:
+        self._run = run
+        self.settings = settings
+        self._clock = clock or MonotonicClock()
+        self._queue: deque[_Pending] = deque()
+        self._queued_rows = 0
+        self._busy = False
+        self._wake: asyncio.Event | None = None
+        self.batches = 0  # runtime calls made, for tests and metrics
+        self.largest_batch = 0
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    async def submit(self, inputs: Arrays, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Predict ``inputs`` (validated) and return the selected outputs for exactly these rows."""
+        rows = rows_of(inputs)
+        if not self._busy and not self._queue:
+            self._busy = True
+            try:
+                self._count(rows)
+                result = await self._run(dict(inputs))
+                return split(result, [rows], [outputs])[0]
+            finally:
+                self._busy = False
+                self._kick()
+        if self._queued_rows + rows > self.settings.max_queue_rows:
+            raise Overloaded(
+                f"the model's queue is full ({self._queued_rows} rows waiting, limit "
+                f"{self.settings.max_queue_rows}); retry shortly or add capacity"
+            )
+        future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(inputs, outputs, rows, self._clock.now(), future))
+        self._queued_rows += rows
+        self._kick()
+        return await future
+
+    def _count(self, rows: int) -> None:
+        self.batches += 1
+        self.largest_batch = max(self.largest_batch, rows)
+
+    def _kick(self) -> None:
+        """Start a dispatcher when the runtime is free and requests wait."""
+        if not self._busy and self._queue:
+            self._busy = True
+            asyncio.get_running_loop().create_task(self._dispatch())
+
+    async def _dispatch(self) -> None:
+        try:
+            await self._fill()
+            batch = self._take()
+            if batch:
+                await self._execute(batch)
+        finally:
+            self._busy = False
+            self._kick()
+
+    async def _fill(self) -> None:
+        """Wait, up to max_wait from the oldest request, for a full batch."""
+        limit = self.settings.max_batch_size
+        while self._queue and self._queued_rows < limit:
+            remaining = self._queue[0].arrived + self.settings.max_wait - self._clock.now()
+            if remaining <= 0:
+                return
+            await self._clock.sleep(remaining)
+
+    def _take(self) -> list[_Pending]:
+        limit = self.settings.max_batch_size
+        batch: list[_Pending] = []
+        rows = 0
+        while self._queue:
+            head = self._queue[0]
+            if batch and rows + head.rows > limit:
+                break
+            self._queue.popleft()
+            self._queued_rows -= head.rows
+            if head.future.cancelled():
+                continue
+            batch.append(head)
+            rows += head.rows
+        return batch
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        merged, sizes = merge([p.inputs for p in batch])
+        self._count(sum(sizes))
+        try:
+            outputs = await self._run(merged)
+            parts = split(outputs, sizes, [p.outputs for p in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0], error=exc)
+                return
+            await self._one_by_one(batch)
+            return
+        for pending, part in zip(batch, parts, strict=True):
+            _settle(pending, result=part)
+
+    async def _one_by_one(self, batch: list[_Pending]) -> None:
+        """The merged call failed: isolate the culprit by running each request alone."""
+        for pending in batch:
+            self._count(pending.rows)
+            try:
+                outputs = await self._run(dict(pending.inputs))
+                _settle(pending, result=split(outputs, [pending.rows], [pending.outputs])[0])
+            except Exception as exc:
+                _settle(pending, error=exc)
+
+
+def _settle(
+    pending: _Pending, *, result: dict[str, np.ndarray] | None = None, error: BaseException | None = None
+) -> None:
+    if pending.future.done():
+        return
+    if error is not None:
+        pending.future.set_exception(error)
+    else:
+        assert result is not None
+        pending.future.set_result(result)
