@@ -208,3 +208,32 @@ def test_unsupported_inputs_are_refused_with_what_is_accepted(tmp_path: Path) ->
         package(tmp_path / "missing.onnx", workdir=tmp_path)
     with pytest.raises(InvalidModel, match=r"cannot register a builtins\.dict"):
         package({"weights": [1, 2]}, workdir=tmp_path)
+
+
+def test_native_runtime_can_be_requested_for_a_convertible_model(iris: Iris, tmp_path: Path) -> None:
+    frame, labels = iris
+    model = LogisticRegression(max_iter=500).fit(frame, labels)
+    packaged = package(model, workdir=tmp_path, sample_input=frame.iloc[:20], runtime="sklearn")
+    assert packaged.runtime == "sklearn"
+    assert "native scikit-learn runtime requested; ONNX conversion skipped" in packaged.notes
+    assert not (packaged.directory / "model.onnx").exists()
+    out = predict(packaged.directory, "sklearn", packaged.signature, frame.to_numpy())
+    np.testing.assert_array_equal(out["label"], model.predict(frame))
+
+
+def test_requiring_onnx_for_an_unconvertible_model_is_an_error(iris: Iris, tmp_path: Path) -> None:
+    frame, labels = iris
+    model = make_pipeline(FunctionTransformer(np.log1p), LogisticRegression(max_iter=1000)).fit(frame, labels)
+    with pytest.raises(InvalidModel, match="the ONNX runtime was requested but ONNX conversion failed"):
+        package(model, workdir=tmp_path, sample_input=frame.iloc[:20], runtime="onnx")
+
+
+def test_runtime_choice_is_checked_against_the_model_kind(iris: Iris, tmp_path: Path) -> None:
+    frame, labels = iris
+    onnx_file = tmp_path / "m.onnx"
+    x = frame.to_numpy(np.float32)
+    onnx_file.write_bytes(to_onnx(LogisticRegression(max_iter=500).fit(x, labels), x[:1]).SerializeToString())
+    with pytest.raises(InvalidModel, match=r"m\.onnx is served by the onnx runtime; runtime='sklearn' does not apply"):
+        package(onnx_file, workdir=tmp_path, runtime="sklearn")
+    with pytest.raises(InvalidModel, match="unknown runtime 'torch'"):
+        package(onnx_file, workdir=tmp_path, runtime="torch")

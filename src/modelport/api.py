@@ -31,6 +31,7 @@ def register(
     params: Mapping[str, float | str] | None = None,
     description: str = "",
     trust_pickle: bool = False,
+    runtime: str | None = None,
     settings: Settings | None = None,
 ) -> ModelVersion:
     """Register ``model`` as the next version of ``name`` and return that version.
@@ -39,7 +40,8 @@ def register(
     ``.skops`` or pickle file, or to a directory holding a custom Python model. scikit-learn
     models are converted to ONNX and verified on ``sample_input`` (an ndarray, a DataFrame whose
     columns become named features, or a list of row dicts); pickles and custom Python code
-    need ``trust_pickle=True``.
+    need ``trust_pickle=True``. ``runtime="sklearn"`` serves a scikit-learn model natively
+    instead of converting it; ``runtime="onnx"`` makes a failed conversion an error.
     """
     parse_name(name)
     aliases = [alias] if isinstance(alias, str) else list(alias)
@@ -47,7 +49,9 @@ def register(
         validate_alias(each)
     settings = settings or Settings.from_env()
     with tempfile.TemporaryDirectory(prefix="modelport-") as workdir:
-        packaged = package(model, workdir=Path(workdir), sample_input=sample_input, trust_pickle=trust_pickle)
+        packaged = package(
+            model, workdir=Path(workdir), sample_input=sample_input, trust_pickle=trust_pickle, runtime=runtime
+        )
         registry = Registry.open(settings)
         try:
             return registry.register(

@@ -50,13 +50,30 @@ class Packaged:
 
 
 def package(
-    model: object, *, workdir: Path, sample_input: object | None = None, trust_pickle: bool = False
+    model: object,
+    *,
+    workdir: Path,
+    sample_input: object | None = None,
+    trust_pickle: bool = False,
+    runtime: str | None = None,
 ) -> Packaged:
-    """Make an artifact directory in ``workdir`` from ``model`` (see the module docstring)."""
+    """Make an artifact directory in ``workdir`` from ``model`` (see the module docstring).
+
+    ``runtime`` chooses how a scikit-learn model is served: None converts to ONNX when the
+    conversion is verified and falls back to the native runtime otherwise; "onnx" insists on ONNX
+    (an error when conversion fails); "sklearn" skips conversion and serves the native model.
+    """
+    if runtime not in (None, "onnx", "sklearn"):
+        raise InvalidModel(f"unknown runtime {runtime!r} for registration; choose onnx or sklearn (or leave it out)")
     if isinstance(model, str | Path):
         path = Path(model)
         if not path.exists():
             raise InvalidModel(f"{path} does not exist; give {ACCEPTED}")
+        if path.is_dir() or path.suffix.lower() == ".onnx":
+            served_by = "python" if path.is_dir() else "onnx"
+            if runtime not in (None, served_by):
+                message = f"{path.name} is served by the {served_by} runtime; runtime={runtime!r} does not apply"
+                raise InvalidModel(message)
         if path.is_dir():
             return _package_python(path, workdir=workdir, sample=sample_input, trust=trust_pickle)
         suffix = path.suffix.lower()
@@ -64,7 +81,9 @@ def package(
             return _package_onnx(path, workdir=workdir, sample=sample_input)
         if suffix == ".skops":
             estimator = _load_skops(path, trust=trust_pickle)
-            return _package_estimator(estimator, workdir, sample_input, trust_pickle, f"loaded from {path.name}")
+            return _package_estimator(
+                estimator, workdir, sample_input, trust_pickle, f"loaded from {path.name}", runtime
+            )
         if suffix in PICKLE_SUFFIXES:
             if not trust_pickle:
                 raise UntrustedArtifact(
@@ -72,10 +91,11 @@ def package(
                     "better, save it with skops (skops.io.dump) or export it to ONNX."
                 )
             estimator = _load_pickle(path)
-            return _package_estimator(estimator, workdir, sample_input, True, f"loaded from trusted pickle {path.name}")
+            note = f"loaded from trusted pickle {path.name}"
+            return _package_estimator(estimator, workdir, sample_input, True, note, runtime)
         raise InvalidModel(f"{path.name}: unsupported file type {suffix or '(none)'!r}; give {ACCEPTED}")
     if hasattr(model, "predict") and hasattr(model, "get_params"):
-        return _package_estimator(model, workdir, sample_input, trust_pickle, None)
+        return _package_estimator(model, workdir, sample_input, trust_pickle, None, runtime)
     raise InvalidModel(f"cannot register a {type(model).__module__}.{type(model).__qualname__}; give {ACCEPTED}")
 
 
@@ -124,7 +144,7 @@ def _load_pickle(path: Path) -> Any:
 
 
 def _package_estimator(
-    estimator: Any, workdir: Path, sample: object | None, trust: bool, source: str | None
+    estimator: Any, workdir: Path, sample: object | None, trust: bool, source: str | None, runtime: str | None
 ) -> Packaged:
     if sample is None:
         raise InvalidModel(
@@ -139,7 +159,12 @@ def _package_estimator(
         raise InvalidModel(f"the model raised on the sample input: {_reason(exc)}") from exc
     notes = [source] if source else []
     directory = _new_directory(workdir)
-    converted, conversion_note = _convert(estimator, x, reference)
+    if runtime == "sklearn":
+        converted, conversion_note = None, "native scikit-learn runtime requested; ONNX conversion skipped"
+    else:
+        converted, conversion_note = _convert(estimator, x, reference)
+        if converted is None and runtime == "onnx":
+            raise InvalidModel(f"the ONNX runtime was requested but {conversion_note.rpartition(';')[0]}")
     notes.append(conversion_note)
     native_code = _store_native(estimator, directory, x, fitted_names, reference, trust, required=converted is None)
     if converted is not None:
