@@ -3,6 +3,13 @@
 Every protocol resolves ``name`` + an optional selector (version number, alias or ``latest``)
 through :meth:`ModelManager.get` and runs :meth:`ModelManager.infer`. The manager knows no wire
 format; it loads models through a :class:`ModelSource` (the registry in production).
+
+What to serve is a list of :class:`~modelport.routing.Spec` (references, an alias for every
+model, a version policy). With a registry snapshot they become plans (:mod:`modelport.routing`);
+:meth:`ModelManager.refresh` loads and warms what a new snapshot names, swaps the routing table
+in one assignment, drains in-flight requests on versions no longer routed, then unloads them.
+A version that fails to load is FAILED with its error and the routes it would have taken keep
+their old version.
 """
 
 from __future__ import annotations
@@ -12,108 +19,66 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import TYPE_CHECKING, Protocol
-
-import numpy as np
+from dataclasses import dataclass, field, replace
+from itertools import accumulate
+from typing import Any
 
 from modelport.errors import InvalidInput, InvalidModel, ModelNotReady, ModelportError, NotFound, PredictionFailed
 from modelport.reference import Reference, parse_reference, parse_selector
-from modelport.runtimes.base import Runtime
+from modelport.routing import AliasTarget, ModelRouting, Plan, Snapshot, Spec, build_plans, pick
+from modelport.served import (
+    INLINE_SECONDS,
+    ModelSource,
+    RegistrySource,
+    ServingModel,
+    State,
+    VersionState,
+    VersionStatus,
+    WatchableSource,
+    count_rows,
+)
+from modelport.shadow import Job, ShadowRunner, summary
 from modelport.signature import select_outputs, to_inputs, validate_inputs
 from modelport.types import InferRequest, InferResult, ModelVersion
 
-if TYPE_CHECKING:
-    from modelport.registry import Registry
+__all__ = [
+    "INLINE_SECONDS",
+    "ModelManager",
+    "ModelSource",
+    "RegistrySource",
+    "Route",
+    "ServingModel",
+    "State",
+    "VersionState",
+    "VersionStatus",
+    "WatchableSource",
+]
 
 logger = logging.getLogger("modelport")
 
-# A prediction expected to take less than this runs on the event loop: handing it to a thread
-# costs more (~100 us of wake-up and GIL hand-over) than the work. Longer ones go to the pool.
-INLINE_SECONDS = 0.0005
+DRAIN_SECONDS = 30.0  # longest wait for in-flight requests before a retired version is unloaded anyway
+Key = tuple[str, int]
 
 
-class ModelSource(Protocol):
-    """Where the manager finds versions and opens them as loaded runtimes."""
+@dataclass(frozen=True, slots=True, eq=False)
+class Route:
+    """Where one name + selector goes: weighted loaded versions, and shadows mirrored to."""
 
-    def resolve(self, ref: Reference) -> ModelVersion: ...
-
-    def open(self, version: ModelVersion) -> Runtime: ...
-
-
-class RegistrySource:
-    """A :class:`ModelSource` over a registry: resolve there, load its artifact with ``loading``."""
-
-    def __init__(self, registry: Registry, *, threads: int = 1, allow_env_mismatch: bool = False) -> None:
-        self.registry = registry
-        self.threads = threads
-        self.allow_env_mismatch = allow_env_mismatch
-
-    def resolve(self, ref: Reference) -> ModelVersion:
-        return self.registry.get(ref)
-
-    def open(self, version: ModelVersion) -> Runtime:
-        from modelport.loading import open_version
-
-        artifact = self.registry.artifact_path(version)
-        return open_version(version, artifact, threads=self.threads, allow_env_mismatch=self.allow_env_mismatch)
-
-
-class State(Enum):
-    LOADING = "loading"
-    READY = "ready"
-    UNLOADED = "unloaded"
-
-
-@dataclass(eq=False)
-class ServingModel:
-    """One served version: its registry record, its loaded runtime and its state."""
-
-    version: ModelVersion
-    runtime: Runtime
-    state: State = State.LOADING
-    lock: threading.Lock | None = field(default=None, repr=False)  # set when the runtime is not thread-safe
-    outputs: tuple[str, ...] = field(init=False, repr=False)  # the signature's outputs, in order
-    seconds_per_row: float = field(default=math.inf, repr=False)  # running average of predict cost
-
-    def __post_init__(self) -> None:
-        self.outputs = tuple(spec.name for spec in self.version.signature.outputs)
+    models: tuple[ServingModel, ...]
+    bounds: tuple[int, ...]  # cumulative weights
+    shadows: tuple[tuple[ServingModel, float], ...] = ()
+    label: str = ""  # the alias shadow statistics are recorded under
+    targets: tuple[tuple[int, int], ...] = field(default=(), repr=False)
 
     @property
-    def name(self) -> str:
-        return self.version.name
+    def primary(self) -> ServingModel:
+        return self.models[0]
 
-    @property
-    def ready(self) -> bool:
-        return self.state is State.READY
-
-    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Predict, holding the lock when the runtime is not thread-safe."""
-        if self.lock is None:
-            return self.timed_predict(inputs)
-        with self.lock:
-            return self.timed_predict(inputs)
-
-    def timed_predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Predict (caller holds the lock if any) and update the running cost per row."""
-        start = time.perf_counter()
-        outputs = self.runtime.predict(inputs)
-        cost = (time.perf_counter() - start) / max(1, _rows(inputs))
-        self.seconds_per_row = cost if self.seconds_per_row == math.inf else 0.8 * self.seconds_per_row + 0.2 * cost
-        return outputs
-
-    def runs_inline(self, rows: int) -> bool:
-        """Whether a prediction of ``rows`` rows is cheap enough to run on the event loop."""
-        return self.seconds_per_row * rows < INLINE_SECONDS
-
-
-def _rows(inputs: Mapping[str, np.ndarray]) -> int:
-    for arr in inputs.values():
-        return arr.shape[0] if arr.ndim else 1
-    return 1
+    def pick(self, key: str | None) -> ServingModel:
+        models = self.models
+        return models[0] if len(models) == 1 else models[pick(self.bounds, key)]
 
 
 class ModelManager:
@@ -126,31 +91,142 @@ class ModelManager:
     def __init__(self, source: ModelSource, *, threads: int = 1) -> None:
         self.source = source
         self.threads = max(1, threads)
-        self._models: dict[str, list[ServingModel]] = {}  # name -> served versions, default first
-        self._routes: dict[tuple[str, str | None], ServingModel] = {}  # (name, selector) -> model
-        self._expected: list[Reference] = []
-        self._pinned: dict[tuple[str, str], int] = {}  # (name, alias) given at load -> version
+        self.shadows = ShadowRunner()
+        self._specs: list[Spec] = []
+        self._excluded: set[str] = set()  # names unloaded on request, left out of every spec
+        self._static: dict[str, ModelRouting] = {}  # the snapshot of a source that cannot say what changed
+        self._static_versions: dict[Key, ModelVersion] = {}
+        self._loaded: dict[Key, ServingModel] = {}
+        self._status: dict[Key, VersionStatus] = {}
+        self._blocked: set[Key] = set()  # failed versions, not retried while still wanted
+        self._errors: dict[Key, ModelportError] = {}  # why each failed version failed
+        self._wanted: set[Key] = set()  # the versions the last plan named
+        self._routes: dict[tuple[str, str | None], Route] = {}  # (name, selector) -> route; replaced whole
+        self._unmet: dict[tuple[str, str | None], str] = {}  # required routes without a ready version -> why
+        self._guard: asyncio.Lock | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
 
-    # -- loading -----------------------------------------------------------------------------
+    # -- what to serve -----------------------------------------------------------------------
 
     def load(self, refs: Sequence[str | Reference]) -> None:
-        """Resolve, open and warm each reference, then serve it. The first ref of a name is its default."""
-        parsed = [parse_reference(r) if isinstance(r, str) else r for r in refs]
-        self._expected.extend(parsed)
-        try:
-            for ref in parsed:
-                self._load_one(ref)
-        finally:
-            self._reroute()
+        """Resolve, open and warm each reference, then serve it. The first ref of a name is its default.
 
-    def _load_one(self, ref: Reference) -> None:
-        version = self.source.resolve(ref)
-        if ref.alias is not None:
-            self._pinned[(version.name, ref.alias)] = version.version
-        if any(m.version.version == version.version for m in self._models.get(version.name, ())):
-            return
+        Raises NotFound for a reference the source does not know and the load error of the first
+        version that fails to load or warm (it is FAILED; everything else is served).
+        """
+        specs = [Spec(ref=self._resolve(r)) for r in refs]
+        self._specs.extend(s for s in specs if s not in self._specs)
+        errors = self._apply_sync(self._snapshot())
+        if errors:
+            raise errors[0][1]
+
+    def follow(self, specs: Sequence[Spec]) -> None:
+        """Serve ``specs`` from the source's snapshot; failures are FAILED and logged, never raised."""
+        self._specs.extend(s for s in specs if s not in self._specs)
+        self._apply_sync(self._snapshot())
+
+    async def refresh(self) -> None:
+        """Re-read the source's snapshot and follow it: load new versions, swap, drain, unload old."""
+        snapshot = await asyncio.to_thread(self._snapshot)
+        await self._apply(snapshot)
+
+    async def load_model(self, ref: str | Reference) -> None:
+        """Serve one more reference at runtime (load, warm, route); raises on failure, old versions stay."""
+        parsed = await asyncio.to_thread(self._resolve, ref)
+        spec = Spec(ref=parsed)
+        added = spec not in self._specs
+        excluded = parsed.name in self._excluded
+        self._excluded.discard(parsed.name)
+        self._blocked = {key for key in self._blocked if key[0] != parsed.name}  # an explicit load retries
+        if added:
+            self._specs.append(spec)
+        snapshot = await asyncio.to_thread(self._snapshot)
+        await self._apply(snapshot)  # the watcher may have run this load first: look at the outcome
+        selector = str(parsed.version) if parsed.version is not None else parsed.alias
+        failed = [error for key, error in self._errors.items() if key[0] == parsed.name and key in self._wanted]
+        if failed or (parsed.name, selector) not in self._routes:
+            why = self._unmet.get((parsed.name, selector), "not loaded")
+            if added:
+                self._specs.remove(spec)
+            if excluded:
+                self._excluded.add(parsed.name)
+            await self._apply(snapshot)  # route as before the attempt (its failure stays in status)
+            raise failed[0] if failed else ModelNotReady(f"model {parsed} could not be loaded: {why}")
+
+    async def unload_model(self, name: str) -> None:
+        """Stop serving every version of ``name``: route away, drain in-flight requests, unload."""
+        if not any(key[0] == name for key in self._status):
+            raise NotFound(f"model {name!r} is not served (served: {', '.join(self.names()) or 'none'})")
+        self._excluded.add(name)
+        self._specs = [s for s in self._specs if s.ref is None or s.ref.name != name]
+        await self._apply(await asyncio.to_thread(self._snapshot))
+
+    def _resolve(self, ref: str | Reference) -> Reference:
+        parsed = parse_reference(ref) if isinstance(ref, str) else ref
+        version = self.source.resolve(parsed)  # NotFound, with what exists, for an unknown reference
+        if not isinstance(self.source, WatchableSource):
+            known = self._static.get(version.name, ModelRouting(()))
+            aliases = dict(known.aliases)
+            for alias in version.aliases:
+                aliases.setdefault(alias, AliasTarget(version.version))
+            if parsed.alias is not None:
+                aliases[parsed.alias] = AliasTarget(version.version)
+            numbers = tuple(sorted({*known.versions, version.version}))
+            self._static[version.name] = ModelRouting(numbers, aliases)
+            self._static_versions[(version.name, version.version)] = version
+        return parsed
+
+    def _snapshot(self) -> Snapshot:
+        return self.source.routing() if isinstance(self.source, WatchableSource) else dict(self._static)
+
+    # -- applying a snapshot ------------------------------------------------------------------
+
+    def _plan(self, snapshot: Snapshot) -> tuple[dict[str, Plan], list[Key], dict[tuple[str, str | None], str]]:
+        plans, missing = build_plans(self._specs, snapshot, self._excluded)
+        wanted = [(name, v) for name, plan in plans.items() for v in sorted(plan.versions())]
+        self._blocked &= set(wanted)
+        self._wanted = set(wanted)
+        unmet = {
+            (text.partition("@")[0], text.partition("@")[2] or None): f"{text} is not in the registry"
+            for text in missing
+        }
+        return plans, [key for key in wanted if key not in self._loaded and key not in self._blocked], unmet
+
+    def _apply_sync(self, snapshot: Snapshot) -> list[tuple[Key, ModelportError]]:
+        plans, to_load, unmet = self._plan(snapshot)
+        errors: list[tuple[Key, ModelportError]] = []
+        for key in to_load:
+            self._mark(key, VersionState.LOADING)
+            try:
+                self._adopt(self._open(key))
+            except ModelportError as exc:
+                errors.append((key, self._fail(key, exc)))
+        for model in self._switch(plans, unmet):
+            self._unload(model)
+        return errors
+
+    async def _apply(self, snapshot: Snapshot) -> list[tuple[Key, ModelportError]]:
+        if self._guard is None:
+            self._guard = asyncio.Lock()
+        async with self._guard:
+            plans, to_load, unmet = self._plan(snapshot)
+            errors: list[tuple[Key, ModelportError]] = []
+            for key in to_load:
+                self._mark(key, VersionState.LOADING)
+                try:
+                    self._adopt(await asyncio.to_thread(self._open, key))
+                except ModelportError as exc:
+                    errors.append((key, self._fail(key, exc)))
+            retired = self._switch(plans, unmet)
+            for model in retired:
+                await self._drain(model)
+                await asyncio.to_thread(self._unload, model)
+            return errors
+
+    def _open(self, key: Key) -> ServingModel:
+        """Open and warm one version (runs in a thread for a live server)."""
+        version = self._static_versions.get(key) or self.source.resolve(Reference(key[0], version=key[1]))
         runtime = self.source.open(version)
         model = ServingModel(version, runtime)
         if not runtime.capabilities.thread_safe:
@@ -160,9 +236,24 @@ class ModelManager:
         except BaseException:
             runtime.unload()
             raise
-        model.state = State.READY
-        self._models.setdefault(version.name, []).append(model)
-        logger.info("serving %s (runtime %s)", version.ref, version.runtime)
+        return model
+
+    def _adopt(self, model: ServingModel) -> None:
+        model.state = VersionState.READY
+        self._errors.pop(model.key, None)
+        self._loaded[model.key] = model
+        self._mark(model.key, VersionState.READY)
+        logger.info("serving %s (runtime %s)", model.version.ref, model.version.runtime)
+
+    def _fail(self, key: Key, exc: ModelportError) -> ModelportError:
+        self._blocked.add(key)
+        self._errors[key] = exc
+        self._mark(key, VersionState.FAILED, exc.message)
+        logger.error("model %s@%d failed to load: %s", key[0], key[1], exc.message)
+        return exc
+
+    def _mark(self, key: Key, state: VersionState, error: str | None = None) -> None:
+        self._status[key] = VersionStatus(key[0], key[1], state, error)
 
     def _warm(self, model: ServingModel) -> None:
         signature = model.version.signature
@@ -185,76 +276,143 @@ class ModelManager:
                 f"(returned: {', '.join(outputs) or 'nothing'})"
             )
 
-    def _reroute(self) -> None:
-        routes: dict[tuple[str, str | None], ServingModel] = {}
-        for name, models in self._models.items():
-            routes[(name, None)] = models[0]
-            newest = max(models, key=lambda m: m.version.version)
-            routes[(name, "latest")] = newest
-            for model in models:
-                routes[(name, str(model.version.version))] = model
-                for alias in model.version.aliases:
-                    routes.setdefault((name, alias), model)
-        for (name, alias), number in self._pinned.items():
-            routes[(name, alias)] = routes[(name, str(number))]
+    def _switch(self, plans: dict[str, Plan], unmet: dict[tuple[str, str | None], str]) -> list[ServingModel]:
+        """Build the new routing table, assign it in one step; return the loaded versions it retires."""
+        routes: dict[tuple[str, str | None], Route] = {}
+        for name, plan in plans.items():
+            for selector, targets in plan.routes.items():
+                route = self._route(name, selector, targets, plan)
+                if route is not None:
+                    routes[(name, selector)] = route
+                elif selector in plan.required:
+                    errors = [self._status[(name, v)].error for v, _ in targets if (name, v) in self._status]
+                    unmet[(name, selector)] = "; ".join(e for e in errors if e) or "not loaded yet"
         self._routes = routes
+        self._unmet = unmet
+        used = {m.key for route in routes.values() for m in (*route.models, *(s for s, _ in route.shadows))}
+        return [model for key, model in self._loaded.items() if key not in used]
+
+    def _route(self, name: str, selector: str | None, targets: tuple[tuple[int, int], ...], plan: Plan) -> Route | None:
+        shadows = tuple(
+            (self._loaded[(name, v)], fraction)
+            for v, fraction in plan.shadows.get(selector, ())
+            if (name, v) in self._loaded
+        )
+        label = plan.labels.get(selector, "")
+        ready = [(self._loaded[(name, v)], w) for v, w in targets if (name, v) in self._loaded]
+        if len(ready) < len(targets):  # a target failed or is loading: keep the old route while it works
+            old = self._routes.get((name, selector))
+            if old is not None and all(m.key in self._loaded for m in old.models):
+                return replace(old, shadows=shadows, label=label)
+        if not ready:
+            return None
+        models = tuple(m for m, _ in ready)
+        return Route(models, tuple(accumulate(w for _, w in ready)), shadows, label, targets)
+
+    async def _drain(self, model: ServingModel) -> None:
+        model.state = VersionState.UNLOADING
+        self._mark(model.key, VersionState.UNLOADING)
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while model.inflight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        if model.inflight > 0:
+            logger.warning("unloading %s with %d requests still in flight", model.version.ref, model.inflight)
+
+    def _unload(self, model: ServingModel) -> None:
+        model.state = VersionState.UNLOADED
+        self._loaded.pop(model.key, None)
+        self._mark(model.key, VersionState.UNLOADED)
+        try:
+            model.runtime.unload()
+        except Exception:
+            logger.exception("unloading %s failed", model.version.ref)
+        logger.info("unloaded %s", model.version.ref)
 
     # -- lookup ------------------------------------------------------------------------------
 
     def ready(self) -> bool:
-        """True when every configured reference is loaded and ready."""
-        if self._closed:
-            return False
-        return all(self._find(ref) is not None for ref in self._expected)
+        """True when every configured reference is loaded, warmed and routed."""
+        return not self._closed and not self._unmet
 
-    def _find(self, ref: Reference) -> ServingModel | None:
-        selector = None if ref.version is None and ref.alias is None else str(ref.version or ref.alias)
-        model = self._routes.get((ref.name, selector))
-        return model if model is not None and model.ready else None
+    def status(self, name: str | None = None) -> list[VersionStatus]:
+        """Every version this manager has seen (loading, ready, failed, unloaded), by name and number."""
+        if name is not None and not any(key[0] == name for key in self._status):
+            raise NotFound(f"model {name!r} is not served (served: {', '.join(self.names()) or 'none'})")
+        return [s for key, s in sorted(self._status.items()) if name is None or key[0] == name]
+
+    def names(self) -> list[str]:
+        return sorted({name for name, _ in self._routes})
 
     def model_ready(self, name: str, selector: str | None = None) -> bool:
         """Whether the version is ready; NotFound when it is not served at all."""
         return self.get(name, selector).ready
 
     def get(self, name: str, selector: str | None = None) -> ServingModel:
-        model = self._routes.get((name, selector))
-        if model is not None:
-            return model
-        return self._get_slow(name, selector)
+        route = self._routes.get((name, selector))
+        if route is not None:
+            return route.primary
+        raise self._not_routed(name, selector)
 
-    def _get_slow(self, name: str, selector: str | None) -> ServingModel:
-        models = self._models.get(name)
-        if not models:
-            served = ", ".join(sorted(self._models)) or "none"
-            raise NotFound(f"model {name!r} is not served (served: {served})")
+    def route(self, name: str, selector: str | None = None) -> Route:
+        route = self._routes.get((name, selector))
+        if route is not None:
+            return route
+        raise self._not_routed(name, selector)
+
+    def _not_routed(self, name: str, selector: str | None) -> ModelportError:
         ref = parse_selector(name, selector) if selector is not None else Reference(name)
+        why = self._unmet.get((name, selector))
+        failed = self._status.get((name, ref.version or 0))
+        if failed is not None and failed.state is VersionState.FAILED:
+            why = failed.error
+        if why is not None:
+            return ModelNotReady(f"model {ref} is not ready: {why}")
+        models = [m for m in self._loaded.values() if m.name == name]
+        if not models:
+            served = ", ".join(self.names()) or "none"
+            return NotFound(f"model {name!r} is not served (served: {served})")
         if ref.version is not None:
             what = f"version {ref.version}"
         elif ref.alias is not None:
             what = f"alias {ref.alias!r}"
-        else:  # pragma: no cover - bare names and "latest" are always routed
+        else:
             what = "a default version"
-        versions = ", ".join(str(m.version.version) for m in models)
-        aliases = sorted(
-            sel for (n, sel) in self._routes if n == name and sel and not sel.isdigit() and sel != "latest"
-        )
+        versions = ", ".join(str(m.version.version) for m in sorted(models, key=lambda m: m.version.version))
+        aliases = sorted(s for (n, s) in self._routes if n == name and s and not s.isdigit() and s != "latest")
         alias_text = f"; aliases: {', '.join(aliases)}" if aliases else ""
-        raise NotFound(f"model {name!r} has no {what} served (versions: {versions}{alias_text})")
+        return NotFound(f"model {name!r} has no {what} served (versions: {versions}{alias_text})")
 
     def served(self) -> list[ServingModel]:
-        return [model for models in self._models.values() for model in models]
+        return list(self._loaded.values())
 
     def versions(self, name: str) -> list[ServingModel]:
         """Every served version of ``name``, default first; NotFound when none."""
-        self.get(name)
-        return list(self._models[name])
+        default = self.get(name)
+        return [default, *(m for m in self._loaded.values() if m.name == name and m is not default)]
+
+    def shadow_report(self, name: str, alias: str) -> dict[str, Any]:
+        """Agreement between the alias's primary answers and each shadow version's, seen by this process."""
+        route = self._routes.get((name, alias))
+        fractions = {m.version.version: f for m, f in route.shadows} if route is not None else {}
+        numbers = sorted({*fractions, *(v for (n, a, v) in self.shadows.totals if (n, a) == (name, alias))})
+        if route is None and not numbers:
+            raise self._not_routed(name, alias)
+        shadows = []
+        for number in numbers:
+            stats = summary(self.shadows.totals.get((name, alias, number), {}))
+            shadows.append({"version": number, "fraction": fractions.get(number, 0.0), **stats})
+        return {"name": name, "alias": alias, "shadows": shadows}
 
     # -- inference ---------------------------------------------------------------------------
 
-    async def infer(self, name: str, selector: str | None, request: InferRequest) -> InferResult:
-        model = self.get(name, selector)
-        if not model.ready:
-            raise ModelNotReady(f"model {model.version.ref} is {model.state.value}; retry shortly")
+    async def infer(
+        self, name: str, selector: str | None, request: InferRequest, *, routing_key: str | None = None
+    ) -> InferResult:
+        """Run ``request`` on the version ``selector`` routes to (split by weight, sticky by ``routing_key``)."""
+        route = self._routes.get((name, selector))
+        if route is None:
+            raise self._not_routed(name, selector)
+        model = route.pick(routing_key)
         signature = model.version.signature
         requested = request.outputs
         if requested is not None:
@@ -263,8 +421,9 @@ class ModelManager:
                     names = ", ".join(spec.name for spec in signature.outputs)
                     raise InvalidInput(f"unknown output {out!r} (outputs: {names})")
         inputs = validate_inputs(signature, request.inputs)
+        model.inflight += 1
         try:
-            if model.runs_inline(_rows(inputs)) and (model.lock is None or model.lock.acquire(blocking=False)):
+            if model.runs_inline(count_rows(inputs)) and (model.lock is None or model.lock.acquire(blocking=False)):
                 # Cheaper than a thread hand-off (~100 us): predict on the event loop.
                 try:
                     outputs = model.timed_predict(inputs)
@@ -278,6 +437,10 @@ class ModelManager:
         except Exception as exc:
             logger.exception("model %s failed to predict", model.version.ref)
             raise PredictionFailed(f"model {model.version.ref} failed to predict: {type(exc).__name__}: {exc}") from exc
+        finally:
+            model.inflight -= 1
+        if route.shadows:
+            self._mirror(route, inputs, select_outputs(outputs, model.outputs))
         return InferResult(
             model_name=model.version.name,
             model_version=model.version.version,
@@ -287,6 +450,15 @@ class ModelManager:
             parameters={},
         )
 
+    def _mirror(self, route: Route, inputs: Any, primary: Any) -> None:
+        for shadow, fraction in route.shadows:
+            if not shadow.ready or not self.shadows.sampled(fraction):
+                continue
+            shadow.inflight += 1
+            done = _releaser(shadow)
+            key = (shadow.name, route.label, shadow.version.version)
+            self.shadows.offer(Job(key, shadow.predict, inputs, primary, done))
+
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="modelport-predict")
@@ -295,14 +467,17 @@ class ModelManager:
     def close(self) -> None:
         """Unload every model and stop the prediction threads."""
         self._closed = True
-        for model in self.served():
-            model.state = State.UNLOADED
-            try:
-                model.runtime.unload()
-            except Exception:
-                logger.exception("unloading %s failed", model.version.ref)
-        self._models.clear()
+        self.shadows.close()
         self._routes = {}
+        for model in list(self._loaded.values()):
+            self._unload(model)
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+
+
+def _releaser(model: ServingModel) -> Callable[[], None]:
+    def done() -> None:
+        model.inflight -= 1
+
+    return done

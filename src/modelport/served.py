@@ -1,0 +1,144 @@
+"""Served versions: where they come from (:class:`ModelSource`), their state, their in-flight count.
+
+A :class:`ServingModel` is one loaded version. :class:`VersionStatus` is what status endpoints
+show about any version the manager has seen, including ones that failed to load.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+
+from modelport.reference import Reference
+from modelport.routing import Snapshot
+from modelport.runtimes.base import Runtime
+from modelport.types import ModelVersion
+
+if TYPE_CHECKING:
+    from modelport.registry import Registry
+
+# A prediction expected to take less than this runs on the event loop: handing it to a thread
+# costs more (~100 us of wake-up and GIL hand-over) than the work. Longer ones go to the pool.
+INLINE_SECONDS = 0.0005
+
+
+class ModelSource(Protocol):
+    """Where the manager finds versions and opens them as loaded runtimes."""
+
+    def resolve(self, ref: Reference) -> ModelVersion: ...
+
+    def open(self, version: ModelVersion) -> Runtime: ...
+
+
+@runtime_checkable
+class WatchableSource(ModelSource, Protocol):
+    """A source that can say what changed: a change counter and a routing snapshot."""
+
+    def serial(self) -> int: ...
+
+    def routing(self) -> Snapshot: ...
+
+
+class RegistrySource:
+    """A :class:`ModelSource` over a registry: resolve there, load its artifact with ``loading``."""
+
+    def __init__(self, registry: Registry, *, threads: int = 1, allow_env_mismatch: bool = False) -> None:
+        self.registry = registry
+        self.threads = threads
+        self.allow_env_mismatch = allow_env_mismatch
+
+    def resolve(self, ref: Reference) -> ModelVersion:
+        return self.registry.get(ref)
+
+    def open(self, version: ModelVersion) -> Runtime:
+        from modelport.loading import open_version
+
+        artifact = self.registry.artifact_path(version)
+        return open_version(version, artifact, threads=self.threads, allow_env_mismatch=self.allow_env_mismatch)
+
+    def serial(self) -> int:
+        return self.registry.serial()
+
+    def routing(self) -> Snapshot:
+        return self.registry.routing()
+
+
+class VersionState(Enum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+    UNLOADING = "unloading"
+    UNLOADED = "unloaded"
+
+
+State = VersionState  # the name protocols used before rollouts
+
+
+@dataclass(frozen=True, slots=True)
+class VersionStatus:
+    """One version as status endpoints show it; ``error`` says why a FAILED version failed."""
+
+    name: str
+    version: int
+    state: VersionState
+    error: str | None = None
+
+
+@dataclass(eq=False)
+class ServingModel:
+    """One served version: its registry record, its loaded runtime and its state."""
+
+    version: ModelVersion
+    runtime: Runtime
+    state: State = State.LOADING
+    lock: threading.Lock | None = field(default=None, repr=False)  # set when the runtime is not thread-safe
+    outputs: tuple[str, ...] = field(init=False, repr=False)  # the signature's outputs, in order
+    seconds_per_row: float = field(default=math.inf, repr=False)  # running average of predict cost
+    inflight: int = field(default=0, repr=False)  # requests (and shadow jobs) using it now
+
+    def __post_init__(self) -> None:
+        self.outputs = tuple(spec.name for spec in self.version.signature.outputs)
+
+    @property
+    def name(self) -> str:
+        return self.version.name
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.version.name, self.version.version)
+
+    @property
+    def ready(self) -> bool:
+        return self.state is State.READY
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Predict, holding the lock when the runtime is not thread-safe."""
+        if self.lock is None:
+            return self.timed_predict(inputs)
+        with self.lock:
+            return self.timed_predict(inputs)
+
+    def timed_predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Predict (caller holds the lock if any) and update the running cost per row."""
+        start = time.perf_counter()
+        outputs = self.runtime.predict(inputs)
+        cost = (time.perf_counter() - start) / max(1, count_rows(inputs))
+        self.seconds_per_row = cost if self.seconds_per_row == math.inf else 0.8 * self.seconds_per_row + 0.2 * cost
+        return outputs
+
+    def runs_inline(self, rows: int) -> bool:
+        """Whether a prediction of ``rows`` rows is cheap enough to run on the event loop."""
+        return self.seconds_per_row * rows < INLINE_SECONDS
+
+
+def count_rows(inputs: Mapping[str, np.ndarray]) -> int:
+    for arr in inputs.values():
+        return arr.shape[0] if arr.ndim else 1
+    return 1
