@@ -1,0 +1,53 @@
+"""Helper for SageMaker tests: `python -m modelport serve` started the way SageMaker starts an image."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+from tests.helpers import free_port
+
+
+@contextmanager
+def sagemaker_serve(**variables: str) -> Iterator[str]:
+    """Run `python -m modelport serve` (the single argument SageMaker passes) with ``variables`` in its
+    environment and a free SAGEMAKER_BIND_TO_PORT; yield the base URL once /ping answers 200."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "SAGEMAKER_BIND_TO_PORT": str(port),
+        "MODELPORT_HOST": "127.0.0.1",  # tests stay on loopback; SageMaker mode binds 0.0.0.0 by default
+        "NO_COLOR": "1",
+        **variables,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "modelport", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, process.communicate()[0]
+            try:
+                if httpx.get(f"{base}/ping", timeout=2.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "no 200 from /ping in time"
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output

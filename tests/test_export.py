@@ -1,0 +1,186 @@
+"""`modelport export`: the self-contained model directory, its model.tar.gz, and reading both back."""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+import skops.io as sio
+from sklearn.linear_model import LogisticRegression
+from typer.testing import CliRunner
+
+from modelport.cli import app
+from modelport.errors import InvalidModel, NotFound, UntrustedArtifact
+from modelport.export import ARCHIVE, RECORD, ExportSource, export_version, read_export, read_model_dir
+from modelport.ingest import package
+from modelport.reference import Reference
+from modelport.registry import Registry
+from modelport.settings import Settings
+from modelport.types import ModelVersion
+from tests.models import ShiftedLogistic
+from tests.serving import register_iris
+
+ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+
+
+def export_iris(settings: Settings, iris: Any, directory: Path) -> tuple[ModelVersion, Any]:
+    version, model = register_iris(settings, iris)
+    with Registry.open(settings) as registry:
+        export_version(version, registry.artifact_path(version), directory)
+    return version, model
+
+
+def test_export_writes_the_artifact_a_record_and_an_archive_with_files_at_its_root(
+    settings: Settings, iris: Any, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    version, _ = export_iris(settings, iris, out)
+    record = orjson.loads((out / RECORD).read_bytes())
+    assert {k: record[k] for k in ("name", "version", "runtime", "framework", "artifact", "trusted_code")} == {
+        "name": "iris",
+        "version": version.version,
+        "runtime": "onnx",
+        "framework": "sklearn",
+        "artifact": version.artifact,
+        "trusted_code": False,
+    }
+    assert record["signature"] == version.signature.to_dict()
+    assert record["environment"] == dict(version.environment)
+    assert record["notes"] == list(version.notes)
+    with tarfile.open(out / ARCHIVE) as tar:
+        names = sorted(tar.getnames())
+    assert names == sorted([RECORD, *record["files"]])
+    assert "model.onnx" in names
+    assert all("/" not in name for name in names)
+
+
+def test_archive_is_byte_for_byte_reproducible(settings: Settings, iris: Any, tmp_path: Path) -> None:
+    version, _ = register_iris(settings, iris)
+    with Registry.open(settings) as registry:
+        first = export_version(version, registry.artifact_path(version), tmp_path / "a").read_bytes()
+        second = export_version(version, registry.artifact_path(version), tmp_path / "b").read_bytes()
+    assert first == second
+
+
+def test_extracted_archive_reads_back_as_the_same_version(settings: Settings, iris: Any, tmp_path: Path) -> None:
+    version, model = export_iris(settings, iris, tmp_path / "out")
+    extracted = tmp_path / "extracted"
+    with tarfile.open(tmp_path / "out" / ARCHIVE) as tar:
+        tar.extractall(extracted, filter="data")
+    again = read_export(extracted)
+    assert (again.name, again.version, again.artifact, again.signature) == (
+        version.name,
+        version.version,
+        version.artifact,
+        version.signature,
+    )
+    source = ExportSource()
+    source.add(extracted)
+    runtime = source.open(source.resolve(Reference("iris")))
+    try:
+        got = runtime.predict({"input": np.asarray(ROWS, dtype=np.float32)})
+    finally:
+        runtime.unload()
+        source.close()
+    frame = pd.DataFrame(ROWS, columns=iris[0].columns)
+    assert list(got["label"]) == list(model.predict(frame))
+
+
+def test_changed_artifact_file_is_refused_with_its_reason(settings: Settings, iris: Any, tmp_path: Path) -> None:
+    export_iris(settings, iris, tmp_path / "out")
+    (tmp_path / "out" / "model.onnx").write_bytes(b"not a model")
+    with pytest.raises(InvalidModel, match="do not match the key"):
+        read_export(tmp_path / "out")
+
+
+def test_export_refuses_a_directory_that_is_not_empty(settings: Settings, iris: Any, tmp_path: Path) -> None:
+    version, _ = register_iris(settings, iris)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("x")
+    with Registry.open(settings) as registry, pytest.raises(InvalidModel, match="not an empty directory"):
+        export_version(version, registry.artifact_path(version), tmp_path / "busy")
+
+
+def test_pickle_export_loads_only_while_its_record_says_trusted(iris: Any, tmp_path: Path) -> None:
+    frame, labels = iris
+    estimator = ShiftedLogistic(max_iter=500).fit(frame, labels)  # no ONNX converter: served natively
+    settings = Settings(home=tmp_path / "home")
+    with tempfile.TemporaryDirectory() as work, Registry.open(settings) as registry:
+        packaged = package(estimator, workdir=Path(work), sample_input=frame.head(20), trust_pickle=True)
+        version = registry.register(
+            "shifted",
+            packaged.directory,
+            runtime=packaged.runtime,
+            framework=packaged.framework,
+            signature=packaged.signature,
+            environment=packaged.environment,
+            trusted_code=packaged.trusted_code,
+        )
+        export_version(version, registry.artifact_path(version), tmp_path / "out")
+    assert version.trusted_code
+    source = ExportSource()
+    source.add(tmp_path / "out")
+    source.open(source.resolve(Reference("shifted"))).unload()
+    record = orjson.loads((tmp_path / "out" / RECORD).read_bytes())
+    (tmp_path / "out" / RECORD).write_bytes(orjson.dumps({**record, "trusted_code": False}))
+    source.add(tmp_path / "out")
+    with pytest.raises(UntrustedArtifact, match="not registered as trusted"):
+        source.open(source.resolve(Reference("shifted")))
+    source.close()
+
+
+def test_plain_onnx_file_is_packaged_with_the_graph_signature(settings: Settings, iris: Any, tmp_path: Path) -> None:
+    export_iris(settings, iris, tmp_path / "out")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    shutil.copyfile(tmp_path / "out" / "model.onnx", plain / "model.onnx")
+    version, artifact = read_model_dir(plain, tmp_path / "work")
+    assert (version.name, version.runtime, version.trusted_code) == ("model", "onnx", False)
+    assert version.signature.inputs[0].shape == (-1, 4)
+    assert artifact.is_relative_to(tmp_path / "work")
+
+
+def test_plain_skops_file_needs_a_sample_beside_it(iris: Any, tmp_path: Path) -> None:
+    frame, labels = iris
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    sio.dump(LogisticRegression(max_iter=500).fit(frame, labels), plain / "iris.skops")
+    with pytest.raises(InvalidModel, match=r"sample\.json .* or sample\.csv"):
+        read_model_dir(plain, tmp_path / "work")
+    frame.head(20).to_csv(plain / "sample.csv", index=False)
+    version, _ = read_model_dir(plain, tmp_path / "work")
+    assert version.name == "iris"
+    assert version.signature.inputs[0].feature_names == tuple(frame.columns)
+
+
+def test_pickle_file_alone_is_never_loaded(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "model.pkl").write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(InvalidModel, match=r"no model files .*model\.pkl"):
+        read_model_dir(plain, tmp_path / "work")
+
+
+def test_missing_model_directory_says_what_to_put_there(tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match="modelport export REF DIR"):
+        read_model_dir(tmp_path / "absent", tmp_path / "work")
+
+
+def test_cli_export_writes_the_layout(settings: Settings, iris: Any, tmp_path: Path) -> None:
+    register_iris(settings, iris)
+    env = {"MODELPORT_HOME": str(settings.home), "COLUMNS": "200", "NO_COLOR": "1"}
+    result = CliRunner().invoke(app, ["export", "iris@production", str(tmp_path / "out")], env=env)
+    assert result.exit_code == 0, result.output
+    assert "exported iris@1 (onnx runtime)" in result.output
+    assert (tmp_path / "out" / ARCHIVE).is_file()
+    assert read_export(tmp_path / "out").ref == "iris@1"
+    again = CliRunner().invoke(app, ["export", "iris@production", str(tmp_path / "out")], env=env)
+    assert again.exit_code == 1
+    assert "not an empty directory" in again.output
