@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from modelport.cli import app
 
-COMMANDS = ["register", "models", "show", "alias", "delete", "serve", "predict", "quickstart"]
+COMMANDS = ["register", "models", "show", "alias", "delete", "serve", "export", "predict", "quickstart"]
 
 
 @pytest.fixture

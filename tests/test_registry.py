@@ -413,7 +413,7 @@ def test_migrations_create_exactly_the_schema_of_the_metadata(registry: Registry
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True, "version_table": VERSION_TABLE})
             assert compare_metadata(context, metadata) == []
-            assert conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar_one() == "0001"
+            assert conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar_one() == SCHEMA_REVISION
     finally:
         engine.dispose()
 

@@ -21,12 +21,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelport.errors import ModelNotReady
+from modelport.auth import Authenticator
+from modelport.endpoint import SageMakerEndpoint
+from modelport.errors import ModelNotReady, ModelportError
 from modelport.manager import ModelManager, RegistrySource
-from modelport.protocols import openapi, tfserving, v2
+from modelport.protocols import openapi, sagemaker, tfserving, v2
+from modelport.protocols.auth import AuthGuard, authentication
 from modelport.protocols.codec import dumps
 from modelport.protocols.errors import JSON, error_response
+from modelport.routing import specs_from
 from modelport.settings import Settings
+from modelport.watcher import watching
 
 logger = logging.getLogger("modelport")
 
@@ -89,6 +94,7 @@ class _Holder:
 
     def __init__(self, manager: ModelManager | None) -> None:
         self.manager = manager
+        self.authenticator: Authenticator | None = None  # set by the lifespan; gRPC uses it too
 
     def get(self) -> ModelManager:
         manager = self.manager
@@ -97,16 +103,38 @@ class _Holder:
         return manager
 
 
-def build_app(settings: Settings, *, manager: ModelManager | None = None) -> Starlette:
-    """The modelport ASGI app. Pass ``manager`` to serve one you built (it stays yours to close)."""
+def build_app(
+    settings: Settings, *, manager: ModelManager | None = None, authenticator: Authenticator | None = None
+) -> Starlette:
+    """The modelport ASGI app. Pass ``manager`` to serve one you built (it stays yours to close).
+
+    The lifespan builds the authenticator (API keys from the registry, JWT per ``settings``)
+    unless one is given, and refuses to start when the startup rules are broken
+    (:func:`modelport.auth.check_exposure`).
+    """
     holder = _Holder(manager)
+    # SageMaker mode serves /opt/ml/model (or a multi-model endpoint), not the registry.
+    endpoint = SageMakerEndpoint(settings) if settings.sagemaker and manager is None else None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if manager is not None:
-            if settings.models:
-                manager.load(settings.models)
-            yield
+            async with authentication(settings, None, authenticator) as auth:
+                holder.authenticator = auth
+                if settings.models:
+                    manager.load(settings.models)
+                async with _grpc(settings, holder):
+                    yield
+            return
+        if endpoint is not None:
+            async with authentication(settings, None, authenticator) as auth:
+                holder.authenticator = auth
+                holder.manager = endpoint.start()
+                try:
+                    yield
+                finally:
+                    holder.manager = None
+                    endpoint.close()
             return
         from modelport.registry import Registry
 
@@ -115,25 +143,54 @@ def build_app(settings: Settings, *, manager: ModelManager | None = None) -> Sta
         source = RegistrySource(registry, threads=threads, allow_env_mismatch=settings.allow_env_mismatch)
         own = ModelManager(source, threads=threads)
         try:
-            own.load(settings.models)
-            if not settings.models:
-                logger.warning("no models configured to serve; set MODELPORT_MODELS or pass model references")
-            holder.manager = own
-            yield
+            async with authentication(settings, registry, authenticator) as auth:
+                holder.authenticator = auth
+                own.follow(specs_from(settings.models, settings.serve_alias, settings.version_policy))
+                if not (settings.models or settings.serve_alias or settings.version_policy):
+                    logger.warning("no models configured to serve; pass model references, --alias or --policy")
+                holder.manager = own
+                async with _grpc(settings, holder), watching(own, registry, settings.poll_seconds):
+                    yield
         finally:
             holder.manager = None
             own.close()
             registry.close()
 
-    routes = [*v2.routes(holder.get), *tfserving.routes(holder.get), *_doc_routes(holder)]
+    sticky = settings.sticky_header
+    routes = [
+        *v2.routes(holder.get, sticky_header=sticky, management=settings.enable_management),
+        *tfserving.routes(holder.get, sticky_header=sticky),
+        *_doc_routes(holder),
+    ]
+    if endpoint is not None:
+        routes += sagemaker.routes(endpoint)
     # Plain Starlette: the protocols bring their own routes and OpenAPI document, so FastAPI's
     # per-request machinery (dependency solving, exit stacks, telemetry hooks) would only cost time.
     return Starlette(
         routes=routes,
-        middleware=[Middleware(BodyLimit, max_bytes=settings.max_body_bytes)],
+        middleware=[
+            Middleware(AuthGuard, settings=settings, authenticator=lambda: holder.authenticator),
+            Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+        ],
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         lifespan=lifespan,
     )
+
+
+@asynccontextmanager
+async def _grpc(settings: Settings, holder: _Holder) -> AsyncIterator[None]:
+    """The V2 gRPC endpoint on ``settings.grpc_port`` while the app runs (none when it is None)."""
+    if settings.grpc_port is None:
+        yield
+        return
+    try:
+        from modelport.protocols.grpc import grpc_endpoint
+    except ImportError as exc:
+        raise ModelportError(
+            f"gRPC needs the grpc extra ({exc.name} is not installed): pip install 'modelport[grpc]'"
+        ) from None
+    async with grpc_endpoint(settings, holder.get, lambda: holder.authenticator):
+        yield
 
 
 def _doc_routes(holder: _Holder) -> list[Route]:

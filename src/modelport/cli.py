@@ -18,10 +18,10 @@ import numpy as np
 import orjson
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from modelport import __version__
-from modelport.errors import InvalidReference, ModelportError
+from modelport.errors import InvalidReference, InvalidScope, InvalidSetting, ModelportError
 from modelport.reference import parse_reference
 from modelport.settings import DEFAULT_HOST, DEFAULT_PORT, Settings
 from modelport.types import ModelVersion
@@ -56,7 +56,7 @@ def _handled(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except (InvalidReference, UsageError) as exc:
+        except (InvalidReference, InvalidScope, InvalidSetting, UsageError) as exc:
             raise _fail(str(exc), 2) from None
         except ModelportError as exc:
             raise _fail(str(exc), 1) from None
@@ -152,6 +152,10 @@ def register(
     trust_pickle: Annotated[
         bool, typer.Option("--trust-pickle", help="Accept pickle/joblib files and custom Python code (they run code).")
     ] = False,
+    runtime: Annotated[
+        str | None,
+        typer.Option(help="scikit-learn models: onnx (must convert) or sklearn (native); default: ONNX if verified."),
+    ] = None,
 ) -> None:
     """Register a model file or directory as the next version of NAME."""
     from modelport.api import register as register_model
@@ -168,6 +172,7 @@ def register(
         params=_pairs(param, "param", numeric=True),
         description=description,
         trust_pickle=trust_pickle,
+        runtime=runtime,
     )
     _print_registered(version)
 
@@ -210,10 +215,13 @@ def show(
 
     with _registry() as registry:
         version = registry.get(ref)
+        traffic = _traffic(registry, ref)
     mismatches = compare(version.environment, runtime=version.runtime)
     if as_json:
         data = _version_dict(version)
         data["environment_mismatches"] = [m.message for m in mismatches]
+        if traffic is not None:
+            data["traffic"] = traffic
         out.print_json(orjson.dumps(data).decode())
         return
     out.print(f"[bold]{version.ref}[/]  {version.description}")
@@ -228,7 +236,11 @@ def show(
         if values:
             facts.add_row(title, ", ".join(f"{k}={v}" for k, v in values.items()))
     facts.add_row("environment", ", ".join(f"{k} {v}" for k, v in version.environment.items()))
+    if traffic is not None:
+        facts.add_row("traffic", ", ".join(f"version {v}: {w}%" for v, w in traffic["weights"].items()))
     out.print(facts)
+    if traffic is not None and traffic["shadows"]:
+        _print_shadows(traffic["shadows"])
     sig = Table("", "name", "datatype", "shape", "features", title="signature", title_justify="left")
     for kind, specs in (("input", version.signature.inputs), ("output", version.signature.outputs)):
         for spec in specs:
@@ -238,6 +250,33 @@ def show(
         out.print(f"note: {note}")
     for mismatch in mismatches:
         out.print(f"[yellow]{mismatch.severity}:[/] {mismatch.message}")
+
+
+def _traffic(registry: Any, ref: str) -> dict[str, Any] | None:
+    """An alias's weighted versions and shadows (with agreement from every server), or None."""
+    from modelport.shadow import summary
+
+    if parse_reference(ref).alias is None:
+        return None
+    shadows = [{"version": s.version, "fraction": s.fraction, **summary(s.stats)} for s in registry.shadows(ref)]
+    return {"weights": {str(v): w for v, w in registry.splits(ref).items()}, "shadows": shadows}
+
+
+def _print_shadows(shadows: list[dict[str, Any]]) -> None:
+    table = Table(
+        "shadow", "mirrored", "compared", "errors", "dropped", "agreement", title="shadows", title_justify="left"
+    )
+    for s in shadows:
+        parts = []
+        for name, entry in s["outputs"].items():
+            if "agreement" in entry:
+                parts.append(f"{name}: {entry['agreement']:.1%} equal")
+            else:
+                parts.append(f"{name}: mean |Δ| {entry['mean_abs_diff']:.3g}, max |Δ| {entry['max_abs_diff']:.3g}")
+        mirrored = f"{s['fraction']:.0%}"
+        counts = (str(s["requests"]), str(s["errors"]), str(s["dropped"]))
+        table.add_row(f"version {s['version']}", mirrored, *counts, "; ".join(parts) or "-")
+    out.print(table)
 
 
 def _version_dict(version: ModelVersion) -> dict[str, Any]:
@@ -263,12 +302,42 @@ def _version_dict(version: ModelVersion) -> dict[str, Any]:
 @app.command()
 @_handled
 def alias(
-    ref: Annotated[str, typer.Argument(help="The version to point at (NAME@VERSION), or NAME with --remove.")],
-    alias_name: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias name, e.g. production.")],
-    remove: Annotated[bool, typer.Option("--remove", help="Remove the alias from model NAME instead.")] = False,
+    ref: Annotated[
+        str,
+        typer.Argument(help="The version to point at (NAME@VERSION); NAME with --remove; NAME@ALIAS with --shadow."),
+    ],
+    alias_name: Annotated[str | None, typer.Argument(metavar="[ALIAS]", help="Alias name, e.g. production.")] = None,
+    remove: Annotated[bool, typer.Option("--remove", help="Remove the alias (or, with --shadow, the shadow).")] = False,
+    weight: Annotated[
+        int | None,
+        typer.Option(min=0, max=99, help="Send this percent of ALIAS's traffic to REF; the rest stays (0 stops)."),
+    ] = None,
+    shadow: Annotated[
+        str | None, typer.Option(help="Mirror requests for REF (NAME@ALIAS) to this version, e.g. iris@5.")
+    ] = None,
+    fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of requests --shadow mirrors.")] = 1.0,
 ) -> None:
-    """Point ALIAS at a version (moving it if it exists), or remove it."""
+    """Point ALIAS at a version (moving it if it exists), split its traffic, shadow it, or remove it."""
     with _registry() as registry:
+        if shadow is not None:
+            if alias_name is not None:
+                raise UsageError(
+                    "--shadow takes the alias from REF (NAME@ALIAS): modelport alias iris@production --shadow iris@5"
+                )
+            if remove:
+                registry.remove_shadow(ref, shadow)
+                out.print(f"{ref}: no longer mirrored to {shadow}")
+                return
+            mirrored = registry.set_shadow(ref, shadow, fraction)
+            out.print(f"{ref}: mirroring {fraction:.0%} of requests to {mirrored.ref} (callers get {ref}'s answers)")
+            return
+        if alias_name is None:
+            raise UsageError("give the ALIAS, e.g. modelport alias iris@4 production")
+        if weight is not None:
+            weights = registry.split(ref, alias_name, weight)
+            name = parse_reference(ref).name
+            out.print(f"{name}@{alias_name} → " + ", ".join(f"version {v}: {w}%" for v, w in weights.items()))
+            return
         if remove:
             name = parse_reference(ref).name
             registry.remove_alias(name, alias_name)
@@ -276,6 +345,32 @@ def alias(
             return
         version = registry.set_alias(ref, alias_name)
     out.print(f"{version.name}@{alias_name} → version {version.version}")
+
+
+@app.command()
+@_handled
+def promote(
+    ref: Annotated[str, typer.Argument(help="The version to promote, e.g. iris@5.")],
+    alias_name: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias name, e.g. production.")],
+) -> None:
+    """Move ALIAS fully to REF's version, ending its split and that version's shadow."""
+    with _registry() as registry:
+        version = registry.promote(ref, alias_name)
+    out.print(f"{version.name}@{alias_name} → version {version.version} (promoted)")
+
+
+@app.command()
+@_handled
+def rollback(
+    ref: Annotated[str, typer.Argument(help="The alias to roll back, e.g. iris@production.")],
+) -> None:
+    """Point an alias back at the version it pointed at before its last move."""
+    parsed = parse_reference(ref)
+    if parsed.alias is None:
+        raise UsageError(f"roll back an alias: give NAME@ALIAS (e.g. {parsed.name}@production), not {ref}")
+    with _registry() as registry:
+        version = registry.rollback(parsed.name, parsed.alias)
+    out.print(f"{version.name}@{parsed.alias} → version {version.version} (rolled back)")
 
 
 @app.command()
@@ -295,30 +390,87 @@ def delete(
 @app.command()
 @_handled
 def serve(
-    refs: Annotated[list[str], typer.Argument(metavar="REF...", help="Models to serve, e.g. iris@production churn@3.")],
+    refs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[REF...]",
+            help="Models to serve, e.g. iris@production churn@3. None: SageMaker mode (the model in /opt/ml/model).",
+        ),
+    ] = None,
     host: Annotated[str, typer.Option(help="Address to bind.")] = DEFAULT_HOST,
     port: Annotated[int, typer.Option(help="Port to bind.")] = DEFAULT_PORT,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the port.")] = 1,
     threads: Annotated[int, typer.Option(min=0, help="Compute threads per worker (0: cores / workers).")] = 0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    insecure_open: Annotated[
+        bool, typer.Option("--insecure-open", help="Serve a non-loopback address WITHOUT authentication.")
+    ] = False,
+    enable_management: Annotated[
+        bool, typer.Option("--enable-management", help="Expose management endpoints (scope 'manage' only).")
+    ] = False,
+    jwt_public_key: Annotated[
+        Path | None, typer.Option(help="PEM public key that verifies OAuth2 bearer tokens (JWT).")
+    ] = None,
+    jwt_jwks: Annotated[Path | None, typer.Option(help="JWKS file that verifies OAuth2 bearer tokens (JWT).")] = None,
+    jwt_issuer: Annotated[str | None, typer.Option(help="Required 'iss' claim of bearer tokens.")] = None,
+    jwt_audience: Annotated[str | None, typer.Option(help="Required 'aud' claim of bearer tokens.")] = None,
+    grpc_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Also serve V2 over gRPC on this port (grpc extra).")
+    ] = None,
+    serve_alias: Annotated[
+        str | None, typer.Option("--alias", help="Serve, for every model with this alias, the version(s) it points at.")
+    ] = None,
+    policy: Annotated[
+        str | None, typer.Option("--policy", help="Serve every model by version policy: latest[:N], all, specific:1,3.")
+    ] = None,
 ) -> None:
-    """Serve models over the Open Inference Protocol (V2) and TF Serving REST APIs."""
+    """Serve models over the Open Inference Protocol (V2) and TF Serving REST APIs.
+
+    The server follows the registry: when an alias it serves moves, or a version policy gains a
+    version, it loads and warms the new version, switches traffic, drains and unloads the old one.
+
+    With no references, serve as a SageMaker container (how SageMaker starts an image: `serve`).
+    """
     import uvicorn
 
-    for ref in refs:
-        parse_reference(ref)
-    settings = Settings.from_env(host=host, port=port, workers=workers, threads=threads, log_level=log_level)
-    settings = settings.with_(models=tuple(refs), threads=settings.compute_threads)
+    if not refs and not serve_alias and not policy:
+        _serve_sagemaker(log_level=log_level, access_log=access_log)
+        return
+    refs = refs or []
+    from modelport.routing import specs_from
+
+    specs_from(refs, serve_alias, policy or "")  # bad references, aliases or policies stop here
+    settings = Settings.from_env(
+        host=host, port=port, workers=workers, threads=threads, log_level=log_level, grpc_port=grpc_port
+    )
+    settings = settings.with_(  # flags only switch on; MODELPORT_* variables may have set them already
+        insecure_open=insecure_open or settings.insecure_open,
+        enable_management=enable_management or settings.enable_management,
+        jwt_public_key=jwt_public_key or settings.jwt_public_key,
+        jwt_jwks=jwt_jwks or settings.jwt_jwks,
+        jwt_issuer=jwt_issuer or settings.jwt_issuer,
+        jwt_audience=jwt_audience or settings.jwt_audience,
+    )
+    if settings.grpc_port is not None:
+        _require_grpc()
+    settings = settings.with_(
+        models=tuple(refs), serve_alias=serve_alias, version_policy=policy or "", threads=settings.compute_threads
+    )
     with _registry() as registry:
         resolved = [registry.get(ref) for ref in refs]
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        warning = f"binding {host}: the API has no authentication yet; anyone who reaches it can call it"
-        err.print(f"[bold yellow]warning:[/] {warning}")
+        check_serving_exposure(settings, registry)
     base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     for ref, version in zip(refs, resolved, strict=True):
         out.print(f"serving [bold]{ref}[/] (version {version.version}, {version.runtime} runtime)")
+    if serve_alias:
+        out.print(f"serving alias [bold]{serve_alias}[/] of every model that has it")
+    if policy:
+        out.print(f"serving every model by version policy [bold]{policy}[/]")
     out.print(f"  docs: {base}/docs   V2: {base}/v2/models/<name>/infer   TF Serving: {base}/v1/models/<name>:predict")
+    if settings.grpc_port is not None:
+        grpc_host = f"[{host}]" if ":" in host else host
+        out.print(f"  V2 gRPC: {grpc_host}:{settings.grpc_port} (inference.GRPCInferenceService)")
     common: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -335,6 +487,67 @@ def serve(
         return
     os.environ.update(settings.to_env())
     uvicorn.run("modelport.app:create_app", factory=True, workers=workers, **common)
+
+
+def _serve_sagemaker(*, log_level: str, access_log: bool) -> None:
+    """The SageMaker container contract: settings from SAGEMAKER_* variables, model from /opt/ml/model."""
+    import uvicorn
+
+    settings = Settings.for_sagemaker()
+    settings = settings.with_(log_level=log_level, threads=settings.compute_threads)
+    if settings.sagemaker_multi_model:
+        what = f"a multi-model endpoint (models under {settings.sagemaker_models_dir})"
+    else:
+        what = f"the model in {settings.sagemaker_model_dir}"
+    out.print(f"SageMaker mode: serving {what} on {settings.host}:{settings.port} ({settings.workers} worker(s))")
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": log_level,
+        "access_log": access_log,
+        "timeout_graceful_shutdown": 30,
+        "timeout_keep_alive": 75,  # longer than SageMaker's front end keeps idle connections
+    }
+    if settings.workers == 1:
+        from modelport.app import build_app
+
+        uvicorn.run(build_app(settings), **common)
+        return
+    os.environ.update(settings.to_env())
+    uvicorn.run("modelport.app:create_app", factory=True, workers=settings.workers, **common)
+
+
+@app.command()
+@_handled
+def export(
+    ref: Annotated[str, typer.Argument(help="The version to export: NAME@VERSION or NAME@ALIAS.")],
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="A new or empty directory to write.")],
+) -> None:
+    """Write a model directory that serves without the registry (SageMaker's /opt/ml/model) and its model.tar.gz."""
+    from modelport.export import export_version
+
+    with _registry() as registry:
+        version = registry.get(ref)
+        archive = export_version(version, registry.artifact_path(version), directory)
+    out.print(f"exported [bold]{version.ref}[/] ({version.runtime} runtime) to {directory}")
+    out.print(f"  {archive}: {archive.stat().st_size} bytes, the model data to upload to S3 for SageMaker")
+    out.print(f"  serve it here: MODELPORT_SAGEMAKER_MODEL_DIR={directory} modelport serve")
+
+
+def _require_grpc() -> None:
+    import importlib.util
+
+    for module in ("grpc", "google.protobuf"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # its parent package is missing
+            found = False
+        if not found:
+            raise ModelportError(
+                f"--grpc-port needs the grpc extra ({module} is not installed): pip install 'modelport[grpc]'"
+            )
 
 
 @app.command()
@@ -392,6 +605,78 @@ def quickstart(
     from modelport.quickstart import run
 
     raise typer.Exit(run(port=port, serve_forever=serve_forever, console=out))
+
+
+def check_serving_exposure(settings: Settings, registry: Any) -> None:
+    """The startup rules before serving (InvalidSetting: exit 2), and the loud --insecure-open warning."""
+    from modelport.auth import build_authenticator, check_exposure
+
+    authenticator = build_authenticator(settings, registry)
+    check_exposure(settings, authenticator)
+    if not settings.loopback and not authenticator.enabled:
+        err.print(
+            f"[bold red]WARNING: serving {settings.host} WITHOUT AUTHENTICATION (--insecure-open).[/] "
+            "Anyone who can reach this address can call every model. "
+            "Use an API key instead: modelport keys create --scope infer",
+            soft_wrap=True,
+        )
+
+
+keys_app = typer.Typer(
+    help="API keys: create (shown once, stored hashed), list, revoke.", no_args_is_help=True, add_completion=False
+)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+@_handled
+def keys_create(
+    scope: Annotated[
+        list[str], typer.Option("--scope", "-s", help="infer (every model), infer:MODEL or manage (repeatable).")
+    ],
+    description: Annotated[str, typer.Option(help="What the key is for (shown by keys list).")] = "",
+) -> None:
+    """Create an API key. Only the key goes to stdout, once: KEY=$(modelport keys create --scope infer)."""
+    from modelport.keys import KeyStore
+
+    with _registry() as registry:
+        record, key = KeyStore(registry.engine).create(scope, description)
+    err.print(f"created API key {record.id} (scopes: {', '.join(record.scopes)}); it is shown once, keep it secret:")
+    out.print(key, markup=False)
+
+
+@keys_app.command("list")
+@_handled
+def keys_list() -> None:
+    """List API keys (never their secrets)."""
+    from modelport.keys import KeyStore
+
+    with _registry() as registry:
+        records = KeyStore(registry.engine).all()
+    if not records:
+        out.print("no API keys yet: modelport keys create --scope infer")
+        return
+    table = Table("scopes", "description", "created", "revoked")
+    table.columns.insert(0, Column("id", no_wrap=True))
+    table.columns.append(Column("ends", no_wrap=True))
+    for r in records:
+        table.add_row(
+            r.id, ", ".join(r.scopes), r.description, _when(r.created_at), _when(r.revoked_at), f"...{r.last4}"
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+@_handled
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's id (keys list shows it).")],
+) -> None:
+    """Revoke an API key; running servers refuse it within MODELPORT_POLL_SECONDS."""
+    from modelport.keys import KeyStore
+
+    with _registry() as registry:
+        record = KeyStore(registry.engine).revoke(key_id)
+    out.print(f"revoked API key {record.id} (scopes: {', '.join(record.scopes)})")
 
 
 def main() -> None:

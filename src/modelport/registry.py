@@ -24,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import (
     Connection,
+    Engine,
     Row,
     delete,
     func,
@@ -33,8 +34,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from modelport.errors import Conflict, InvalidModel, InvalidReference, ModelportError, NotFound
+from modelport import traffic
+from modelport.errors import Conflict, InvalidModel, InvalidReference, InvalidSetting, ModelportError, NotFound
 from modelport.reference import Reference, parse_name, parse_reference, validate_alias
+from modelport.routing import ModelRouting
 from modelport.schema import aliases as alias_table
 from modelport.schema import connect, lock_artifact, models, reading, safe_url, upgrade, versions, writing
 from modelport.settings import Settings
@@ -103,6 +106,11 @@ class Registry:
     def close(self) -> None:
         self._engine.dispose()
 
+    @property
+    def engine(self) -> Engine:
+        """The metadata database, for other tables that live beside the registry's (API keys)."""
+        return self._engine
+
     # -- writing -------------------------------------------------------------------------------
 
     def register(
@@ -160,6 +168,7 @@ class Registry:
             ).scalar_one()
             for alias in wanted_aliases:
                 _point_alias(conn, model_id, alias, version_id, now)
+            traffic.bump(conn)  # servers with a version policy pick the new version up
             registered = self._find(conn, Reference(name, version=version))
             result = self._to_version(conn, name, registered)
         log.info("registered %s (artifact %s)", result.ref, key)
@@ -180,12 +189,13 @@ class Registry:
         parse_name(name)
         alias = validate_alias(alias)
         with writing(self._engine) as conn:
-            model_id = self._lock_model(conn, name, datetime.now(UTC))
-            removed = conn.execute(
-                delete(alias_table).where(alias_table.c.model_id == model_id, alias_table.c.alias == alias)
-            ).rowcount
-            if not removed:
+            now = datetime.now(UTC)
+            model_id = self._lock_model(conn, name, now)
+            old = traffic.primary_id(conn, model_id, alias)
+            if old is None:
                 raise self._no_alias(conn, name, model_id, alias)
+            conn.execute(delete(alias_table).where(alias_table.c.model_id == model_id, alias_table.c.alias == alias))
+            traffic.forget_alias(conn, model_id, alias, old, now)
 
     def delete(self, ref: str | Reference) -> ModelVersion:
         """Delete one version (never the model's numbering); refused while an alias points to it."""
@@ -209,6 +219,14 @@ class Registry:
                     f"cannot delete {ref.name}@{row.version}: {which} to it; move or remove the alias first "
                     f"(modelport alias {ref.name}@N {names[0]})"
                 )
+            using = traffic.users(conn, row.id)
+            if using:
+                raise Conflict(
+                    f"cannot delete {ref.name}@{row.version}: alias {', '.join(using)} sends traffic to it; "
+                    f"remove that first (modelport alias {ref.name}@{row.version} ALIAS --weight 0, "
+                    f"or modelport alias {ref.name}@ALIAS --shadow {ref.name}@{row.version} --remove)"
+                )
+            traffic.bump(conn)
             deleted = self._to_version(conn, ref.name, row)
             conn.execute(delete(versions).where(versions.c.id == row.id))
         self._release(deleted.artifact)
@@ -299,6 +317,125 @@ class Registry:
         """A local directory with the version's artifact files."""
         return self.store.fetch(version.artifact)
 
+    # -- traffic: weighted aliases, promote and rollback, shadows -----------------------------------
+
+    def split(self, ref: str | Reference, alias: str, weight: int) -> dict[int, int]:
+        """Send ``weight`` percent of ``alias``'s traffic to the version ``ref`` names (0 stops it).
+
+        The alias's own version keeps the rest. Returns every target's weight, version -> percent.
+        """
+        ref, alias = _reference(ref), validate_alias(alias)
+        if not 0 <= weight < 100:
+            raise InvalidSetting(f"--weight is a percentage of the alias's traffic from 0 to 99, got {weight}")
+        with writing(self._engine) as conn:
+            model_id = self._lock_model(conn, ref.name, datetime.now(UTC))
+            row = self._find(conn, ref)
+            primary = traffic.primary_id(conn, model_id, alias)
+            if primary is None:
+                raise NotFound(
+                    f"model {ref.name!r} has no alias {alias!r} to split; point it first: modelport alias REF {alias}"
+                )
+            if primary == row.id:
+                raise Conflict(f"{ref.name}@{alias} already points at version {row.version}; split to another version")
+            weights = traffic.set_split(conn, model_id, alias, row.id, weight)
+            rest = 100 - sum(weights.values())
+            if rest < 1:
+                raise Conflict(
+                    f"the weighted versions of {ref.name}@{alias} would take {100 - rest}% of its traffic; "
+                    "leave the alias's own version at least 1%"
+                )
+            current = int(conn.execute(select(versions.c.version).where(versions.c.id == primary)).scalar_one())
+            return {current: rest, **weights}
+
+    def promote(self, ref: str | Reference, alias: str) -> ModelVersion:
+        """Point ``alias`` fully at ``ref``'s version: its weighted targets and that version's shadow go."""
+        return self.set_alias(ref, alias)
+
+    def rollback(self, name: str, alias: str) -> ModelVersion:
+        """Point ``alias`` back at the version it pointed at before its last move."""
+        parse_name(name)
+        alias = validate_alias(alias)
+        now = datetime.now(UTC)
+        with writing(self._engine) as conn:
+            model_id = self._lock_model(conn, name, now)
+            if traffic.primary_id(conn, model_id, alias) is None:
+                raise self._no_alias(conn, name, model_id, alias)
+            moves = traffic.history(conn, model_id, alias)
+            if not moves or moves[0].from_version is None:
+                raise Conflict(f"{name}@{alias} has no earlier version to roll back to")
+            row = self._find(conn, Reference(name, version=moves[0].from_version))
+            traffic.move(conn, model_id, alias, row.id, now)
+            return self._to_version(conn, name, row)
+
+    def alias_history(self, name: str, alias: str) -> list[traffic.AliasMove]:
+        """The alias's moves, newest first."""
+        with reading(self._engine) as conn:
+            return traffic.history(conn, self._model_id(conn, parse_name(name)), validate_alias(alias))
+
+    def set_shadow(self, ref: str | Reference, shadow: str | Reference, fraction: float = 1.0) -> ModelVersion:
+        """Mirror ``fraction`` of the requests for alias ``ref`` (NAME@ALIAS) to version ``shadow``."""
+        ref, target = _reference(ref), _reference(shadow)
+        if ref.alias is None:
+            raise InvalidReference(
+                f"shadow an alias's traffic: give NAME@ALIAS (e.g. {ref.name}@production), not {ref}"
+            )
+        if target.name != ref.name:
+            raise InvalidReference(f"a shadow must be a version of {ref.name!r}, got {target}")
+        if not 0 < fraction <= 1:
+            raise InvalidSetting(f"--fraction is the share of requests mirrored, above 0 and at most 1, got {fraction}")
+        now = datetime.now(UTC)
+        with writing(self._engine) as conn:
+            model_id = self._lock_model(conn, ref.name, now)
+            primary = self._find(conn, ref)
+            row = self._find(conn, target)
+            if row.id == primary.id:
+                raise Conflict(f"{ref} is version {row.version} already; shadow it with another version")
+            traffic.set_shadow(conn, model_id, ref.alias, row.id, fraction, now)
+            return self._to_version(conn, ref.name, row)
+
+    def remove_shadow(self, ref: str | Reference, shadow: str | Reference) -> None:
+        ref, target = _reference(ref), _reference(shadow)
+        with writing(self._engine) as conn:
+            model_id = self._lock_model(conn, ref.name, datetime.now(UTC))
+            row = self._find(conn, target)
+            if ref.alias is None or not traffic.remove_shadow(conn, model_id, ref.alias, row.id):
+                raise NotFound(f"{ref} has no shadow {ref.name}@{row.version}")
+
+    def shadows(self, ref: str | Reference) -> list[traffic.ShadowState]:
+        """The versions mirrored for alias ``ref`` (NAME@ALIAS), with agreement counts from every server."""
+        ref = _reference(ref)
+        if ref.alias is None:
+            return []
+        with reading(self._engine) as conn:
+            return traffic.shadow_states(conn, self._model_id(conn, ref.name), ref.alias)
+
+    def splits(self, ref: str | Reference) -> dict[int, int]:
+        """Version -> percent of alias ``ref``'s traffic (one entry of 100 when it is not split)."""
+        ref = _reference(ref)
+        if ref.alias is None:
+            return {}
+        with reading(self._engine) as conn:
+            model_id = self._model_id(conn, ref.name)
+            row = self._find(conn, ref)
+            weights = traffic.splits(conn, model_id, ref.alias)
+            return {row.version: 100 - sum(weights.values()), **weights}
+
+    def record_shadow_stats(self, deltas: Mapping[tuple[str, str, int], Mapping[str, Any]]) -> None:
+        """Add agreement counts a server gathered, keyed by (model, alias, shadow version)."""
+        if deltas:
+            with writing(self._engine) as conn:
+                traffic.add_stats(conn, deltas, datetime.now(UTC))
+
+    def serial(self) -> int:
+        """A counter every alias, split, shadow or version write bumps: one cheap query to poll."""
+        with reading(self._engine) as conn:
+            return traffic.serial(conn)
+
+    def routing(self) -> dict[str, ModelRouting]:
+        """Every model's version numbers and aliases with weighted targets and shadows."""
+        with reading(self._engine) as conn:
+            return traffic.snapshot(conn)
+
     # -- internals -----------------------------------------------------------------------------
 
     def _release(self, key: str, grace: float = 0.0) -> bool:
@@ -386,13 +523,7 @@ def _ensure_model(conn: Connection, name: str, now: datetime) -> int:
 
 
 def _point_alias(conn: Connection, model_id: int, alias: str, version_id: int, now: datetime) -> None:
-    moved = conn.execute(
-        update(alias_table)
-        .where(alias_table.c.model_id == model_id, alias_table.c.alias == alias)
-        .values(version_id=version_id, updated_at=now)
-    ).rowcount
-    if not moved:
-        conn.execute(insert(alias_table).values(model_id=model_id, alias=alias, version_id=version_id, updated_at=now))
+    traffic.move(conn, model_id, alias, version_id, now)  # also drops its splits, logs the move, bumps
 
 
 def _unknown_model(conn: Connection, name: str) -> NotFound:

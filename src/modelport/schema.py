@@ -23,6 +23,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Engine,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -42,7 +43,7 @@ from sqlalchemy.types import TypeDecorator
 from modelport.errors import ModelportError
 
 VERSION_TABLE = "modelport_alembic_version"
-SCHEMA_REVISION = "0001"  # the head of modelport/migrations/versions; a test keeps them equal
+SCHEMA_REVISION = "0003"  # the head of modelport/migrations/versions; a test keeps them equal
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT = 30.0  # seconds a SQLite writer waits for another process's transaction
 _MIGRATION_LOCK = 0x6D6F64656C706F72  # "modelpor": the PostgreSQL advisory lock that serializes upgrades
@@ -132,6 +133,63 @@ aliases = Table(
     Column("version_id", Integer, ForeignKey("modelport_versions.id"), nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_modelport_aliases_version_id", "version_id"),
+)
+
+# API keys: the key itself is never stored, only the SHA-256 of its random secret (see modelport.auth).
+api_keys = Table(
+    "modelport_api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("last4", String(4), nullable=False),
+    Column("scopes", JSONText, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+# Traffic: an alias's extra weighted versions (the primary in modelport_aliases gets the rest),
+# its moves (for rollback), the versions mirrored for it (shadows, with agreement counts), and
+# one change counter every alias or version write bumps, so servers poll one row.
+alias_splits = Table(
+    "modelport_alias_splits",
+    metadata,
+    Column("model_id", Integer, ForeignKey("modelport_models.id"), primary_key=True),
+    Column("alias", String(64), primary_key=True),
+    Column("version_id", Integer, ForeignKey("modelport_versions.id"), primary_key=True),
+    Column("weight", Integer, nullable=False),
+    Index("ix_modelport_alias_splits_version_id", "version_id"),
+)
+
+alias_history = Table(
+    "modelport_alias_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("modelport_models.id"), nullable=False),
+    Column("alias", String(64), nullable=False),
+    Column("from_version", Integer, nullable=True),  # version numbers, so deleting a version keeps history
+    Column("to_version", Integer, nullable=True),
+    Column("changed_at", UTCDateTime, nullable=False),
+    Index("ix_modelport_alias_history_model_id", "model_id", "alias"),
+)
+
+shadows = Table(
+    "modelport_shadows",
+    metadata,
+    Column("model_id", Integer, ForeignKey("modelport_models.id"), primary_key=True),
+    Column("alias", String(64), primary_key=True),
+    Column("version_id", Integer, ForeignKey("modelport_versions.id"), primary_key=True),
+    Column("fraction", Float, nullable=False),
+    Column("stats", JSONText, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_modelport_shadows_version_id", "version_id"),
+)
+
+changes = Table(
+    "modelport_changes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("serial", Integer, nullable=False),
 )
 
 

@@ -44,6 +44,8 @@ class Settings:
     version_policy: serve every model by policy: ``latest``, ``latest:N``, ``all`` or
         ``specific:1,3`` (TF Serving style), when neither models nor serve_alias is given.
     poll_seconds: how often a server checks the registry for alias moves and key changes.
+    sticky_header: the request header whose value pins a caller to one version of a split alias
+        (same value, same version); without it, traffic splits at random by weight.
     grpc_port: port of the V2 gRPC endpoint; None means no gRPC.
     insecure_open: allow a non-loopback bind without authentication (prints a loud warning).
     enable_management: expose management endpoints (repository load/unload); they always need
@@ -54,6 +56,13 @@ class Settings:
     request_timeout: seconds a request may take before it is answered 504 (0: no limit).
     sagemaker_model_dir / sagemaker_models_dir: where SageMaker puts the single model, and the
         root of multi-model endpoint models.
+    sagemaker: serve the SageMaker container contract (``/ping``, ``/invocations``) with the model
+        in ``sagemaker_model_dir`` instead of registry models; ``Settings.for_sagemaker()`` sets it.
+    sagemaker_multi_model: be a SageMaker multi-model endpoint (``/models`` load/unload/invoke of
+        models under ``sagemaker_models_dir``) instead; ``SAGEMAKER_MULTI_MODEL=true`` sets it.
+    sagemaker_memory_factor / sagemaker_memory_headroom: a multi-model load is refused (507) when
+        artifact size x factor plus the headroom (bytes, ``MODELPORT_SAGEMAKER_MEMORY_HEADROOM_MB``)
+        exceeds the memory available.
     """
 
     home: Path = field(default_factory=lambda: Path(".modelport"))
@@ -70,6 +79,7 @@ class Settings:
     serve_alias: str | None = None
     version_policy: str = ""
     poll_seconds: float = 1.0
+    sticky_header: str = "x-modelport-routing-key"
     grpc_port: int | None = None
     insecure_open: bool = False
     enable_management: bool = False
@@ -81,6 +91,10 @@ class Settings:
     request_timeout: float = 0.0
     sagemaker_model_dir: Path = Path("/opt/ml/model")
     sagemaker_models_dir: Path = Path("/opt/ml/models")
+    sagemaker: bool = False
+    sagemaker_multi_model: bool = False
+    sagemaker_memory_factor: float = 3.0
+    sagemaker_memory_headroom: int = 256 * MIB
 
     def __post_init__(self) -> None:
         home = Path(self.home).expanduser().absolute()
@@ -130,6 +144,33 @@ class Settings:
                 result[variable] = render(value)
         return result
 
+    @classmethod
+    def for_sagemaker(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings for ``modelport serve`` started by SageMaker (``<image> serve``).
+
+        The SageMaker variables win over ``MODELPORT_*`` ones: ``SAGEMAKER_BIND_TO_PORT`` (port,
+        default 8080), ``SAGEMAKER_MODEL_SERVER_WORKERS``, ``SAGEMAKER_MODEL_SERVER_TIMEOUT``
+        (seconds, answered 504 past it), ``SAGEMAKER_MAX_PAYLOAD_IN_MB`` (413 past it) and
+        ``SAGEMAKER_MULTI_MODEL=true`` (a multi-model endpoint). It binds 0.0.0.0 unless
+        ``MODELPORT_HOST`` says otherwise, with ``insecure_open``: SageMaker authenticates callers
+        before a request reaches the container.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {"sagemaker": True, "insecure_open": True}
+        if ENVIRONMENT["host"][0] not in env:
+            values["host"] = "0.0.0.0"
+        for variable, (name, parse) in SAGEMAKER_ENVIRONMENT.items():
+            text = env.get(variable, "").strip()
+            if not text:
+                continue
+            try:
+                values[name] = parse(text)
+            except ValueError:
+                from modelport.errors import InvalidSetting
+
+                raise InvalidSetting(f"{variable}={text!r} is not valid: {SAGEMAKER_HELP[variable]}") from None
+        return cls.from_env(env, **values)
+
 
 def _text(value: Any) -> str:
     return str(value)
@@ -153,6 +194,7 @@ ENVIRONMENT: dict[str, _Entry] = {
     "serve_alias": ("MODELPORT_SERVE_ALIAS", lambda t: t or None, _text),
     "version_policy": ("MODELPORT_VERSION_POLICY", str, _text),
     "poll_seconds": ("MODELPORT_POLL_SECONDS", float, _text),
+    "sticky_header": ("MODELPORT_STICKY_HEADER", lambda t: t.strip().lower(), _text),
     "grpc_port": ("MODELPORT_GRPC_PORT", lambda t: int(t) if t else None, _text),
     "insecure_open": ("MODELPORT_INSECURE_OPEN", _bool, lambda v: "1" if v else "0"),
     "enable_management": ("MODELPORT_ENABLE_MANAGEMENT", _bool, lambda v: "1" if v else "0"),
@@ -164,4 +206,50 @@ ENVIRONMENT: dict[str, _Entry] = {
     "request_timeout": ("MODELPORT_REQUEST_TIMEOUT", float, _text),
     "sagemaker_model_dir": ("MODELPORT_SAGEMAKER_MODEL_DIR", Path, _text),
     "sagemaker_models_dir": ("MODELPORT_SAGEMAKER_MODELS_DIR", Path, _text),
+    "sagemaker": ("MODELPORT_SAGEMAKER", _bool, lambda v: "1" if v else "0"),
+    "sagemaker_multi_model": ("MODELPORT_SAGEMAKER_MULTI_MODEL", _bool, lambda v: "1" if v else "0"),
+    "sagemaker_memory_factor": ("MODELPORT_SAGEMAKER_MEMORY_FACTOR", float, _text),
+    "sagemaker_memory_headroom": (
+        "MODELPORT_SAGEMAKER_MEMORY_HEADROOM_MB",
+        lambda t: int(float(t) * MIB),
+        lambda v: f"{v / MIB:.12g}",
+    ),
+}
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise ValueError(text)
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(text)
+    return value
+
+
+# The variables SageMaker sets in a container -> (field, parse); read only by Settings.for_sagemaker.
+SAGEMAKER_ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "SAGEMAKER_BIND_TO_PORT": ("port", _port),
+    "SAGEMAKER_MODEL_SERVER_WORKERS": ("workers", _positive_int),
+    "SAGEMAKER_MODEL_SERVER_TIMEOUT": ("request_timeout", _positive_float),
+    "SAGEMAKER_MAX_PAYLOAD_IN_MB": ("max_body_bytes", lambda t: int(_positive_float(t) * MIB)),
+    "SAGEMAKER_MULTI_MODEL": ("sagemaker_multi_model", _bool),
+}
+SAGEMAKER_HELP = {
+    "SAGEMAKER_BIND_TO_PORT": "give a port number from 1 to 65535, e.g. 8080",
+    "SAGEMAKER_MODEL_SERVER_WORKERS": "give a number of worker processes >= 1",
+    "SAGEMAKER_MODEL_SERVER_TIMEOUT": "give seconds > 0, e.g. 60",
+    "SAGEMAKER_MAX_PAYLOAD_IN_MB": "give megabytes > 0, e.g. 6",
+    "SAGEMAKER_MULTI_MODEL": "give true or false",
 }

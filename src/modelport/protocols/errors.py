@@ -14,13 +14,17 @@ from starlette.responses import Response
 from modelport.errors import (
     Conflict,
     EnvironmentMismatch,
+    Forbidden,
+    InsufficientResources,
     InvalidInput,
     InvalidModel,
     InvalidReference,
+    InvalidScope,
     ModelNotReady,
     ModelportError,
     NotFound,
     PredictionFailed,
+    Unauthenticated,
 )
 
 logger = logging.getLogger("modelport")
@@ -29,12 +33,16 @@ logger = logging.getLogger("modelport")
 _STATUS: tuple[tuple[type[ModelportError], int], ...] = (
     (InvalidInput, 400),
     (InvalidReference, 400),
+    (InvalidScope, 400),
+    (Unauthenticated, 401),
+    (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),
     (ModelNotReady, 503),
     (PredictionFailed, 500),
     (InvalidModel, 500),
     (EnvironmentMismatch, 500),
+    (InsufficientResources, 507),
 )
 
 JSON = "application/json"
@@ -55,4 +63,6 @@ def error_response(message: str, status: int, headers: dict[str, str] | None = N
 def domain_error_response(error: ModelportError) -> Response:
     status = status_of(error)
     headers = {"Retry-After": "1"} if status == 503 else None
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="modelport"'}
     return error_response(error.message, status, headers)

@@ -17,10 +17,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from modelport.errors import InvalidInput, ModelportError, NotFound
-from modelport.manager import ModelManager, ServingModel
+from modelport.manager import ModelManager, ServingModel, VersionState, VersionStatus
 from modelport.protocols.codec import dumps, loads
 from modelport.protocols.errors import JSON, domain_error_response, error_response
-from modelport.protocols.v2 import VERSION_HEADER
+from modelport.protocols.v2 import STICKY_HEADER, VERSION_HEADER
 from modelport.signature import to_inputs
 from modelport.types import InferRequest, InferResult, TensorSpec
 
@@ -84,13 +84,35 @@ def parse_path(rest: str) -> Target:
 # -- status and metadata ------------------------------------------------------------------------
 
 
-def _version_status(model: ServingModel) -> dict[str, Any]:
-    state = "AVAILABLE" if model.ready else model.state.value.upper()
+# Manager states -> TF Serving's ModelVersionStatus.State names.
+STATES = {
+    VersionState.LOADING: "LOADING",
+    VersionState.READY: "AVAILABLE",
+    VersionState.FAILED: "END",
+    VersionState.UNLOADING: "UNLOADING",
+    VersionState.UNLOADED: "END",
+}
+
+
+def _version_status(status: VersionStatus) -> dict[str, Any]:
+    error = {"error_code": "UNKNOWN", "error_message": status.error} if status.error else None
     return {
-        "version": str(model.version.version),
-        "state": state,
-        "status": {"error_code": "OK", "error_message": ""},
+        "version": str(status.version),
+        "state": STATES[status.state],
+        "status": error or {"error_code": "OK", "error_message": ""},
     }
+
+
+def _statuses(manager: ModelManager, target: Target) -> list[dict[str, Any]]:
+    """Every version TF Serving style (failed ones as END with their error), or the one selected."""
+    statuses = manager.status(target.name)
+    if target.selector is not None:
+        selected = target.selector
+        number = int(selected) if target.by_version else manager.get(target.name, selected).version.version
+        statuses = [s for s in statuses if s.version == number]
+        if not statuses:
+            manager.get(target.name, target.selector)  # NotFound naming what is served
+    return [_version_status(s) for s in statuses]
 
 
 def _tensor_info(spec: TensorSpec) -> dict[str, Any]:
@@ -121,7 +143,11 @@ def metadata(model: ServingModel) -> dict[str, Any]:
 
 def decode_predict(body: bytes, model: ServingModel) -> tuple[InferRequest, bool]:
     """Parse a ``:predict`` body; returns the neutral request and whether it was row format."""
-    doc = loads(body)
+    return decode_document(loads(body), model)
+
+
+def decode_document(doc: Any, model: ServingModel) -> tuple[InferRequest, bool]:
+    """:func:`decode_predict` on an already parsed JSON document."""
     if not isinstance(doc, dict):
         raise InvalidInput(
             f"the request must be a JSON object with 'instances' (rows) or 'inputs' (columns), got {type(doc).__name__}"
@@ -166,23 +192,21 @@ def _rows(arr: np.ndarray) -> list[Any]:
 # -- routes -------------------------------------------------------------------------------------
 
 
-def routes(get_manager: GetManager) -> list[Route]:
+def routes(get_manager: GetManager, *, sticky_header: str = STICKY_HEADER) -> list[Route]:
     async def endpoint(request: Request) -> Response:
         try:
             target = parse_path(request.path_params["rest"])
             manager = get_manager()
+            if request.method == "GET" and target.action == "status":
+                return Response(dumps({"model_version_status": _statuses(manager, target)}), media_type=JSON)
             model = manager.get(target.name, target.selector)
             if request.method == "GET":
                 if target.action == "metadata":
                     return Response(dumps(metadata(model)), media_type=JSON)
-                if target.action == "status":
-                    models = manager.versions(target.name) if target.selector is None else [model]
-                    return Response(
-                        dumps({"model_version_status": [_version_status(m) for m in models]}), media_type=JSON
-                    )
             elif target.action == "predict":
                 infer_request, row_format = decode_predict(await request.body(), model)
-                result = await manager.infer(target.name, target.selector, infer_request)
+                key = request.headers.get(sticky_header)
+                result = await manager.infer(target.name, target.selector, infer_request, routing_key=key)
                 return encode_predict(result, row_format)
             if target.action not in ("status", "metadata", "predict"):
                 raise NotFound(f"':{target.action}' is not supported; modelport serves ':predict' ({PATH_HELP})")

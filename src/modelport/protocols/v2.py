@@ -16,14 +16,17 @@ from starlette.routing import Route
 
 from modelport import __version__
 from modelport.errors import InvalidInput, ModelportError
-from modelport.manager import ModelManager, ServingModel
+from modelport.manager import ModelManager, ServingModel, VersionState, VersionStatus
 from modelport.protocols.codec import array_from_bytes, array_from_json, array_to_bytes, check_shape, dumps, flat, loads
 from modelport.protocols.errors import JSON, domain_error_response, error_response
+from modelport.reference import parse_name, parse_reference, parse_selector
 from modelport.signature import to_inputs
 from modelport.types import InferRequest, InferResult, Signature, TensorSpec, datatype_of
 
 HEADER_LENGTH = "inference-header-content-length"
 VERSION_HEADER = "modelport-model-version"
+STICKY_HEADER = "x-modelport-routing-key"
+REPOSITORY_PREFIX = "/v2/repository/"  # management endpoints: the auth guard asks for the manage scope
 EXTENSIONS = ("binary_tensor_data",)
 PLATFORMS = {"onnx": "onnxruntime_onnx", "sklearn": "sklearn", "python": "python"}
 
@@ -175,8 +178,13 @@ def model_metadata(model: ServingModel, versions: list[ServingModel]) -> dict[st
 # -- routes -------------------------------------------------------------------------------------
 
 
-def routes(get_manager: GetManager) -> list[Route]:
-    """The V2 REST endpoints, bound to the manager the app holds."""
+def routes(get_manager: GetManager, *, sticky_header: str = STICKY_HEADER, management: bool = False) -> list[Route]:
+    """The V2 REST endpoints, bound to the manager the app holds.
+
+    ``sticky_header`` names the request header whose value pins a caller to one version of a
+    split alias. ``management`` adds the repository extension (index, load, unload) under
+    ``/v2/repository/`` (the auth guard requires the ``manage`` scope there).
+    """
 
     async def live(request: Request) -> Response:
         return Response(b'{"live":true}', media_type=JSON)
@@ -223,14 +231,24 @@ def routes(get_manager: GetManager) -> list[Route]:
             model = manager.get(name, selector)
             body = await request.body()
             infer_request, binary = decode_request(body, request.headers.get(HEADER_LENGTH), model.version.signature)
-            result = await manager.infer(name, selector, infer_request)
+            result = await manager.infer(name, selector, infer_request, routing_key=request.headers.get(sticky_header))
             return encode_result(result, binary)
         except ModelportError as exc:
             return domain_error_response(exc)
 
+    async def shadow(request: Request) -> Response:
+        try:
+            report = get_manager().shadow_report(request.path_params["name"], request.path_params["alias"])
+            return Response(dumps(report), media_type=JSON)
+        except ModelportError as exc:
+            return domain_error_response(exc)
+
+    extra = repository_routes(get_manager) if management else []
     return [  # inference first: routes are matched in order
         Route("/v2/models/{name}/infer", infer, methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{alias}/shadow", shadow, methods=["GET"]),
+        *extra,
         Route("/v2/health/live", live, methods=["GET"]),
         Route("/v2/health/ready", ready, methods=["GET"]),
         Route("/v2", server_metadata, methods=["GET"]),
@@ -238,4 +256,67 @@ def routes(get_manager: GetManager) -> list[Route]:
         Route("/v2/models/{name}/ready", model_ready, methods=["GET"]),
         Route("/v2/models/{name}/versions/{version}", metadata, methods=["GET"]),
         Route("/v2/models/{name}/versions/{version}/ready", model_ready, methods=["GET"]),
+    ]
+
+
+# -- repository extension -----------------------------------------------------------------------
+
+# Manager states -> the repository extension's (Triton's) state names.
+REPOSITORY_STATES = {
+    VersionState.LOADING: "LOADING",
+    VersionState.READY: "READY",
+    VersionState.FAILED: "UNAVAILABLE",
+    VersionState.UNLOADING: "UNLOADING",
+    VersionState.UNLOADED: "UNAVAILABLE",
+}
+
+
+def repository_index(statuses: list[VersionStatus], ready_only: bool = False) -> list[dict[str, str]]:
+    index = []
+    for status in statuses:
+        if ready_only and status.state is not VersionState.READY:
+            continue
+        reason = status.error or ("unloaded" if status.state is VersionState.UNLOADED else "")
+        state = REPOSITORY_STATES[status.state]
+        index.append({"name": status.name, "version": str(status.version), "state": state, "reason": reason})
+    return index
+
+
+def repository_routes(get_manager: GetManager) -> list[Route]:
+    """``POST /v2/repository/index``, ``.../models/{name}/load`` and ``.../models/{name}/unload``."""
+
+    async def index(request: Request) -> Response:
+        body = await request.body()
+        doc = loads(body) if body.strip() else {}
+        ready_only = bool(doc.get("ready", False)) if isinstance(doc, dict) else False
+        try:
+            return Response(dumps(repository_index(get_manager().status(), ready_only)), media_type=JSON)
+        except ModelportError as exc:
+            return domain_error_response(exc)
+
+    async def load(request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            body = await request.body()
+            doc = loads(body) if body.strip() else {}
+            params = doc.get("parameters") if isinstance(doc, dict) else None
+            selector = params.get("version") if isinstance(params, dict) else None
+            ref = parse_reference(name) if selector is None else parse_selector(parse_name(name), str(selector))
+            await get_manager().load_model(ref)
+            return Response(dumps({"name": name, "loaded": True}), media_type=JSON)
+        except ModelportError as exc:
+            return domain_error_response(exc)
+
+    async def unload(request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            await get_manager().unload_model(name)
+            return Response(dumps({"name": name, "unloaded": True}), media_type=JSON)
+        except ModelportError as exc:
+            return domain_error_response(exc)
+
+    return [
+        Route(REPOSITORY_PREFIX + "index", index, methods=["POST"]),
+        Route(REPOSITORY_PREFIX + "models/{name}/load", load, methods=["POST"]),
+        Route(REPOSITORY_PREFIX + "models/{name}/unload", unload, methods=["POST"]),
     ]
