@@ -22,6 +22,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelport.auth import Authenticator
+from modelport.batching import BatchSettings
 from modelport.endpoint import SageMakerEndpoint
 from modelport.errors import ModelNotReady, ModelportError
 from modelport.manager import ModelManager, RegistrySource
@@ -141,7 +142,7 @@ def build_app(
         registry = Registry.open(settings)
         threads = settings.compute_threads
         source = RegistrySource(registry, threads=threads, allow_env_mismatch=settings.allow_env_mismatch)
-        own = ModelManager(source, threads=threads)
+        own = ModelManager(source, threads=threads, batching=BatchSettings.from_settings(settings))
         try:
             async with authentication(settings, registry, authenticator) as auth:
                 holder.authenticator = auth

@@ -25,22 +25,16 @@ from typing import Protocol
 import numpy as np
 
 from modelport.errors import Overloaded
-from modelport.signature import select_outputs
+from modelport.settings import Settings
+from modelport.signature import count_rows, select_outputs
 
 Arrays = Mapping[str, np.ndarray]
 Run = Callable[[dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
 
 
-def rows_of(inputs: Arrays) -> int:
-    """Rows in a request: the first dimension of its inputs (they agree after validation)."""
-    for arr in inputs.values():
-        return int(arr.shape[0]) if arr.ndim else 1
-    return 0
-
-
 def merge(requests: Sequence[Arrays]) -> tuple[dict[str, np.ndarray], list[int]]:
     """Concatenate requests' inputs along the batch axis; return the batch and each one's rows."""
-    sizes = [rows_of(r) for r in requests]
+    sizes = [count_rows(r) for r in requests]
     if len(requests) == 1:
         return dict(requests[0]), sizes
     names = list(requests[0])
@@ -92,6 +86,13 @@ class BatchSettings:
         if self.max_batch_size < 1 or self.max_wait < 0 or self.max_queue_rows < 1:
             raise ValueError("max_batch_size and max_queue_rows must be >= 1 and max_wait >= 0")
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BatchSettings | None:
+        """The server's batching settings, or None when batching is off."""
+        if not settings.batching:
+            return None
+        return cls(settings.max_batch_size, settings.max_batch_wait_ms / 1000.0, settings.max_queue_rows)
+
 
 @dataclass(eq=False)
 class _Pending:
@@ -122,13 +123,12 @@ class Batcher:
 
     async def submit(self, inputs: Arrays, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Predict ``inputs`` (validated) and return the selected outputs for exactly these rows."""
-        rows = rows_of(inputs)
+        rows = count_rows(inputs)
         if not self._busy and not self._queue:
             self._busy = True
             try:
                 self._count(rows)
-                result = await self._run(dict(inputs))
-                return split(result, [rows], [outputs])[0]
+                return select_outputs(await self._run(dict(inputs)), outputs)
             finally:
                 self._busy = False
                 self._kick()

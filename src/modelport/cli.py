@@ -424,6 +424,13 @@ def serve(
     policy: Annotated[
         str | None, typer.Option("--policy", help="Serve every model by version policy: latest[:N], all, specific:1,3.")
     ] = None,
+    batching: Annotated[
+        bool | None, typer.Option("--batching/--no-batching", help="Merge concurrent requests (default: on).")
+    ] = None,
+    max_batch_size: Annotated[int | None, typer.Option(min=1, help="Most rows in one merged batch (64).")] = None,
+    max_batch_wait_ms: Annotated[
+        float | None, typer.Option(min=0.0, help="Longest wait for a batch to fill, under load (2 ms).")
+    ] = None,
 ) -> None:
     """Serve models over the Open Inference Protocol (V2) and TF Serving REST APIs.
 
@@ -442,7 +449,15 @@ def serve(
 
     specs_from(refs, serve_alias, policy or "")  # bad references, aliases or policies stop here
     settings = Settings.from_env(
-        host=host, port=port, workers=workers, threads=threads, log_level=log_level, grpc_port=grpc_port
+        host=host,
+        port=port,
+        workers=workers,
+        threads=threads,
+        log_level=log_level,
+        grpc_port=grpc_port,
+        batching=batching,
+        max_batch_size=max_batch_size,
+        max_batch_wait_ms=max_batch_wait_ms,
     )
     settings = settings.with_(  # flags only switch on; MODELPORT_* variables may have set them already
         insecure_open=insecure_open or settings.insecure_open,

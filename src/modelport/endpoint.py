@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from modelport.batching import BatchSettings
 from modelport.errors import Conflict, InsufficientResources, InvalidInput, ModelNotReady, NotFound
 from modelport.export import ExportSource
 from modelport.manager import ModelManager
@@ -51,7 +52,9 @@ class SageMakerEndpoint:
 
     def start(self) -> ModelManager:
         """Make the manager; in single-model mode load and warm the model first."""
-        manager = ModelManager(self.source, threads=self.settings.compute_threads)
+        manager = ModelManager(
+            self.source, threads=self.settings.compute_threads, batching=BatchSettings.from_settings(self.settings)
+        )
         try:
             if not self.multi_model:
                 version = self.source.add(self.settings.sagemaker_model_dir)

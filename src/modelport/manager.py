@@ -25,6 +25,9 @@ from dataclasses import dataclass, field, replace
 from itertools import accumulate
 from typing import Any
 
+import numpy as np
+
+from modelport.batching import Batcher, BatchSettings
 from modelport.errors import InvalidInput, InvalidModel, ModelNotReady, ModelportError, NotFound, PredictionFailed
 from modelport.reference import Reference, parse_reference, parse_selector
 from modelport.routing import AliasTarget, ModelRouting, Plan, Snapshot, Spec, build_plans, pick
@@ -37,10 +40,9 @@ from modelport.served import (
     VersionState,
     VersionStatus,
     WatchableSource,
-    count_rows,
 )
 from modelport.shadow import Job, ShadowRunner, summary
-from modelport.signature import select_outputs, to_inputs, validate_inputs
+from modelport.signature import count_rows, select_outputs, to_inputs, validate_inputs
 from modelport.types import InferRequest, InferResult, ModelVersion
 
 __all__ = [
@@ -86,11 +88,14 @@ class ModelManager:
 
     ``threads`` sizes the pool that runs predictions off the event loop. Predictions whose
     measured cost (per row, times the request's rows) is under ``INLINE_SECONDS`` run inline.
+    ``batching`` (None: off) puts an adaptive :class:`~modelport.batching.Batcher` in front of
+    every loaded version.
     """
 
-    def __init__(self, source: ModelSource, *, threads: int = 1) -> None:
+    def __init__(self, source: ModelSource, *, threads: int = 1, batching: BatchSettings | None = None) -> None:
         self.source = source
         self.threads = max(1, threads)
+        self.batching = batching
         self.shadows = ShadowRunner()
         self._specs: list[Spec] = []
         self._excluded: set[str] = set()  # names unloaded on request, left out of every spec
@@ -231,6 +236,8 @@ class ModelManager:
         model = ServingModel(version, runtime)
         if not runtime.capabilities.thread_safe:
             model.lock = threading.Lock()
+        if self.batching is not None and runtime.capabilities.batch_rows:
+            model.batcher = Batcher(lambda inputs: self._execute(model, inputs), self.batching)
         try:
             self._warm(model)
         except BaseException:
@@ -423,20 +430,10 @@ class ModelManager:
         inputs = validate_inputs(signature, request.inputs)
         model.inflight += 1
         try:
-            if model.runs_inline(count_rows(inputs)) and (model.lock is None or model.lock.acquire(blocking=False)):
-                # Cheaper than a thread hand-off (~100 us): predict on the event loop.
-                try:
-                    outputs = model.timed_predict(inputs)
-                finally:
-                    if model.lock is not None:
-                        model.lock.release()
+            if model.batcher is not None:
+                outputs = await model.batcher.submit(inputs)
             else:
-                outputs = await asyncio.get_running_loop().run_in_executor(self._pool(), model.predict, inputs)
-        except ModelportError:
-            raise
-        except Exception as exc:
-            logger.exception("model %s failed to predict", model.version.ref)
-            raise PredictionFailed(f"model {model.version.ref} failed to predict: {type(exc).__name__}: {exc}") from exc
+                outputs = await self._execute(model, inputs)
         finally:
             model.inflight -= 1
         if route.shadows:
@@ -449,6 +446,22 @@ class ModelManager:
             id=request.id,
             parameters={},
         )
+
+    async def _execute(self, model: ServingModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the runtime: inline when measured cheaper than a thread hand-off, else in the pool."""
+        try:
+            if model.runs_inline(count_rows(inputs)) and (model.lock is None or model.lock.acquire(blocking=False)):
+                try:
+                    return model.timed_predict(inputs)
+                finally:
+                    if model.lock is not None:
+                        model.lock.release()
+            return await asyncio.get_running_loop().run_in_executor(self._pool(), model.predict, inputs)
+        except ModelportError:
+            raise
+        except Exception as exc:
+            logger.exception("model %s failed to predict", model.version.ref)
+            raise PredictionFailed(f"model {model.version.ref} failed to predict: {type(exc).__name__}: {exc}") from exc
 
     def _mirror(self, route: Route, inputs: Any, primary: Any) -> None:
         for shadow, fraction in route.shadows:

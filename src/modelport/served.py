@@ -19,9 +19,11 @@ import numpy as np
 from modelport.reference import Reference
 from modelport.routing import Snapshot
 from modelport.runtimes.base import Runtime
+from modelport.signature import count_rows
 from modelport.types import ModelVersion
 
 if TYPE_CHECKING:
+    from modelport.batching import Batcher
     from modelport.registry import Registry
 
 # A prediction expected to take less than this runs on the event loop: handing it to a thread
@@ -102,6 +104,7 @@ class ServingModel:
     outputs: tuple[str, ...] = field(init=False, repr=False)  # the signature's outputs, in order
     seconds_per_row: float = field(default=math.inf, repr=False)  # running average of predict cost
     inflight: int = field(default=0, repr=False)  # requests (and shadow jobs) using it now
+    batcher: Batcher | None = field(default=None, repr=False)  # merges concurrent requests when batching is on
 
     def __post_init__(self) -> None:
         self.outputs = tuple(spec.name for spec in self.version.signature.outputs)
@@ -136,9 +139,3 @@ class ServingModel:
     def runs_inline(self, rows: int) -> bool:
         """Whether a prediction of ``rows`` rows is cheap enough to run on the event loop."""
         return self.seconds_per_row * rows < INLINE_SECONDS
-
-
-def count_rows(inputs: Mapping[str, np.ndarray]) -> int:
-    for arr in inputs.values():
-        return arr.shape[0] if arr.ndim else 1
-    return 1

@@ -18,6 +18,13 @@ def _bool(text: str) -> bool:
     return text.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _switch(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in {"on", "off", "1", "0", "true", "false", "yes", "no"}:
+        raise ValueError(f"expected on or off, got {text!r}")
+    return _bool(value) or value == "on"
+
+
 def _refs(text: str) -> tuple[str, ...]:
     return tuple(r.strip() for r in text.split(",") if r.strip())
 
@@ -46,6 +53,11 @@ class Settings:
     poll_seconds: how often a server checks the registry for alias moves and key changes.
     sticky_header: the request header whose value pins a caller to one version of a split alias
         (same value, same version); without it, traffic splits at random by weight.
+    batching: adaptive batching of concurrent requests per model version: ``on`` or ``off``.
+        Idle requests never wait; under load, requests that queue while the model computes are
+        merged into batches of at most ``max_batch_size`` rows, waiting at most
+        ``max_batch_wait_ms`` for a batch to fill; past ``max_queue_rows`` queued rows a request
+        is refused with 503 + Retry-After.
     grpc_port: port of the V2 gRPC endpoint; None means no gRPC.
     insecure_open: allow a non-loopback bind without authentication (prints a loud warning).
     enable_management: expose management endpoints (repository load/unload); they always need
@@ -80,6 +92,10 @@ class Settings:
     version_policy: str = ""
     poll_seconds: float = 1.0
     sticky_header: str = "x-modelport-routing-key"
+    batching: bool = True
+    max_batch_size: int = 64
+    max_batch_wait_ms: float = 2.0
+    max_queue_rows: int = 8192
     grpc_port: int | None = None
     insecure_open: bool = False
     enable_management: bool = False
@@ -195,6 +211,10 @@ ENVIRONMENT: dict[str, _Entry] = {
     "version_policy": ("MODELPORT_VERSION_POLICY", str, _text),
     "poll_seconds": ("MODELPORT_POLL_SECONDS", float, _text),
     "sticky_header": ("MODELPORT_STICKY_HEADER", lambda t: t.strip().lower(), _text),
+    "batching": ("MODELPORT_BATCHING", _switch, lambda v: "on" if v else "off"),
+    "max_batch_size": ("MODELPORT_MAX_BATCH_SIZE", int, _text),
+    "max_batch_wait_ms": ("MODELPORT_MAX_BATCH_WAIT_MS", float, _text),
+    "max_queue_rows": ("MODELPORT_MAX_QUEUE_ROWS", int, _text),
     "grpc_port": ("MODELPORT_GRPC_PORT", lambda t: int(t) if t else None, _text),
     "insecure_open": ("MODELPORT_INSECURE_OPEN", _bool, lambda v: "1" if v else "0"),
     "enable_management": ("MODELPORT_ENABLE_MANAGEMENT", _bool, lambda v: "1" if v else "0"),

@@ -248,6 +248,13 @@ def validate_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> d
     return out
 
 
+def count_rows(inputs: Mapping[str, np.ndarray]) -> int:
+    """Rows in a request: the first dimension of its inputs (they agree after validation)."""
+    for arr in inputs.values():
+        return int(arr.shape[0]) if arr.ndim else 1
+    return 1
+
+
 def select_outputs(outputs: Mapping[str, np.ndarray], requested: Sequence[str] | None) -> dict[str, np.ndarray]:
     """The requested outputs in the order asked (all when ``requested`` is None)."""
     if requested is None:

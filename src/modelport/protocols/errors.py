@@ -23,6 +23,7 @@ from modelport.errors import (
     ModelNotReady,
     ModelportError,
     NotFound,
+    Overloaded,
     PredictionFailed,
     Unauthenticated,
 )
@@ -39,6 +40,7 @@ _STATUS: tuple[tuple[type[ModelportError], int], ...] = (
     (NotFound, 404),
     (Conflict, 409),
     (ModelNotReady, 503),
+    (Overloaded, 503),
     (PredictionFailed, 500),
     (InvalidModel, 500),
     (EnvironmentMismatch, 500),
