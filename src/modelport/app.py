@@ -30,6 +30,7 @@ from modelport.protocols import openapi, sagemaker, tfserving, v2
 from modelport.protocols.auth import AuthGuard, authentication
 from modelport.protocols.codec import dumps
 from modelport.protocols.errors import JSON, error_response
+from modelport.protocols.fastlane import FastLane
 from modelport.routing import specs_from
 from modelport.settings import Settings
 from modelport.watcher import watching
@@ -157,10 +158,9 @@ def build_app(
             own.close()
             registry.close()
 
-    sticky = settings.sticky_header
     routes = [
-        *v2.routes(holder.get, sticky_header=sticky, management=settings.enable_management),
-        *tfserving.routes(holder.get, sticky_header=sticky),
+        *v2.routes(holder.get, management=settings.enable_management),
+        *tfserving.routes(holder.get),
         *_doc_routes(holder),
     ]
     if endpoint is not None:
@@ -172,6 +172,7 @@ def build_app(
         middleware=[
             Middleware(AuthGuard, settings=settings, authenticator=lambda: holder.authenticator),
             Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+            Middleware(FastLane, get_manager=holder.get, sticky_header=settings.sticky_header),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         lifespan=lifespan,

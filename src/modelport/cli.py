@@ -439,7 +439,6 @@ def serve(
 
     With no references, serve as a SageMaker container (how SageMaker starts an image: `serve`).
     """
-    import uvicorn
 
     if not refs and not serve_alias and not policy:
         _serve_sagemaker(log_level=log_level, access_log=access_log)
@@ -486,35 +485,13 @@ def serve(
     if settings.grpc_port is not None:
         grpc_host = f"[{host}]" if ":" in host else host
         out.print(f"  V2 gRPC: {grpc_host}:{settings.grpc_port} (inference.GRPCInferenceService)")
-    common: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "loop": "uvloop",
-        "http": "httptools",
-        "log_level": log_level,
-        "access_log": access_log,
-        "timeout_graceful_shutdown": 30,
-    }
-    if workers == 1:
-        from modelport.app import build_app
-
-        uvicorn.run(build_app(settings), **common)
-        return
-    os.environ.update(settings.to_env())
-    uvicorn.run("modelport.app:create_app", factory=True, workers=workers, **common)
+    _run_uvicorn(settings, log_level=log_level, access_log=access_log)
 
 
-def _serve_sagemaker(*, log_level: str, access_log: bool) -> None:
-    """The SageMaker container contract: settings from SAGEMAKER_* variables, model from /opt/ml/model."""
+def _run_uvicorn(settings: Settings, *, log_level: str, access_log: bool, **options: Any) -> None:
+    """Run the app under uvicorn (uvloop + httptools): in this process, or in settings.workers processes."""
     import uvicorn
 
-    settings = Settings.for_sagemaker()
-    settings = settings.with_(log_level=log_level, threads=settings.compute_threads)
-    if settings.sagemaker_multi_model:
-        what = f"a multi-model endpoint (models under {settings.sagemaker_models_dir})"
-    else:
-        what = f"the model in {settings.sagemaker_model_dir}"
-    out.print(f"SageMaker mode: serving {what} on {settings.host}:{settings.port} ({settings.workers} worker(s))")
     common: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -523,15 +500,31 @@ def _serve_sagemaker(*, log_level: str, access_log: bool) -> None:
         "log_level": log_level,
         "access_log": access_log,
         "timeout_graceful_shutdown": 30,
-        "timeout_keep_alive": 75,  # longer than SageMaker's front end keeps idle connections
+        # modelport reads no X-Forwarded-* header, and the Server header only advertises versions
+        "proxy_headers": False,
+        "server_header": False,
+        **options,
     }
     if settings.workers == 1:
         from modelport.app import build_app
 
         uvicorn.run(build_app(settings), **common)
         return
-    os.environ.update(settings.to_env())
+    os.environ.update(settings.to_env())  # each worker process builds the same app from these
     uvicorn.run("modelport.app:create_app", factory=True, workers=settings.workers, **common)
+
+
+def _serve_sagemaker(*, log_level: str, access_log: bool) -> None:
+    """The SageMaker container contract: settings from SAGEMAKER_* variables, model from /opt/ml/model."""
+    settings = Settings.for_sagemaker()
+    settings = settings.with_(log_level=log_level, threads=settings.compute_threads)
+    if settings.sagemaker_multi_model:
+        what = f"a multi-model endpoint (models under {settings.sagemaker_models_dir})"
+    else:
+        what = f"the model in {settings.sagemaker_model_dir}"
+    out.print(f"SageMaker mode: serving {what} on {settings.host}:{settings.port} ({settings.workers} worker(s))")
+    # keep-alive longer than SageMaker's front end keeps idle connections
+    _run_uvicorn(settings, log_level=log_level, access_log=access_log, timeout_keep_alive=75)
 
 
 @app.command()
@@ -620,6 +613,46 @@ def quickstart(
     from modelport.quickstart import run
 
     raise typer.Exit(run(port=port, serve_forever=serve_forever, console=out))
+
+
+@app.command()
+@_handled
+def bench(
+    target: Annotated[str, typer.Argument(metavar="REF|URL", help="A model reference (served for the run) or URL.")],
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Concurrent connections.")] = 8,
+    duration: Annotated[float | None, typer.Option(help="Seconds of load (default 10 unless --requests).")] = None,
+    requests: Annotated[int | None, typer.Option(min=1, help="Send this many requests instead of a duration.")] = None,
+    rows_per_request: Annotated[int, typer.Option(min=1, help="Rows in each request (example rows repeated).")] = 1,
+    protocol: Annotated[str | None, typer.Option(help="v2 or tfserving (default: the URL's, else v2).")] = None,
+    output: Annotated[Path, typer.Option(help="Directory for results.json and latency.png.")] = Path("bench-results"),
+    compare: Annotated[Path | None, typer.Option(help="A previous results.json: exit 1 if this run regressed.")] = None,
+    max_regression: Annotated[str, typer.Option(help="Allowed drop in req/s or rise in p99 for --compare.")] = "10%",
+    locustfile: Annotated[Path | None, typer.Option(help="Write a Locust file for the model and exit.")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="MODELPORT_API_KEY", help="API key (bearer token).")] = None,
+) -> None:
+    """Load a model with valid requests built from its signature: req/s, latency percentiles, errors.
+
+    Writes results.json and a latency histogram (latency.png, with the bench extra). With
+    --compare BASELINE.json it is a CI gate: exit 1 when req/s dropped or p99 rose by more than
+    --max-regression.
+    """
+    from modelport.loadtest import BenchOptions
+    from modelport.loadtest import bench as run_bench
+
+    options = BenchOptions(
+        target=target,
+        concurrency=concurrency,
+        duration_s=duration,
+        requests=requests,
+        rows_per_request=rows_per_request,
+        protocol=protocol,
+        output=output,
+        compare=compare,
+        max_regression=max_regression,
+        locustfile=locustfile,
+        api_key=api_key,
+    )
+    raise typer.Exit(run_bench(options, out))
 
 
 def check_serving_exposure(settings: Settings, registry: Any) -> None:

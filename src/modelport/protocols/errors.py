@@ -7,6 +7,8 @@ Open Inference Protocol and TF Serving REST both answer errors as a JSON object 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import NamedTuple
 
 import orjson
 from starlette.responses import Response
@@ -58,13 +60,30 @@ def status_of(error: ModelportError) -> int:
     return 500
 
 
+class Payload(NamedTuple):
+    """A finished HTTP answer, independent of the framework that sends it."""
+
+    status: int
+    body: bytes
+    media_type: str = JSON
+    headers: Mapping[str, str] | None = None
+
+    def response(self) -> Response:
+        return Response(self.body, status_code=self.status, media_type=self.media_type, headers=self.headers)
+
+
+def error_payload(error: ModelportError) -> Payload:
+    """The ``{"error": ...}`` answer for a domain error, with Retry-After / WWW-Authenticate."""
+    status = status_of(error)
+    headers = {"Retry-After": "1"} if status == 503 else None
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="modelport"'}
+    return Payload(status, orjson.dumps({"error": error.message}), JSON, headers)
+
+
 def error_response(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps({"error": message}), status_code=status, media_type=JSON, headers=headers)
 
 
 def domain_error_response(error: ModelportError) -> Response:
-    status = status_of(error)
-    headers = {"Retry-After": "1"} if status == 503 else None
-    if status == 401:
-        headers = {"WWW-Authenticate": 'Bearer realm="modelport"'}
-    return error_response(error.message, status, headers)
+    return error_payload(error).response()

@@ -146,7 +146,7 @@ def _number(text: str) -> bool:
 
 def encode(result: InferResult, media: str, row_format: bool) -> Response:
     if media == JSON:
-        return encode_predict(result, row_format)
+        return encode_predict(result, row_format).response()
     columns = [_csv_cells(arr) for arr in result.outputs.values()]
     body = "".join(",".join(cells) + "\n" for cells in zip(*columns, strict=True))
     return Response(body, media_type=CSV, headers={VERSION_HEADER: str(result.model_version)})

@@ -19,8 +19,8 @@ from starlette.routing import Route
 from modelport.errors import InvalidInput, ModelportError, NotFound
 from modelport.manager import ModelManager, ServingModel, VersionState, VersionStatus
 from modelport.protocols.codec import dumps, loads
-from modelport.protocols.errors import JSON, domain_error_response, error_response
-from modelport.protocols.v2 import STICKY_HEADER, VERSION_HEADER
+from modelport.protocols.errors import JSON, Payload, domain_error_response, error_response
+from modelport.protocols.v2 import VERSION_HEADER
 from modelport.signature import to_inputs
 from modelport.types import InferRequest, InferResult, TensorSpec
 
@@ -166,7 +166,7 @@ def decode_document(doc: Any, model: ServingModel) -> tuple[InferRequest, bool]:
     return InferRequest(to_inputs(model.version.signature, data)), row_format
 
 
-def encode_predict(result: InferResult, row_format: bool) -> Response:
+def encode_predict(result: InferResult, row_format: bool) -> Payload:
     outputs = result.outputs
     body: dict[str, Any]
     if len(outputs) == 1:
@@ -178,7 +178,14 @@ def encode_predict(result: InferResult, row_format: bool) -> Response:
         body = {"predictions": [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]}
     else:
         body = {"outputs": {name: _json_ready(arr) for name, arr in outputs.items()}}
-    return Response(dumps(body), media_type=JSON, headers={VERSION_HEADER: str(result.model_version)})
+    return Payload(200, dumps(body), JSON, {VERSION_HEADER: str(result.model_version)})
+
+
+async def predict(manager: ModelManager, target: Target, body: bytes, routing_key: str | None) -> Payload:
+    """``POST /v1/models/...:predict``: decode, the one manager call, encode."""
+    infer_request, row_format = decode_predict(body, manager.get(target.name, target.selector))
+    result = await manager.infer(target.name, target.selector, infer_request, routing_key=routing_key)
+    return encode_predict(result, row_format)
 
 
 def _json_ready(arr: np.ndarray) -> Any:
@@ -192,7 +199,9 @@ def _rows(arr: np.ndarray) -> list[Any]:
 # -- routes -------------------------------------------------------------------------------------
 
 
-def routes(get_manager: GetManager, *, sticky_header: str = STICKY_HEADER) -> list[Route]:
+def routes(get_manager: GetManager) -> list[Route]:
+    """Status and metadata; ``:predict`` is served by the fast lane (:mod:`modelport.protocols.fastlane`)."""
+
     async def endpoint(request: Request) -> Response:
         try:
             target = parse_path(request.path_params["rest"])
@@ -200,14 +209,8 @@ def routes(get_manager: GetManager, *, sticky_header: str = STICKY_HEADER) -> li
             if request.method == "GET" and target.action == "status":
                 return Response(dumps({"model_version_status": _statuses(manager, target)}), media_type=JSON)
             model = manager.get(target.name, target.selector)
-            if request.method == "GET":
-                if target.action == "metadata":
-                    return Response(dumps(metadata(model)), media_type=JSON)
-            elif target.action == "predict":
-                infer_request, row_format = decode_predict(await request.body(), model)
-                key = request.headers.get(sticky_header)
-                result = await manager.infer(target.name, target.selector, infer_request, routing_key=key)
-                return encode_predict(result, row_format)
+            if request.method == "GET" and target.action == "metadata":
+                return Response(dumps(metadata(model)), media_type=JSON)
             if target.action not in ("status", "metadata", "predict"):
                 raise NotFound(f"':{target.action}' is not supported; modelport serves ':predict' ({PATH_HELP})")
             return error_response(

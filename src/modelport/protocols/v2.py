@@ -18,7 +18,7 @@ from modelport import __version__
 from modelport.errors import InvalidInput, ModelportError
 from modelport.manager import ModelManager, ServingModel, VersionState, VersionStatus
 from modelport.protocols.codec import array_from_bytes, array_from_json, array_to_bytes, check_shape, dumps, flat, loads
-from modelport.protocols.errors import JSON, domain_error_response, error_response
+from modelport.protocols.errors import JSON, Payload, domain_error_response, error_response
 from modelport.reference import parse_name, parse_reference, parse_selector
 from modelport.signature import to_inputs
 from modelport.types import InferRequest, InferResult, Signature, TensorSpec, datatype_of
@@ -127,7 +127,7 @@ def _outputs(raw: Any, binary_default: bool) -> tuple[tuple[str, ...] | None, Bi
 # -- encoding -----------------------------------------------------------------------------------
 
 
-def encode_result(result: InferResult, binary: BinaryOutputs) -> Response:
+def encode_result(result: InferResult, binary: BinaryOutputs) -> Payload:
     outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     signature = result.signature
@@ -149,12 +149,28 @@ def encode_result(result: InferResult, binary: BinaryOutputs) -> Response:
     header = dumps(doc)
     version = str(result.model_version)
     if not chunks:
-        return Response(header, media_type=JSON, headers={VERSION_HEADER: version})
-    return Response(
+        return Payload(200, header, JSON, {VERSION_HEADER: version})
+    return Payload(
+        200,
         header + b"".join(chunks),
-        media_type="application/octet-stream",
-        headers={VERSION_HEADER: version, HEADER_LENGTH: str(len(header))},
+        "application/octet-stream",
+        {VERSION_HEADER: version, HEADER_LENGTH: str(len(header))},
     )
+
+
+async def infer(
+    manager: ModelManager,
+    name: str,
+    selector: str | None,
+    body: bytes,
+    header_length: str | None,
+    routing_key: str | None,
+) -> Payload:
+    """``POST /v2/models/{name}[/versions/{selector}]/infer``: decode, the one manager call, encode."""
+    model = manager.get(name, selector)
+    infer_request, binary = decode_request(body, header_length, model.version.signature)
+    result = await manager.infer(name, selector, infer_request, routing_key=routing_key)
+    return encode_result(result, binary)
 
 
 def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
@@ -178,11 +194,11 @@ def model_metadata(model: ServingModel, versions: list[ServingModel]) -> dict[st
 # -- routes -------------------------------------------------------------------------------------
 
 
-def routes(get_manager: GetManager, *, sticky_header: str = STICKY_HEADER, management: bool = False) -> list[Route]:
-    """The V2 REST endpoints, bound to the manager the app holds.
+def routes(get_manager: GetManager, *, management: bool = False) -> list[Route]:
+    """The V2 REST endpoints other than inference (the fast lane serves ``.../infer``, see
+    :mod:`modelport.protocols.fastlane`), bound to the manager the app holds.
 
-    ``sticky_header`` names the request header whose value pins a caller to one version of a
-    split alias. ``management`` adds the repository extension (index, load, unload) under
+    ``management`` adds the repository extension (index, load, unload) under
     ``/v2/repository/`` (the auth guard requires the ``manage`` scope there).
     """
 
@@ -223,19 +239,6 @@ def routes(get_manager: GetManager, *, sticky_header: str = STICKY_HEADER, manag
             return Response(dumps({"name": name, "ready": True}), media_type=JSON)
         return error_response(f"model {model.version.ref} is {model.state.value}", 503, {"Retry-After": "1"})
 
-    async def infer(request: Request) -> Response:
-        params = request.path_params
-        name, selector = params["name"], params.get("version")
-        try:
-            manager = get_manager()
-            model = manager.get(name, selector)
-            body = await request.body()
-            infer_request, binary = decode_request(body, request.headers.get(HEADER_LENGTH), model.version.signature)
-            result = await manager.infer(name, selector, infer_request, routing_key=request.headers.get(sticky_header))
-            return encode_result(result, binary)
-        except ModelportError as exc:
-            return domain_error_response(exc)
-
     async def shadow(request: Request) -> Response:
         try:
             report = get_manager().shadow_report(request.path_params["name"], request.path_params["alias"])
@@ -244,9 +247,7 @@ def routes(get_manager: GetManager, *, sticky_header: str = STICKY_HEADER, manag
             return domain_error_response(exc)
 
     extra = repository_routes(get_manager) if management else []
-    return [  # inference first: routes are matched in order
-        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
-        Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
+    return [
         Route("/v2/models/{name}/versions/{alias}/shadow", shadow, methods=["GET"]),
         *extra,
         Route("/v2/health/live", live, methods=["GET"]),
