@@ -15,7 +15,10 @@ from typer.testing import CliRunner
 
 from modelport.cli import app
 
-COMMANDS = ["register", "models", "show", "alias", "delete", "serve", "export", "predict", "quickstart"]
+COMMANDS = [
+    *("register", "models", "show", "alias", "delete", "promote", "rollback"),
+    *("serve", "export", "predict", "bench", "keys", "quickstart"),
+]
 
 
 @pytest.fixture

@@ -20,13 +20,12 @@ from starlette.routing import Route
 from typer.testing import CliRunner
 
 from modelport.app import build_app
+from modelport.bench import BenchOptions, bench
 from modelport.cli import app as cli
 from modelport.errors import InvalidSetting
 from modelport.loadtest import (
-    BenchOptions,
     Endpoint,
     RequestRejected,
-    bench,
     build_payload,
     compare,
     histogram,

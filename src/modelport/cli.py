@@ -636,8 +636,8 @@ def bench(
     --compare BASELINE.json it is a CI gate: exit 1 when req/s dropped or p99 rose by more than
     --max-regression.
     """
-    from modelport.loadtest import BenchOptions
-    from modelport.loadtest import bench as run_bench
+    from modelport.bench import BenchOptions
+    from modelport.bench import bench as run_bench
 
     options = BenchOptions(
         target=target,

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import signal
-import socket
-import subprocess
-import sys
-import time
 from typing import Any
 
 import httpx
 from rich.console import Console
 
 from modelport.errors import ModelportError
+from modelport.launcher import port_free, serving
 from modelport.settings import Settings
 from modelport.types import ModelVersion
 
@@ -57,31 +53,6 @@ def train_and_register(settings: Settings, console: Console) -> ModelVersion:
     return version
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def _wait_ready(process: subprocess.Popen[bytes], base: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    with httpx.Client(timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise ModelportError(f"the server exited with code {process.returncode} before it was ready")
-            try:
-                if client.get(f"{base}/v2/health/ready").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-    raise ModelportError(f"the server was not ready after {READY_TIMEOUT_S:.0f} s")
-
-
 def _show_usage(console: Console, base: str) -> None:
     v2 = f"{base}/v2/models/{NAME}/versions/{ALIAS}/infer"
     tf = f"{base}/v1/models/{NAME}/labels/{ALIAS}:predict"
@@ -117,30 +88,19 @@ def _predict(console: Console, base: str) -> dict[str, Any]:
 
 def run(*, port: int, serve_forever: bool, console: Console) -> int:
     """The whole quickstart; returns the exit code."""
-    if not _port_free(port):
+    if not port_free(port):
         raise ModelportError(f"port {port} is in use (is another modelport server running?); pass --port")
     settings = Settings.from_env()
     train_and_register(settings, console)
-    base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "modelport", "serve", f"{NAME}@{ALIAS}", "--port", str(port)]
-    process = subprocess.Popen(command)
     try:
-        _wait_ready(process, base)
-        _show_usage(console, base)
-        _predict(console, base)
-        if not serve_forever:
-            return 0
-        console.print()
-        console.print(f"serving on {base}; press Ctrl-C to stop")
-        return process.wait()
+        with serving([f"{NAME}@{ALIAS}"], port=port, capture=False, ready_timeout_s=READY_TIMEOUT_S) as server:
+            _show_usage(console, server.base)
+            _predict(console, server.base)
+            if serve_forever:
+                console.print()
+                console.print(f"serving on {server.base}; press Ctrl-C to stop")
+                server.process.wait()
     except KeyboardInterrupt:
-        return 0
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        console.print("stopped")
+        pass
+    console.print("stopped")
+    return 0
