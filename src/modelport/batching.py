@@ -4,9 +4,11 @@ The pure part (``merge``, ``split``) is kept apart from the queue (``Batcher``) 
 tested on its own. Rules the batcher keeps:
 
 - Idle costs nothing: when no batch is running and nothing waits, a request runs at once, alone.
-- Under load, requests queue; when the runtime is free the queue is flushed in batches of at
-  most ``max_batch_size`` rows, waiting at most ``max_wait`` (from the oldest queued request)
-  for a batch to fill. A request larger than ``max_batch_size`` runs alone.
+- Under load, requests queue while the runtime computes; when it is free the queue is flushed in
+  batches of at most ``max_batch_size`` rows, so the batch size follows the load. ``max_wait``
+  (default 0) additionally holds a batch that is not full for up to that long after its oldest
+  request arrived, trading latency for fuller batches. A request larger than
+  ``max_batch_size`` runs alone.
 - Every caller gets exactly its own rows, in order, with its own output selection.
 - A batch that fails is retried request by request, so one bad request fails alone.
 - The queue is bounded in rows: past ``max_queue_rows`` a request is refused with
@@ -79,7 +81,7 @@ class BatchSettings:
     """Per model version. ``max_wait`` in seconds; rows, not requests, count toward the limits."""
 
     max_batch_size: int = 32
-    max_wait: float = 0.002
+    max_wait: float = 0.0
     max_queue_rows: int = 4096
 
     def __post_init__(self) -> None:

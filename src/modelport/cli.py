@@ -429,7 +429,7 @@ def serve(
     ] = None,
     max_batch_size: Annotated[int | None, typer.Option(min=1, help="Most rows in one merged batch (64).")] = None,
     max_batch_wait_ms: Annotated[
-        float | None, typer.Option(min=0.0, help="Longest wait for a batch to fill, under load (2 ms).")
+        float | None, typer.Option(min=0.0, help="Extra wait for a batch to fill, under load (0).")
     ] = None,
 ) -> None:
     """Serve models over the Open Inference Protocol (V2) and TF Serving REST APIs.

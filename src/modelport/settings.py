@@ -55,9 +55,9 @@ class Settings:
         (same value, same version); without it, traffic splits at random by weight.
     batching: adaptive batching of concurrent requests per model version: ``on`` or ``off``.
         Idle requests never wait; under load, requests that queue while the model computes are
-        merged into batches of at most ``max_batch_size`` rows, waiting at most
-        ``max_batch_wait_ms`` for a batch to fill; past ``max_queue_rows`` queued rows a request
-        is refused with 503 + Retry-After.
+        merged into the next call, in batches of at most ``max_batch_size`` rows;
+        ``max_batch_wait_ms`` (default 0) holds a batch that is not full up to that long for more
+        rows; past ``max_queue_rows`` queued rows a request is refused with 503 + Retry-After.
     grpc_port: port of the V2 gRPC endpoint; None means no gRPC.
     insecure_open: allow a non-loopback bind without authentication (prints a loud warning).
     enable_management: expose management endpoints (repository load/unload); they always need
@@ -94,7 +94,7 @@ class Settings:
     sticky_header: str = "x-modelport-routing-key"
     batching: bool = True
     max_batch_size: int = 64
-    max_batch_wait_ms: float = 2.0
+    max_batch_wait_ms: float = 0.0
     max_queue_rows: int = 8192
     grpc_port: int | None = None
     insecure_open: bool = False
