@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup quickstart test lint typecheck unit clean
+.PHONY: setup quickstart test lint typecheck unit bench bench-quick clean
 
 setup:
 	scripts/setup.sh
@@ -23,6 +23,14 @@ typecheck:
 
 unit:
 	$(PY) -m pytest
+
+# Side by side with the peers (benchmarks/config.py); writes docs/benchmarks.md and .png.
+# Run `bench` on a quiet machine; `bench-quick` is a 2 s-per-case smoke run.
+bench: setup
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+bench-quick: setup
+	$(PY) benchmarks/run.py --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .modelport .pytest_cache .mypy_cache .ruff_cache
