@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import httpx
-
-from tests.helpers import free_port
+from tests.helpers import free_port, stop, wait_until_ready
 
 
 @contextmanager
@@ -36,18 +32,8 @@ def sagemaker_serve(**variables: str) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, process.communicate()[0]
-            try:
-                if httpx.get(f"{base}/ping", timeout=2.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "no 200 from /ping in time"
-            time.sleep(0.1)
+        wait_until_ready(base, process, "/ping")
         yield base
     finally:
-        process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=60)
+        output = stop(process)
     assert process.returncode == 0, output

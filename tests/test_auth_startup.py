@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -21,7 +19,7 @@ from modelport.app import build_app
 from modelport.cli import app as cli
 from modelport.errors import InvalidSetting
 from modelport.settings import Settings
-from tests.helpers import free_port
+from tests.helpers import free_port, stop, wait_until_ready
 from tests.serving import client_for, register_iris
 
 ROW = {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 5.1, "petal_width": 1.8}
@@ -50,25 +48,6 @@ def serve(home: Path, port: int, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(command, env=env_for(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def wait_ready(base: str, process: subprocess.Popen[str], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()[0]
-        try:
-            if httpx.get(f"{base}/v2/health/ready", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("server not ready in time")
-
-
-def stop(process: subprocess.Popen[str]) -> str:
-    process.send_signal(signal.SIGINT)
-    output, _ = process.communicate(timeout=60)
-    return output
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -92,7 +71,7 @@ def test_insecure_open_starts_on_a_public_bind_and_warns_loudly(registered: Path
     port = free_port()
     process = serve(registered, port, "--host", "0.0.0.0", "--insecure-open")
     try:
-        wait_ready(f"http://127.0.0.1:{port}", process)
+        wait_until_ready(f"http://127.0.0.1:{port}", process)
         response = httpx.post(f"http://127.0.0.1:{port}/v1/models/iris:predict", json={"instances": [ROW]})
         assert response.status_code == 200, response.text
     finally:
@@ -110,7 +89,7 @@ def test_public_bind_with_an_api_key_starts_and_demands_the_key(home: Path) -> N
     process = serve(home, port, "--host", "0.0.0.0")
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base, process)
+        wait_until_ready(base, process)
         url = f"{base}/v1/models/iris:predict"
         assert httpx.post(url, json={"instances": [ROW]}).status_code == 401
         ok = httpx.post(url, json={"instances": [ROW]}, headers={"Authorization": f"Bearer {key}"})

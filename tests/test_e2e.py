@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 import modelport
 from modelport.client import predict_url
 from modelport.settings import Settings
-from tests.helpers import free_port
+from tests.helpers import free_port, stop, wait_until_ready
 
 pytestmark = pytest.mark.slow
 ROW = {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 5.1, "petal_width": 1.8}
@@ -27,25 +26,6 @@ ROW = {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 5.1, "petal_widt
 
 def _env(home: Path) -> dict[str, str]:
     return {**os.environ, "MODELPORT_HOME": str(home), "NO_COLOR": "1", "COLUMNS": "200"}
-
-
-def _wait_ready(base: str, process: subprocess.Popen[str], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()[0]
-        try:
-            if httpx.get(f"{base}/v2/health/ready", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("server not ready in time")
-
-
-def _stop(process: subprocess.Popen[str]) -> str:
-    process.send_signal(signal.SIGINT)
-    output, _ = process.communicate(timeout=60)
-    return output
 
 
 @pytest.fixture
@@ -69,10 +49,10 @@ def server(request: pytest.FixtureRequest, registered: Path) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base, process)
+        wait_until_ready(base, process)
         yield base
     finally:
-        output = _stop(process)
+        output = stop(process)
         assert process.returncode == 0, output
 
 
@@ -134,6 +114,6 @@ def test_quickstart_runs_twice_and_serves_until_interrupted(tmp_path: Path) -> N
     text = "".join(seen)
     assert "registered iris@2 as iris@production" in text, text
     assert httpx.get(f"http://127.0.0.1:{port}/v2/models/iris/ready").status_code == 200
-    output = _stop(second)
+    output = stop(second)
     assert second.returncode == 0, text + output
     assert "stopped" in output

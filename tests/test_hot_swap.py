@@ -20,7 +20,7 @@ import pytest
 
 from modelport.registry import Registry
 from modelport.settings import Settings
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_until_ready
 from tests.serving import register_iris
 
 pytestmark = pytest.mark.slow
@@ -86,16 +86,7 @@ def test_alias_move_swaps_version_without_failed_requests(
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, process.communicate()[0]
-            try:
-                if httpx.get(f"{base}/v2/health/ready", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server not ready in time"
-            time.sleep(0.1)
+        wait_until_ready(base, process)
 
         stop = threading.Event()
         moved: list[int] = []
