@@ -80,3 +80,11 @@ def fresh_database(server_url: str) -> str:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
     return f"{base}/{name}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh registry database: SQLite, and (where the binaries exist) a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db' / 'registry.db'}"
+    return fresh_database(request.getfixturevalue("postgres_url"))

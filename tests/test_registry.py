@@ -25,14 +25,6 @@ from modelport.settings import Settings
 from modelport.signature import example_of, input_specs, output_specs, sample_arrays
 from modelport.stores.local import LocalStore, content_key
 from modelport.types import ModelVersion, Signature
-from tests.postgres import fresh_database
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'db' / 'registry.db'}"
-    return fresh_database(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture

@@ -9,13 +9,13 @@ import pytest
 from modelport.errors import Conflict, InvalidReference, InvalidSetting, NotFound
 from modelport.registry import Registry
 from modelport.routing import AliasTarget
-from modelport.settings import Settings
+from modelport.stores.local import LocalStore
 from tests.rollout import FLIPPED, register_fake
 
 
 @pytest.fixture
-def registry(settings: Settings, tmp_path: Path) -> Registry:
-    registry = Registry.open(settings)
+def registry(database_url: str, tmp_path: Path) -> Registry:
+    registry = Registry(database_url, LocalStore(tmp_path / "artifacts"))
     register_fake(registry, tmp_path, aliases=("production",))
     register_fake(registry, tmp_path, weights=FLIPPED)
     register_fake(registry, tmp_path)
