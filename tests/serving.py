@@ -132,29 +132,11 @@ def register_iris(
 
     Returns the registered version and the fitted estimator (to compare predictions with).
     """
-    import tempfile
-
     from sklearn.linear_model import LogisticRegression
 
-    from modelport.ingest import package
-    from modelport.registry import Registry
+    from modelport.api import register
 
     frame, labels = iris
     model = LogisticRegression(C=strength, max_iter=500).fit(frame, labels)
-    with tempfile.TemporaryDirectory() as workdir:
-        packaged = package(model, workdir=Path(workdir), sample_input=frame.head(20))
-        registry = Registry.open(settings)
-        try:
-            version = registry.register(
-                "iris",
-                packaged.directory,
-                runtime=packaged.runtime,
-                framework=packaged.framework,
-                signature=packaged.signature,
-                environment=packaged.environment,
-                notes=packaged.notes,
-                aliases=aliases,
-            )
-        finally:
-            registry.close()
+    version = register(model, name="iris", sample_input=frame.head(20), alias=aliases, settings=settings)
     return version, model

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +15,10 @@ import skops.io as sio
 from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
+from modelport.api import register
 from modelport.cli import app
 from modelport.errors import InvalidModel, NotFound, UntrustedArtifact
 from modelport.export import ARCHIVE, RECORD, ExportSource, export_version, read_export, read_model_dir
-from modelport.ingest import package
 from modelport.reference import Reference
 from modelport.registry import Registry
 from modelport.settings import Settings
@@ -112,17 +111,8 @@ def test_pickle_export_loads_only_while_its_record_says_trusted(iris: Any, tmp_p
     frame, labels = iris
     estimator = ShiftedLogistic(max_iter=500).fit(frame, labels)  # no ONNX converter: served natively
     settings = Settings(home=tmp_path / "home")
-    with tempfile.TemporaryDirectory() as work, Registry.open(settings) as registry:
-        packaged = package(estimator, workdir=Path(work), sample_input=frame.head(20), trust_pickle=True)
-        version = registry.register(
-            "shifted",
-            packaged.directory,
-            runtime=packaged.runtime,
-            framework=packaged.framework,
-            signature=packaged.signature,
-            environment=packaged.environment,
-            trusted_code=packaged.trusted_code,
-        )
+    version = register(estimator, name="shifted", sample_input=frame.head(20), trust_pickle=True, settings=settings)
+    with Registry.open(settings) as registry:
         export_version(version, registry.artifact_path(version), tmp_path / "out")
     assert version.trusted_code
     source = ExportSource()

@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from modelport.api import register
 from modelport.app import build_app
 from modelport.errors import InvalidSetting
 from modelport.export import ARCHIVE, export_version
-from modelport.ingest import package
 from modelport.protocols.sagemaker import accept_type, encode
 from modelport.registry import Registry
 from modelport.settings import MIB, Settings
@@ -219,17 +218,8 @@ def slow_export(tmp_path: Path) -> Path:
     code.mkdir()
     (code / "model.py").write_text(SLOW_MODEL)
     settings = Settings(home=tmp_path / "home")
-    with tempfile.TemporaryDirectory() as work, Registry.open(settings) as registry:
-        packaged = package(code, workdir=Path(work), sample_input=np.ones((2, 3)), trust_pickle=True)
-        version = registry.register(
-            "slow",
-            packaged.directory,
-            runtime=packaged.runtime,
-            framework=packaged.framework,
-            signature=packaged.signature,
-            environment=packaged.environment,
-            trusted_code=True,
-        )
+    version = register(code, name="slow", sample_input=np.ones((2, 3)), trust_pickle=True, settings=settings)
+    with Registry.open(settings) as registry:
         export_version(version, registry.artifact_path(version), tmp_path / "out")
     return tmp_path / "out"
 
