@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 
-import httpx
+from modelport.errors import ModelportError
+from modelport.launcher import free_port, wait_ready
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+__all__ = ["free_port", "serve_process", "stop", "wait_until_ready"]
 
 
 def serve_process(args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[str]:
@@ -29,17 +22,12 @@ def serve_process(args: Sequence[str], env: Mapping[str, str]) -> subprocess.Pop
 def wait_until_ready(
     base: str, process: subprocess.Popen[str], path: str = "/v2/health/ready", timeout: float = 90.0
 ) -> None:
-    """Poll ``base + path`` until it answers 200; fail with the server's output if it dies first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()[0]
-        try:
-            if httpx.get(f"{base}{path}", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"no 200 from {base}{path} within {timeout:g} s")
+    """launcher.wait_ready as a test assertion, with everything the server printed if it died."""
+    try:
+        wait_ready(base, process, path=path, timeout_s=timeout)
+    except ModelportError as exc:
+        output = process.communicate(timeout=5)[0] if process.poll() is not None else ""
+        raise AssertionError(f"{exc}\n{output}") from None
 
 
 def stop(process: subprocess.Popen[str]) -> str:

@@ -61,13 +61,22 @@ def serving(
         output: IO[Any] | None = log if capture else None
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT if capture else None, text=True)
         try:
-            _wait_ready(base, process, log if capture else None, ready_timeout_s)
+            wait_ready(base, process, timeout_s=ready_timeout_s, log=log if capture else None)
             yield Launched(base, process)
         finally:
             stop(process)
 
 
-def _wait_ready(base: str, process: subprocess.Popen[str], log: IO[Any] | None, timeout_s: float) -> None:
+def wait_ready(
+    base: str,
+    process: subprocess.Popen[str],
+    *,
+    path: str = "/v2/health/ready",
+    timeout_s: float = 120.0,
+    log: IO[Any] | None = None,
+) -> None:
+    """Poll ``base + path`` until it answers 200; ModelportError (with the tail of ``log``) if the
+    server exits first or the time runs out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -77,12 +86,12 @@ def _wait_ready(base: str, process: subprocess.Popen[str], log: IO[Any] | None, 
                 tail = ":\n" + "\n".join(log.read().strip().splitlines()[-10:])
             raise ModelportError(f"modelport serve exited with code {process.returncode} before it was ready{tail}")
         try:
-            if httpx.get(f"{base}/v2/health/ready", timeout=1.0).status_code == 200:
+            if httpx.get(f"{base}{path}", timeout=2.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise ModelportError(f"modelport serve was not ready at {base} within {timeout_s:g} s")
+    raise ModelportError(f"modelport serve was not ready at {base}{path} within {timeout_s:g} s")
 
 
 def stop(process: subprocess.Popen[str]) -> None:

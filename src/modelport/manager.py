@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from modelport.batching import Batcher, BatchSettings
-from modelport.errors import InvalidInput, InvalidModel, ModelNotReady, ModelportError, NotFound, PredictionFailed
+from modelport.errors import InvalidModel, ModelNotReady, ModelportError, NotFound, PredictionFailed
 from modelport.reference import Reference, parse_reference, parse_selector
 from modelport.routing import AliasTarget, ModelRouting, Plan, Snapshot, Spec, build_plans, pick
 from modelport.served import (
@@ -423,10 +423,7 @@ class ModelManager:
         signature = model.version.signature
         requested = request.outputs
         if requested is not None:
-            for out in requested:
-                if signature.output(out) is None:
-                    names = ", ".join(spec.name for spec in signature.outputs)
-                    raise InvalidInput(f"unknown output {out!r} (outputs: {names})")
+            select_outputs(dict.fromkeys(model.outputs), requested)  # unknown names fail before any work
         inputs = validate_inputs(signature, request.inputs)
         model.inflight += 1
         try:

@@ -7,12 +7,14 @@ request is judged the same way wherever it comes from.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from modelport.errors import InvalidInput
 from modelport.types import Signature, TensorSpec, datatype_of, dtype_of
+
+T = TypeVar("T")
 
 DEFAULT_INPUT = "input"
 EXAMPLE_ROWS = 3
@@ -255,7 +257,7 @@ def count_rows(inputs: Mapping[str, np.ndarray]) -> int:
     return 1
 
 
-def select_outputs(outputs: Mapping[str, np.ndarray], requested: Sequence[str] | None) -> dict[str, np.ndarray]:
+def select_outputs(outputs: Mapping[str, T], requested: Sequence[str] | None) -> dict[str, T]:
     """The requested outputs in the order asked (all when ``requested`` is None)."""
     if requested is None:
         return dict(outputs)

@@ -28,7 +28,7 @@ from modelport.protocols.errors import status_of
 from modelport.protocols.grpc_codec import decode_infer_request, encode_infer_result
 from modelport.protocols.proto import grpc_predict_v2_pb2 as pb
 from modelport.protocols.proto.grpc_predict_v2_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
-from modelport.protocols.v2 import EXTENSIONS, STICKY_HEADER, VERSION_HEADER, GetManager, model_metadata
+from modelport.protocols.v2 import EXTENSIONS, VERSION_HEADER, GetManager, model_metadata
 from modelport.settings import Settings
 
 logger = logging.getLogger("modelport")
@@ -83,7 +83,7 @@ class InferenceServicer:
         get_manager: GetManager,
         get_authenticator: GetAuthenticator | None = None,
         *,
-        sticky_header: str = STICKY_HEADER,
+        sticky_header: str,
     ) -> None:
         self._get_manager = get_manager
         self._get_authenticator = get_authenticator

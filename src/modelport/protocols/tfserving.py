@@ -7,7 +7,6 @@ Labels are modelport aliases.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +19,9 @@ from modelport.errors import InvalidInput, ModelportError, NotFound
 from modelport.manager import ModelManager, ServingModel, VersionState, VersionStatus
 from modelport.protocols.codec import dumps, loads
 from modelport.protocols.errors import JSON, Payload, domain_error_response, error_response
-from modelport.protocols.v2 import VERSION_HEADER
+from modelport.protocols.v2 import VERSION_HEADER, GetManager
 from modelport.signature import to_inputs
 from modelport.types import InferRequest, InferResult, TensorSpec
-
-GetManager = Callable[[], ModelManager]
 
 DTYPES = {
     "BOOL": "DT_BOOL",

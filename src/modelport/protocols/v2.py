@@ -25,7 +25,6 @@ from modelport.types import InferRequest, InferResult, Signature, TensorSpec, da
 
 HEADER_LENGTH = "inference-header-content-length"
 VERSION_HEADER = "modelport-model-version"
-STICKY_HEADER = "x-modelport-routing-key"
 REPOSITORY_PREFIX = "/v2/repository/"  # management endpoints: the auth guard asks for the manage scope
 EXTENSIONS = ("binary_tensor_data",)
 PLATFORMS = {"onnx": "onnxruntime_onnx", "sklearn": "sklearn", "python": "python"}
