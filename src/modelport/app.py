@@ -27,10 +27,10 @@ from modelport.endpoint import SageMakerEndpoint
 from modelport.errors import ModelNotReady, ModelportError
 from modelport.manager import ModelManager, RegistrySource
 from modelport.protocols import openapi, sagemaker, tfserving, v2
-from modelport.protocols.auth import AuthGuard, authentication
+from modelport.protocols.auth import AuthGuard, Gate, authentication
 from modelport.protocols.codec import dumps
-from modelport.protocols.errors import JSON, error_response
-from modelport.protocols.fastlane import FastLane
+from modelport.protocols.errors import JSON, error_response, too_large
+from modelport.protocols.fastlane import BodyTooLarge, ClientGone, FastLane, read_body
 from modelport.routing import specs_from
 from modelport.settings import Settings
 from modelport.watcher import watching
@@ -57,21 +57,14 @@ class BodyLimit:
                 await self.app(scope, receive, send)  # the server holds the body to its declared length
                 return
         # No declared length (chunked): read up to the limit, then hand the body on.
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # client went away
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        replay: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+        try:
+            body = await read_body(receive, self.max_bytes)
+        except ClientGone:
+            return
+        except BodyTooLarge:
+            await self._refuse(scope, receive, send)
+            return
+        replay: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def replayed() -> Message:
             return replay.pop() if replay else await receive()
@@ -79,16 +72,7 @@ class BodyLimit:
         await self.app(scope, replayed, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = f"{self.max_bytes} bytes"
-        if self.max_bytes >= 1024 * 1024:
-            limit += f" ({self.max_bytes / (1024 * 1024):g} MiB)"
-        response = error_response(
-            f"request body is larger than the limit of {limit}; "
-            "send smaller batches, or raise MODELPORT_MAX_BODY_MB on the server",
-            413,
-            {"Connection": "close"},
-        )
-        await response(scope, receive, send)
+        await too_large(self.max_bytes).response()(scope, receive, send)
 
 
 class _Holder:
@@ -107,7 +91,7 @@ class _Holder:
 
 def build_app(
     settings: Settings, *, manager: ModelManager | None = None, authenticator: Authenticator | None = None
-) -> Starlette:
+) -> ModelportApp:
     """The modelport ASGI app. Pass ``manager`` to serve one you built (it stays yours to close).
 
     The lifespan builds the authenticator (API keys from the registry, JWT per ``settings``)
@@ -167,16 +151,31 @@ def build_app(
         routes += sagemaker.routes(endpoint)
     # Plain Starlette: the protocols bring their own routes and OpenAPI document, so FastAPI's
     # per-request machinery (dependency solving, exit stacks, telemetry hooks) would only cost time.
-    return Starlette(
+    gate = Gate(settings, lambda: holder.authenticator)
+    lane = FastLane(holder.get, gate, sticky_header=settings.sticky_header, max_body_bytes=settings.max_body_bytes)
+    return ModelportApp(
+        lane,
         routes=routes,
-        middleware=[
-            Middleware(AuthGuard, settings=settings, authenticator=lambda: holder.authenticator),
-            Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
-            Middleware(FastLane, get_manager=holder.get, sticky_header=settings.sticky_header),
-        ],
+        middleware=[Middleware(AuthGuard, gate=gate), Middleware(BodyLimit, max_bytes=settings.max_body_bytes)],
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         lifespan=lifespan,
     )
+
+
+class ModelportApp(Starlette):
+    """Starlette, with inference POSTs handed to the :class:`FastLane` before anything else."""
+
+    def __init__(self, lane: FastLane, **options: Any) -> None:
+        super().__init__(**options)
+        self.lane = lane
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            target = self.lane.target(scope["path"])
+            if target is not None:
+                await self.lane.serve(target, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 @asynccontextmanager
@@ -217,6 +216,6 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return error_response(f"internal server error: {type(exc).__name__}; see the server log", 500)
 
 
-def create_app() -> Starlette:
+def create_app() -> ModelportApp:
     """``build_app(Settings.from_env())``, for ``uvicorn --factory modelport.app:create_app``."""
     return build_app(Settings.from_env())

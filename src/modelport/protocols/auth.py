@@ -40,8 +40,8 @@ from modelport.auth import (
     build_authenticator,
     check_exposure,
 )
-from modelport.errors import Forbidden, ModelNotReady, ModelportError, Unauthenticated
-from modelport.protocols.errors import domain_error_response, error_response
+from modelport.errors import Forbidden, ModelNotReady, ModelportError, NotFound, Unauthenticated
+from modelport.protocols.errors import domain_error_response
 from modelport.settings import Settings
 
 if TYPE_CHECKING:
@@ -110,56 +110,85 @@ def _listed(principal: Principal) -> str:
     return "scopes " + ", ".join(sorted(principal.scopes)) if principal.scopes else "no scopes"
 
 
-class AuthGuard:
-    """Plain ASGI middleware applying :func:`requirement` to every HTTP request."""
+class Gate:
+    """Who may call what: :func:`requirement` per path (cached) and the credentials check.
 
-    def __init__(self, app: ASGIApp, settings: Settings, authenticator: Callable[[], Authenticator | None]) -> None:
-        self.app = app
+    The auth guard middleware and the fast lane share one gate, so both apply the same policy.
+    """
+
+    CACHE_PATHS = 4096  # distinct paths remembered; the cache starts over past that
+
+    def __init__(self, settings: Settings, authenticator: Callable[[], Authenticator | None]) -> None:
         self.settings = settings
         self.authenticator = authenticator
+        self._needs: dict[str, Need] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        need = requirement(scope["path"], self.settings)
-        if need.access is Access.ABSENT:
-            response = error_response(
-                f"no such endpoint: {scope['method']} {scope['path']}; management endpoints are off "
-                "(start the server with --enable-management and a key with scope 'manage')",
-                404,
-            )
-            await response(scope, receive, send)
-            return
-        if need.access is not Access.OPEN:
-            try:
-                principal = self._principal(scope, need)
-            except ModelportError as exc:
-                client = scope.get("client") or ("-", 0)
-                log.info("refused %s %s from %s: %s", scope["method"], scope["path"], client[0], exc.message)
-                await domain_error_response(exc)(scope, receive, send)
-                return
-            if principal is not None:
-                scope.setdefault("state", {})["principal"] = principal
-        await self.app(scope, receive, send)
+    def need(self, path: str) -> Need:
+        need = self._needs.get(path)
+        if need is None:
+            if len(self._needs) >= self.CACHE_PATHS:
+                self._needs.clear()
+            need = self._needs[path] = requirement(path, self.settings)
+        return need
 
-    def _principal(self, scope: Scope, need: Need) -> Principal | None:
+    def admit(self, need: Need, authorization: str | None, api_key: str | None) -> Principal | None:
+        """The caller's principal (None while authentication is off); raises 401/403/503 errors."""
         authenticator = self.authenticator()
         if authenticator is None:
             raise ModelNotReady("the server is starting: models are still loading; retry shortly")
         if not authenticator.enabled and not need.always:
             return None
-        authorization = api_key = None
-        for key, value in scope["headers"]:
-            if key == b"authorization":
-                authorization = value.decode("latin-1")
-            elif key == b"x-api-key":
-                api_key = value.decode("latin-1")
         principal = authenticator.authenticate(authorization, api_key)
         if principal is None:
             raise Unauthenticated(f"this endpoint needs credentials: {CREDENTIALS_HELP}")
         check(principal, need)
         return principal
+
+
+def refused(scope: Scope, exc: ModelportError) -> None:
+    """Log a refused request (never its credentials)."""
+    client = scope.get("client") or ("-", 0)
+    log.info("refused %s %s from %s: %s", scope["method"], scope["path"], client[0], exc.message)
+
+
+def absent(scope: Scope) -> ModelportError:
+    return NotFound(
+        f"no such endpoint: {scope['method']} {scope['path']}; management endpoints are off "
+        "(start the server with --enable-management and a key with scope 'manage')"
+    )
+
+
+class AuthGuard:
+    """Plain ASGI middleware applying the :class:`Gate` to every HTTP request."""
+
+    def __init__(self, app: ASGIApp, gate: Gate) -> None:
+        self.app = app
+        self.gate = gate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        need = self.gate.need(scope["path"])
+        if need.access is Access.ABSENT:
+            await domain_error_response(absent(scope))(scope, receive, send)
+            return
+        if need.access is not Access.OPEN:
+            authorization = api_key = None
+            for key, value in scope["headers"]:
+                if key == b"authorization":
+                    authorization = value.decode("latin-1")
+                elif key == b"x-api-key":
+                    api_key = value.decode("latin-1")
+            try:
+                principal = self.gate.admit(need, authorization, api_key)
+            except ModelportError as exc:
+                refused(scope, exc)
+                await domain_error_response(exc)(scope, receive, send)
+                return
+            if principal is not None:
+                scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
 
 
 @asynccontextmanager

@@ -81,6 +81,18 @@ def error_payload(error: ModelportError) -> Payload:
     return Payload(status, orjson.dumps({"error": error.message}), JSON, headers)
 
 
+def too_large(max_bytes: int) -> Payload:
+    """413 for a body over the server's limit; the connection is closed (the rest is not read)."""
+    limit = f"{max_bytes} bytes"
+    if max_bytes >= 1024 * 1024:
+        limit += f" ({max_bytes / (1024 * 1024):g} MiB)"
+    message = (
+        f"request body is larger than the limit of {limit}; "
+        "send smaller batches, or raise MODELPORT_MAX_BODY_MB on the server"
+    )
+    return Payload(413, orjson.dumps({"error": message}), JSON, {"Connection": "close"})
+
+
 def error_response(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps({"error": message}), status_code=status, media_type=JSON, headers=headers)
 

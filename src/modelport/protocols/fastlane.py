@@ -1,32 +1,44 @@
 """The hot path as plain ASGI: ``POST .../infer`` (V2) and ``POST ...:predict`` (TF Serving).
 
-Inference requests skip Starlette's router, request and response objects: the path is parsed
-with string operations, the body is read straight from ``receive``, the protocol module
-decodes it, the manager runs it, and the encoded answer goes out in two ``send`` calls.
-Every other request passes through to the app. Authentication and the body-size limit are
-middlewares outside this one, so they apply here as everywhere.
+The app (:class:`modelport.app.ModelportApp`) hands inference POSTs to the lane before Starlette
+sees them: no router, no middleware stack, no request or response objects. The lane reads the
+headers once, applies the same :class:`~modelport.protocols.auth.Gate` and body-size limit as
+the middlewares do for every other request, reads the body straight from ``receive``, lets the
+protocol module decode it and the manager run it, and sends the encoded answer in two ``send``
+calls. An unexpected exception is logged and answered with a JSON 500, as elsewhere.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from modelport.errors import ModelportError
 from modelport.manager import ModelManager
 from modelport.protocols import tfserving, v2
-from modelport.protocols.errors import Payload, error_payload
+from modelport.protocols.auth import Gate, refused
+from modelport.protocols.errors import JSON, Payload, error_payload, too_large
+
+logger = logging.getLogger("modelport")
 
 V2_PREFIX = "/v2/models/"
 V2_SUFFIX = "/infer"
 TF_PREFIX = "/v1/models/"
 TF_SUFFIX = ":predict"
 _HEADER_LENGTH = v2.HEADER_LENGTH.encode("latin-1")
+_JSON = JSON.encode("latin-1")
+
+Target = tuple[str, str | None] | str  # V2 (name, selector), or the TF Serving path after /v1/models/
 
 
 class ClientGone(Exception):
     """The client disconnected before the whole body arrived."""
+
+
+class BodyTooLarge(Exception):
+    """A body without a declared length grew past the limit."""
 
 
 def v2_target(path: str) -> tuple[str, str | None] | None:
@@ -41,29 +53,34 @@ def v2_target(path: str) -> tuple[str, str | None] | None:
     return None
 
 
-async def read_body(receive: Receive) -> bytes:
-    """The whole request body (the body-size middleware outside has already bounded it)."""
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole request body; :class:`BodyTooLarge` past ``limit`` bytes, :class:`ClientGone`."""
     message = await receive()
     if message["type"] != "http.request":
         raise ClientGone
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
+        if len(body) > limit:
+            raise BodyTooLarge
         return body
     chunks = [body]
+    size = len(body)
     while True:
         message = await receive()
         if message["type"] != "http.request":
             raise ClientGone
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
 
 
 async def send_payload(send: Send, payload: Payload) -> None:
-    headers = [
-        (b"content-type", payload.media_type.encode("latin-1")),
-        (b"content-length", str(len(payload.body)).encode("latin-1")),
-    ]
+    media_type = _JSON if payload.media_type == JSON else payload.media_type.encode("latin-1")
+    headers = [(b"content-type", media_type), (b"content-length", b"%d" % len(payload.body))]
     if payload.headers:
         headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in payload.headers.items()]
     start: Message = {"type": "http.response.start", "status": payload.status, "headers": headers}
@@ -72,42 +89,64 @@ async def send_payload(send: Send, payload: Payload) -> None:
 
 
 class FastLane:
-    """Plain ASGI middleware serving inference POSTs itself; everything else goes to ``app``."""
+    """Serves inference POSTs itself; :meth:`target` says which requests are its own."""
 
-    def __init__(self, app: ASGIApp, get_manager: Callable[[], ModelManager], sticky_header: str) -> None:
-        self.app = app
+    def __init__(
+        self, get_manager: Callable[[], ModelManager], gate: Gate, *, sticky_header: str, max_body_bytes: int
+    ) -> None:
         self.get_manager = get_manager
+        self.gate = gate
         self.sticky = sticky_header.lower().encode("latin-1")
+        self.max_body = max_body_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            path: str = scope["path"]
-            v2_at = v2_target(path)
-            tf_at = path[len(TF_PREFIX) :] if v2_at is None and path.startswith(TF_PREFIX) else None
-            if v2_at is not None or (tf_at is not None and tf_at.endswith(TF_SUFFIX)):
-                try:
-                    payload = await self._answer(scope, receive, v2_at, tf_at)
-                except ClientGone:
-                    return
-                except ModelportError as exc:
-                    payload = error_payload(exc)
-                await send_payload(send, payload)
-                return
-        await self.app(scope, receive, send)
+    @staticmethod
+    def target(path: str) -> Target | None:
+        """What an inference POST to ``path`` names, or None when the path is not the lane's."""
+        at = v2_target(path)
+        if at is not None:
+            return at
+        if path.startswith(TF_PREFIX) and path.endswith(TF_SUFFIX):
+            return path[len(TF_PREFIX) :]
+        return None
 
-    async def _answer(
-        self, scope: Scope, receive: Receive, v2_at: tuple[str, str | None] | None, tf_at: str | None
-    ) -> Payload:
-        routing_key = header_length = None
+    async def serve(self, target: Target, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            payload = await self._answer(target, scope, receive)
+        except ClientGone:
+            return
+        except BodyTooLarge:
+            payload = too_large(self.max_body)
+        except ModelportError as exc:
+            payload = error_payload(exc)
+        except Exception as exc:
+            logger.error("unhandled error on POST %s", scope["path"], exc_info=exc)
+            payload = error_payload(ModelportError(f"internal server error: {type(exc).__name__}; see the server log"))
+        await send_payload(send, payload)
+
+    async def _answer(self, target: Target, scope: Scope, receive: Receive) -> Payload:
+        routing_key = header_length = authorization = api_key = None
+        length = -1
         for key, value in scope["headers"]:
-            if key == self.sticky:
+            if key == b"content-length":
+                length = int(value) if value.isdigit() else self.max_body + 1
+            elif key == self.sticky:
                 routing_key = value.decode("latin-1")
             elif key == _HEADER_LENGTH:
                 header_length = value.decode("latin-1")
+            elif key == b"authorization":
+                authorization = value.decode("latin-1")
+            elif key == b"x-api-key":
+                api_key = value.decode("latin-1")
+        if length > self.max_body:
+            return too_large(self.max_body)
+        try:
+            self.gate.admit(self.gate.need(scope["path"]), authorization, api_key)
+        except ModelportError as exc:
+            refused(scope, exc)
+            raise
         manager = self.get_manager()
-        if v2_at is not None:
-            name, selector = v2_at
-            return await v2.infer(manager, name, selector, await read_body(receive), header_length, routing_key)
-        assert tf_at is not None
-        target = tfserving.parse_path(tf_at)
-        return await tfserving.predict(manager, target, await read_body(receive), routing_key)
+        body = await read_body(receive, self.max_body)
+        if isinstance(target, tuple):
+            name, selector = target
+            return await v2.infer(manager, name, selector, body, header_length, routing_key)
+        return await tfserving.predict(manager, tfserving.parse_path(target), body, routing_key)
