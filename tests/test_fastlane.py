@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from modelport.app import build_app
+from modelport.manager import ModelManager, Route, ServingModel
 from modelport.protocols.fastlane import v2_target
+from modelport.settings import Settings
+from tests.serving import DirectorySource, client_for, fake_version
 
 
 @pytest.mark.parametrize(
@@ -23,3 +29,26 @@ from modelport.protocols.fastlane import v2_target
 )
 def test_v2_inference_paths_are_recognised_exactly(path: str, target: tuple[str, str | None] | None) -> None:
     assert v2_target(path) == target
+
+
+class BrokenManager(ModelManager):
+    """A manager with a bug: choosing a version raises something no one expected."""
+
+    def pick(self, name: str, selector: str | None, routing_key: str | None = None) -> tuple[Route, ServingModel]:
+        raise RuntimeError("a bug")
+
+
+async def test_an_unexpected_error_in_the_lane_is_logged_and_answered_as_json_500(
+    tmp_path: Path, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = BrokenManager(DirectorySource([fake_version(tmp_path)]))
+    manager.load(["iris"])
+    body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    async with client_for(build_app(settings, manager=manager)) as client:
+        response = await client.post("/v2/models/iris/infer", json=body)
+        assert response.status_code == 500
+        assert response.json() == {"error": "internal server error: RuntimeError; see the server log"}
+        assert (await client.get("/v2/health/live")).status_code == 200
+    assert "unhandled error on POST /v2/models/iris/infer" in caplog.text
+    assert "a bug" in caplog.text  # the traceback is in the log, not in the answer
+    manager.close()

@@ -107,6 +107,19 @@ async def test_infer_validates_inputs_against_the_signature(source: DirectorySou
     manager.close()
 
 
+async def test_inputs_checked_for_another_signature_are_checked_again(source: DirectorySource) -> None:
+    manager = ModelManager(source)
+    manager.load(["iris@1"])
+    route, model = manager.pick("iris", None)
+    other = replace(model.version.signature, example=None)  # equal, but not the one this version has
+    with pytest.raises(InvalidInput, match=r"expected shape \[-1, 4\], got \[2, 3\]"):
+        await manager.run(route, model, InferRequest({"input": ROWS[:, :3]}, checked=other))
+    checked = InferRequest({"input": ROWS}, checked=model.version.signature)  # a protocol checked these
+    result = await manager.run(route, model, checked)
+    assert result.outputs["label"].tolist() == expected_labels(ROWS)
+    manager.close()
+
+
 class ExplodingRuntime(FakeRuntime):
     """The fake model, failing on rows whose first feature is negative (a real runtime fault)."""
 

@@ -98,6 +98,13 @@ def test_nan_allowed_when_the_sample_had_nan() -> None:
     assert validate_inputs(sig, {"input": np.array([[np.nan, 2.0]])})["input"].shape == (1, 2)
 
 
+def test_nan_scan_is_skipped_only_for_inputs_named_finite(signature: Signature) -> None:
+    rows = np.array([[1.0, np.nan, 3.0, 4.0]], dtype=np.float32)
+    with pytest.raises(InvalidInput, match="contains NaN or infinity"):
+        validate_inputs(signature, {"input": rows}, finite=("other",))
+    assert validate_inputs(signature, {"input": rows}, finite=("input",))["input"] is rows
+
+
 def test_signature_roundtrips_through_json_dict(signature: Signature) -> None:
     assert Signature.from_dict(signature.to_dict()) == signature
 

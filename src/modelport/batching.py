@@ -130,7 +130,8 @@ class Batcher:
             self._busy = True
             try:
                 self._count(rows)
-                return select_outputs(await self._run(dict(inputs)), outputs)
+                result = await self._run(dict(inputs))
+                return result if outputs is None else select_outputs(result, outputs)
             finally:
                 self._busy = False
                 self._kick()

@@ -19,7 +19,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from itertools import accumulate
@@ -412,19 +412,28 @@ class ModelManager:
 
     # -- inference ---------------------------------------------------------------------------
 
+    def pick(self, name: str, selector: str | None, routing_key: str | None = None) -> tuple[Route, ServingModel]:
+        """The route ``name`` + ``selector`` takes and the version it picks (by weight, sticky by key)."""
+        route = self._routes.get((name, selector))
+        if route is None:
+            raise self._not_routed(name, selector)
+        return route, route.pick(routing_key)
+
     async def infer(
         self, name: str, selector: str | None, request: InferRequest, *, routing_key: str | None = None
     ) -> InferResult:
         """Run ``request`` on the version ``selector`` routes to (split by weight, sticky by ``routing_key``)."""
-        route = self._routes.get((name, selector))
-        if route is None:
-            raise self._not_routed(name, selector)
-        model = route.pick(routing_key)
+        route, model = self.pick(name, selector, routing_key)
+        return await self.run(route, model, request)
+
+    async def run(self, route: Route, model: ServingModel, request: InferRequest) -> InferResult:
+        """Run ``request`` on ``model``, picked from ``route`` by :meth:`pick` (protocols that decode
+        against the picked version's signature call the two steps themselves)."""
         signature = model.version.signature
         requested = request.outputs
         if requested is not None:
             select_outputs(dict.fromkeys(model.outputs), requested)  # unknown names fail before any work
-        inputs = validate_inputs(signature, request.inputs)
+        inputs = request.inputs if request.checked is signature else validate_inputs(signature, request.inputs)
         model.inflight += 1
         try:
             if model.batcher is not None:
@@ -444,7 +453,7 @@ class ModelManager:
             parameters={},
         )
 
-    async def _execute(self, model: ServingModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def _execute(self, model: ServingModel, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the runtime: inline when measured cheaper than a thread hand-off, else in the pool."""
         try:
             if model.runs_inline(count_rows(inputs)) and (model.lock is None or model.lock.acquire(blocking=False)):

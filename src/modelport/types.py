@@ -142,17 +142,24 @@ class ModelVersion:
         return f"{self.name}@{self.version}"
 
 
-@dataclass(frozen=True, slots=True)
+# The two per-request types are plain (not frozen) slotted dataclasses: a frozen one's __init__
+# costs three times as much, on every request.
+@dataclass(slots=True)
 class InferRequest:
-    """A protocol-neutral inference request: named input arrays (batch first)."""
+    """A protocol-neutral inference request: named input arrays (batch first).
+
+    ``checked`` is the signature the inputs already passed ``validate_inputs`` for, when the
+    protocol checked them while decoding; the manager checks them again for any other.
+    """
 
     inputs: Mapping[str, np.ndarray]
     outputs: tuple[str, ...] | None = None  # requested outputs; None means all
     id: str | None = None
     parameters: Mapping[str, Any] = field(default_factory=dict)
+    checked: Signature | None = field(default=None, repr=False, compare=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InferResult:
     """The neutral answer: which version served it and its named output arrays."""
 

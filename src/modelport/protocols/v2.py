@@ -17,10 +17,18 @@ from starlette.routing import Route
 from modelport import __version__
 from modelport.errors import InvalidInput, ModelportError
 from modelport.manager import ModelManager, ServingModel, VersionState, VersionStatus
-from modelport.protocols.codec import array_from_bytes, array_from_json, array_to_bytes, check_shape, dumps, flat, loads
+from modelport.protocols.codec import (
+    array_from_bytes,
+    array_to_bytes,
+    check_shape,
+    dumps,
+    flat,
+    loads,
+    tensor_from_json,
+)
 from modelport.protocols.errors import JSON, Payload, domain_error_response, error_response
 from modelport.reference import parse_name, parse_reference, parse_selector
-from modelport.signature import to_inputs
+from modelport.signature import to_inputs, validate_inputs
 from modelport.types import InferRequest, InferResult, Signature, TensorSpec, datatype_of
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -71,6 +79,7 @@ def decode_request(body: bytes, header_length: str | None, signature: Signature)
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidInput("the request needs 'inputs': a non-empty list of tensors {name, shape, datatype, data}")
     arrays: dict[str, np.ndarray] = {}
+    finite: list[str] = []  # inputs decoded from JSON numbers: no NaN scan needed
     offset = 0
     for position, item in enumerate(raw_inputs):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
@@ -93,20 +102,27 @@ def decode_request(body: bytes, header_length: str | None, signature: Signature)
             arrays[name] = array_from_bytes(name, item["datatype"], shape, binary[offset : offset + size])
             offset += size
         elif "data" in item:
-            arrays[name] = array_from_json(name, item["datatype"], item["data"], shape)
+            arrays[name], plain = tensor_from_json(name, item["datatype"], item["data"], shape)
+            if plain:
+                finite.append(name)
         else:
             raise InvalidInput(f"input {name!r} has no 'data'", input_name=name)
     if binary is not None and offset != len(binary):
         raise InvalidInput(f"the body has {len(binary) - offset} bytes of binary data that no input claims")
     features = signature.feature_names
     if features and signature.inputs[0].name not in arrays and not arrays.keys().isdisjoint(features):
-        arrays = to_inputs(signature, arrays)  # one tensor per feature -> the model's 2-D input
+        arrays, finite = to_inputs(signature, arrays), []  # one tensor per feature -> the model's 2-D input
+    arrays = validate_inputs(signature, arrays, finite=finite)
     request_params = doc.get("parameters")
     request_params = request_params if isinstance(request_params, dict) else {}
     requested, binary_outputs = _outputs(doc.get("outputs"), bool(request_params.get("binary_data_output", False)))
     request_id = doc.get("id")
     return InferRequest(
-        arrays, outputs=requested, id=str(request_id) if request_id is not None else None, parameters=request_params
+        arrays,
+        outputs=requested,
+        id=str(request_id) if request_id is not None else None,
+        parameters=request_params,
+        checked=signature,
     ), binary_outputs
 
 
@@ -129,10 +145,9 @@ def _outputs(raw: Any, binary_default: bool) -> tuple[tuple[str, ...] | None, Bi
 def encode_result(result: InferResult, binary: BinaryOutputs) -> Payload:
     outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
-    signature = result.signature
+    datatypes = {spec.name: spec.datatype for spec in result.signature.outputs}
     for name, arr in result.outputs.items():
-        spec = signature.output(name)
-        datatype = spec.datatype if spec is not None else datatype_of(arr.dtype)
+        datatype = datatypes.get(name) or datatype_of(arr.dtype)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
         if binary is True or (binary is not False and binary.get(name, False)):
             raw = array_to_bytes(arr, datatype)
@@ -165,10 +180,11 @@ async def infer(
     header_length: str | None,
     routing_key: str | None,
 ) -> Payload:
-    """``POST /v2/models/{name}[/versions/{selector}]/infer``: decode, the one manager call, encode."""
-    model = manager.get(name, selector)
+    """``POST /v2/models/{name}[/versions/{selector}]/infer``: pick the version, decode and check
+    against its signature, run, encode."""
+    route, model = manager.pick(name, selector, routing_key)
     infer_request, binary = decode_request(body, header_length, model.version.signature)
-    result = await manager.infer(name, selector, infer_request, routing_key=routing_key)
+    result = await manager.run(route, model, infer_request)
     return encode_result(result, binary)
 
 

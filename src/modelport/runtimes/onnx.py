@@ -57,6 +57,7 @@ class OnnxRuntime:
         self._session: Any = None
         self._dtypes: dict[str, np.dtype[Any]] = {}
         self._outputs: list[str] = []
+        self._options: Any = None
 
     def load(self, artifact: Path, signature: Signature, *, threads: int = 1) -> None:
         path = Path(artifact) / FILENAME
@@ -78,6 +79,9 @@ class OnnxRuntime:
             )
         self._dtypes = {name: _ORT_DTYPES.get(graph_inputs[name], np.dtype(object)) for name in wanted_in}
         self._outputs = wanted_out
+        import onnxruntime as ort
+
+        self._options = ort.RunOptions()  # one reused: ORT builds a default per call when given None
         self._session = sess
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -85,8 +89,8 @@ class OnnxRuntime:
         if sess is None:
             raise ModelNotReady("the ONNX model is not loaded; call load() first")
         dtypes = self._dtypes
-        feed = {name: np.asarray(arr, dtype=dtypes[name]) for name, arr in inputs.items()}
-        results = sess.run(self._outputs, feed)
+        feed = {name: arr if arr.dtype == dtypes[name] else arr.astype(dtypes[name]) for name, arr in inputs.items()}
+        results = sess.run(self._outputs, feed, self._options)
         return dict(zip(self._outputs, results, strict=True))
 
     def unload(self) -> None:
