@@ -71,3 +71,17 @@ def test_flat_outputs_are_one_dimensional_in_the_declared_datatype() -> None:
     assert out.shape == (6,)
     same = np.arange(3, dtype=np.float32)
     assert flat(same, "FP32") is same
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([True, False], "got booleans"),
+        ([1.0, "2"], "got strings"),
+        (["1", "2"], "got strings"),
+        ([1.0, [2.0]], "'data' is not a rectangular array"),
+    ],
+)
+def test_small_flat_lists_that_are_not_plain_numbers_get_the_general_checks(data: list[object], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        tensor_from_json("x", "FP32", data, (len(data),))

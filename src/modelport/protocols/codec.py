@@ -100,6 +100,10 @@ def tensor_from_json(
         raise InvalidInput(f"input {name!r}: 'data' must be an array of values, got {type(data).__name__}")
     if datatype == "BYTES":
         return _fit(name, _strings(name, data), shape), True
+    if dtype.kind == "f" and 0 < len(data) <= SMALL:
+        floats = _plain_floats(data, dtype)
+        if floats is not None:
+            return _fit(name, floats, shape), True
     try:
         raw = np.asarray(data)
     except (ValueError, TypeError):
@@ -120,7 +124,7 @@ def tensor_from_json(
         raise _bad_values(name, datatype, "booleans")
     elif raw.dtype != dtype:
         if want == "f":
-            limit = float(np.finfo(dtype).max)
+            limit = _FLOAT_MAX[dtype]
             if dtype.itemsize < 8 and not _within(data, raw, -limit, limit, finite):
                 raise InvalidInput(
                     f"input {name!r}: values out of range for {datatype} (max {limit:g})", input_name=name
@@ -135,6 +139,24 @@ def tensor_from_json(
 
 
 SMALL = 256  # values up to which Python's min/max on the list beats a NumPy reduction
+_FLOAT_MAX = {np.dtype(t): float(np.finfo(t).max) for t in (np.float16, np.float32, np.float64)}
+_NUMBERS = (int, float)
+
+
+def _plain_floats(data: list[Any], dtype: np.dtype[Any]) -> np.ndarray | None:
+    """The short path: a flat list of numbers within ``dtype``'s range, converted in one call.
+
+    None when the general path must look: other values (``min``/``max`` fail on strings, nulls
+    and nested lists among numbers), booleans at either end, or values out of range.
+    """
+    try:
+        low, high = min(data), max(data)
+    except TypeError:
+        return None
+    limit = _FLOAT_MAX[dtype]
+    if type(low) in _NUMBERS and type(high) in _NUMBERS and -limit <= low and high <= limit:
+        return np.array(data, dtype=dtype)
+    return None
 
 
 def _within(data: list[Any], raw: np.ndarray, low: float, high: float, plain: bool) -> bool:
