@@ -224,17 +224,16 @@ def validate_inputs(
     numbers), whose scan is skipped.
     """
     specs = signature.inputs
+    names = [spec.name for spec in specs]
     for name in inputs:
-        if not any(spec.name == name for spec in specs):
-            expected = ", ".join(spec.name for spec in specs)
-            raise InvalidInput(f"unknown input {name!r} (expected: {expected})", input_name=name)
+        if name not in names:
+            raise InvalidInput(f"unknown input {name!r} (expected: {', '.join(names)})", input_name=name)
     out: dict[str, np.ndarray] = {}
     rows: int | None = None
     for spec in specs:
         arr = inputs.get(spec.name)
         if arr is None:
-            expected = ", ".join(spec.name for spec in specs)
-            raise InvalidInput(f"missing input {spec.name!r} (expected: {expected})", input_name=spec.name)
+            raise InvalidInput(f"missing input {spec.name!r} (expected: {', '.join(names)})", input_name=spec.name)
         if not _shape_ok(spec.shape, arr.shape):
             raise InvalidInput(
                 f"input {spec.name!r}: expected shape {_fmt_shape(spec.shape)}, got {_fmt_shape(arr.shape)}",

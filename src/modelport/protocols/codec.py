@@ -58,11 +58,15 @@ def dtype_for(name: str, datatype: Any) -> np.dtype[Any]:
 
 
 def check_shape(name: str, shape: Any) -> tuple[int, ...]:
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise InvalidInput(
-            f"input {name!r}: 'shape' must be a list of non-negative integers, got {shape!r}", input_name=name
-        )
-    return tuple(shape)
+    if type(shape) is list:
+        for d in shape:
+            if type(d) is not int or d < 0:  # bool is not int here
+                break
+        else:
+            return tuple(shape)
+    raise InvalidInput(
+        f"input {name!r}: 'shape' must be a list of non-negative integers, got {shape!r}", input_name=name
+    )
 
 
 def _fit(name: str, arr: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:

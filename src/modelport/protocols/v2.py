@@ -114,8 +114,14 @@ def decode_request(body: bytes, header_length: str | None, signature: Signature)
         arrays, finite = to_inputs(signature, arrays), []  # one tensor per feature -> the model's 2-D input
     arrays = validate_inputs(signature, arrays, finite=finite)
     request_params = doc.get("parameters")
-    request_params = request_params if isinstance(request_params, dict) else {}
-    requested, binary_outputs = _outputs(doc.get("outputs"), bool(request_params.get("binary_data_output", False)))
+    if type(request_params) is not dict:
+        request_params = {}
+    binary_default = bool(request_params.get("binary_data_output", False))
+    requested: tuple[str, ...] | None = None
+    binary_outputs: BinaryOutputs = binary_default
+    raw_outputs = doc.get("outputs")
+    if raw_outputs is not None:
+        requested, binary_outputs = _outputs(raw_outputs, binary_default)
     request_id = doc.get("id")
     return InferRequest(
         arrays,
@@ -126,9 +132,7 @@ def decode_request(body: bytes, header_length: str | None, signature: Signature)
     ), binary_outputs
 
 
-def _outputs(raw: Any, binary_default: bool) -> tuple[tuple[str, ...] | None, BinaryOutputs]:
-    if raw is None:
-        return None, binary_default
+def _outputs(raw: Any, binary_default: bool) -> tuple[tuple[str, ...], BinaryOutputs]:
     if not isinstance(raw, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in raw):
         raise InvalidInput("'outputs' must be a list of objects {name, parameters}")
     binary: dict[str, bool] = {}
@@ -156,12 +160,12 @@ def encode_result(result: InferResult, binary: BinaryOutputs) -> Payload:
         else:
             entry["data"] = flat(arr, datatype)
         outputs.append(entry)
-    doc: dict[str, Any] = {"model_name": result.model_name, "model_version": str(result.model_version)}
+    version = str(result.model_version)
+    doc: dict[str, Any] = {"model_name": result.model_name, "model_version": version}
     if result.id is not None:
         doc["id"] = result.id
     doc["outputs"] = outputs
     header = dumps(doc)
-    version = str(result.model_version)
     if not chunks:
         return Payload(200, header, JSON, {VERSION_HEADER: version})
     return Payload(
