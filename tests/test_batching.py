@@ -125,6 +125,25 @@ async def test_idle_request_runs_at_once_without_waiting() -> None:
     assert batcher.batches == 1
 
 
+async def test_requests_arriving_in_one_pass_of_the_loop_run_as_one_batch_without_waiting() -> None:
+    clock = FakeClock()
+    calls: list[int] = []
+
+    async def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        calls.append(inputs["x"].shape[0])
+        return model(inputs)
+
+    batcher = Batcher(run, BatchSettings(max_batch_size=100, max_wait=60.0), clock=clock)
+    selections = (None, ("total",), ("double",))
+    futures = [asyncio.ensure_future(batcher.submit(request(10 * i, i + 1), sel)) for i, sel in enumerate(selections)]
+    results = await asyncio.gather(*futures)  # the runtime was free: no max_wait, one call for all
+    assert calls == [6]
+    assert clock.sleepers == []
+    for i, (result, sel) in enumerate(zip(results, selections, strict=True)):
+        assert_same(result, expected(request(10 * i, i + 1), sel))
+    assert batcher.idle
+
+
 async def test_requests_arriving_while_busy_are_merged_after_max_wait() -> None:
     clock, gate = FakeClock(), Gate()
     batcher = Batcher(gate.run, BatchSettings(max_batch_size=100, max_wait=0.005), clock=clock)
