@@ -60,6 +60,7 @@ def test_register_show_and_list_a_skops_model(run, files: dict[str, Path]) -> No
     result = run(
         "register", str(files["skops"]), "--name", "iris", "--sample", str(files["csv"]),
         "--alias", "production", "--tag", "team=botany", "--metric", "accuracy=0.97", "--param", "C=1",
+        "--max-batch-size", "8",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "registered iris@1 (aliases: production), served by the onnx runtime" in result.output
@@ -69,12 +70,16 @@ def test_register_show_and_list_a_skops_model(run, files: dict[str, Path]) -> No
     assert "production→1" in listing.output
     shown = run("show", "iris@production")
     assert shown.exit_code == 0, shown.output
-    for text in ["iris@1", "onnx", "sepal_length", "probabilities", "team=botany", "accuracy=0.97", "scikit-learn"]:
+    for text in [
+        "iris@1", "onnx", "sepal_length", "probabilities", "team=botany", "accuracy=0.97", "scikit-learn",
+        "max_batch_size=8",
+    ]:  # fmt: skip
         assert text in shown.output
     data = orjson.loads(run("show", "iris", "--json").output)
     assert data["version"] == 1
     assert data["metrics"] == {"accuracy": 0.97}
     assert data["params"] == {"C": 1}
+    assert data["batching"] == {"max_batch_size": 8}
     assert data["signature"]["inputs"][0]["feature_names"][0] == "sepal_length"
 
 

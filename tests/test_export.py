@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,20 @@ from typer.testing import CliRunner
 from modelport.api import register
 from modelport.cli import app
 from modelport.errors import InvalidModel, NotFound, UntrustedArtifact
-from modelport.export import ARCHIVE, RECORD, ExportSource, export_version, read_export, read_model_dir
+from modelport.export import (
+    ARCHIVE,
+    RECORD,
+    ExportSource,
+    export_version,
+    read_export,
+    read_model_dir,
+    record_of,
+    version_from_record,
+)
 from modelport.reference import Reference
 from modelport.registry import Registry
 from modelport.settings import Settings
-from modelport.types import ModelVersion
+from modelport.types import Batching, ModelVersion
 from tests.models import ShiftedLogistic
 from tests.serving import register_iris
 
@@ -90,6 +100,14 @@ def test_extracted_archive_reads_back_as_the_same_version(settings: Settings, ir
         source.close()
     frame = pd.DataFrame(ROWS, columns=iris[0].columns)
     assert list(got["label"]) == list(model.predict(frame))
+
+
+def test_the_record_carries_the_version_s_batching_settings(settings: Settings, iris: Any) -> None:
+    version, _ = register_iris(settings, iris)
+    tuned = replace(version, batching=Batching(enabled=True, max_batch_size=8))
+    again, files = version_from_record(orjson.loads(orjson.dumps(record_of(tuned, ["model.onnx"]))), Path("x"))
+    assert again.batching == Batching(enabled=True, max_batch_size=8)
+    assert files == ["model.onnx"]
 
 
 def test_changed_artifact_file_is_refused_with_its_reason(settings: Settings, iris: Any, tmp_path: Path) -> None:

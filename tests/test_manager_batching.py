@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -16,7 +17,7 @@ from modelport.errors import PredictionFailed
 from modelport.manager import ModelManager
 from modelport.runtimes.base import Runtime
 from modelport.runtimes.fake import FakeRuntime
-from modelport.types import InferRequest, ModelVersion
+from modelport.types import Batching, InferRequest, ModelVersion
 from tests.serving import BIAS, CLASSES, WEIGHTS, DirectorySource, fake_version
 
 
@@ -95,3 +96,41 @@ async def test_without_batching_every_request_is_its_own_call(tmp_path: Path) ->
     await asyncio.gather(*(manager.infer("iris", None, InferRequest({"input": x})) for x in requests(8)))
     assert len(CostlyRuntime.calls) == 8
     manager.close()
+
+
+@pytest.mark.parametrize(
+    ("server", "own", "expected"),
+    [
+        (BatchSettings(max_batch_size=16), Batching(), (16, 0.0)),
+        (BatchSettings(max_batch_size=16), Batching(max_batch_size=4, max_wait_ms=2.0), (4, 0.002)),
+        (BatchSettings(max_batch_size=16), Batching(enabled=False), None),
+        (BatchSettings(max_batch_size=16, enabled=False), Batching(enabled=True), (16, 0.0)),
+        (BatchSettings(enabled=False), Batching(max_batch_size=4), None),
+        (None, Batching(enabled=True, max_batch_size=4), (4, 0.0)),
+        (None, Batching(), None),
+    ],
+)
+def test_a_version_s_own_batching_settings_win_over_the_server_s(
+    tmp_path: Path, server: BatchSettings | None, own: Batching, expected: tuple[int, float] | None
+) -> None:
+    base = fake_version(tmp_path, "iris", 1)
+    source = DirectorySource([(replace(base[0], batching=own), base[1])])
+    manager = ModelManager(source, batching=server)
+    manager.load(["iris"])
+    batcher = manager.get("iris").batcher
+    if expected is None:
+        assert batcher is None
+    else:
+        assert batcher is not None
+        assert (batcher.settings.max_batch_size, batcher.settings.max_wait) == expected
+    manager.close()
+
+
+def test_batching_settings_refuse_nonsense() -> None:
+    with pytest.raises(ValueError, match="max_batch_size must be an integer >= 1"):
+        Batching(max_batch_size=0)
+    with pytest.raises(ValueError, match="max_wait_ms must be a number"):
+        Batching(max_wait_ms=-1)
+    with pytest.raises(ValueError, match="unknown batching setting 'max_rows'"):
+        Batching.from_dict({"max_rows": 3})
+    assert Batching.from_dict(Batching(enabled=False, max_wait_ms=1).to_dict()) == Batching(False, None, 1)

@@ -24,7 +24,7 @@ from modelport.schema import SCHEMA_REVISION, VERSION_TABLE, metadata
 from modelport.settings import Settings
 from modelport.signature import example_of, input_specs, output_specs, sample_arrays
 from modelport.stores.local import LocalStore, content_key
-from modelport.types import ModelVersion, Signature
+from modelport.types import Batching, ModelVersion, Signature
 
 
 @pytest.fixture
@@ -274,8 +274,10 @@ def test_metadata_roundtrips(registry: Registry, artifacts: Artifacts, signature
         description="Iris classifier",
         notes=["converted to ONNX; max |Δp| 3e-8 on the sample"],
         trusted_code=True,
+        batching=Batching(max_batch_size=8, max_wait_ms=2.5),
     )
     loaded = registry.get("iris@1")
+    assert loaded.batching == Batching(max_batch_size=8, max_wait_ms=2.5)
     assert loaded.signature.inputs == with_nan.inputs
     assert loaded.signature.outputs == with_nan.outputs
     assert loaded.signature.inputs[0].allow_nan
@@ -307,6 +309,7 @@ def test_metadata_roundtrips(registry: Registry, artifacts: Artifacts, signature
         ("params", {"layers": [1, 2]}, "params map names to numbers or strings"),
         ("runtime", "", "runtime must be a short non-empty string"),
         ("notes", "one note", "notes must be a sequence of strings"),
+        ("batching", {"max_batch_size": 8}, "batching must be a modelport.types.Batching"),
     ],
 )
 def test_invalid_metadata_is_refused_before_anything_is_stored(

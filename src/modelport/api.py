@@ -17,7 +17,7 @@ from modelport.registry import Registry
 from modelport.runtimes.base import Runtime
 from modelport.settings import Settings
 from modelport.signature import select_outputs, to_inputs, validate_inputs
-from modelport.types import ModelVersion, Signature
+from modelport.types import Batching, ModelVersion, Signature
 
 
 def register(
@@ -32,6 +32,7 @@ def register(
     description: str = "",
     trust_pickle: bool = False,
     runtime: str | None = None,
+    batching: Batching | None = None,
     settings: Settings | None = None,
 ) -> ModelVersion:
     """Register ``model`` as the next version of ``name`` and return that version.
@@ -42,6 +43,8 @@ def register(
     columns become named features, or a list of row dicts); pickles and custom Python code
     need ``trust_pickle=True``. ``runtime="sklearn"`` serves a scikit-learn model natively
     instead of converting it; ``runtime="onnx"`` makes a failed conversion an error.
+    ``batching`` (a :class:`~modelport.types.Batching`) sets this version's own adaptive-batching
+    settings; a server uses them instead of its own defaults.
     """
     parse_name(name)
     aliases = [alias] if isinstance(alias, str) else list(alias)
@@ -68,6 +71,7 @@ def register(
                 notes=packaged.notes,
                 trusted_code=packaged.trusted_code,
                 aliases=aliases,
+                batching=batching,
             )
         finally:
             registry.close()

@@ -33,6 +33,7 @@ import numpy as np
 from modelport.errors import Overloaded
 from modelport.settings import Settings
 from modelport.signature import count_rows, select_outputs
+from modelport.types import Batching
 
 Arrays = Mapping[str, np.ndarray]
 Run = Callable[[dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
@@ -82,22 +83,36 @@ class MonotonicClock:
 
 @dataclass(frozen=True, slots=True)
 class BatchSettings:
-    """Per model version. ``max_wait`` in seconds; rows, not requests, count toward the limits."""
+    """Per model version. ``max_wait`` in seconds; rows, not requests, count toward the limits.
 
-    max_batch_size: int = 32
+    ``enabled`` False keeps the sizes as defaults for versions that turn batching on themselves.
+    """
+
+    max_batch_size: int = 64
     max_wait: float = 0.0
     max_queue_rows: int = 4096
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.max_wait < 0 or self.max_queue_rows < 1:
             raise ValueError("max_batch_size and max_queue_rows must be >= 1 and max_wait >= 0")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> BatchSettings | None:
-        """The server's batching settings, or None when batching is off."""
-        if not settings.batching:
+    def from_settings(cls, settings: Settings) -> BatchSettings:
+        """The server's batching settings (the defaults for every version it serves)."""
+        return cls(
+            settings.max_batch_size, settings.max_batch_wait_ms / 1000.0, settings.max_queue_rows, settings.batching
+        )
+
+    def for_version(self, own: Batching) -> BatchSettings | None:
+        """What one version runs with: its own settings where it has them, else these; None: off."""
+        if not (self.enabled if own.enabled is None else own.enabled):
             return None
-        return cls(settings.max_batch_size, settings.max_batch_wait_ms / 1000.0, settings.max_queue_rows)
+        return BatchSettings(
+            own.max_batch_size or self.max_batch_size,
+            self.max_wait if own.max_wait_ms is None else own.max_wait_ms / 1000.0,
+            self.max_queue_rows,
+        )
 
 
 @dataclass(eq=False)

@@ -24,7 +24,7 @@ from modelport import __version__
 from modelport.errors import InvalidReference, InvalidScope, InvalidSetting, ModelportError
 from modelport.reference import parse_reference
 from modelport.settings import DEFAULT_HOST, DEFAULT_PORT, Settings
-from modelport.types import ModelVersion
+from modelport.types import Batching, ModelVersion
 
 app = typer.Typer(
     name="modelport",
@@ -156,8 +156,23 @@ def register(
         str | None,
         typer.Option(help="scikit-learn models: onnx (must convert) or sklearn (native); default: ONNX if verified."),
     ] = None,
+    batching: Annotated[
+        bool | None,
+        typer.Option("--batching/--no-batching", help="This version's batching, over the server's (default: on)."),
+    ] = None,
+    max_batch_size: Annotated[
+        int | None, typer.Option(min=1, help="This version's most rows per merged batch (server default: 64).")
+    ] = None,
+    max_batch_wait_ms: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=59_999.0, help="This version's extra wait for a batch to fill (server default: 0)."),
+    ] = None,
 ) -> None:
-    """Register a model file or directory as the next version of NAME."""
+    """Register a model file or directory as the next version of NAME.
+
+    Batching options are stored with the version: a server uses them instead of its own
+    defaults for this version.
+    """
     from modelport.api import register as register_model
 
     if not path.exists():
@@ -173,6 +188,7 @@ def register(
         description=description,
         trust_pickle=trust_pickle,
         runtime=runtime,
+        batching=Batching(batching, max_batch_size, max_batch_wait_ms),
     )
     _print_registered(version)
 
@@ -232,6 +248,8 @@ def show(
     facts.add_row("created", _when(version.created_at))
     facts.add_row("artifact", version.artifact)
     facts.add_row("trusted code", "yes (pickle or custom code)" if version.trusted_code else "no")
+    own = version.batching.to_dict()
+    facts.add_row("batching", ", ".join(f"{k}={v}" for k, v in own.items()) if own else "the server's settings")
     for title, values in (("tags", version.tags), ("metrics", version.metrics), ("params", version.params)):
         if values:
             facts.add_row(title, ", ".join(f"{k}={v}" for k, v in values.items()))
@@ -295,6 +313,7 @@ def _version_dict(version: ModelVersion) -> dict[str, Any]:
         "environment": dict(version.environment),
         "notes": list(version.notes),
         "trusted_code": version.trusted_code,
+        "batching": version.batching.to_dict(),
         "signature": version.signature.to_dict(),
     }
 
@@ -425,11 +444,17 @@ def serve(
         str | None, typer.Option("--policy", help="Serve every model by version policy: latest[:N], all, specific:1,3.")
     ] = None,
     batching: Annotated[
-        bool | None, typer.Option("--batching/--no-batching", help="Merge concurrent requests (default: on).")
+        bool | None,
+        typer.Option(
+            "--batching/--no-batching", help="Merge concurrent requests (default: on; a version's own setting wins)."
+        ),
     ] = None,
-    max_batch_size: Annotated[int | None, typer.Option(min=1, help="Most rows in one merged batch (64).")] = None,
+    max_batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Most rows in one merged batch (64; a version's own setting wins).")
+    ] = None,
     max_batch_wait_ms: Annotated[
-        float | None, typer.Option(min=0.0, help="Extra wait for a batch to fill, under load (0).")
+        float | None,
+        typer.Option(min=0.0, help="Extra wait for a batch to fill, under load (0; a version's own setting wins)."),
     ] = None,
 ) -> None:
     """Serve models over the Open Inference Protocol (V2) and TF Serving REST APIs.

@@ -3,7 +3,7 @@
 ``modelport export iris@3 DIR`` writes::
 
     DIR/modelport.json    the version record: name, version, runtime, framework, signature,
-                          environment, notes, trusted_code, the artifact key and its file list
+                          environment, notes, trusted_code, batching, the artifact key and its file list
     DIR/<artifact files>  exactly as the registry stores them (model.onnx, sklearn.json, ...)
     DIR/model.tar.gz      all of the above at the archive root: what SageMaker wants in S3
 
@@ -32,7 +32,7 @@ from modelport.loading import open_version
 from modelport.reference import Reference, parse_name
 from modelport.runtimes.base import Runtime
 from modelport.stores.local import artifact_files, file_digest, manifest_key
-from modelport.types import ModelVersion, Signature
+from modelport.types import Batching, ModelVersion, Signature
 
 log = logging.getLogger("modelport")
 
@@ -60,6 +60,7 @@ def record_of(version: ModelVersion, files: list[str]) -> dict[str, Any]:
         "environment": dict(version.environment),
         "notes": list(version.notes),
         "trusted_code": version.trusted_code,
+        "batching": version.batching.to_dict(),
         "description": version.description,
         "tags": dict(version.tags),
         "metrics": dict(version.metrics),
@@ -131,6 +132,7 @@ def version_from_record(data: Mapping[str, Any], where: Path) -> tuple[ModelVers
             description=str(data.get("description", "")),
             notes=tuple(str(n) for n in data.get("notes", ())),
             trusted_code=data.get("trusted_code") is True,
+            batching=Batching.from_dict(data.get("batching", {})),
         )
         files = [str(f) for f in data["files"]]
     except (KeyError, TypeError, ValueError, ModelportError) as exc:

@@ -89,7 +89,8 @@ class ModelManager:
     ``threads`` sizes the pool that runs predictions off the event loop. Predictions whose
     measured cost (per row, times the request's rows) is under ``INLINE_SECONDS`` run inline.
     ``batching`` (None: off) puts an adaptive :class:`~modelport.batching.Batcher` in front of
-    every loaded version.
+    every loaded version whose runtime takes batches; a version's own settings
+    (:class:`~modelport.types.Batching`, stored at registration) win over it.
     """
 
     def __init__(self, source: ModelSource, *, threads: int = 1, batching: BatchSettings | None = None) -> None:
@@ -236,8 +237,9 @@ class ModelManager:
         model = ServingModel(version, runtime)
         if not runtime.capabilities.thread_safe:
             model.lock = threading.Lock()
-        if self.batching is not None and runtime.capabilities.batch_rows:
-            model.batcher = Batcher(lambda inputs: self._execute(model, inputs), self.batching)
+        batching = (self.batching or BatchSettings(enabled=False)).for_version(version.batching)
+        if batching is not None and runtime.capabilities.batch_rows:
+            model.batcher = Batcher(lambda inputs: self._execute(model, inputs), batching)
         try:
             self._warm(model)
         except BaseException:

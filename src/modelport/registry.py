@@ -43,7 +43,7 @@ from modelport.schema import connect, lock_artifact, models, reading, safe_url, 
 from modelport.settings import Settings
 from modelport.stores.base import ArtifactStore
 from modelport.stores.local import LocalStore
-from modelport.types import ModelVersion, Signature
+from modelport.types import Batching, ModelVersion, Signature
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,7 @@ class Registry:
         notes: Sequence[str] = (),
         trusted_code: bool = False,
         aliases: Sequence[str] = (),
+        batching: Batching | None = None,
     ) -> ModelVersion:
         """Store ``artifact_dir`` and record it as the next version of ``name``."""
         parse_name(name)
@@ -144,6 +145,7 @@ class Registry:
             "notes": _notes(notes),
             "description": _text("description", description),
             "trusted_code": bool(trusted_code),
+            "batching": _batching(batching),
         }
         key = self.store.put(Path(artifact_dir))
         now = datetime.now(UTC)
@@ -584,6 +586,7 @@ def _model_version(name: str, row: Row[Any], alias_names: Sequence[str]) -> Mode
         description=row.description,
         notes=tuple(row.notes),
         trusted_code=row.trusted_code,
+        batching=Batching.from_dict(row.batching),
     )
 
 
@@ -618,6 +621,12 @@ def _values(field: str, mapping: Mapping[str, float | str] | None) -> dict[str, 
                 f"{field} map names to numbers or strings; {key!r} maps to {type(value).__name__} {value!r}"
             )
     return result
+
+
+def _batching(batching: Batching | None) -> dict[str, Any]:
+    if batching is not None and not isinstance(batching, Batching):
+        raise InvalidModel(f"batching must be a modelport.types.Batching, got {type(batching).__name__}")
+    return batching.to_dict() if batching is not None else {}
 
 
 def _notes(notes: Sequence[str]) -> list[str]:

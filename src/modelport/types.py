@@ -118,6 +118,37 @@ class Signature:
 
 
 @dataclass(frozen=True, slots=True)
+class Batching:
+    """A version's own adaptive-batching settings; a field left None takes the server's."""
+
+    enabled: bool | None = None
+    max_batch_size: int | None = None  # rows per runtime call
+    max_wait_ms: float | None = None  # how long a batch formed under load may wait to fill
+
+    def __post_init__(self) -> None:
+        if self.enabled is not None and not isinstance(self.enabled, bool):
+            raise ValueError(f"batching 'enabled' must be true or false, got {self.enabled!r}")
+        size = self.max_batch_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ValueError(f"max_batch_size must be an integer >= 1, got {size!r}")
+        wait = self.max_wait_ms
+        if wait is not None and (isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait < 60_000):
+            raise ValueError(f"max_wait_ms must be a number of milliseconds in [0, 60000), got {wait!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings that are set (an empty dict: the server's settings throughout)."""
+        pairs = (("enabled", self.enabled), ("max_batch_size", self.max_batch_size), ("max_wait_ms", self.max_wait_ms))
+        return {key: value for key, value in pairs if value is not None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Batching:
+        unknown = sorted(set(data) - {"enabled", "max_batch_size", "max_wait_ms"})
+        if unknown:
+            raise ValueError(f"unknown batching setting {unknown[0]!r} (known: enabled, max_batch_size, max_wait_ms)")
+        return cls(data.get("enabled"), data.get("max_batch_size"), data.get("max_wait_ms"))
+
+
+@dataclass(frozen=True, slots=True)
 class ModelVersion:
     """One immutable registered version, as the registry reports it."""
 
@@ -136,6 +167,7 @@ class ModelVersion:
     description: str = ""
     notes: tuple[str, ...] = ()  # e.g. "converted to ONNX; max |Δp| 3e-8 on the sample"
     trusted_code: bool = False  # artifact runs arbitrary code (pickle, custom Python)
+    batching: Batching = field(default_factory=Batching)  # its own batching settings, if any
 
     @property
     def ref(self) -> str:
