@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
@@ -51,4 +52,17 @@ async def test_an_unexpected_error_in_the_lane_is_logged_and_answered_as_json_50
         assert (await client.get("/v2/health/live")).status_code == 200
     assert "unhandled error on POST /v2/models/iris/infer" in caplog.text
     assert "a bug" in caplog.text  # the traceback is in the log, not in the answer
+    manager.close()
+
+
+async def test_startup_objects_are_kept_out_of_the_cyclic_gc_while_the_app_runs(
+    tmp_path: Path, settings: Settings
+) -> None:
+    manager = ModelManager(DirectorySource([fake_version(tmp_path)]))
+    manager.load(["iris"])
+    assert gc.get_freeze_count() == 0
+    async with client_for(build_app(settings, manager=manager)) as client:
+        assert gc.get_freeze_count() > 0  # full collections skip them: no long pauses under load
+        assert (await client.get("/v2/health/live")).status_code == 200
+    assert gc.get_freeze_count() == 0  # handed back at shutdown (tests build many apps)
     manager.close()

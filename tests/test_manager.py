@@ -231,6 +231,20 @@ class RecordingSource(DirectorySource):
         return runtime
 
 
+def test_the_cost_model_tells_the_fixed_cost_of_a_call_from_the_cost_of_its_rows(tmp_path: Path) -> None:
+    manager = ModelManager(RecordingSource([fake_version(tmp_path)]))
+    manager.load(["iris"])
+    model = manager.get("iris")
+    model.forget_costs()
+    model.observe(0.000300, 1)  # a runtime with 300 us of overhead per call ...
+    model.observe(0.000364, 65)  # ... and 1 us per row
+    assert model.estimate(1) == pytest.approx(0.000300)
+    assert model.estimate(65) == pytest.approx(0.000364)
+    assert model.runs_inline(64)  # one batch of 64 costs little more than one row
+    assert not model.runs_inline(300)
+    manager.close()
+
+
 async def test_cheap_predictions_run_inline_and_slow_ones_in_the_pool(tmp_path: Path) -> None:
     manager = ModelManager(RecordingSource([fake_version(tmp_path)]), threads=2)
     manager.load(["iris"])
@@ -241,6 +255,6 @@ async def test_cheap_predictions_run_inline_and_slow_ones_in_the_pool(tmp_path: 
     assert ThreadRecordingRuntime.threads == [threading.current_thread().name]
     for _ in range(20):  # slow predictions raise the running cost until they leave the event loop
         await manager.infer("iris", None, InferRequest({"input": ROWS + 1000}))
-    assert not model.runs_inline(1)
+    assert not model.runs_inline(len(ROWS))
     assert ThreadRecordingRuntime.threads[-1].startswith("modelport-predict")
     manager.close()

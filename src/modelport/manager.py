@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -87,7 +86,7 @@ class ModelManager:
     """Loads versions from a source, resolves name + selector to a loaded version, runs inference.
 
     ``threads`` sizes the pool that runs predictions off the event loop. Predictions whose
-    measured cost (per row, times the request's rows) is under ``INLINE_SECONDS`` run inline.
+    measured cost (:meth:`ServingModel.estimate`) is under ``INLINE_SECONDS`` run inline.
     ``batching`` (None: off) puts an adaptive :class:`~modelport.batching.Batcher` in front of
     every loaded version whose runtime takes batches; a version's own settings
     (:class:`~modelport.types.Batching`, stored at registration) win over it.
@@ -271,8 +270,10 @@ class ModelManager:
         try:
             inputs = validate_inputs(signature, to_inputs(signature, signature.example))
             outputs = model.predict(inputs)
-            model.seconds_per_row = math.inf  # the first call pays for lazy set-up: time a second one
-            model.predict(inputs)
+            model.forget_costs()  # the first call pays for lazy set-up: time one row, then all
+            model.predict({name: arr[:1] if arr.ndim else arr for name, arr in inputs.items()})
+            if count_rows(inputs) > 1:
+                model.predict(inputs)
         except Exception as exc:
             raise InvalidModel(
                 f"model {model.version.ref} failed its warm-up prediction on the registered example: "

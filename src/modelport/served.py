@@ -102,7 +102,11 @@ class ServingModel:
     state: State = State.LOADING
     lock: threading.Lock | None = field(default=None, repr=False)  # set when the runtime is not thread-safe
     outputs: tuple[str, ...] = field(init=False, repr=False)  # the signature's outputs, in order
-    seconds_per_row: float = field(default=math.inf, repr=False)  # running average of predict cost
+    # The cost model behind runs_inline: running averages of a one-row call (the runtime's fixed
+    # overhead plus one row) and of each further row. A batch of 64 Iris rows costs about what
+    # 2 single rows do, so a per-row average alone would send batches to the pool needlessly.
+    seconds_per_call: float = field(default=math.inf, repr=False)
+    seconds_per_row: float = field(default=math.inf, repr=False)
     inflight: int = field(default=0, repr=False)  # requests (and shadow jobs) using it now
     batcher: Batcher | None = field(default=None, repr=False)  # merges concurrent requests when batching is on
 
@@ -129,13 +133,33 @@ class ServingModel:
             return self.timed_predict(inputs)
 
     def timed_predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Predict (caller holds the lock if any) and update the running cost per row."""
+        """Predict (caller holds the lock if any) and update the cost model."""
         start = time.perf_counter()
         outputs = self.runtime.predict(inputs)
-        cost = (time.perf_counter() - start) / max(1, count_rows(inputs))
-        self.seconds_per_row = cost if self.seconds_per_row == math.inf else 0.8 * self.seconds_per_row + 0.2 * cost
+        self.observe(time.perf_counter() - start, count_rows(inputs))
         return outputs
+
+    def observe(self, seconds: float, rows: int) -> None:
+        """Account one call of ``rows`` rows that took ``seconds``."""
+        if rows <= 1 or self.seconds_per_call == math.inf:
+            self.seconds_per_call = _average(self.seconds_per_call, seconds / max(1, rows))
+        if rows > 1:
+            extra = max(0.0, seconds - self.seconds_per_call) / (rows - 1)
+            self.seconds_per_row = _average(self.seconds_per_row, extra)
+
+    def forget_costs(self) -> None:
+        """Start the cost model over (after a first call that paid for lazy set-up)."""
+        self.seconds_per_call = self.seconds_per_row = math.inf
+
+    def estimate(self, rows: int) -> float:
+        """Expected seconds for a call of ``rows`` rows (inf before anything was measured)."""
+        per_row = self.seconds_per_call if self.seconds_per_row == math.inf else self.seconds_per_row
+        return self.seconds_per_call + per_row * max(0, rows - 1)
 
     def runs_inline(self, rows: int) -> bool:
         """Whether a prediction of ``rows`` rows is cheap enough to run on the event loop."""
-        return self.seconds_per_row * rows < INLINE_SECONDS
+        return self.estimate(rows) < INLINE_SECONDS
+
+
+def _average(old: float, new: float) -> float:
+    return new if old == math.inf else 0.8 * old + 0.2 * new
