@@ -53,10 +53,11 @@ class Settings:
     poll_seconds: how often a server checks the registry for alias moves and key changes.
     sticky_header: the request header whose value pins a caller to one version of a split alias
         (same value, same version); without it, traffic splits at random by weight.
-    batching: adaptive batching of concurrent requests per model version: ``on`` or ``off``.
-        Idle requests never wait; under load, requests that queue while the model computes are
-        merged into the next call, in batches of at most ``max_batch_size`` rows;
-        ``max_batch_wait_ms`` (default 0) holds a batch that is not full up to that long for more
+    batching: adaptive batching of concurrent requests per model version: ``on`` or ``off``
+        (the default for versions registered without their own setting). No timer: requests
+        that arrive in the same pass of the event loop, or while the model computes, are merged
+        into one call, in batches of at most ``max_batch_size`` rows; ``max_batch_wait_ms``
+        (default 0) holds a batch formed under load that is not full up to that long for more
         rows; past ``max_queue_rows`` queued rows a request is refused with 503 + Retry-After.
     grpc_port: port of the V2 gRPC endpoint; None means no gRPC.
     insecure_open: allow a non-loopback bind without authentication (prints a loud warning).
