@@ -158,10 +158,9 @@ class InferenceServicer:
         try:
             self._authorize(context, Need(Access.INFER, name))
             manager = self._get_manager()
-            model = manager.get(name, selector)
+            route, model = manager.pick(name, selector, _metadata(context).get(self._sticky_header))
             infer_request = decode_infer_request(request, model.version.signature)
-            key = _metadata(context).get(self._sticky_header)
-            result = await manager.infer(name, selector, infer_request, routing_key=key)
+            result = await manager.run(route, model, infer_request)
             response = encode_infer_result(result, raw=bool(request.raw_input_contents))
         except ModelportError as exc:
             await _abort(context, exc)

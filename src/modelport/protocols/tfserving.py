@@ -179,9 +179,10 @@ def encode_predict(result: InferResult, row_format: bool) -> Payload:
 
 
 async def predict(manager: ModelManager, target: Target, body: bytes, routing_key: str | None) -> Payload:
-    """``POST /v1/models/...:predict``: decode, the one manager call, encode."""
-    infer_request, row_format = decode_predict(body, manager.get(target.name, target.selector))
-    result = await manager.infer(target.name, target.selector, infer_request, routing_key=routing_key)
+    """``POST /v1/models/...:predict``: pick the version, decode against it, run, encode."""
+    route, model = manager.pick(target.name, target.selector, routing_key)
+    infer_request, row_format = decode_predict(body, model)
+    result = await manager.run(route, model, infer_request)
     return encode_predict(result, row_format)
 
 
