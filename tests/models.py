@@ -6,8 +6,11 @@ import json
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
 
 
 class ShiftedLogistic(LogisticRegression):
@@ -41,3 +44,43 @@ def write_custom_model(directory: Path, frame: pd.DataFrame) -> Path:
     params = {"mean": frame.mean().tolist(), "scale": frame.std().tolist()}
     (directory / "params.json").write_text(json.dumps(params))
     return directory
+
+
+def code_running_pipeline(canary: Path) -> Pipeline:
+    """A fitted Pipeline whose FunctionTransformers chain NumPy and builtins into ``eval`` of
+    attacker code: predicting with it (or with its skops file) writes ``canary``."""
+    from sklearn.datasets import load_iris
+
+    x, y = load_iris(return_X_y=True)
+    code = (
+        f"__import__('pathlib').Path({str(canary)!r}).write_text('ran') and None or __import__('numpy').zeros((1, 4))"
+    )
+    steps = [
+        ("fill", FunctionTransformer(np.full_like, kw_args={"fill_value": code, "dtype": object})),
+        ("flat", FunctionTransformer(np.ravel)),
+        ("first", FunctionTransformer(min)),
+        ("run", FunctionTransformer(eval)),
+        ("clf", LogisticRegression(max_iter=300).fit(x, y)),
+    ]
+    return Pipeline(steps)
+
+
+def forge_code_running_export(directory: Path, canary: Path, *, claims_trusted: bool = True) -> None:
+    """Turn an export of a native scikit-learn version into what an attacker would upload: the
+    skops file replaced by :func:`code_running_pipeline`, the manifest and the record made to
+    match it (a valid artifact key), and ``trusted_code`` as the forger chooses."""
+    import orjson
+    import skops.io as sio
+
+    from modelport.export import RECORD
+    from modelport.stores.local import content_key
+
+    record = orjson.loads((directory / RECORD).read_bytes())
+    (directory / RECORD).unlink()
+    (directory / "model.tar.gz").unlink()
+    (directory / "model.skops").write_bytes(sio.dumps(code_running_pipeline(canary)))
+    manifest = json.loads((directory / "sklearn.json").read_text())
+    manifest["trusted_types"] = sio.get_untrusted_types(file=directory / "model.skops")
+    (directory / "sklearn.json").write_text(json.dumps(manifest))
+    record.update(artifact=content_key(directory), trusted_code=claims_trusted)
+    (directory / RECORD).write_bytes(orjson.dumps(record))

@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 import skops.io as sio
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
 from typer.testing import CliRunner
 
 from modelport.api import register
@@ -33,7 +35,7 @@ from modelport.reference import Reference
 from modelport.registry import Registry
 from modelport.settings import Settings
 from modelport.types import Batching, ModelVersion
-from tests.models import ShiftedLogistic
+from tests.models import ShiftedLogistic, forge_code_running_export
 from tests.serving import register_iris
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
@@ -125,7 +127,7 @@ def test_export_refuses_a_directory_that_is_not_empty(settings: Settings, iris: 
         export_version(version, registry.artifact_path(version), tmp_path / "busy")
 
 
-def test_pickle_export_loads_only_while_its_record_says_trusted(iris: Any, tmp_path: Path) -> None:
+def test_pickle_export_loads_only_when_the_server_trusts_exported_code(iris: Any, tmp_path: Path) -> None:
     frame, labels = iris
     estimator = ShiftedLogistic(max_iter=500).fit(frame, labels)  # no ONNX converter: served natively
     settings = Settings(home=tmp_path / "home")
@@ -133,15 +135,40 @@ def test_pickle_export_loads_only_while_its_record_says_trusted(iris: Any, tmp_p
     with Registry.open(settings) as registry:
         export_version(version, registry.artifact_path(version), tmp_path / "out")
     assert version.trusted_code
-    source = ExportSource()
-    source.add(tmp_path / "out")
-    source.open(source.resolve(Reference("shifted"))).unload()
+    with pytest.raises(UntrustedArtifact, match="MODELPORT_TRUST_EXPORTED_CODE=1"):
+        ExportSource().add(tmp_path / "out")  # the record's own word is not enough
+    trusting = ExportSource(trust_code=True)
+    trusting.add(tmp_path / "out")
+    trusting.open(trusting.resolve(Reference("shifted"))).unload()
     record = orjson.loads((tmp_path / "out" / RECORD).read_bytes())
     (tmp_path / "out" / RECORD).write_bytes(orjson.dumps({**record, "trusted_code": False}))
-    source.add(tmp_path / "out")
+    trusting.add(tmp_path / "out")
     with pytest.raises(UntrustedArtifact, match="not registered as trusted"):
-        source.open(source.resolve(Reference("shifted")))
+        trusting.open(trusting.resolve(Reference("shifted")))
+    trusting.close()
+
+
+@pytest.mark.parametrize("claims_trusted", [True, False])
+def test_forged_export_that_runs_code_is_never_loaded(claims_trusted: bool, iris: Any, tmp_path: Path) -> None:
+    frame, labels = iris
+    native = make_pipeline(FunctionTransformer(np.log1p), LogisticRegression(max_iter=1000)).fit(frame, labels)
+    settings = Settings(home=tmp_path / "home")
+    version = register(native, name="native", sample_input=frame.head(10), settings=settings)
+    assert (version.runtime, version.trusted_code) == ("sklearn", False)
+    with Registry.open(settings) as registry:
+        export_version(version, registry.artifact_path(version), tmp_path / "out")
+    canary = tmp_path / "canary"
+    forge_code_running_export(tmp_path / "out", canary, claims_trusted=claims_trusted)
+    source = ExportSource()
+
+    def add_and_open() -> None:
+        source.add(tmp_path / "out")
+        source.open(source.resolve(Reference("native")))
+
+    with pytest.raises(UntrustedArtifact):
+        add_and_open()
     source.close()
+    assert not canary.exists()
 
 
 def test_plain_onnx_file_is_packaged_with_the_graph_signature(settings: Settings, iris: Any, tmp_path: Path) -> None:

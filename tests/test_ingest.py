@@ -23,7 +23,7 @@ from modelport.ingest import package
 from modelport.runtimes import create
 from modelport.signature import validate_inputs
 from modelport.types import Signature, TensorSpec
-from tests.models import ShiftedLogistic, write_custom_model
+from tests.models import ShiftedLogistic, code_running_pipeline, write_custom_model
 
 Iris = tuple[pd.DataFrame, np.ndarray]
 
@@ -89,13 +89,55 @@ def test_unconvertible_model_falls_back_to_native_skops_with_a_note(iris: Iris, 
 def test_native_fallback_with_a_user_class_needs_trust(iris: Iris, tmp_path: Path) -> None:
     frame, labels = iris
     model = ShiftedLogistic(max_iter=500).fit(frame, labels)
-    with pytest.raises(UntrustedArtifact, match=r"outside scikit-learn, NumPy and SciPy: tests\.models\.Shifted"):
+    with pytest.raises(UntrustedArtifact, match=r"modelport does not allow: tests\.models\.Shifted"):
         package(model, workdir=tmp_path, sample_input=frame.iloc[:10])
     packaged = package(model, workdir=tmp_path, sample_input=frame.iloc[:10], trust_pickle=True)
     assert (packaged.runtime, packaged.trusted_code) == ("sklearn", True)
     assert packaged.notes[0].startswith("ONNX conversion failed")
     out = predict(packaged.directory, "sklearn", packaged.signature, frame.to_numpy())
     np.testing.assert_allclose(out["probabilities"], model.predict_proba(frame), atol=1e-7)
+
+
+def test_skops_file_chaining_builtins_into_eval_is_refused_without_trust_and_never_runs(tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    path = tmp_path / "model.skops"
+    sio.dump(code_running_pipeline(canary), path)
+    with pytest.raises(UntrustedArtifact) as caught:
+        package(path, workdir=tmp_path / "work", sample_input=[[5.1, 3.5, 1.4, 0.2]])
+    for name in ("builtins.eval", "builtins.min", "numpy.full_like", "numpy.ravel"):
+        assert name in str(caught.value)
+    assert "--trust-pickle" in str(caught.value)
+    assert not canary.exists()
+
+
+def test_function_transformer_of_a_plain_function_needs_trust_to_be_stored(iris: Iris, tmp_path: Path) -> None:
+    frame, labels = iris
+    clip = FunctionTransformer(np.clip, kw_args={"a_min": 0, "a_max": 9})
+    model = make_pipeline(clip, LogisticRegression(max_iter=1000)).fit(frame, labels)
+    with pytest.raises(UntrustedArtifact, match=r"modelport does not allow: numpy\.clip"):
+        package(model, workdir=tmp_path, sample_input=frame.iloc[:10])
+    packaged = package(model, workdir=tmp_path, sample_input=frame.iloc[:10], trust_pickle=True)
+    assert (packaged.runtime, packaged.trusted_code) == ("sklearn", True)
+
+
+def test_custom_model_directory_with_a_symlink_leaving_it_is_refused(iris: Iris, tmp_path: Path) -> None:
+    frame, _ = iris
+    directory = write_custom_model(tmp_path / "custom", frame)
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("host data")
+    (directory / "leak.txt").symlink_to(secret)
+    with pytest.raises(InvalidModel, match=r"'leak.txt' is a symlink to .*outside"):
+        package(directory, workdir=tmp_path / "work", sample_input=frame.iloc[:3], trust_pickle=True)
+    (directory / "leak.txt").unlink()
+    (directory / "etc").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(InvalidModel, match=r"'etc' is a symlink to"):
+        package(directory, workdir=tmp_path / "work", sample_input=frame.iloc[:3], trust_pickle=True)
+    (directory / "etc").unlink()
+    (directory / "params-link.json").symlink_to(directory / "params.json")  # inside: copied as a file
+    packaged = package(directory, workdir=tmp_path / "work", sample_input=frame.iloc[:3], trust_pickle=True)
+    copied = packaged.directory / "params-link.json"
+    assert not copied.is_symlink()
+    assert copied.read_text() == (directory / "params.json").read_text()
 
 
 def test_sklearn_model_without_a_sample_is_refused(iris: Iris, tmp_path: Path) -> None:

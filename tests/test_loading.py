@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import skops.io as sio
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
@@ -17,7 +19,7 @@ from modelport.errors import EnvironmentMismatch, InvalidModel, ModelNotReady, U
 from modelport.ingest import Packaged, package
 from modelport.loading import open_version
 from modelport.types import ModelVersion
-from tests.models import ShiftedLogistic, write_custom_model
+from tests.models import ShiftedLogistic, code_running_pipeline, write_custom_model
 
 Iris = tuple[pd.DataFrame, np.ndarray]
 
@@ -101,10 +103,26 @@ def test_code_running_artifact_not_registered_as_trusted_is_refused(iris: Iris, 
 
 def test_corrupt_artifact_is_an_invalid_model_naming_the_version(native: Packaged) -> None:
     (native.directory / "model.skops").write_bytes(b"garbage")
-    with pytest.raises(InvalidModel, match=r"cannot load iris@3 with the sklearn runtime: cannot load scikit-learn"):
+    with pytest.raises(InvalidModel, match=r"cannot load iris@3: cannot read scikit-learn model .*model.skops"):
         open_version(version_of(native), native.directory)
 
 
 def test_unknown_runtime_kind_is_an_invalid_model(native: Packaged) -> None:
     with pytest.raises(InvalidModel, match="iris@3 needs the 'tensorflow' runtime, which this server does not have"):
         open_version(version_of(native, runtime="tensorflow"), native.directory)
+
+
+@pytest.mark.parametrize("manifest_lists_them", [True, False], ids=["manifest-forged", "manifest-stale"])
+def test_skops_file_that_runs_code_is_refused_whatever_its_manifest_says(
+    manifest_lists_them: bool, native: Packaged, tmp_path: Path
+) -> None:
+    canary = tmp_path / "canary"
+    model_file = native.directory / "model.skops"
+    model_file.write_bytes(sio.dumps(code_running_pipeline(canary)))
+    if manifest_lists_them:
+        manifest = json.loads((native.directory / "sklearn.json").read_text())
+        manifest["trusted_types"] = sio.get_untrusted_types(file=model_file)
+        (native.directory / "sklearn.json").write_text(json.dumps(manifest))
+    with pytest.raises(UntrustedArtifact, match="iris@3 runs code when loaded"):
+        open_version(version_of(native, trusted_code=False), native.directory)
+    assert not canary.exists()

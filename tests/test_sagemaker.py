@@ -22,7 +22,7 @@ import pytest
 
 from modelport.api import register
 from modelport.app import build_app
-from modelport.errors import InvalidSetting
+from modelport.errors import InvalidSetting, UntrustedArtifact
 from modelport.export import ARCHIVE, export_version
 from modelport.protocols.sagemaker import accept_type, encode
 from modelport.registry import Registry
@@ -227,7 +227,7 @@ def slow_export(tmp_path: Path) -> Path:
 async def test_prediction_past_the_model_server_timeout_is_504(slow_export: Path, tmp_path: Path) -> None:
     settings = Settings.for_sagemaker(
         {"MODELPORT_HOME": str(tmp_path), "MODELPORT_SAGEMAKER_MODEL_DIR": str(slow_export)}
-        | {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "0.5"}
+        | {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "0.5", "MODELPORT_TRUST_EXPORTED_CODE": "1"}
     )
     async with client_for(build_app(settings)) as client:
         fast = await client.post("/invocations", json=[[1.0, 2.0, 3.0]])
@@ -239,7 +239,7 @@ async def test_prediction_past_the_model_server_timeout_is_504(slow_export: Path
 
 
 async def test_ping_is_503_until_the_model_is_loaded(slow_export: Path, tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path, sagemaker=True, sagemaker_model_dir=slow_export)
+    settings = Settings(home=tmp_path, sagemaker=True, sagemaker_model_dir=slow_export, trust_exported_code=True)
     app = build_app(settings)
     transport = httpx.ASGITransport(app=app)  # no lifespan: the model is never loaded
     async with httpx.AsyncClient(transport=transport, base_url="http://sagemaker.test") as client:
@@ -247,6 +247,15 @@ async def test_ping_is_503_until_the_model_is_loaded(slow_export: Path, tmp_path
         assert (await client.post("/invocations", json=[[1.0, 2.0, 3.0]])).status_code == 503
     async with client_for(app) as client:
         assert (await client.get("/ping")).status_code == 200
+
+
+async def test_code_running_export_stops_the_start_unless_the_server_trusts_exported_code(
+    slow_export: Path, tmp_path: Path
+) -> None:
+    app = build_app(Settings(home=tmp_path, sagemaker=True, sagemaker_model_dir=slow_export))
+    with pytest.raises(UntrustedArtifact, match="MODELPORT_TRUST_EXPORTED_CODE=1"):
+        async with client_for(app):
+            pass
 
 
 # -- settings -----------------------------------------------------------------------------------

@@ -9,11 +9,16 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
 
+from modelport.api import register
 from modelport.app import build_app
 from modelport.export import export_version
 from modelport.registry import Registry
 from modelport.settings import Settings
+from tests.models import forge_code_running_export
 from tests.sagemaker import sagemaker_serve
 from tests.serving import client_for, register_iris
 
@@ -150,6 +155,26 @@ async def test_load_that_would_exhaust_memory_is_507(models_root: tuple[Path, di
         assert "not enough memory" in response.json()["error"]
         assert (await client.get("/models")).json() == {"models": []}
         assert (await client.post("/models/strong/invoke", json=ROWS)).status_code == 404
+
+
+async def test_code_running_model_directory_is_refused_and_never_runs(
+    models_root: tuple[Path, dict[str, Any]], iris: Any, tmp_path: Path
+) -> None:
+    frame, labels = iris
+    root = tmp_path / "root"
+    native = make_pipeline(FunctionTransformer(np.log1p), LogisticRegression(max_iter=1000)).fit(frame, labels)
+    home = Settings(home=root / "home")
+    version = register(native, name="native", sample_input=frame.head(10), settings=home)
+    with Registry.open(home) as registry:
+        export_version(version, registry.artifact_path(version), root / "models" / "evil" / "model")
+    canary = tmp_path / "canary"
+    forge_code_running_export(root / "models" / "evil" / "model", canary)
+    async with client_for(build_app(settings_for(root))) as client:
+        response = await client.post("/models", json={"model_name": "evil", "url": url(root, "evil")})
+        assert response.status_code == 403, response.text
+        assert "MODELPORT_TRUST_EXPORTED_CODE" in response.json()["error"]
+        assert (await client.post("/models/evil/invoke", json=ROWS)).status_code == 404
+    assert not canary.exists()
 
 
 @pytest.mark.slow

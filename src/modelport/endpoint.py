@@ -9,6 +9,8 @@ gives each; a load that would run the machine out of memory is refused.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from pathlib import Path
 
 from modelport.batching import BatchSettings
@@ -36,7 +38,13 @@ def available_memory(meminfo: Path = MEMINFO) -> int | None:
 
 
 def directory_size(directory: Path) -> int:
-    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+    """Bytes in the regular files under ``directory`` (symlinks are not followed)."""
+    total = 0
+    for current, _, names in os.walk(directory):
+        for name in names:
+            info = os.lstat(os.path.join(current, name))
+            total += info.st_size if stat.S_ISREG(info.st_mode) else 0
+    return total
 
 
 class SageMakerEndpoint:
@@ -45,7 +53,11 @@ class SageMakerEndpoint:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.multi_model = settings.sagemaker_multi_model
-        self.source = ExportSource(threads=settings.compute_threads, allow_env_mismatch=settings.allow_env_mismatch)
+        self.source = ExportSource(
+            threads=settings.compute_threads,
+            allow_env_mismatch=settings.allow_env_mismatch,
+            trust_code=settings.trust_exported_code,
+        )
         self._manager: ModelManager | None = None
         self._model: str | None = None  # single-model mode: the served name
         self._urls: dict[str, str] = {}  # multi-model mode: name -> url as SageMaker gave it, in load order

@@ -27,10 +27,11 @@ from typing import Any
 
 import orjson
 
-from modelport.errors import InvalidModel, ModelportError, NotFound
+from modelport.errors import InvalidModel, ModelportError, NotFound, UntrustedArtifact
 from modelport.loading import open_version
 from modelport.reference import Reference, parse_name
 from modelport.runtimes.base import Runtime
+from modelport.settings import ENVIRONMENT
 from modelport.stores.local import artifact_files, file_digest, manifest_key
 from modelport.types import Batching, ModelVersion, Signature
 
@@ -186,7 +187,12 @@ def read_model_dir(directory: Path, workdir: Path) -> tuple[ModelVersion, Path]:
 def _package_plain(directory: Path, workdir: Path) -> tuple[ModelVersion, Path]:
     from modelport.ingest import package
 
-    candidates = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in PLAIN_SUFFIXES)
+    root = directory.resolve()
+    candidates = sorted(
+        p
+        for p in directory.iterdir()
+        if p.suffix.lower() in PLAIN_SUFFIXES and p.is_file() and p.resolve().is_relative_to(root)
+    )
     if len(candidates) != 1:
         found = ", ".join(p.name for p in directory.iterdir()) or "nothing"
         raise InvalidModel(
@@ -242,17 +248,25 @@ def _read_sample(directory: Path) -> Any:
 # -- serving ------------------------------------------------------------------------------------
 
 
+TRUST_VARIABLE = ENVIRONMENT["trust_exported_code"][0]
+
+
 class ExportSource:
     """A :class:`~modelport.manager.ModelSource` over model directories, by served name.
 
     ``add`` reads a directory (see :func:`read_model_dir`) and serves it under ``name`` (default:
     the exported model's name); ``remove`` forgets it. Plain files are packaged into a temporary
     directory that ``close`` deletes.
+
+    A model directory is data anyone with write access to it (or to the S3 object SageMaker
+    copies into it) can forge, ``modelport.json`` included: its ``trusted_code`` flag is
+    honoured only when the server opts in with ``trust_code`` (``MODELPORT_TRUST_EXPORTED_CODE``).
     """
 
-    def __init__(self, *, threads: int = 1, allow_env_mismatch: bool = False) -> None:
+    def __init__(self, *, threads: int = 1, allow_env_mismatch: bool = False, trust_code: bool = False) -> None:
         self.threads = threads
         self.allow_env_mismatch = allow_env_mismatch
+        self.trust_code = trust_code
         self._models: dict[str, tuple[ModelVersion, Path]] = {}  # name -> version, artifact directory
         self._workdir: Path | None = None
 
@@ -260,6 +274,12 @@ class ExportSource:
         if self._workdir is None:
             self._workdir = Path(tempfile.mkdtemp(prefix="modelport-sagemaker-"))
         version, artifact = read_model_dir(directory, self._workdir)
+        if version.trusted_code and not self.trust_code:
+            raise UntrustedArtifact(
+                f"{directory}: {version.ref} runs code when loaded (a pickle or custom Python code), and this "
+                f"server loads code from model directories only when told to: set {TRUST_VARIABLE}=1 if you "
+                "trust whoever can write this directory (or the S3 object it comes from)"
+            )
         if name is not None and name != version.name:
             version = replace(version, name=name)
         self._models[version.name] = (version, artifact)

@@ -25,6 +25,7 @@ from modelport.runtimes import onnx as onnx_runtime
 from modelport.runtimes import sklearn as sklearn_runtime
 from modelport.runtimes.python import ENTRYPOINT, PythonRuntime
 from modelport.signature import example_of, input_specs, output_specs, sample_arrays
+from modelport.stores.local import artifact_files
 from modelport.types import Signature, TensorSpec, datatype_of, dtype_of
 
 log = logging.getLogger("modelport")
@@ -32,6 +33,7 @@ log = logging.getLogger("modelport")
 TOLERANCE = 1e-5
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 TRUST_HINT = "Register it only if you trust its source, with --trust-pickle (CLI) or trust_pickle=True (Python)"
+UNSAFE_TEXT = "names types or functions that skops does not trust and modelport does not allow"
 ACCEPTED = (
     "a scikit-learn estimator or Pipeline, a .onnx, .skops or .pkl/.pickle/.joblib file, "
     "or a directory whose model.py defines class Model"
@@ -122,8 +124,7 @@ def _load_skops(path: Path, *, trust: bool) -> Any:
     unsafe = sklearn_runtime.unsafe_types(untrusted)
     if unsafe and not trust:
         raise UntrustedArtifact(
-            f"{path.name} contains types outside scikit-learn, NumPy and SciPy: {', '.join(unsafe)}; "
-            f"loading them imports and runs their code. {TRUST_HINT}."
+            f"{path.name} {UNSAFE_TEXT}: {', '.join(unsafe)}; loading it runs code the file chooses. {TRUST_HINT}."
         )
     try:
         return sio.load(path, trusted=untrusted)
@@ -274,8 +275,8 @@ def _store_native(
         if unsafe and not trust:
             if required:
                 raise UntrustedArtifact(
-                    "the model must be served natively, and its skops file contains types outside scikit-learn, "
-                    f"NumPy and SciPy: {', '.join(unsafe)}; loading them imports and runs their code. {TRUST_HINT}."
+                    f"the model must be served natively, and its skops file {UNSAFE_TEXT}: {', '.join(unsafe)}; "
+                    f"loading it runs code the file chooses. {TRUST_HINT}."
                 )
             return False, [f"no native copy stored: skops would need trust for {', '.join(unsafe)}"]
         manifest = sklearn_runtime.save(estimator, directory, format="skops")
@@ -386,8 +387,14 @@ def _package_python(path: Path, *, workdir: Path, sample: object | None, trust: 
     arrays, names = sample_arrays(sample)
     inputs = input_specs(arrays, names)
     rows = len(next(iter(arrays.values())))
+    # The files as artifact_files lists them: a symlink leaving the directory (or naming a directory)
+    # is refused rather than followed, so no host file or folder is copied into the store.
+    files = [(rel, source) for rel, source in artifact_files(path) if not _bytecode(rel)]
     directory = _new_directory(workdir)
-    shutil.copytree(path, directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for rel, source in files:
+        target = directory / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
     runtime = PythonRuntime()
     runtime.load(directory, Signature(inputs, ()))
     try:
@@ -412,3 +419,7 @@ def _package_python(path: Path, *, workdir: Path, sample: object | None, trust: 
         f"outputs inferred from {rows} sample rows: {', '.join(outputs)}",
     )
     return Packaged(directory, "python", "python", signature, environment.capture("python"), notes, True)
+
+
+def _bytecode(rel: str) -> bool:
+    return rel.endswith(".pyc") or "__pycache__" in rel.split("/")

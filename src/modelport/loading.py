@@ -43,11 +43,15 @@ def open_version(
 
 
 def _check_trust(version: ModelVersion, artifact: Path, *, runs_code: bool) -> bool:
-    """Refuse code-running artifacts not registered as trusted; return whether it is a pickle."""
+    """Refuse code-running artifacts not registered as trusted; return whether it is a pickle.
+
+    For a scikit-learn artifact the model file itself says whether it runs code (what a skops
+    file would import), not the manifest beside it.
+    """
     pickled = False
     if version.runtime == sklearn_runtime.SklearnRuntime.kind:
         try:
-            manifest = sklearn_runtime.Manifest.read(artifact)
+            manifest = sklearn_runtime.inspect(artifact)
         except InvalidModel as exc:
             raise InvalidModel(f"cannot load {version.ref}: {exc.message}") from exc
         runs_code = runs_code or manifest.runs_code

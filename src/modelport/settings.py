@@ -45,6 +45,9 @@ class Settings:
     threads: compute threads per worker process; 0 means cores / workers.
     max_body_bytes: largest request body accepted (``MODELPORT_MAX_BODY_MB``, default 32 MiB).
     allow_env_mismatch: load native models even when library versions differ.
+    trust_exported_code: load pickles and custom Python code from model directories (exports,
+        SageMaker's ``/opt/ml/model`` and multi-model directories). Without it a directory whose
+        ``modelport.json`` says ``trusted_code`` is refused: the file's own word is never enough.
     models: references the server loads at start (comma-separated), so every worker process
         of ``modelport serve --workers N`` builds the same app.
     serve_alias: serve, for every model, the version this alias points at (``--alias``).
@@ -87,6 +90,7 @@ class Settings:
     threads: int = 0
     max_body_bytes: int = 32 * MIB
     allow_env_mismatch: bool = False
+    trust_exported_code: bool = False
     log_level: str = "info"
     models: tuple[str, ...] = ()
     serve_alias: str | None = None
@@ -206,6 +210,7 @@ ENVIRONMENT: dict[str, _Entry] = {
     "threads": ("MODELPORT_THREADS", int, _text),
     "max_body_bytes": ("MODELPORT_MAX_BODY_MB", lambda t: int(float(t) * MIB), lambda v: f"{v / MIB:g}"),
     "allow_env_mismatch": ("MODELPORT_ALLOW_ENV_MISMATCH", _bool, lambda v: "1" if v else "0"),
+    "trust_exported_code": ("MODELPORT_TRUST_EXPORTED_CODE", _bool, lambda v: "1" if v else "0"),
     "log_level": ("MODELPORT_LOG_LEVEL", str, _text),
     "models": ("MODELPORT_MODELS", _refs, ",".join),
     "serve_alias": ("MODELPORT_SERVE_ALIAS", lambda t: t or None, _text),

@@ -28,6 +28,7 @@ from modelport.errors import (
     Overloaded,
     PredictionFailed,
     Unauthenticated,
+    UntrustedArtifact,
 )
 
 logger = logging.getLogger("modelport")
@@ -39,6 +40,7 @@ _STATUS: tuple[tuple[type[ModelportError], int], ...] = (
     (InvalidScope, 400),
     (Unauthenticated, 401),
     (Forbidden, 403),
+    (UntrustedArtifact, 403),  # the server's policy refuses code it was not told to trust
     (NotFound, 404),
     (Conflict, 409),
     (ModelNotReady, 503),

@@ -3,6 +3,13 @@
 The artifact directory holds ``sklearn.json`` (which file, its format, the skops types the
 owner trusted at registration) and the model file. Outputs follow the canonical names:
 ``label`` and ``probabilities`` for classifiers, ``prediction`` for regressors.
+
+What loads without trust: what skops trusts by default (scikit-learn estimators, NumPy and
+SciPy ufuncs and dtypes, containers) plus :data:`ALLOWED_TYPES`, a short list of classes that
+estimators hold inside. Every other type or function a skops file names, ``builtins`` and the
+functions of a ``FunctionTransformer`` included, runs code the file chooses: such a file loads
+only when its version was registered with explicit trust. The decision is always made from
+the model file itself, never from the manifest beside it.
 """
 
 from __future__ import annotations
@@ -21,7 +28,23 @@ from modelport.runtimes.base import Capabilities
 from modelport.types import Signature
 
 MANIFEST = "sklearn.json"
-SAFE_MODULES = frozenset({"sklearn", "numpy", "scipy", "builtins"})
+# Classes (never functions) that fitted estimators hold and skops does not trust by default: tree
+# structures, neighbour indexes and their metrics, MLP optimizers, the Bunch of ensembles.
+ALLOWED_TYPES = frozenset(
+    {
+        "sklearn.tree._tree.Tree",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn.neighbors._kd_tree.KDTree",
+        "sklearn.neighbors._ball_tree.BallTree",
+        "sklearn.metrics._dist_metrics.EuclideanDistance64",
+        "sklearn.metrics._dist_metrics.ManhattanDistance64",
+        "sklearn.metrics._dist_metrics.ChebyshevDistance64",
+        "sklearn.metrics._dist_metrics.MinkowskiDistance64",
+        "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+        "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+        "sklearn.utils._bunch.Bunch",
+    }
+)
 Format = Literal["skops", "pickle"]
 
 
@@ -33,7 +56,8 @@ class Manifest:
 
     @property
     def runs_code(self) -> bool:
-        """True when loading imports or unpickles code beyond scikit-learn, NumPy and SciPy."""
+        """True when loading unpickles, or imports types or functions that skops and
+        :data:`ALLOWED_TYPES` do not vouch for (they run code the file chooses)."""
         return self.format == "pickle" or bool(unsafe_types(self.trusted_types))
 
     @classmethod
@@ -50,8 +74,27 @@ class Manifest:
 
 
 def unsafe_types(types: Sequence[str]) -> list[str]:
-    """The types outside scikit-learn, NumPy, SciPy and builtins: loading them runs their code."""
-    return [t for t in types if t.split(".", 1)[0] not in SAFE_MODULES]
+    """The names among skops' untrusted ``types`` that need explicit trust (all but :data:`ALLOWED_TYPES`)."""
+    return sorted(t for t in types if t not in ALLOWED_TYPES)
+
+
+def inspect(artifact: Path) -> Manifest:
+    """The artifact's manifest with ``trusted_types`` read from the model file itself.
+
+    What a skops file would import is what decides whether loading it runs code; the manifest
+    on disk is only a record (an exported directory's can be written by anyone).
+    """
+    manifest = Manifest.read(artifact)
+    if manifest.format != "skops":
+        return manifest
+    path = Path(artifact) / manifest.file
+    import skops.io as sio
+
+    try:
+        untrusted = tuple(sio.get_untrusted_types(file=path))
+    except Exception as exc:  # skops raises anything a broken file provokes
+        raise InvalidModel(f"cannot read scikit-learn model {path}: {exc}") from exc
+    return Manifest(manifest.file, manifest.format, untrusted)
 
 
 def save(estimator: object, directory: Path, *, format: Format = "skops") -> Manifest:
