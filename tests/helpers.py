@@ -1,37 +1,18 @@
-"""Helpers for tests that use real sockets and subprocesses."""
+"""Helpers for tests that use real sockets. Servers that can bind port 0 and say which port they
+got (modelport serve, uvicorn, gRPC) do that: see :mod:`modelport.launcher` and tests/serving.py."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-from collections.abc import Mapping, Sequence
-
-from modelport.errors import ModelportError
-from modelport.launcher import free_port, wait_ready
-
-__all__ = ["free_port", "serve_process", "stop", "wait_until_ready"]
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
-def serve_process(args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[str]:
-    """``python -m modelport ARGS`` (usually ``serve ...``) with its output captured."""
-    command = [sys.executable, "-m", "modelport", *args]
-    return subprocess.Popen(command, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def wait_until_ready(
-    base: str, process: subprocess.Popen[str], path: str = "/v2/health/ready", timeout: float = 90.0
-) -> None:
-    """launcher.wait_ready as a test assertion, with everything the server printed if it died."""
-    try:
-        wait_ready(base, process, path=path, timeout_s=timeout)
-    except ModelportError as exc:
-        output = process.communicate(timeout=5)[0] if process.poll() is not None else ""
-        raise AssertionError(f"{exc}\n{output}") from None
-
-
-def stop(process: subprocess.Popen[str]) -> str:
-    """Stop a server the way Ctrl-C does; return all it printed."""
-    process.send_signal(signal.SIGINT)
-    output, _ = process.communicate(timeout=60)
-    return output
+@contextmanager
+def reserved_port() -> Iterator[int]:
+    """A loopback port held (bound with SO_REUSEPORT, never listening) for the block, so that
+    servers binding it with SO_REUSEPORT (modelport's gRPC workers) get it and nobody else can."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]

@@ -1,4 +1,8 @@
-"""A throwaway PostgreSQL cluster for tests (initdb + pg_ctl on a free port, trust auth, no fsync).
+"""A throwaway PostgreSQL cluster for tests (initdb + pg_ctl, trust auth, no fsync).
+
+PostgreSQL cannot bind port 0 and report it, so the cluster starts on a random port below the
+ephemeral range (where no client's outgoing connection takes it) and, if that port is taken
+after all, on another one: a few attempts, each with PostgreSQL's own "address in use" check.
 
 ``postgres_url`` (session) starts one cluster and stops it at the end; ``fresh_database`` makes an
 empty database in it per test. As root the server runs as the ``postgres`` user, as PostgreSQL
@@ -10,6 +14,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import random
 import shutil
 import subprocess
 import tempfile
@@ -18,8 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from tests.helpers import free_port
 
 
 def postgres_bindir() -> Path | None:
@@ -54,20 +57,38 @@ def postgres_url() -> Iterator[str]:
     if os.geteuid() == 0:
         user = pwd.getpwnam("postgres")
         os.chown(base, user.pw_uid, user.pw_gid)
-    data, port = base / "data", free_port()
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off -c max_connections=100"
+    data = base / "data"
     try:
         _run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
-        _run([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-o", options, "start"])
-    except subprocess.CalledProcessError as exc:
+        port = _start(bindir, data, base)
+    except (subprocess.CalledProcessError, RuntimeError) as exc:
         log = (base / "log").read_text() if (base / "log").exists() else ""
         shutil.rmtree(base, ignore_errors=True)
-        raise RuntimeError(f"could not start PostgreSQL: {exc.stderr}\n{log}") from exc
+        raise RuntimeError(f"could not start PostgreSQL: {getattr(exc, 'stderr', exc)}\n{log}") from exc
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
         _run([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], check=False)
         shutil.rmtree(base, ignore_errors=True)
+
+
+PORTS = range(20000, 32000)  # below Linux's ephemeral range (32768-60999)
+ATTEMPTS = 8
+
+
+def _start(bindir: Path, data: Path, base: Path) -> int:
+    """Start the cluster on a free port of PORTS; return the port."""
+    for port in random.sample(PORTS, ATTEMPTS):
+        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off -c max_connections=100"
+        command = [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-o", options, "start"]
+        try:
+            _run(command)
+            return port
+        except subprocess.CalledProcessError:
+            log = (base / "log").read_text() if (base / "log").exists() else ""
+            if "already in use" not in log and "could not bind" not in log:
+                raise
+    raise RuntimeError(f"no free port for PostgreSQL after {ATTEMPTS} attempts in {PORTS}")
 
 
 def fresh_database(server_url: str) -> str:

@@ -3,37 +3,31 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tests.helpers import free_port, stop, wait_until_ready
+from modelport.launcher import start, stop, wait_ready
 
 
 @contextmanager
 def sagemaker_serve(**variables: str) -> Iterator[str]:
     """Run `python -m modelport serve` (the single argument SageMaker passes) with ``variables`` in its
-    environment and a free SAGEMAKER_BIND_TO_PORT; yield the base URL once /ping answers 200."""
-    port = free_port()
+    environment, on a port the system picks (MODELPORT_PORT=0, read back from the server's log);
+    yield the base URL once /ping answers 200. The server must exit with status 0 when stopped."""
     env = {
         **os.environ,
-        "SAGEMAKER_BIND_TO_PORT": str(port),
+        "MODELPORT_PORT": "0",
         "MODELPORT_HOST": "127.0.0.1",  # tests stay on loopback; SageMaker mode binds 0.0.0.0 by default
         "NO_COLOR": "1",
         **variables,
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "modelport", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    env.pop("SAGEMAKER_BIND_TO_PORT", None)
+    process, output = start(["serve"], env=env)
     try:
-        wait_until_ready(base, process, "/ping")
+        base = f"http://127.0.0.1:{output.port(120)}"
+        wait_ready(base, process, path="/ping", timeout_s=120, output=output)
         yield base
     finally:
-        output = stop(process)
-    assert process.returncode == 0, output
+        code = stop(process)
+        text = output.close()
+    assert code == 0, text

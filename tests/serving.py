@@ -23,7 +23,6 @@ from modelport.runtimes.base import Runtime
 from modelport.runtimes.fake import write_artifact
 from modelport.settings import Settings
 from modelport.types import ModelVersion, Signature
-from tests.helpers import free_port
 
 # A fixed 4-feature, 3-class linear model for the fake runtime (iris-shaped, string labels).
 WEIGHTS = [[1.0, -0.5, 0.2], [0.3, 0.8, -1.0], [-2.0, 0.1, 1.5], [-1.0, 0.4, 2.0]]
@@ -106,10 +105,10 @@ async def client_for(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @contextmanager
-def running(app: Starlette) -> Iterator[str]:
-    """Serve ``app`` with a real uvicorn on a free loopback port; yields ``host:port``."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+def running(app: Starlette, **options: Any) -> Iterator[str]:
+    """Serve ``app`` with a real uvicorn on loopback port 0 (the port the system chose is read
+    back from the bound socket); yields ``host:port``. ``options`` go to uvicorn's Config."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -118,6 +117,7 @@ def running(app: Starlette) -> Iterator[str]:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield f"127.0.0.1:{port}"
     finally:

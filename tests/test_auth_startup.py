@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from modelport.app import build_app
 from modelport.cli import app as cli
 from modelport.errors import InvalidSetting
+from modelport.launcher import serving
 from modelport.settings import Settings
-from tests.helpers import free_port, stop, wait_until_ready
 from tests.serving import client_for, register_iris
 
 ROW = {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 5.1, "petal_width": 1.8}
@@ -43,8 +43,8 @@ def env_for(home: Path) -> dict[str, str]:
     return {**os.environ, "MODELPORT_HOME": str(home), "NO_COLOR": "1", "COLUMNS": "200"}
 
 
-def serve(home: Path, port: int, *args: str) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "modelport", "serve", "iris@production", "--port", str(port), *args]
+def serve(home: Path, *args: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "modelport", "serve", "iris@production", "--port", "0", *args]
     return subprocess.Popen(command, env=env_for(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -59,7 +59,7 @@ def serve(home: Path, port: int, *args: str) -> subprocess.Popen[str]:
 def test_serve_without_authentication_refuses_to_start_with_exit_code_2(
     registered: Path, args: list[str], message: str
 ) -> None:
-    process = serve(registered, free_port(), *args)
+    process = serve(registered, *args)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 2, output
     assert message in output
@@ -68,14 +68,10 @@ def test_serve_without_authentication_refuses_to_start_with_exit_code_2(
 
 @pytest.mark.slow
 def test_insecure_open_starts_on_a_public_bind_and_warns_loudly(registered: Path) -> None:
-    port = free_port()
-    process = serve(registered, port, "--host", "0.0.0.0", "--insecure-open")
-    try:
-        wait_until_ready(f"http://127.0.0.1:{port}", process)
-        response = httpx.post(f"http://127.0.0.1:{port}/v1/models/iris:predict", json={"instances": [ROW]})
+    with serving(["iris@production", "--insecure-open"], host="0.0.0.0", env=env_for(registered)) as server:
+        response = httpx.post(f"{server.base}/v1/models/iris:predict", json={"instances": [ROW]})
         assert response.status_code == 200, response.text
-    finally:
-        output = stop(process)
+    output = server.output.text
     assert "WARNING: serving 0.0.0.0 WITHOUT AUTHENTICATION (--insecure-open)" in output
     assert "WITHOUT authentication (insecure open)" in output  # the server's own log line, for log collectors
 
@@ -85,18 +81,13 @@ def test_public_bind_with_an_api_key_starts_and_demands_the_key(home: Path) -> N
     created = CliRunner().invoke(cli, ["keys", "create", "--scope", "infer:iris"], env=env_for(home))
     assert created.exit_code == 0, created.output
     key = created.stdout.strip()
-    port = free_port()
-    process = serve(home, port, "--host", "0.0.0.0")
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(base, process)
-        url = f"{base}/v1/models/iris:predict"
+    with serving(["iris@production"], host="0.0.0.0", env=env_for(home)) as server:
+        url = f"{server.base}/v1/models/iris:predict"
         assert httpx.post(url, json={"instances": [ROW]}).status_code == 401
         ok = httpx.post(url, json={"instances": [ROW]}, headers={"Authorization": f"Bearer {key}"})
         assert ok.status_code == 200, ok.text
         assert ok.json()["predictions"][0]["label"] == "virginica"
-    finally:
-        output = stop(process)
+    output = server.output.text
     assert "WITHOUT" not in output
     assert key.split("_", 2)[2] not in output
 

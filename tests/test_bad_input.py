@@ -3,9 +3,12 @@ server keeps answering good requests."""
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 from httpx import AsyncClient
 
@@ -40,7 +43,28 @@ CASES: list[tuple[str, str, bytes, int, str]] = [
         V2,
         v2('["a","b","c","d"]', datatype="BYTES"),
         400,
-        "input 'input': expected datatype FP32, got non-numeric values",
+        "input 'input': expected datatype FP32, got BYTES; send FP16, FP32 or FP64",
+    ),
+    (
+        "v2 numbers as BYTES for a numeric input",
+        V2,
+        v2('["1","2","3","4"]', datatype="BYTES"),
+        400,
+        "input 'input': expected datatype FP32, got BYTES; send FP16, FP32 or FP64",
+    ),
+    (
+        "v2 integer datatype for a float input",
+        V2,
+        v2("[1,2,3,4]", datatype="INT64"),
+        400,
+        "input 'input': expected datatype FP32, got INT64; send FP16, FP32 or FP64",
+    ),
+    (
+        "v2 BOOL for a float input",
+        V2,
+        v2("[true,false,true,false]", datatype="BOOL"),
+        400,
+        "input 'input': expected datatype FP32, got BOOL; send FP16, FP32 or FP64",
     ),
     ("v2 unknown datatype", V2, v2("[1,2,3,4]", datatype="FLOAT"), 400, "input 'input': unknown datatype 'FLOAT' ..."),
     ("v2 no inputs", V2, b'{"inputs":[]}', 400, "the request needs 'inputs': a non-empty list of tensors ..."),
@@ -90,7 +114,7 @@ CASES: list[tuple[str, str, bytes, int, str]] = [
         V2,
         v2("[1,2,3,null]"),
         400,
-        "input 'input': contains NaN or infinity, which this model does not accept",
+        "input 'input': contains NaN or infinity, which this model does not accept; fill in missing values...",
     ),
     ("v2 top level list", V2, b"[1,2]", 400, "the request must be a JSON object with 'inputs', got list; ..."),
     (
@@ -121,7 +145,28 @@ CASES: list[tuple[str, str, bytes, int, str]] = [
         TF,
         b'{"instances":[["a","b","c","d"]]}',
         400,
-        "input 'input': expected datatype FP32, got non-numeric values",
+        "input 'input': expected datatype FP32, got non-numeric values (the text 'a')",
+    ),
+    (
+        "tf numbers as text",
+        TF,
+        b'{"instances":[["5.1","3.5","1.4","0.2"]]}',
+        400,
+        "input 'input': expected datatype FP32, got non-numeric values (the text '5.1')",
+    ),
+    (
+        "tf a number among text",
+        TF,
+        b'{"instances":[[5.1,"3.5",1.4,0.2]]}',
+        400,
+        "input 'input': expected datatype FP32, got non-numeric values (the text '3.5')",
+    ),
+    (
+        "tf b64 for a numeric input",
+        TF,
+        b'{"instances":[[5.1,{"b64":"AA=="},1.4,0.2]]}',
+        400,
+        "input 'input': expected datatype FP32, got non-numeric values (an object)",
     ),
     (
         "tf missing input",
@@ -168,7 +213,7 @@ CASES: list[tuple[str, str, bytes, int, str]] = [
         TF,
         b'{"instances":[[1,2,3,null]]}',
         400,
-        "input 'input': contains NaN or infinity, which this model does not accept",
+        "input 'input': contains NaN or infinity, which this model does not accept; fill in missing values...",
     ),
     (
         "tf top level string",
@@ -258,3 +303,59 @@ async def test_unknown_endpoint_answers_json_404(client: AsyncClient) -> None:
     response = await client.get("/v3/anything")
     assert response.status_code == 404
     assert response.json() == {"error": "no such endpoint: GET /v3/anything"}
+
+
+# -- compressed bodies (Content-Encoding), on the fast lane and through the middleware ----------
+
+TF_ROWS = b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
+
+
+def _deflate(data: bytes, wbits: int) -> bytes:
+    packer = zlib.compressobj(wbits=wbits)
+    return packer.compress(data) + packer.flush()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [
+        ("gzip", gzip.compress),
+        ("x-gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("deflate", lambda data: _deflate(data, -zlib.MAX_WBITS)),  # raw deflate, as some clients send it
+    ],
+    ids=["gzip", "x-gzip", "deflate", "raw-deflate"],
+)
+@pytest.mark.parametrize("path", [V2, TF])
+async def test_compressed_bodies_are_decompressed(
+    client: AsyncClient, good: dict[str, Any], path: str, encoding: str, compress: Any
+) -> None:
+    body = orjson.dumps(good) if path == V2 else TF_ROWS
+    response = await client.post(path, content=compress(body), headers={"content-encoding": encoding})
+    assert response.status_code == 200, response.text
+    assert "setosa" in response.text
+
+
+@pytest.mark.parametrize("path", [V2, TF])
+async def test_compressed_body_inflating_past_the_limit_is_413(
+    client: AsyncClient, good: dict[str, Any], path: str
+) -> None:
+    bomb = gzip.compress(b'{"instances": [[1,2,3,4]], "padding": "' + b"x" * 1_000_000 + b'"}')
+    assert len(bomb) < LIMIT
+    response = await client.post(path, content=bomb, headers={"content-encoding": "gzip"})
+    assert response.status_code == 413
+    assert "larger than the limit" in response.json()["error"]
+    await assert_still_serving(client, good)
+
+
+@pytest.mark.parametrize("path", [V2, TF])
+async def test_unknown_or_broken_compression_is_refused_with_its_reason(client: AsyncClient, path: str) -> None:
+    brotli = await client.post(path, content=b"\x0b\x02\x80{}\x03", headers={"content-encoding": "br"})
+    assert brotli.status_code == 415
+    assert brotli.headers["accept-encoding"] == "gzip, deflate"
+    assert "Content-Encoding 'br' is not supported" in brotli.json()["error"]
+    truncated = await client.post(path, content=gzip.compress(TF_ROWS)[:-12], headers={"content-encoding": "gzip"})
+    assert truncated.status_code == 400
+    assert "truncated" in truncated.json()["error"]
+    garbage = await client.post(path, content=b"not gzip at all", headers={"content-encoding": "gzip"})
+    assert garbage.status_code == 400
+    assert "cannot be decompressed" in garbage.json()["error"]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +17,8 @@ from sklearn.linear_model import LogisticRegression
 
 import modelport
 from modelport.client import predict_url
+from modelport.launcher import serving, start, stop
 from modelport.settings import Settings
-from tests.helpers import free_port, stop, wait_until_ready
 
 pytestmark = pytest.mark.slow
 ROW = {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 5.1, "petal_width": 1.8}
@@ -41,19 +41,9 @@ def registered(tmp_path: Path, iris: tuple[pd.DataFrame, np.ndarray]) -> Path:
 
 @pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
 def server(request: pytest.FixtureRequest, registered: Path) -> Iterator[str]:
-    port = free_port()
-    command = [sys.executable, "-m", "modelport", "serve", "iris@production", "--port", str(port)]
-    command += ["--workers", str(request.param)]
-    process = subprocess.Popen(
-        command, env=_env(registered), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(base, process)
-        yield base
-    finally:
-        output = stop(process)
-        assert process.returncode == 0, output
+    with serving(["iris@production", "--workers", str(request.param)], env=_env(registered)) as server:
+        yield server.base
+    assert server.process.returncode == 0, server.output.text
 
 
 def test_served_model_answers_both_protocols_over_http(server: str) -> None:
@@ -73,6 +63,11 @@ def test_served_model_answers_both_protocols_over_http(server: str) -> None:
 def test_predict_command_reaches_a_server_by_url(server: str) -> None:
     v2 = predict_url(f"{server}/v2/models/iris", [list(ROW.values())])
     assert v2["label"].tolist() == ["virginica"]
+    # Whole numbers in row objects: the client declares the model's FP32, which the server checks.
+    whole = predict_url(
+        f"{server}/v2/models/iris", [{"sepal_length": 6, "sepal_width": 3, "petal_length": 5, "petal_width": 2}]
+    )
+    assert whole["label"].tolist() == ["virginica"]
     tf = predict_url(f"{server}/v1/models/iris", [ROW])
     assert tf["label"].tolist() == ["virginica"]
 
@@ -89,31 +84,24 @@ def test_server_survives_bad_requests_over_a_real_socket(server: str) -> None:
 
 def test_quickstart_runs_twice_and_serves_until_interrupted(tmp_path: Path) -> None:
     env = _env(tmp_path / "home")
-    port = free_port()
     first = subprocess.run(
-        [sys.executable, "-m", "modelport", "quickstart", "--port", str(port), "--no-serve"],
+        [sys.executable, "-m", "modelport", "quickstart", "--port", "0", "--no-serve"],
         env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert first.returncode == 0, first.stdout + first.stderr
     assert "registered iris@1 as iris@production" in first.stdout
     assert "virginica" in first.stdout
-    assert f"http://127.0.0.1:{port}/docs" in first.stdout
+    assert re.search(r"http://127\.0\.0\.1:\d+/docs", first.stdout)
     assert "curl -s" in first.stdout
 
-    second = subprocess.Popen(
-        [sys.executable, "-m", "modelport", "quickstart", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    assert second.stdout is not None
-    seen: list[str] = []
-    deadline = time.monotonic() + 240
-    for line in second.stdout:
-        seen.append(line)
-        if "press Ctrl-C" in line or time.monotonic() > deadline:
-            break
-    text = "".join(seen)
-    assert "registered iris@2 as iris@production" in text, text
-    assert httpx.get(f"http://127.0.0.1:{port}/v2/models/iris/ready").status_code == 200
-    output = stop(second)
-    assert second.returncode == 0, text + output
-    assert "stopped" in output
+    second, output = start(["quickstart", "--port", "0"], env=env)
+    try:
+        output.wait_for(re.compile("press Ctrl-C"), 240)
+        text = output.text
+        assert "registered iris@2 as iris@production" in text, text
+        port = re.search(r"serving on http://127\.0\.0\.1:(\d+)", text)
+        assert port is not None, text
+        assert httpx.get(f"http://127.0.0.1:{port.group(1)}/v2/models/iris/ready").status_code == 200
+    finally:
+        assert stop(second) == 0, output.text
+    assert "stopped" in output.close()

@@ -14,7 +14,6 @@ import pytest
 from modelport.app import build_app
 from modelport.registry import Registry
 from modelport.settings import Settings
-from tests.helpers import free_port
 from tests.serving import register_iris, running
 
 pytestmark = pytest.mark.slow
@@ -67,9 +66,9 @@ def server(registered_home: Settings, signer: Signer) -> Iterator[tuple[Any, dic
         keys.revoke(credentials["revoked key"].split("_")[1])
     finally:
         registry.close()
-    port = free_port()
-    with running(build_app(settings.with_(models=("iris@production",), grpc_port=port))):
-        client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{port}")
+    app = build_app(settings.with_(models=("iris@production",), grpc_port=0))
+    with running(app):
+        client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{app.grpc_port}")
         yield client, credentials
         client.close()
 

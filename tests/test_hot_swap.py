@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -18,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from modelport.launcher import serving
 from modelport.registry import Registry
 from modelport.settings import Settings
-from tests.helpers import free_port, wait_until_ready
 from tests.serving import register_iris
 
 pytestmark = pytest.mark.slow
@@ -80,14 +77,9 @@ def test_alias_move_swaps_version_without_failed_requests(
     settings = Settings(home=tmp_path / "home")
     register_iris(settings, iris, aliases=("production",), strength=1.0)
     register_iris(settings, iris, aliases=(), strength=0.5)
-    port = free_port()
     env = {**os.environ, "MODELPORT_HOME": str(settings.home), "MODELPORT_POLL_SECONDS": "0.2", "NO_COLOR": "1"}
-    command = [sys.executable, "-m", "modelport", "serve", "iris@production", "--port", str(port), "--threads", "1"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(base, process)
-
+    with serving(["iris@production", "--threads", "1"], env=env) as server:
+        base = server.base
         stop = threading.Event()
         moved: list[int] = []
 
@@ -123,6 +115,3 @@ def test_alias_move_swaps_version_without_failed_requests(
         with capsys.disabled():
             print(f"\nhot swap: {total} requests in {elapsed:.1f} s = {total / elapsed:.0f} req/s, "
                   f"{MOVES} alias moves, versions {dict(versions)}, 0 failed")  # fmt: skip
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=60)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import io
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -41,7 +42,6 @@ from modelport.settings import Settings
 from modelport.signature import to_inputs, validate_inputs
 from modelport.types import Signature, TensorSpec
 from tests.conftest import IRIS_FEATURES
-from tests.helpers import free_port
 from tests.serving import register_iris, running
 
 FEATURES = tuple(IRIS_FEATURES)
@@ -316,11 +316,13 @@ async def test_a_server_that_starts_failing_mid_run_counts_the_errors() -> None:
 
 
 async def test_connection_failures_count_as_errors() -> None:
-    url = f"http://127.0.0.1:{free_port()}/v2/models/m/infer"
-    run = await run_load(url, b"{}", concurrency=2, requests=10, validate=False)
-    assert (len(run.latencies_s), dict(run.errors)) == (0, {"ConnectError": 10})
-    with pytest.raises(RequestRejected, match="cannot reach"):
-        await run_load(url, b"{}", concurrency=2, requests=10)
+    with socket.socket() as closed:  # bound and never listening: every connection is refused
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/v2/models/m/infer"
+        run = await run_load(url, b"{}", concurrency=2, requests=10, validate=False)
+        assert (len(run.latencies_s), dict(run.errors)) == (0, {"ConnectError": 10})
+        with pytest.raises(RequestRejected, match="cannot reach"):
+            await run_load(url, b"{}", concurrency=2, requests=10)
 
 
 # -- the command --------------------------------------------------------------------------------

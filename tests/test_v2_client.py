@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,9 +12,9 @@ import numpy as np
 import pytest
 
 from modelport.app import build_app
+from modelport.launcher import ServerOutput, stop, wait_ready
 from modelport.settings import Settings
 from tests.conftest import IRIS_FEATURES
-from tests.helpers import free_port
 from tests.serving import register_iris, running
 
 pytestmark = pytest.mark.slow
@@ -93,6 +92,18 @@ def test_infer_by_alias_version_and_per_feature_tensors(client: Any, served: tup
     assert [v.decode() for v in result.as_numpy("label")] == list(estimator.predict(rows))
 
 
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_tritonclient_compressed_requests_are_answered(
+    client: Any, served: tuple[str, Any, Any], algorithm: str
+) -> None:
+    _, estimator, frame = served
+    rows = frame.iloc[60:70]
+    tensor = httpclient.InferInput("input", [len(rows), 4], "FP32")
+    tensor.set_data_from_numpy(rows.to_numpy(dtype=np.float32))
+    result = client.infer("iris", [tensor], request_compression_algorithm=algorithm)
+    assert [v.decode() for v in result.as_numpy("label")] == list(estimator.predict(rows))
+
+
 def test_server_errors_reach_tritonclient_as_exceptions(client: Any) -> None:
     from tritonclient.utils import InferenceServerException
 
@@ -107,25 +118,17 @@ def test_server_errors_reach_tritonclient_as_exceptions(client: Any) -> None:
 def test_uvicorn_factory_serves_the_models_named_in_the_environment(registered: tuple[Settings, Any]) -> None:
     """``uvicorn --factory modelport.app:create_app``, as ``modelport serve --workers N`` runs it."""
     settings = registered[0]
-    port = free_port()
     env = {**os.environ, "MODELPORT_HOME": str(settings.home), "MODELPORT_MODELS": "iris@production"}
-    command = [sys.executable, "-m", "uvicorn", "--factory", "modelport.app:create_app", "--port", str(port)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    command = [sys.executable, "-m", "uvicorn", "--factory", "modelport.app:create_app", "--port", "0"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = ServerOutput(process)
     try:
+        port = output.port(60)
+        wait_ready(f"http://127.0.0.1:{port}", process, output=output)
         client = httpclient.InferenceServerClient(url=f"127.0.0.1:{port}")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if client.is_server_ready():
-                    break
-            except Exception:
-                assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-                assert time.monotonic() < deadline, "the server did not become ready"
-                time.sleep(0.1)
+        assert client.is_server_ready()
         assert client.get_model_metadata("iris")["versions"] == ["1"]
         client.close()
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-        if process.stderr:
-            process.stderr.close()
+        stop(process)
+        output.close()

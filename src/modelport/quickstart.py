@@ -88,12 +88,12 @@ def _predict(console: Console, base: str) -> dict[str, Any]:
 
 def run(*, port: int, serve_forever: bool, console: Console) -> int:
     """The whole quickstart; returns the exit code."""
-    if not port_free(port):
-        raise ModelportError(f"port {port} is in use (is another modelport server running?); pass --port")
+    if port and not port_free(port):
+        raise ModelportError(f"port {port} is in use (is another modelport server running?); pass --port (0: any)")
     settings = Settings.from_env()
     train_and_register(settings, console)
     try:
-        with serving([f"{NAME}@{ALIAS}"], port=port, capture=False, ready_timeout_s=READY_TIMEOUT_S) as server:
+        with serving([f"{NAME}@{ALIAS}"], port=port or None, capture=False, ready_timeout_s=READY_TIMEOUT_S) as server:
             _show_usage(console, server.base)
             _predict(console, server.base)
             if serve_forever:

@@ -21,6 +21,7 @@ or with ``insecure_open``. The principal is put in ``scope["state"]["principal"]
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
@@ -42,6 +43,7 @@ from modelport.auth import (
 )
 from modelport.errors import Forbidden, ModelNotReady, ModelportError, NotFound, Unauthenticated
 from modelport.protocols.errors import domain_error_response
+from modelport.protocols.oidc import jwks_fetcher
 from modelport.settings import Settings
 
 if TYPE_CHECKING:
@@ -122,6 +124,15 @@ class Gate:
         self.settings = settings
         self.authenticator = authenticator
         self._needs: dict[str, Need] = {}
+        self._loopbacks: dict[str, bool] = {}
+
+    def _loopback(self, host: str) -> bool:
+        known = self._loopbacks.get(host)
+        if known is None:
+            if len(self._loopbacks) >= self.CACHE_PATHS:
+                self._loopbacks.clear()
+            known = self._loopbacks[host] = is_loopback(host)
+        return known
 
     def need(self, path: str) -> Need:
         need = self._needs.get(path)
@@ -131,18 +142,51 @@ class Gate:
             need = self._needs[path] = requirement(path, self.settings)
         return need
 
-    def admit(self, need: Need, authorization: str | None, api_key: str | None) -> Principal | None:
-        """The caller's principal (None while authentication is off); raises 401/403/503 errors."""
+    def admit(
+        self, need: Need, authorization: str | None, api_key: str | None, server: Address | None
+    ) -> Principal | None:
+        """The caller's principal (None while authentication is off); raises 401/403/503 errors.
+
+        ``server`` is the local address the request arrived on (ASGI ``scope["server"]``): while
+        authentication is off, only loopback addresses are served unless ``insecure_open`` says
+        otherwise, whatever address the server was told to bind (a bare ``uvicorn --host
+        0.0.0.0`` included).
+        """
         authenticator = self.authenticator()
         if authenticator is None:
             raise ModelNotReady("the server is starting: models are still loading; retry shortly")
         if not authenticator.enabled and not need.always:
+            if server is not None and not self.settings.insecure_open and not self._loopback(server[0]):
+                raise Forbidden(
+                    f"this server has no authentication configured, so it answers only requests that arrive on "
+                    f"a loopback address (this one arrived on {server[0]}); create an API key (modelport keys "
+                    "create --scope infer) or configure OAuth2 tokens, or set MODELPORT_INSECURE_OPEN=1 to serve "
+                    "openly"
+                )
             return None
         principal = authenticator.authenticate(authorization, api_key)
         if principal is None:
             raise Unauthenticated(f"this endpoint needs credentials: {CREDENTIALS_HELP}")
         check(principal, need)
         return principal
+
+
+Address = tuple[str, int | None]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a local address (as ``scope["server"]`` gives it) can be reached from this machine only.
+
+    ``::ffff:127.0.0.1`` counts as the IPv4 loopback it maps. Servers give IP addresses for TCP
+    sockets; anything else (a Unix socket path, a test client's host name) is not a network
+    address and counts as local.
+    """
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return True
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool((mapped or address).is_loopback)
 
 
 def refused(scope: Scope, exc: ModelportError) -> None:
@@ -181,7 +225,7 @@ class AuthGuard:
                 elif key == b"x-api-key":
                     api_key = value.decode("latin-1")
             try:
-                principal = self.gate.admit(need, authorization, api_key)
+                principal = self.gate.admit(need, authorization, api_key, scope.get("server"))
             except ModelportError as exc:
                 refused(scope, exc)
                 await domain_error_response(exc)(scope, receive, send)
@@ -198,7 +242,8 @@ async def authentication(
     """For an app's lifespan: the authenticator (built unless given), the startup rules checked,
     and a task that reloads API keys every ``poll_seconds`` while the app runs."""
     if authenticator is None:
-        authenticator = await asyncio.to_thread(build_authenticator, settings, registry)
+        fetch = jwks_fetcher(settings)  # OIDC discovery's HTTPS client, when configured
+        authenticator = await asyncio.to_thread(build_authenticator, settings, registry, fetch)
     check_exposure(settings, authenticator)
     if authenticator.enabled:
         log.info("authentication on: %d active API key(s)", authenticator.active_keys)

@@ -7,6 +7,7 @@ Open Inference Protocol and TF Serving REST both answer errors as a JSON object 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -15,6 +16,7 @@ from starlette.responses import Response
 
 from modelport.errors import (
     Conflict,
+    DeadlineExceeded,
     EnvironmentMismatch,
     Forbidden,
     InsufficientResources,
@@ -45,6 +47,7 @@ _STATUS: tuple[tuple[type[ModelportError], int], ...] = (
     (Conflict, 409),
     (ModelNotReady, 503),
     (Overloaded, 503),
+    (DeadlineExceeded, 504),
     (PredictionFailed, 500),
     (InvalidModel, 500),
     (EnvironmentMismatch, 500),
@@ -77,7 +80,7 @@ class Payload(NamedTuple):
 def error_payload(error: ModelportError) -> Payload:
     """The ``{"error": ...}`` answer for a domain error, with Retry-After / WWW-Authenticate."""
     status = status_of(error)
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers = {"Retry-After": str(max(1, math.ceil(getattr(error, "retry_after", 1))))} if status == 503 else None
     if status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="modelport"'}
     return Payload(status, orjson.dumps({"error": error.message}), JSON, headers)
@@ -93,6 +96,13 @@ def too_large(max_bytes: int) -> Payload:
         "send smaller batches, or raise MODELPORT_MAX_BODY_MB on the server"
     )
     return Payload(413, orjson.dumps({"error": message}), JSON, {"Connection": "close"})
+
+
+def unsupported_encoding(message: str) -> Payload:
+    """415 for a ``Content-Encoding`` the server does not decode; the rest of the body is not read."""
+    return Payload(
+        415, orjson.dumps({"error": message}), JSON, {"Accept-Encoding": "gzip, deflate", "Connection": "close"}
+    )
 
 
 def error_response(message: str, status: int, headers: dict[str, str] | None = None) -> Response:

@@ -11,15 +11,17 @@ calls. An unexpected exception is logged and answered with a JSON 500, as elsewh
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable
 
 from starlette.types import Message, Receive, Scope, Send
 
-from modelport.errors import ModelportError
+from modelport.errors import InvalidInput, ModelportError
 from modelport.manager import ModelManager
 from modelport.protocols import tfserving, v2
 from modelport.protocols.auth import Gate, refused
-from modelport.protocols.errors import JSON, Payload, error_payload, too_large
+from modelport.protocols.codec import TIMEOUT_HEADER, timeout_header
+from modelport.protocols.errors import JSON, Payload, error_payload, too_large, unsupported_encoding
 
 logger = logging.getLogger("modelport")
 
@@ -28,6 +30,7 @@ V2_SUFFIX = "/infer"
 TF_PREFIX = "/v1/models/"
 TF_SUFFIX = ":predict"
 _HEADER_LENGTH = v2.HEADER_LENGTH.encode("latin-1")
+_TIMEOUT = TIMEOUT_HEADER.encode("latin-1")
 _JSON = JSON.encode("latin-1")
 
 Target = tuple[str, str | None] | str  # V2 (name, selector), or the TF Serving path after /v1/models/
@@ -38,7 +41,58 @@ class ClientGone(Exception):
 
 
 class BodyTooLarge(Exception):
-    """A body without a declared length grew past the limit."""
+    """A body (without a declared length, or once decompressed) grew past the limit."""
+
+
+class UnsupportedEncoding(Exception):
+    """A ``Content-Encoding`` this server does not decode (415)."""
+
+
+ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def decode_body(body: bytes, encoding: str, limit: int) -> bytes:
+    """``body`` as it was before its ``Content-Encoding`` (gzip or deflate), at most ``limit`` bytes.
+
+    The limit applies to the decompressed size, which is never exceeded in memory: a small body
+    that would inflate past it raises :class:`BodyTooLarge` after ``limit`` bytes.
+    """
+    coding = encoding.strip().lower()
+    if coding in ("", "identity"):
+        return body
+    wbits = ENCODINGS.get(coding)
+    if wbits is None:
+        raise UnsupportedEncoding(
+            f"Content-Encoding {encoding[:40]!r} is not supported; send the body uncompressed, or gzip or deflate"
+        )
+    inflater = zlib.decompressobj(wbits)
+    try:
+        data = inflater.decompress(body, limit + 1)
+        if len(data) <= limit and not inflater.unconsumed_tail:
+            data += inflater.flush(limit + 1 - len(data))
+    except zlib.error as exc:
+        if (coding == "deflate" and not body[:1]) or coding != "deflate":
+            raise InvalidInput(f"the {coding} request body cannot be decompressed: {exc}") from None
+        return _raw_deflate(body, limit)
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise BodyTooLarge
+    if not inflater.eof:
+        raise InvalidInput(f"the {coding} request body is truncated; send the whole compressed body")
+    return data
+
+
+def _raw_deflate(body: bytes, limit: int) -> bytes:
+    """Deflate without the zlib wrapper, which some clients send as ``deflate``."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"the deflate request body cannot be decompressed: {exc}") from None
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise BodyTooLarge
+    if not inflater.eof:
+        raise InvalidInput("the deflate request body is truncated; send the whole compressed body")
+    return data
 
 
 def v2_target(path: str) -> tuple[str, str | None] | None:
@@ -116,6 +170,8 @@ class FastLane:
             return
         except BodyTooLarge:
             payload = too_large(self.max_body)
+        except UnsupportedEncoding as exc:
+            payload = unsupported_encoding(str(exc))
         except ModelportError as exc:
             payload = error_payload(exc)
         except Exception as exc:
@@ -124,7 +180,7 @@ class FastLane:
         await send_payload(send, payload)
 
     async def _answer(self, target: Target, scope: Scope, receive: Receive) -> Payload:
-        routing_key = header_length = authorization = api_key = None
+        routing_key = header_length = authorization = api_key = encoding = timeout = None
         length = -1
         for key, value in scope["headers"]:
             if key == b"content-length":
@@ -137,16 +193,23 @@ class FastLane:
                 authorization = value.decode("latin-1")
             elif key == b"x-api-key":
                 api_key = value.decode("latin-1")
+            elif key == b"content-encoding":
+                encoding = value.decode("latin-1")
+            elif key == _TIMEOUT:
+                timeout = value.decode("latin-1")
         if length > self.max_body:
             return too_large(self.max_body)
         try:
-            self.gate.admit(self.gate.need(scope["path"]), authorization, api_key)
+            self.gate.admit(self.gate.need(scope["path"]), authorization, api_key, scope.get("server"))
         except ModelportError as exc:
             refused(scope, exc)
             raise
         manager = self.get_manager()
         body = await read_body(receive, self.max_body)
+        if encoding is not None:
+            body = decode_body(body, encoding, self.max_body)
+        seconds = timeout_header(timeout)
         if isinstance(target, tuple):
             name, selector = target
-            return await v2.infer(manager, name, selector, body, header_length, routing_key)
-        return await tfserving.predict(manager, tfserving.parse_path(target), body, routing_key)
+            return await v2.infer(manager, name, selector, body, header_length, routing_key, seconds)
+        return await tfserving.predict(manager, tfserving.parse_path(target), body, routing_key, seconds)
