@@ -84,3 +84,43 @@ def forge_code_running_export(directory: Path, canary: Path, *, claims_trusted: 
     (directory / "sklearn.json").write_text(json.dumps(manifest))
     record.update(artifact=content_key(directory), trusted_code=claims_trusted)
     (directory / RECORD).write_bytes(orjson.dumps(record))
+
+
+SLEEPY_MODEL = """
+import time
+
+
+class Model:
+    def load(self, path):
+        pass
+
+    def predict(self, inputs):
+        x = inputs["input"]
+        if {condition}:
+            time.sleep({seconds})
+        return {{"total": x.sum(axis=1)}}
+"""
+
+
+def write_sleepy_model(directory: Path, seconds: float, *, over: float | None = None) -> Path:
+    """A custom Python model (one 2-D FP64 input, output ``total``) that sleeps ``seconds`` on
+    every call, or only when an input value is over ``over``."""
+    directory.mkdir(parents=True)
+    condition = "True" if over is None else f"float(x.max()) > {over}"
+    (directory / "model.py").write_text(SLEEPY_MODEL.format(condition=condition, seconds=seconds))
+    return directory
+
+
+def export_sleepy_model(root: Path, seconds: float, *, over: float | None = None) -> Path:
+    """:func:`write_sleepy_model`, registered as ``slow`` (trusted) in ROOT/home and exported to ROOT/out."""
+    from modelport.api import register
+    from modelport.export import export_version
+    from modelport.registry import Registry
+    from modelport.settings import Settings
+
+    code = write_sleepy_model(root / "code", seconds, over=over)
+    settings = Settings(home=root / "home")
+    version = register(code, name="slow", sample_input=np.ones((2, 3)), trust_pickle=True, settings=settings)
+    with Registry.open(settings) as registry:
+        export_version(version, registry.artifact_path(version), root / "out")
+    return root / "out"

@@ -224,10 +224,59 @@ async def test_a_full_queue_refuses_with_overloaded() -> None:
     await settle()
     queued = asyncio.ensure_future(batcher.submit(request(0, 3)))
     await settle()
-    with pytest.raises(Overloaded, match="queue is full"):
+    with pytest.raises(Overloaded, match=r"3 rows wait \(the limit is 3: MODELPORT_MAX_QUEUE_ROWS\)"):
         await batcher.submit(request(0, 1))
     gate.open.set()
     await asyncio.gather(blocker, queued)
+    assert batcher.queued_rows == 0
+
+
+def linear_cost(rows: int) -> float:
+    """A model measured at 50 ms per call plus 10 ms per row."""
+    return 0.05 + 0.01 * rows
+
+
+async def test_a_request_expected_to_wait_past_the_bound_is_refused_at_once() -> None:
+    clock, gate = FakeClock(), Gate()
+    settings = BatchSettings(max_batch_size=4, max_wait=0.0, max_queue_wait=0.3)
+    batcher = Batcher(gate.run, settings, cost=linear_cost, clock=clock)
+    assert batcher.expected_wait() == 0.0
+    blocker = asyncio.ensure_future(batcher.submit(request(0, 4)))  # in flight: 90 ms
+    await settle()
+    assert batcher.expected_wait() == pytest.approx(0.09)
+    await clock.advance(0.04)
+    assert batcher.expected_wait() == pytest.approx(0.05), "the batch in flight has 50 ms left"
+    queued = [asyncio.ensure_future(batcher.submit(request(0, 2))) for _ in range(2)]  # one batch of 4: 90 ms
+    await settle()
+    assert batcher.expected_wait() == pytest.approx(0.05 + 0.09)
+    queued += [asyncio.ensure_future(batcher.submit(request(0, 4))) for _ in range(2)]  # two more batches
+    await settle()
+    assert batcher.expected_wait() == pytest.approx(0.05 + 3 * 0.09)
+    with pytest.raises(Overloaded, match=r"about 0.32 s of work is queued ahead .*limit is 0.3 s") as refused:
+        await batcher.submit(request(0, 1))
+    assert refused.value.retry_after == pytest.approx(0.32)
+    assert batcher.rejected == 1
+    gate.open.set()
+    await asyncio.gather(blocker, *queued)
+    assert batcher.expected_wait() == 0.0
+    assert gate.calls == [4, 4, 4, 4]
+
+
+async def test_a_request_whose_caller_gave_up_leaves_the_queue_and_never_runs() -> None:
+    clock, gate = FakeClock(), Gate()
+    batcher = Batcher(gate.run, BatchSettings(max_batch_size=8, max_wait=0.0), cost=linear_cost, clock=clock)
+    blocker = asyncio.ensure_future(batcher.submit(request(0, 1)))
+    await settle()
+    abandoned = asyncio.ensure_future(batcher.submit(request(0, 5)))
+    kept = asyncio.ensure_future(batcher.submit(request(0, 2)))
+    await settle()
+    assert batcher.queued_rows == 7
+    abandoned.cancel()
+    await settle()
+    assert batcher.queued_rows == 2, "the abandoned rows stop counting at once"
+    gate.open.set()
+    await asyncio.gather(blocker, kept)
+    assert gate.calls == [1, 2], "the abandoned request never reached the runtime"
     assert batcher.queued_rows == 0
 
 

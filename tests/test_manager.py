@@ -11,14 +11,18 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from modelport.app import build_app
 from modelport.errors import InvalidInput, InvalidModel, InvalidReference, ModelNotReady, NotFound, PredictionFailed
 from modelport.manager import ModelManager
+from modelport.registry import Registry
 from modelport.runtimes.base import Capabilities, Runtime
 from modelport.runtimes.fake import FakeRuntime
+from modelport.settings import Settings
 from modelport.types import InferRequest, ModelVersion, Signature
-from tests.serving import BIAS, CLASSES, WEIGHTS, DirectorySource, fake_version
+from tests.serving import BIAS, CLASSES, WEIGHTS, DirectorySource, client_for, fake_version, register_iris
 
 ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
 
@@ -258,3 +262,28 @@ async def test_cheap_predictions_run_inline_and_slow_ones_in_the_pool(tmp_path: 
     assert not model.runs_inline(len(ROWS))
     assert ThreadRecordingRuntime.threads[-1].startswith("modelport-predict")
     manager.close()
+
+
+async def test_failed_version_errors_name_no_server_paths_but_the_log_does(
+    settings: Settings, iris: tuple[pd.DataFrame, np.ndarray], caplog: pytest.LogCaptureFixture
+) -> None:
+    version, _ = register_iris(settings, iris)
+    with Registry.open(settings) as registry:
+        stored = registry.artifact_path(version) / "model.onnx"
+    stored.chmod(0o644)
+    stored.write_bytes(b"not an onnx model")
+    app = build_app(settings.with_(models=("iris@production",), enable_management=False))
+    with caplog.at_level(logging.ERROR, logger="modelport"):
+        async with client_for(app) as client:
+            answers = [
+                await client.get("/v1/models/iris"),
+                await client.get("/v2/models/iris/ready"),
+                await client.post("/v2/models/iris/infer", json={"inputs": []}),
+                await client.get("/v2/health/ready"),
+            ]
+    assert [a.status_code for a in answers] == [200, 503, 503, 503]
+    assert "model.onnx" in answers[0].text  # the file is named ...
+    for answer in answers:
+        assert str(settings.home) not in answer.text  # ... but not where it lies on this server
+        assert "/artifacts/" not in answer.text
+    assert str(stored) in caplog.text

@@ -15,13 +15,19 @@ tested on its own. Rules the batcher keeps:
   ``max_batch_size`` runs alone.
 - Every caller gets exactly its own rows, in order, with its own output selection.
 - A batch that fails is retried request by request, so one bad request fails alone.
-- The queue is bounded in rows: past ``max_queue_rows`` a request is refused with
-  ``Overloaded`` (503 + Retry-After in the protocols).
+- The queue is bounded by expected wait: with the model's measured cost of a call (``cost``),
+  a request that would wait more than ``max_queue_wait`` seconds behind the work already
+  queued (and the batch in flight) is refused at once with ``Overloaded`` (503 + Retry-After
+  in the protocols), as is one past ``max_queue_rows`` queued rows. A request that finds the
+  batcher idle is never refused.
+- A request whose caller gave up (its deadline passed: the awaiting task was cancelled) leaves
+  the queue: its rows stop counting at once and it never reaches the runtime.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -37,6 +43,7 @@ from modelport.types import Batching
 
 Arrays = Mapping[str, np.ndarray]
 Run = Callable[[dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
+Cost = Callable[[int], float]  # expected seconds of one runtime call of that many rows (inf: not measured)
 
 
 def merge(requests: Sequence[Arrays]) -> tuple[dict[str, np.ndarray], list[int]]:
@@ -83,26 +90,37 @@ class MonotonicClock:
 
 @dataclass(frozen=True, slots=True)
 class BatchSettings:
-    """Per model version. ``max_wait`` in seconds; rows, not requests, count toward the limits.
+    """Per model version. ``max_wait`` and ``max_queue_wait`` in seconds; rows, not requests,
+    count toward the sizes.
 
     ``enabled`` False keeps the sizes as defaults for versions that turn batching on themselves.
+    ``max_queue_wait`` bounds the expected wait of a queued request whether batching is on or not.
     """
 
     max_batch_size: int = 64
     max_wait: float = 0.0
     max_queue_rows: int = 4096
     enabled: bool = True
+    max_queue_wait: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 1 or self.max_wait < 0 or self.max_queue_rows < 1:
-            raise ValueError("max_batch_size and max_queue_rows must be >= 1 and max_wait >= 0")
+        if self.max_batch_size < 1 or self.max_wait < 0 or self.max_queue_rows < 1 or self.max_queue_wait < 0:
+            raise ValueError("max_batch_size and max_queue_rows must be >= 1, max_wait and max_queue_wait >= 0")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BatchSettings:
         """The server's batching settings (the defaults for every version it serves)."""
         return cls(
-            settings.max_batch_size, settings.max_batch_wait_ms / 1000.0, settings.max_queue_rows, settings.batching
+            settings.max_batch_size,
+            settings.max_batch_wait_ms / 1000.0,
+            settings.max_queue_rows,
+            settings.batching,
+            settings.max_queue_wait_ms / 1000.0,
         )
+
+    def queue_wait_for(self, own: Batching) -> float:
+        """The expected wait past which one version refuses requests: its own setting, else this."""
+        return self.max_queue_wait if own.max_queue_wait_ms is None else own.max_queue_wait_ms / 1000.0
 
     def for_version(self, own: Batching) -> BatchSettings | None:
         """What one version runs with: its own settings where it has them, else these; None: off."""
@@ -112,6 +130,7 @@ class BatchSettings:
             own.max_batch_size or self.max_batch_size,
             self.max_wait if own.max_wait_ms is None else own.max_wait_ms / 1000.0,
             self.max_queue_rows,
+            max_queue_wait=self.queue_wait_for(own),
         )
 
 
@@ -122,21 +141,27 @@ class _Pending:
     rows: int
     arrived: float
     future: asyncio.Future[dict[str, np.ndarray]] = field(repr=False)
+    queued: bool = True  # its rows count in the queue (until taken, or dropped by its caller)
 
 
 class Batcher:
     """Queue in front of one model version's ``run`` coroutine (one batch in flight at a time)."""
 
-    def __init__(self, run: Run, settings: BatchSettings, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, run: Run, settings: BatchSettings, *, cost: Cost | None = None, clock: Clock | None = None
+    ) -> None:
         self._run = run
         self.settings = settings
+        self._cost = cost
         self._clock = clock or MonotonicClock()
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._busy = False
+        self._running_until: float | None = None  # when the batch in flight is expected to end
         self._dispatcher: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
         self.batches = 0  # runtime calls made, for tests and metrics
         self.largest_batch = 0
+        self.rejected = 0  # requests refused as overload
 
     @property
     def queued_rows(self) -> int:
@@ -147,22 +172,57 @@ class Batcher:
         """No batch running and none waiting."""
         return not self._busy and not self._queue
 
+    def expected_wait(self) -> float:
+        """Seconds a request submitted now is expected to wait before its batch starts: the rest
+        of the batch in flight, then the queued rows in batches of ``max_batch_size`` (0 while the
+        model's cost is not measured)."""
+        if self._cost is None:
+            return 0.0
+        size = self.settings.max_batch_size
+        full, rest = divmod(self._queued_rows, size)
+        wait = full * self._cost(size) + (self._cost(rest) if rest else 0.0)
+        if self._running_until is not None:
+            wait += max(0.0, self._running_until - self._clock.now())
+        return wait if math.isfinite(wait) else 0.0
+
+    def _admit(self, rows: int) -> None:
+        """Overloaded when the request would wait too long, or the queue holds too many rows."""
+        if not self._busy:
+            return
+        wait = self.expected_wait()
+        settings = self.settings
+        if wait > settings.max_queue_wait:
+            why = (
+                f"about {wait:.2g} s of work is queued ahead of this request (the limit is "
+                f"{settings.max_queue_wait:g} s: MODELPORT_MAX_QUEUE_WAIT_MS)"
+            )
+        elif self._queue and self._queued_rows + rows > settings.max_queue_rows:
+            why = f"{self._queued_rows} rows wait (the limit is {settings.max_queue_rows}: MODELPORT_MAX_QUEUE_ROWS)"
+        else:
+            return
+        self.rejected += 1
+        raise Overloaded(f"the model is overloaded: {why}; retry shortly or add capacity", retry_after=wait)
+
     async def submit(self, inputs: Arrays, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Predict ``inputs`` (validated) and return the selected outputs for exactly these rows."""
         rows = count_rows(inputs)
-        if self._queue and self._queued_rows + rows > self.settings.max_queue_rows:
-            raise Overloaded(
-                f"the model's queue is full ({self._queued_rows} rows waiting, limit "
-                f"{self.settings.max_queue_rows}); retry shortly or add capacity"
-            )
+        self._admit(rows)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
-        self._queue.append(_Pending(inputs, outputs, rows, self._clock.now(), future))
+        pending = _Pending(inputs, outputs, rows, self._clock.now(), future)
+        future.add_done_callback(lambda done: self._dropped(pending) if done.cancelled() else None)
+        self._queue.append(pending)
         self._queued_rows += rows
         if not self._busy:
             self._busy = True
             self._dispatcher = loop.create_task(self._dispatch())  # after the requests ready in this pass
         return await future
+
+    def _dropped(self, pending: _Pending) -> None:
+        """Its caller gave up while it was queued: its rows no longer count (it is skipped when taken)."""
+        if pending.queued:
+            pending.queued = False
+            self._queued_rows -= pending.rows
 
     def _count(self, rows: int) -> None:
         self.batches += 1
@@ -197,12 +257,13 @@ class Batcher:
         rows = 0
         while self._queue:
             head = self._queue[0]
-            if batch and rows + head.rows > limit:
+            if batch and head.queued and rows + head.rows > limit:
                 break
             self._queue.popleft()
-            self._queued_rows -= head.rows
-            if head.future.cancelled():
+            if not head.queued or head.future.done():
                 continue
+            head.queued = False
+            self._queued_rows -= head.rows
             batch.append(head)
             rows += head.rows
         return batch
@@ -211,7 +272,12 @@ class Batcher:
         try:
             merged, sizes = merge([p.inputs for p in batch])
             self._count(sum(sizes))
-            outputs = await self._run(merged)
+            if self._cost is not None:
+                self._running_until = self._clock.now() + self._cost(sum(sizes))
+            try:
+                outputs = await self._run(merged)
+            finally:
+                self._running_until = None
             parts = split(outputs, sizes, [p.outputs for p in batch])
         except Exception as exc:
             if len(batch) == 1:

@@ -59,7 +59,15 @@ class PredictionFailed(ModelportError):
 
 
 class Overloaded(ModelportError):
-    """The server has more work queued than it accepts; the caller should retry later."""
+    """The server has more work queued than it accepts; the caller should retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(ModelportError):
+    """A request did not finish within its deadline (it was dropped from the queue, or its answer abandoned)."""
 
 
 class Unauthenticated(ModelportError):

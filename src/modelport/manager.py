@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,11 +29,20 @@ from typing import Any
 import numpy as np
 
 from modelport.batching import Batcher, BatchSettings
-from modelport.errors import InvalidModel, ModelNotReady, ModelportError, NotFound, PredictionFailed
+from modelport.errors import (
+    DeadlineExceeded,
+    InvalidModel,
+    ModelNotReady,
+    ModelportError,
+    NotFound,
+    Overloaded,
+    PredictionFailed,
+)
 from modelport.reference import Reference, parse_reference, parse_selector
 from modelport.routing import AliasTarget, ModelRouting, Plan, Snapshot, Spec, build_plans, pick
 from modelport.served import (
     INLINE_SECONDS,
+    OVERRUN_SECONDS,
     ModelSource,
     RegistrySource,
     ServingModel,
@@ -60,6 +71,8 @@ __all__ = [
 logger = logging.getLogger("modelport")
 
 DRAIN_SECONDS = 30.0  # longest wait for in-flight requests before a retired version is unloaded anyway
+OVERLOAD_WINDOW = 1.0  # seconds after a refusal during which an overload_unready server is not ready
+DEADLINE_SETTING = "the server's: MODELPORT_REQUEST_TIMEOUT, or SAGEMAKER_MODEL_SERVER_TIMEOUT in SageMaker mode"
 Key = tuple[str, int]
 
 
@@ -86,16 +99,30 @@ class ModelManager:
     """Loads versions from a source, resolves name + selector to a loaded version, runs inference.
 
     ``threads`` sizes the pool that runs predictions off the event loop. Predictions whose
-    measured cost (:meth:`ServingModel.estimate`) is under ``INLINE_SECONDS`` run inline.
-    ``batching`` (None: off) puts an adaptive :class:`~modelport.batching.Batcher` in front of
-    every loaded version whose runtime takes batches; a version's own settings
-    (:class:`~modelport.types.Batching`, stored at registration) win over it.
+    measured cost (:meth:`ServingModel.estimate`) is under ``INLINE_SECONDS`` run inline, if the
+    runtime's cost is bounded (never custom code) and until one such call overruns
+    ``OVERRUN_SECONDS``. ``batching`` (None: off) puts an adaptive
+    :class:`~modelport.batching.Batcher` in front of every loaded version whose runtime takes
+    batches; a version's own settings (:class:`~modelport.types.Batching`, stored at
+    registration) win over it. Its ``max_queue_wait`` bounds every version's expected queue wait,
+    batched or not. ``timeout`` is every request's deadline in seconds (0: none; a request may
+    ask for less). ``overload_unready``: :meth:`ready` is False while a version sheds load.
     """
 
-    def __init__(self, source: ModelSource, *, threads: int = 1, batching: BatchSettings | None = None) -> None:
+    def __init__(
+        self,
+        source: ModelSource,
+        *,
+        threads: int = 1,
+        batching: BatchSettings | None = None,
+        timeout: float = 0.0,
+        overload_unready: bool = False,
+    ) -> None:
         self.source = source
         self.threads = max(1, threads)
         self.batching = batching
+        self.timeout = timeout
+        self.overload_unready = overload_unready
         self.shadows = ShadowRunner()
         self._specs: list[Spec] = []
         self._excluded: set[str] = set()  # names unloaded on request, left out of every spec
@@ -236,9 +263,12 @@ class ModelManager:
         model = ServingModel(version, runtime)
         if not runtime.capabilities.thread_safe:
             model.lock = threading.Lock()
-        batching = (self.batching or BatchSettings(enabled=False)).for_version(version.batching)
+        model.parallelism = self.threads if runtime.capabilities.thread_safe else 1
+        defaults = self.batching or BatchSettings(enabled=False)
+        model.max_queue_wait = defaults.queue_wait_for(version.batching)
+        batching = defaults.for_version(version.batching)
         if batching is not None and runtime.capabilities.batch_rows:
-            model.batcher = Batcher(lambda inputs: self._execute(model, inputs), batching)
+            model.batcher = Batcher(lambda inputs: self._execute(model, inputs), batching, cost=model.estimate)
         try:
             self._warm(model)
         except BaseException:
@@ -254,10 +284,14 @@ class ModelManager:
         logger.info("serving %s (runtime %s)", model.version.ref, model.version.runtime)
 
     def _fail(self, key: Key, exc: ModelportError) -> ModelportError:
+        """Mark ``key`` FAILED. The log keeps the whole message; what clients see (status endpoints,
+        the errors raised here) names files by their base name, never by a path on this server."""
+        logger.error("model %s@%d failed to load: %s", key[0], key[1], exc.message)
+        exc.message = without_paths(exc.message)
+        exc.args = (exc.message,)
         self._blocked.add(key)
         self._errors[key] = exc
         self._mark(key, VersionState.FAILED, exc.message)
-        logger.error("model %s@%d failed to load: %s", key[0], key[1], exc.message)
         return exc
 
     def _mark(self, key: Key, state: VersionState, error: str | None = None) -> None:
@@ -341,8 +375,22 @@ class ModelManager:
     # -- lookup ------------------------------------------------------------------------------
 
     def ready(self) -> bool:
-        """True when every configured reference is loaded, warmed and routed."""
-        return not self._closed and not self._unmet
+        """True when every configured reference is loaded, warmed and routed (and, with
+        ``overload_unready``, no version is shedding load)."""
+        return self.not_ready() is None
+
+    def not_ready(self, *, overload: bool = True) -> str | None:
+        """Why the server is not ready, or None when it is (``overload`` False: loaded is ready)."""
+        if self._closed:
+            return "the server is shutting down"
+        if self._unmet:
+            return "the configured models are not all loaded yet"
+        if overload and self.overload_unready:
+            now = time.monotonic()
+            shedding = sorted(m.version.ref for m in self._loaded.values() if m.shedding(now, OVERLOAD_WINDOW))
+            if shedding:
+                return f"overloaded: {', '.join(shedding)} refused requests in the last {OVERLOAD_WINDOW:g} s"
+        return None
 
     def status(self, name: str | None = None) -> list[VersionStatus]:
         """Every version this manager has seen (loading, ready, failed, unloaded), by name and number."""
@@ -437,12 +485,20 @@ class ModelManager:
         if requested is not None:
             select_outputs(dict.fromkeys(model.outputs), requested)  # unknown names fail before any work
         inputs = request.inputs if request.checked is signature else validate_inputs(signature, request.inputs)
+        deadline = self._deadline(request.timeout)
         model.inflight += 1
         try:
-            if model.batcher is not None:
-                outputs = await model.batcher.submit(inputs)
+            if deadline is None:
+                outputs = await self._predict(model, inputs)
             else:
-                outputs = await self._execute(model, inputs)
+                try:
+                    async with asyncio.timeout(deadline):
+                        outputs = await self._predict(model, inputs)
+                except TimeoutError:
+                    raise self._deadline_exceeded(model, deadline) from None
+        except Overloaded:
+            model.shed_at = time.monotonic()
+            raise
         finally:
             model.inflight -= 1
         if route.shadows:
@@ -456,21 +512,80 @@ class ModelManager:
             parameters={},
         )
 
+    def _deadline_exceeded(self, model: ServingModel, deadline: float) -> DeadlineExceeded:
+        whose = DEADLINE_SETTING if deadline == self.timeout else "the request's own timeout"
+        return DeadlineExceeded(
+            f"model {model.version.ref} did not answer within the deadline of {deadline:g} s ({whose}); the "
+            "request was dropped: send smaller batches, retry later, or raise the deadline"
+        )
+
+    def _deadline(self, asked: float | None) -> float | None:
+        """Seconds this request may take: the server's deadline, or less if the request asks."""
+        limits = [t for t in (self.timeout, asked) if t is not None and t > 0]
+        return min(limits) if limits else None
+
+    async def _predict(self, model: ServingModel, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if model.batcher is not None:
+            return await model.batcher.submit(inputs)
+        if model.backlog > 0:
+            wait = model.queue_wait()
+            if wait > model.max_queue_wait:
+                raise Overloaded(
+                    f"model {model.version.ref} is overloaded: about {wait:.2g} s of work is queued ahead of this "
+                    f"request (the limit is {model.max_queue_wait:g} s: MODELPORT_MAX_QUEUE_WAIT_MS); "
+                    "retry shortly or add capacity",
+                    retry_after=wait,
+                )
+        return await self._execute(model, inputs)
+
     async def _execute(self, model: ServingModel, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the runtime: inline when measured cheaper than a thread hand-off, else in the pool."""
+        """Run the runtime: inline when measured cheaper than a thread hand-off, else in the pool.
+
+        Work sent to the pool counts in the version's backlog until its thread finishes (even
+        when the caller stopped waiting for it), so admission sees what the pool really holds.
+        """
+        rows = count_rows(inputs)
         try:
-            if model.runs_inline(count_rows(inputs)) and (model.lock is None or model.lock.acquire(blocking=False)):
+            if model.runs_inline(rows) and (model.lock is None or model.lock.acquire(blocking=False)):
+                start = time.perf_counter()
                 try:
                     return model.timed_predict(inputs)
                 finally:
                     if model.lock is not None:
                         model.lock.release()
-            return await asyncio.get_running_loop().run_in_executor(self._pool(), model.predict, inputs)
+                    self._check_overrun(model, time.perf_counter() - start)
+            return await self._in_pool(model, inputs, rows)
         except ModelportError:
             raise
         except Exception as exc:
             logger.exception("model %s failed to predict", model.version.ref)
             raise PredictionFailed(f"model {model.version.ref} failed to predict: {type(exc).__name__}: {exc}") from exc
+
+    async def _in_pool(self, model: ServingModel, inputs: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        expected = model.estimate(rows)
+        expected = expected if math.isfinite(expected) else 0.0
+        loop = asyncio.get_running_loop()
+
+        def finished(_: Any) -> None:  # in the worker thread: account on the loop
+            loop.call_soon_threadsafe(release)
+
+        def release() -> None:
+            model.backlog = max(0.0, model.backlog - expected)
+
+        model.backlog += expected
+        work = self._pool().submit(model.predict, inputs)
+        work.add_done_callback(finished)
+        return await asyncio.wrap_future(work)
+
+    @staticmethod
+    def _check_overrun(model: ServingModel, seconds: float) -> None:
+        if seconds > OVERRUN_SECONDS and model.inline:
+            model.inline = False
+            logger.info(
+                "%s: a prediction took %.0f ms on the event loop; its predictions run in the thread pool from now on",
+                model.version.ref,
+                seconds * 1000,
+            )
 
     def _mirror(self, route: Route, inputs: Any, primary: Any) -> None:
         for shadow, fraction in route.shadows:
@@ -496,6 +611,14 @@ class ModelManager:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+
+
+_PATH = re.compile(r"(?<![\w/.~-])(?:~|/)(?:[^\s/'\"]*/)+([^\s/'\"]*)")
+
+
+def without_paths(message: str) -> str:
+    """``message`` with every absolute path replaced by its last part (``/srv/a/model.skops`` -> ``model.skops``)."""
+    return _PATH.sub(lambda match: match.group(1) or "…", message)
 
 
 def _releaser(model: ServingModel) -> Callable[[], None]:

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 # A prediction expected to take less than this runs on the event loop: handing it to a thread
 # costs more (~100 us of wake-up and GIL hand-over) than the work. Longer ones go to the pool.
 INLINE_SECONDS = 0.0005
+# An inline call that took longer than this blocked every other request on the loop for that
+# long: the version's predictions run in the pool from then on.
+OVERRUN_SECONDS = 0.005
 
 
 class ModelSource(Protocol):
@@ -109,9 +112,18 @@ class ServingModel:
     seconds_per_row: float = field(default=math.inf, repr=False)
     inflight: int = field(default=0, repr=False)  # requests (and shadow jobs) using it now
     batcher: Batcher | None = field(default=None, repr=False)  # merges concurrent requests when batching is on
+    # Overload: the expected seconds of work handed to the pool and not finished (without a
+    # batcher), how many calls run at once there, and the expected wait past which requests
+    # are refused; when the version last refused one (monotonic seconds).
+    backlog: float = field(default=0.0, repr=False)
+    parallelism: int = field(default=1, repr=False)
+    max_queue_wait: float = field(default=1.0, repr=False)
+    shed_at: float = field(default=-math.inf, repr=False)
+    inline: bool = field(init=False, repr=False)  # may a cheap call run on the event loop at all
 
     def __post_init__(self) -> None:
         self.outputs = tuple(spec.name for spec in self.version.signature.outputs)
+        self.inline = self.runtime.capabilities.bounded_cost
 
     @property
     def name(self) -> str:
@@ -158,7 +170,17 @@ class ServingModel:
 
     def runs_inline(self, rows: int) -> bool:
         """Whether a prediction of ``rows`` rows is cheap enough to run on the event loop."""
-        return self.estimate(rows) < INLINE_SECONDS
+        return self.inline and self.estimate(rows) < INLINE_SECONDS
+
+    def queue_wait(self) -> float:
+        """Expected seconds before a request now would start (batcher, or the pool's backlog)."""
+        if self.batcher is not None:
+            return self.batcher.expected_wait()
+        return self.backlog / self.parallelism
+
+    def shedding(self, now: float, window: float) -> bool:
+        """Whether the version refused a request as overload within the last ``window`` seconds."""
+        return now - self.shed_at < window
 
 
 def _average(old: float, new: float) -> float:

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-# Open Inference Protocol datatype names <-> NumPy dtypes. BYTES travels as an object array of str.
+# Open Inference Protocol datatype names <-> NumPy dtypes. BYTES travels as an object array: of str
+# for a text input, of bytes for a binary one (TensorSpec.binary).
 DATATYPES: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),
     "UINT8": np.dtype(np.uint8),
@@ -52,6 +53,10 @@ class TensorSpec:
 
     ``feature_names`` names the columns of a 2-D input (from a DataFrame's columns), so a
     request may give one value per feature instead of the whole tensor.
+
+    ``binary`` (BYTES only): the model takes raw ``bytes`` elements (its sample held bytes), as
+    they arrive. Otherwise a BYTES input is text: elements reach the model as ``str``, and bytes
+    that are not UTF-8 are refused.
     """
 
     name: str
@@ -59,6 +64,7 @@ class TensorSpec:
     shape: tuple[int, ...]
     feature_names: tuple[str, ...] | None = None
     allow_nan: bool = False
+    binary: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
@@ -66,6 +72,8 @@ class TensorSpec:
             data["feature_names"] = list(self.feature_names)
         if self.allow_nan:
             data["allow_nan"] = True
+        if self.binary:
+            data["binary"] = True
         return data
 
     @classmethod
@@ -77,6 +85,7 @@ class TensorSpec:
             shape=tuple(int(d) for d in data["shape"]),
             feature_names=tuple(names) if names is not None else None,
             allow_nan=bool(data.get("allow_nan", False)),
+            binary=bool(data.get("binary", False)),
         )
 
 
@@ -124,6 +133,7 @@ class Batching:
     enabled: bool | None = None
     max_batch_size: int | None = None  # rows per runtime call
     max_wait_ms: float | None = None  # how long a batch formed under load may wait to fill
+    max_queue_wait_ms: float | None = None  # expected wait past which a request is refused (503)
 
     def __post_init__(self) -> None:
         if self.enabled is not None and not isinstance(self.enabled, bool):
@@ -131,21 +141,26 @@ class Batching:
         size = self.max_batch_size
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
             raise ValueError(f"max_batch_size must be an integer >= 1, got {size!r}")
-        wait = self.max_wait_ms
-        if wait is not None and (isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait < 60_000):
-            raise ValueError(f"max_wait_ms must be a number of milliseconds in [0, 60000), got {wait!r}")
+        for name in ("max_wait_ms", "max_queue_wait_ms"):
+            wait = getattr(self, name)
+            if wait is not None and (
+                isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait < 60_000
+            ):
+                raise ValueError(f"{name} must be a number of milliseconds in [0, 60000), got {wait!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """The settings that are set (an empty dict: the server's settings throughout)."""
-        pairs = (("enabled", self.enabled), ("max_batch_size", self.max_batch_size), ("max_wait_ms", self.max_wait_ms))
-        return {key: value for key, value in pairs if value is not None}
+        return {key: getattr(self, key) for key in BATCHING_KEYS if getattr(self, key) is not None}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Batching:
-        unknown = sorted(set(data) - {"enabled", "max_batch_size", "max_wait_ms"})
+        unknown = sorted(set(data) - set(BATCHING_KEYS))
         if unknown:
-            raise ValueError(f"unknown batching setting {unknown[0]!r} (known: enabled, max_batch_size, max_wait_ms)")
-        return cls(data.get("enabled"), data.get("max_batch_size"), data.get("max_wait_ms"))
+            raise ValueError(f"unknown batching setting {unknown[0]!r} (known: {', '.join(BATCHING_KEYS)})")
+        return cls(**{key: data.get(key) for key in BATCHING_KEYS})
+
+
+BATCHING_KEYS = ("enabled", "max_batch_size", "max_wait_ms", "max_queue_wait_ms")
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +204,7 @@ class InferRequest:
     id: str | None = None
     parameters: Mapping[str, Any] = field(default_factory=dict)
     checked: Signature | None = field(default=None, repr=False, compare=False)
+    timeout: float | None = None  # seconds the caller allows (its own deadline); None: the server's
 
 
 @dataclass(slots=True)

@@ -23,11 +23,15 @@ class Capabilities:
     batch_rows: outputs are row-aligned with inputs, so rows may be merged and split.
     thread_safe: ``predict`` may run from several threads at once.
     runs_code: loading executes code from the artifact (pickle, custom Python) and needs trust.
+    bounded_cost: a call's cost follows from its number of rows (a graph or an estimator), not
+        from code that may loop on the values; only then may a call measured cheap run on the
+        server's event loop instead of a thread.
     """
 
     batch_rows: bool = True
     thread_safe: bool = True
     runs_code: bool = False
+    bounded_cost: bool = True
 
 
 @runtime_checkable
