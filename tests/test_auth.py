@@ -216,7 +216,7 @@ def test_unusable_jwt_configuration_is_refused_at_start(settings: Settings, sign
     with pytest.raises(ModelportError, match="symmetric"):
         build_authenticator(settings.with_(jwt_jwks=symmetric), None)
     pem = signer.write_pem(tmp_path / "k.pem")
-    with pytest.raises(ModelportError, match="not both"):
+    with pytest.raises(ModelportError, match="one source of JWT keys, not several"):
         build_authenticator(settings.with_(jwt_public_key=pem, jwt_jwks=write_jwks(tmp_path / "j.json", signer)), None)
 
 

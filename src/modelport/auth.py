@@ -33,7 +33,7 @@ from modelport.settings import Settings
 if TYPE_CHECKING:
     from modelport.keys import StoredKey
     from modelport.registry import Registry
-    from modelport.tokens import TokenVerifier
+    from modelport.tokens import JwksFetch, TokenVerifier
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class KeySource(Protocol):
 class Authenticator:
     """Checks credentials against the key snapshot and the configured token verifier.
 
-    ``enabled`` is True once any active API key exists or a JWT key/JWKS is configured, and it
+    ``enabled`` is True once any active API key exists or JWT keys are configured, and it
     stays True for the life of the object: revoking the last key locks the server rather than
     opening it.
     """
@@ -135,7 +135,12 @@ class Authenticator:
         return sum(not entry.revoked for entry in self._keys.values())
 
     def refresh(self) -> None:
-        """Reload the key snapshot (one query); requests keep using the old one until it is swapped."""
+        """Reload the key snapshot (one query); requests keep using the old one until it is swapped.
+
+        Also refetches an OIDC issuer's signing keys once they are older than their maximum age.
+        """
+        if self._tokens is not None:
+            self._tokens.refresh()  # keeps the last good keys (and logs) when the issuer cannot be reached
         if self._source is None:
             return
         with self._lock:
@@ -183,7 +188,7 @@ class Authenticator:
 
 MANAGEMENT_NEEDS_AUTH = (
     "management endpoints need authentication: modelport keys create --scope manage "
-    "(or configure OAuth2 tokens: --jwt-public-key / --jwt-jwks)"
+    "(or configure OAuth2 tokens: --jwt-public-key / --jwt-jwks / --jwt-discovery)"
 )
 
 
@@ -199,21 +204,25 @@ def check_exposure(settings: Settings, authenticator: Authenticator) -> None:
         raise InvalidSetting(
             f"refusing to serve on {settings.host} without authentication: anyone who can reach it could call it; "
             "create an API key (modelport keys create --scope infer), or configure OAuth2 tokens "
-            "(--jwt-public-key / --jwt-jwks), or pass --insecure-open to serve openly anyway"
+            "(--jwt-public-key / --jwt-jwks / --jwt-discovery), or pass --insecure-open to serve openly anyway"
         )
 
 
-def build_authenticator(settings: Settings, registry: Registry | None) -> Authenticator:
+def build_authenticator(
+    settings: Settings, registry: Registry | None, jwks_fetch: JwksFetch | None = None
+) -> Authenticator:
     """The authenticator for ``settings``: keys from ``registry``'s database, tokens per the JWT settings.
 
     Loads the key snapshot once; raises :class:`~modelport.errors.ModelportError` when a
-    configured JWT key file cannot be used.
+    configured JWT key file cannot be used. With ``jwt_discovery``, ``jwks_fetch`` fetches the
+    issuer's keys (:func:`modelport.protocols.oidc.jwks_fetcher`); they are fetched here once, and
+    a failure stops the server.
     """
     tokens = None
-    if settings.jwt_public_key is not None or settings.jwt_jwks is not None:
+    if settings.jwt_public_key is not None or settings.jwt_jwks is not None or settings.jwt_discovery:
         from modelport.tokens import TokenVerifier
 
-        tokens = TokenVerifier.from_settings(settings)
+        tokens = TokenVerifier.from_settings(settings, jwks_fetch)
     keys = None
     if registry is not None:
         from modelport.keys import KeyStore

@@ -8,7 +8,8 @@ Domain errors become gRPC status codes through the one table that gives their HT
 ServerReady are open; everything else needs a caller allowed to use the model once auth is on.
 
 :func:`grpc_endpoint` runs a ``grpc.aio`` server on the app's event loop for the life of the
-app (started and stopped by the app's lifespan).
+app (started and stopped by the app's lifespan), over TLS when ``settings`` give a certificate
+(:mod:`modelport.protocols.tls`), requiring client certificates when they give a client CA.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from modelport import __version__
 from modelport.auth import CREDENTIALS_HELP, Authenticator
 from modelport.errors import ModelNotReady, ModelportError, Unauthenticated
 from modelport.protocols.auth import Access, Need, check
+from modelport.protocols.codec import earliest, timeout_parameter
 from modelport.protocols.errors import status_of
 from modelport.protocols.grpc_codec import decode_infer_request, encode_infer_result
 from modelport.protocols.proto import grpc_predict_v2_pb2 as pb
 from modelport.protocols.proto.grpc_predict_v2_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
+from modelport.protocols.tls import server_tls
 from modelport.protocols.v2 import EXTENSIONS, VERSION_HEADER, GetManager, model_metadata
 from modelport.settings import Settings
 
@@ -129,6 +132,8 @@ class InferenceServicer:
             self._authorize(context, Need(Access.INFER, request.name))
             model = self._get_manager().get(request.name, request.version or None)
         except ModelportError as exc:
+            if status_of(exc) == 404:  # as Triton: an unknown model, version or alias is not ready
+                return pb.ModelReadyResponse(ready=False)
             await _abort(context, exc)
         except Exception as exc:
             await _internal(context, exc)
@@ -160,6 +165,8 @@ class InferenceServicer:
             manager = self._get_manager()
             route, model = manager.pick(name, selector, _metadata(context).get(self._sticky_header))
             infer_request = decode_infer_request(request, model.version.signature)
+            # the client's gRPC deadline, and Triton's "timeout" request parameter (microseconds)
+            infer_request.timeout = earliest(timeout_parameter(infer_request.parameters), context.time_remaining())
             result = await manager.run(route, model, infer_request)
             response = encode_infer_result(result, raw=bool(request.raw_input_contents))
         except ModelportError as exc:
@@ -183,8 +190,12 @@ async def grpc_endpoint(
     Several workers share the port through SO_REUSEPORT (only when ``settings.workers > 1``, so a
     single server still fails loudly when the port is taken). Messages over
     ``settings.max_body_bytes`` are refused (RESOURCE_EXHAUSTED), as REST refuses such bodies.
+    With ``settings.tls_certfile``/``tls_keyfile`` the port speaks TLS only (checked before it
+    binds: :class:`~modelport.errors.InvalidSetting`), and with ``tls_client_ca`` a client
+    without a certificate signed by that CA cannot connect.
     """
     assert settings.grpc_port is not None
+    tls = server_tls(settings)
     options = [
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ("grpc.max_receive_message_length", settings.max_body_bytes),
@@ -194,13 +205,22 @@ async def grpc_endpoint(
     add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]  # generated code
     address = _address(settings.host, settings.grpc_port)
     try:
-        port = server.add_insecure_port(address)
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            credentials = grpc.ssl_server_credentials(
+                [(tls.private_key, tls.certificate_chain)],
+                root_certificates=tls.client_ca_pem,
+                require_client_auth=tls.client_ca_pem is not None,
+            )
+            port = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise OSError(
             f"cannot serve gRPC on {address}: {exc}; is the port in use? choose another --grpc-port"
         ) from None
     await server.start()
-    logger.info("serving the Open Inference Protocol over gRPC on %s", _address(settings.host, port))
+    security = f" ({tls.description})" if tls is not None else ""
+    logger.info("serving the Open Inference Protocol over gRPC on %s%s", _address(settings.host, port), security)
     try:
         yield port
     finally:
