@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 
 from modelport.errors import InvalidInput
-from modelport.protocols.codec import SMALL, flat, tensor_from_json
+from modelport.protocols.codec import (
+    SMALL,
+    b64_values,
+    binary_values,
+    check_datatype,
+    flat,
+    json_strings,
+    tensor_from_json,
+)
+from modelport.types import Signature, TensorSpec
 
 LARGE = SMALL + 4  # past the short path's size
 
@@ -85,3 +94,60 @@ def test_flat_outputs_are_one_dimensional_in_the_declared_datatype() -> None:
 def test_small_flat_lists_that_are_not_plain_numbers_get_the_general_checks(data: list[object], message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         tensor_from_json("x", "FP32", data, (len(data),))
+
+
+# -- BYTES and declared datatypes ---------------------------------------------------------------
+
+
+def test_binary_tensor_data_keeps_bytes_exactly_as_sent() -> None:
+    from modelport.protocols.codec import array_from_bytes
+
+    items = [b"\x89PNG\x00", b"", b"\xff\xfe\x00\x00"]
+    buffer = b"".join(len(item).to_bytes(4, "little") + item for item in items)
+    assert array_from_bytes("x", "BYTES", (3,), memoryview(buffer)).tolist() == items
+
+
+FLOAT_AND_INT = Signature((TensorSpec("input", "FP32", (-1, 2)), TensorSpec("count", "INT64", (-1,))), ())
+BY_FEATURE = Signature((TensorSpec("input", "FP32", (-1, 2), feature_names=("a", "b")),), ())
+
+
+@pytest.mark.parametrize(
+    ("name", "datatype"),
+    [("input", "FP32"), ("input", "FP64"), ("input", "FP16"), ("a", "FP64"), ("count", "INT8"), ("count", "UINT64")],
+)
+def test_a_declared_datatype_of_the_inputs_family_is_accepted(name: str, datatype: str) -> None:
+    check_datatype(BY_FEATURE if name == "a" else FLOAT_AND_INT, name, datatype)  # cast later, range-checked
+
+
+@pytest.mark.parametrize(
+    ("name", "datatype", "message"),
+    [
+        ("input", "INT64", "input 'input': expected datatype FP32, got INT64; send FP16, FP32 or FP64"),
+        ("b", "BYTES", "input 'b': expected datatype FP32, got BYTES; send FP16, FP32 or FP64"),
+        ("input", "BOOL", "input 'input': expected datatype FP32, got BOOL"),
+        ("count", "FP64", "input 'count': expected datatype INT64, got FP64; send one of INT8-INT64, UINT8-UINT64"),
+        ("count", "BYTES", "input 'count': expected datatype INT64, got BYTES"),
+    ],
+)
+def test_a_declared_datatype_of_another_family_is_refused_never_cast(name: str, datatype: str, message: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        check_datatype(BY_FEATURE if name == "b" else FLOAT_AND_INT, name, datatype)
+    assert str(info.value).startswith(message)
+
+
+def test_unknown_inputs_and_datatypes_are_left_to_the_checks_that_name_them() -> None:
+    check_datatype(FLOAT_AND_INT, "other", "BYTES")
+    check_datatype(FLOAT_AND_INT, "input", "FLOAT")
+
+
+def test_bytes_outputs_are_json_strings_when_utf8_else_base64_throughout() -> None:
+    assert json_strings(["a", "é".encode(), b""]) == (["a", "é", ""], False)
+    assert json_strings(["a", b"\xff\x00"]) == (["YQ==", "/wA="], True)
+
+
+def test_b64_objects_become_bytes_only_for_models_with_bytes_inputs() -> None:
+    data = {"instances": [{"b64": "/wA="}, {"blob": {"b64": "YQ=="}, "n": [1, 2]}]}
+    with_bytes = Signature((TensorSpec("blob", "BYTES", (-1,)),), ())
+    assert binary_values(data, with_bytes) == {"instances": [b"\xff\x00", {"blob": b"a", "n": [1, 2]}]}
+    assert binary_values(data, FLOAT_AND_INT) is data
+    assert b64_values([[b"\xff", "x"]]) == [[{"b64": "/w=="}, "x"]]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import platform
 from importlib import metadata
+from pathlib import Path
+
+import pytest
 
 from modelport.environment import Mismatch, capture, compare
 
@@ -62,3 +65,35 @@ def test_missing_library_says_what_to_install() -> None:
     (mismatch,) = compare({"not-a-real-lib": "2.0"}, runtime="python")
     assert mismatch.running == "not installed"
     assert mismatch.message.endswith("install not-a-real-lib==2.0 in the serving environment")
+
+
+def _distribution(site: Path, name: str, version: str) -> None:
+    """An installed distribution's metadata, as pip leaves it, for importlib.metadata to find."""
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+
+
+def test_xgboost_and_lightgbm_are_recorded_for_sklearn_models_when_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert not {"xgboost", "lightgbm"} & set(capture("sklearn"))  # not installed here: nothing to record
+    _distribution(tmp_path, "xgboost", "2.1.3")
+    _distribution(tmp_path, "lightgbm", "4.5.0")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    versions = capture("sklearn")
+    assert (versions["xgboost"], versions["lightgbm"]) == ("2.1.3", "4.5.0")
+    assert "xgboost" not in capture("onnx")
+    older = {**versions, "xgboost": "1.7.6"}
+    assert [(m.library, m.severity) for m in compare(older, runtime="sklearn")] == [("xgboost", "warning")]
+    assert [(m.library, m.severity) for m in compare(older, runtime="onnx")] == [("xgboost", "info")]
+
+
+def test_versions_compare_as_releases_not_as_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _distribution(tmp_path, "scikit-learn", "1.5.0")  # what importlib.metadata reports as running
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert compare({"scikit-learn": "1.5"}, runtime="sklearn") == []  # the same release
+    (candidate,) = compare({"scikit-learn": "1.5rc1"}, runtime="sklearn")  # a pre-release of 1.5: same minor
+    assert candidate.severity == "warning"
+    (older,) = compare({"scikit-learn": "1.4.2"}, runtime="sklearn")
+    assert older.severity == "error"

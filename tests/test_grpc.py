@@ -19,7 +19,7 @@ from modelport.app import build_app
 from modelport.registry import Registry
 from modelport.settings import Settings
 from tests.conftest import IRIS_FEATURES
-from tests.helpers import free_port
+from tests.helpers import reserved_port
 from tests.serving import register_iris, running
 
 pytestmark = pytest.mark.slow
@@ -43,9 +43,9 @@ def registered(tmp_path_factory: pytest.TempPathFactory, iris: Any) -> tuple[Set
 @pytest.fixture(scope="module")
 def served(registered: tuple[Settings, Any], iris: Any) -> Iterator[tuple[str, Any, Any]]:
     settings, estimator = registered
-    port = free_port()
-    with running(build_app(settings.with_(models=("iris@production",), grpc_port=port))):
-        yield f"127.0.0.1:{port}", estimator, iris[0]
+    app = build_app(settings.with_(models=("iris@production",), grpc_port=0))
+    with running(app):
+        yield f"127.0.0.1:{app.grpc_port}", estimator, iris[0]
 
 
 @pytest.fixture
@@ -130,7 +130,6 @@ def test_domain_errors_reach_the_client_as_grpc_status_codes(client: Any) -> Non
             r"expected shape \[-1, 4\], got \[1, 3\]",
         ),
         (lambda: client.infer("iris", [three], model_version="7"), "StatusCode.NOT_FOUND", "no version 7 served"),
-        (lambda: client.is_model_ready("cheese"), "StatusCode.NOT_FOUND", "model 'cheese' is not served"),
         (lambda: client.get_model_metadata("iris", "staging"), "StatusCode.NOT_FOUND", "no alias 'staging'"),
     ]
     for call, status, message in cases:
@@ -143,10 +142,21 @@ def test_domain_errors_reach_the_client_as_grpc_status_codes(client: Any) -> Non
     assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
 
 
+def test_model_ready_is_false_for_an_unknown_model_version_or_alias_as_triton_answers(client: Any) -> None:
+    # Triton's ModelReady answers ready=false (not an error) for what it does not serve; clients poll on it.
+    assert client.is_model_ready("cheese") is False
+    assert client.is_model_ready("iris", "7") is False
+    assert client.is_model_ready("iris", "staging") is False
+    assert client.is_model_ready("iris", "production") is True
+    with pytest.raises(InferenceServerException, match="invalid model reference") as caught:
+        client.is_model_ready("iris", "Bad!")  # a malformed selector is still the caller's error
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+
+
 def test_messages_over_the_body_limit_are_refused(registered: tuple[Settings, Any]) -> None:
-    settings = registered[0].with_(models=("iris@production",), grpc_port=free_port(), max_body_bytes=1024)
-    with running(build_app(settings)):
-        client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{settings.grpc_port}")
+    app = build_app(registered[0].with_(models=("iris@production",), grpc_port=0, max_body_bytes=1024))
+    with running(app):
+        client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{app.grpc_port}")
         with pytest.raises(InferenceServerException) as caught:
             client.infer("iris", [_tensor(np.ones((100, 4), dtype=np.float32))])
         assert caught.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
@@ -162,9 +172,9 @@ async def test_a_taken_port_fails_loudly_and_a_stopped_server_frees_its_port(tmp
         with pytest.raises(OSError, match="is the port in use"):
             async with grpc_endpoint(settings, lambda: None):  # type: ignore[arg-type,return-value]
                 pass
-    settings = Settings(home=tmp_path, grpc_port=free_port())
+    settings = Settings(home=tmp_path, grpc_port=0)
     async with grpc_endpoint(settings, lambda: None) as port:  # type: ignore[arg-type,return-value]
-        assert port == settings.grpc_port
+        assert port > 0
     with socket.socket() as again:
         again.bind(("127.0.0.1", port))  # released at stop
 
@@ -184,29 +194,29 @@ def _listeners(port: int) -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/net/tcp")
 def test_serve_with_two_workers_shares_the_grpc_port(registered: tuple[Settings, Any], iris: Any) -> None:
     settings, estimator = registered
-    port, grpc_port = free_port(), free_port()
     env = {**os.environ, "MODELPORT_HOME": str(settings.home)}
-    command = [sys.executable, "-m", "modelport", "serve", "iris@production", "--workers", "2"]
-    command += ["--port", str(port), "--grpc-port", str(grpc_port), "--log-level", "warning"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while _listeners(grpc_port) < 2:
-            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-            assert time.monotonic() < deadline, f"{_listeners(grpc_port)} of 2 workers listen on the gRPC port"
-            time.sleep(0.1)
-        rows = iris[0].iloc[60:64]
-        for _ in range(8):  # fresh connections, spread over the workers by the kernel
-            client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{grpc_port}")
-            assert _labels(client.infer("iris", [_tensor(rows.to_numpy(dtype=np.float32))])) == list(
-                estimator.predict(rows)
-            )
-            client.close()
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-        if process.stderr:
-            process.stderr.close()
+    with reserved_port() as grpc_port:  # the workers share one fixed port: held for them, race-free
+        command = [sys.executable, "-m", "modelport", "serve", "iris@production", "--workers", "2"]
+        command += ["--port", "0", "--grpc-port", str(grpc_port), "--log-level", "warning"]
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 120
+            while _listeners(grpc_port) < 2:
+                assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+                assert time.monotonic() < deadline, f"{_listeners(grpc_port)} of 2 workers listen on the gRPC port"
+                time.sleep(0.1)
+            rows = iris[0].iloc[60:64]
+            for _ in range(8):  # fresh connections, spread over the workers by the kernel
+                client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{grpc_port}")
+                assert _labels(client.infer("iris", [_tensor(rows.to_numpy(dtype=np.float32))])) == list(
+                    estimator.predict(rows)
+                )
+                client.close()
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+            if process.stderr:
+                process.stderr.close()
 
 
 def test_the_routing_key_metadata_pins_a_caller_to_one_version_of_a_split(tmp_path: Path, iris: Any) -> None:
@@ -215,10 +225,10 @@ def test_the_routing_key_metadata_pins_a_caller_to_one_version_of_a_split(tmp_pa
     register_iris(settings, iris, aliases=(), strength=0.05)
     with Registry.open(settings) as registry:
         registry.split("iris@2", "production", 50)
-    port = free_port()
     row = _tensor(np.array([[5.9, 3.0, 5.1, 1.8]], dtype=np.float32))
-    with running(build_app(settings.with_(models=("iris@production",), grpc_port=port))):
-        client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{port}")
+    app = build_app(settings.with_(models=("iris@production",), grpc_port=0))
+    with running(app):
+        client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{app.grpc_port}")
 
         def version(key: str) -> str:
             response = client.infer("iris", [row], model_version="production", headers={settings.sticky_header: key})

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from modelport.errors import InvalidInput
+from modelport.signature import validate_inputs
 from modelport.types import InferResult, Signature, TensorSpec
 
 pytest.importorskip("grpc")
@@ -32,7 +33,8 @@ def test_raw_contents_decode_length_prefixed_bytes_and_little_endian_numbers() -
     request.outputs.add(name="label")
     request.parameters["priority"].int64_param = 3
     decoded = decode_infer_request(request, SIGNATURE)
-    assert decoded.inputs["text"].tolist() == ["héllo", ""]
+    assert decoded.inputs["text"].tolist() == ["héllo".encode(), b""]  # bytes as sent
+    assert validate_inputs(SIGNATURE, decoded.inputs)["text"].tolist() == ["héllo", ""]  # a text input: str
     np.testing.assert_array_equal(decoded.inputs["x"], np.array([[1, -1], [3, 4]], dtype=np.int8))
     assert (decoded.outputs, decoded.id, dict(decoded.parameters)) == (("label",), "r1", {"priority": 3})
 
@@ -44,7 +46,7 @@ def test_typed_contents_decode_through_the_datatype_field() -> None:
     x = request.inputs.add(name="x", datatype="INT8", shape=[1, 2])
     x.contents.int_contents.extend([-5, 7])
     decoded = decode_infer_request(request, SIGNATURE)
-    assert decoded.inputs["text"].tolist() == ["ok"]
+    assert validate_inputs(SIGNATURE, decoded.inputs)["text"].tolist() == ["ok"]
     assert decoded.inputs["x"].dtype == np.int8
     assert decoded.inputs["x"].tolist() == [[-5, 7]]
     assert (decoded.outputs, decoded.id) == (None, None)
@@ -65,13 +67,28 @@ def _typed(datatype: str, field: str, values: list[object], shape: list[int]) ->
         (_typed("FP16", "fp32_contents", [1.0], [1]), "FP16 has no typed contents; send it in raw_input_contents"),
         (_typed("FLOAT", "fp32_contents", [1.0], [1]), "unknown datatype 'FLOAT'"),
         (_typed("FP32", "fp32_contents", [1.0, 2.0, 3.0], [2, 2]), r"shape \[2, 2\] needs 4 values but 'data' has 3"),
-        (_typed("BYTES", "bytes_contents", [b"\xff"], [1]), "BYTES element is not UTF-8 text"),
+        (_typed("INT8", "fp32_contents", [1.0], [1]), "datatype INT8 takes its values in contents.int_contents"),
+        (_typed("FP64", "fp64_contents", [1.0], [1]), "input 'x': expected datatype INT8, got FP64; send one of"),
         (pb.ModelInferRequest(model_name="m"), "the request has no inputs"),
     ],
 )
 def test_malformed_requests_say_what_is_wrong(request_: pb.ModelInferRequest, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         decode_infer_request(request_, SIGNATURE)
+
+
+def test_text_inputs_refuse_bytes_that_are_not_utf8_and_binary_inputs_keep_them() -> None:
+    request = pb.ModelInferRequest(model_name="m")
+    request.inputs.add(name="text", datatype="BYTES", shape=[2]).contents.bytes_contents.extend([b"ok", b"\xff\x00"])
+    request.inputs.add(name="x", datatype="INT8", shape=[2, 2]).contents.int_contents.extend([1, 2, 3, 4])
+    decoded = decode_infer_request(request, SIGNATURE)
+    with pytest.raises(InvalidInput, match=r"input 'text': value 1 is not UTF-8 text .* and this model takes text"):
+        validate_inputs(SIGNATURE, decoded.inputs)
+    binary = Signature((TensorSpec("text", "BYTES", (-1,), binary=True), SIGNATURE.inputs[1]), SIGNATURE.outputs)
+    assert validate_inputs(binary, decode_infer_request(request, binary).inputs)["text"].tolist() == [
+        b"ok",
+        b"\xff\x00",
+    ]
 
 
 def test_raw_and_typed_contents_do_not_mix_and_raw_needs_one_entry_per_input() -> None:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import subprocess
@@ -20,7 +21,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modelport.api import register
 from modelport.app import build_app
 from modelport.errors import InvalidSetting, UntrustedArtifact
 from modelport.export import ARCHIVE, export_version
@@ -28,7 +28,7 @@ from modelport.protocols.sagemaker import accept_type, encode
 from modelport.registry import Registry
 from modelport.settings import MIB, Settings
 from modelport.types import InferResult, Signature
-from tests.helpers import free_port
+from tests.models import export_sleepy_model
 from tests.sagemaker import sagemaker_serve
 from tests.serving import client_for, register_iris
 
@@ -94,6 +94,17 @@ def test_json_rows_are_answered_with_predictions(served: tuple[str, Any], body: 
     assert response.status_code == 200, response.text
     assert response.headers["modelport-model-version"] == "1"
     check_rows(response.json()["predictions"], model)
+
+
+def test_gzip_csv_invocation_is_decompressed_within_the_payload_limit(served: tuple[str, Any]) -> None:
+    base, model = served
+    csv = "".join(",".join(str(v) for v in row) + "\n" for row in ROWS).encode()
+    headers = {"Content-Type": "text/csv", "Content-Encoding": "gzip", "Accept": "application/json"}
+    response = httpx.post(f"{base}/invocations", content=gzip.compress(csv), headers=headers)
+    assert response.status_code == 200, response.text
+    check_rows(response.json()["predictions"], model)
+    bomb = gzip.compress(b"1,2,3,4\n" * 300_000)  # 2.4 MB inflated, over SAGEMAKER_MAX_PAYLOAD_IN_MB=1
+    assert httpx.post(f"{base}/invocations", content=bomb, headers=headers).status_code == 413
 
 
 def test_json_columns_are_answered_with_outputs(served: tuple[str, Any]) -> None:
@@ -183,7 +194,7 @@ def test_plain_onnx_file_served_by_two_workers(tmp_path: Path, iris: Any) -> Non
 def test_serve_without_a_model_exits_with_what_to_put_there(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     env = {**os.environ, "MODELPORT_SAGEMAKER_MODEL_DIR": str(tmp_path / "empty"), "MODELPORT_HOST": "127.0.0.1"}
-    env["SAGEMAKER_BIND_TO_PORT"] = str(free_port())
+    env["MODELPORT_PORT"] = "0"
     result = subprocess.run(
         [sys.executable, "-m", "modelport", "serve"], env=env, capture_output=True, text=True, timeout=120
     )
@@ -193,49 +204,12 @@ def test_serve_without_a_model_exits_with_what_to_put_there(tmp_path: Path) -> N
 
 # -- in-process: readiness and the time limit ---------------------------------------------------
 
-SLOW_MODEL = """
-import time
-
-import numpy as np
-
-
-class Model:
-    def load(self, path):
-        pass
-
-    def predict(self, inputs):
-        x = inputs["input"]
-        if float(x.max()) > 100:
-            time.sleep(1.5)
-        return {"total": x.sum(axis=1)}
-"""
-
 
 @pytest.fixture
 def slow_export(tmp_path: Path) -> Path:
-    """A trusted custom Python model that sleeps on inputs over 100, exported from the registry."""
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "model.py").write_text(SLOW_MODEL)
-    settings = Settings(home=tmp_path / "home")
-    version = register(code, name="slow", sample_input=np.ones((2, 3)), trust_pickle=True, settings=settings)
-    with Registry.open(settings) as registry:
-        export_version(version, registry.artifact_path(version), tmp_path / "out")
-    return tmp_path / "out"
-
-
-async def test_prediction_past_the_model_server_timeout_is_504(slow_export: Path, tmp_path: Path) -> None:
-    settings = Settings.for_sagemaker(
-        {"MODELPORT_HOME": str(tmp_path), "MODELPORT_SAGEMAKER_MODEL_DIR": str(slow_export)}
-        | {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "0.5", "MODELPORT_TRUST_EXPORTED_CODE": "1"}
-    )
-    async with client_for(build_app(settings)) as client:
-        fast = await client.post("/invocations", json=[[1.0, 2.0, 3.0]])
-        assert fast.status_code == 200, fast.text
-        assert fast.json() == {"predictions": [6.0]}
-        slow = await client.post("/invocations", json=[[1.0, 2.0, 300.0]])
-        assert slow.status_code == 504
-        assert "SAGEMAKER_MODEL_SERVER_TIMEOUT" in slow.json()["error"]
+    """A trusted custom Python model that sleeps on inputs over 100, exported from the registry
+    (the deadline and health-while-computing tests are in test_overload.py)."""
+    return export_sleepy_model(tmp_path, 1.5, over=100)
 
 
 async def test_ping_is_503_until_the_model_is_loaded(slow_export: Path, tmp_path: Path) -> None:

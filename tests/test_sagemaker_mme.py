@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,8 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
@@ -20,7 +23,7 @@ from modelport.registry import Registry
 from modelport.settings import Settings
 from tests.models import forge_code_running_export
 from tests.sagemaker import sagemaker_serve
-from tests.serving import client_for, register_iris
+from tests.serving import client_for, register_iris, running
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
@@ -184,3 +187,59 @@ def test_serve_with_sagemaker_multi_model_is_a_multi_model_endpoint(models_root:
         loaded = httpx.post(f"{base}/models", json={"model_name": "strong", "url": url(root, "strong")}, timeout=60)
         assert loaded.status_code == 200, loaded.text
         check_probabilities(httpx.post(f"{base}/models/strong/invoke", json=ROWS), fitted["strong"])
+
+
+@pytest.fixture(scope="module")
+def mme_server(models_root: tuple[Path, dict[str, Any]]) -> Iterator[tuple[str, Path]]:
+    """A real multi-model endpoint, its models root holding directories that are not models."""
+    root, _ = models_root
+    models = root / "models"
+    (models / "empty").mkdir(exist_ok=True)
+    (models / "notes").mkdir(exist_ok=True)
+    (models / "notes" / "README.txt").write_text("not a model")
+    (models / "broken").mkdir(exist_ok=True)
+    (models / "broken" / "model.onnx").write_bytes(b"\x08\x07 not a protobuf")
+    with running(build_app(settings_for(root))) as address:
+        yield f"http://{address}", root
+
+
+BAD_URLS = [
+    ("nul byte", "strong/model\x00/x", 400, "url 'strong/model\\x00/x' is not a directory path"),
+    ("empty", "", 400, "url '' is not a directory path"),
+    ("name too long", "a" * 5000, 400, "url 'aaaa"),
+    ("empty directory", "empty", 400, "url 'empty' holds no model this endpoint can serve: "),
+    ("directory of other files", "notes", 400, "url 'notes' holds no model this endpoint can serve: "),
+    ("corrupt ONNX file", "broken", 400, "url 'broken' holds no model this endpoint can serve: "),
+    ("the models root", ".", 400, "url '.' holds no model this endpoint can serve: "),
+    ("a file", "strong/model/modelport.json", 404, "url 'strong/model/modelport.json': no model directory there"),
+]
+
+
+@pytest.mark.parametrize(("url", "status", "message"), [c[1:] for c in BAD_URLS], ids=[c[0] for c in BAD_URLS])
+def test_load_of_what_is_not_a_model_directory_is_a_client_error(
+    mme_server: tuple[str, Path], url: str, status: int, message: str
+) -> None:
+    base, _ = mme_server
+    response = httpx.post(f"{base}/models", json={"model_name": "m", "url": url}, timeout=60)
+    assert response.status_code == status, response.text
+    assert response.json()["error"].startswith(message)
+    assert httpx.get(f"{base}/models", timeout=10).json() == {"models": []}  # nothing half-loaded
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(
+    name=st.one_of(st.sampled_from(["m", "strong", "a/b", ""]), st.text(max_size=12)),
+    url=st.one_of(st.sampled_from(["..", "/", "~", "strong", "strong/model/..", "\\", "\n"]), st.text(max_size=30)),
+    absolute=st.booleans(),
+)
+def test_load_never_answers_a_server_error_whatever_the_name_and_url(
+    mme_server: tuple[str, Path], name: str, url: str, absolute: bool
+) -> None:
+    base, root = mme_server
+    target = f"{root / 'models'}/{url}" if absolute else url
+    response = httpx.post(f"{base}/models", json={"model_name": name, "url": target}, timeout=60)
+    assert response.status_code < 500, response.text
+    if response.status_code == 200:  # it named a real model: leave the endpoint as it was
+        assert httpx.delete(f"{base}/models/{name}", timeout=60).status_code == 200
+    else:
+        assert response.json()["error"]

@@ -14,7 +14,16 @@ import stat
 from pathlib import Path
 
 from modelport.batching import BatchSettings
-from modelport.errors import Conflict, InsufficientResources, InvalidInput, ModelNotReady, NotFound
+from modelport.errors import (
+    Conflict,
+    EnvironmentMismatch,
+    InsufficientResources,
+    InvalidInput,
+    InvalidModel,
+    ModelNotReady,
+    NotFound,
+    UntrustedArtifact,
+)
 from modelport.export import ExportSource
 from modelport.manager import ModelManager
 from modelport.reference import NAME_PATTERN, Reference, parse_name
@@ -65,7 +74,11 @@ class SageMakerEndpoint:
     def start(self) -> ModelManager:
         """Make the manager; in single-model mode load and warm the model first."""
         manager = ModelManager(
-            self.source, threads=self.settings.compute_threads, batching=BatchSettings.from_settings(self.settings)
+            self.source,
+            threads=self.settings.compute_threads,
+            batching=BatchSettings.from_settings(self.settings),
+            timeout=self.settings.request_timeout,
+            overload_unready=self.settings.overload_unready,
         )
         try:
             if not self.multi_model:
@@ -95,7 +108,7 @@ class SageMakerEndpoint:
         """Single model: loaded and warm. Multi-model: the server is up (models come and go)."""
         if self._manager is None:
             return False
-        return True if self.multi_model else self._manager.ready()
+        return True if self.multi_model else self._manager.not_ready(overload=False) is None
 
     @property
     def model_name(self) -> str:
@@ -118,14 +131,21 @@ class SageMakerEndpoint:
 
     def _inside_root(self, url: str) -> Path:
         root = self.settings.sagemaker_models_dir.resolve()
+        if not url.strip() or "\x00" in url:
+            raise InvalidInput(f"url {url!r} is not a directory path; give the model's directory under {root}")
         path = Path(url)
-        resolved = path.resolve() if path.is_absolute() else (root / path).resolve()
-        if not resolved.is_relative_to(root):
+        try:
+            resolved = path.resolve() if path.is_absolute() else (root / path).resolve()
+            inside = resolved.is_relative_to(root)
+            is_dir = inside and resolved.is_dir()
+        except (OSError, ValueError) as exc:  # a name too long, a loop of links, characters the OS refuses
+            raise InvalidInput(f"url {url!r} is not a usable directory path ({exc})") from None
+        if not inside:
             raise InvalidInput(
                 f"url {url!r} is outside the models root {root}; this endpoint loads models only from "
                 "directories under MODELPORT_SAGEMAKER_MODELS_DIR"
             )
-        if not resolved.is_dir():
+        if not is_dir:
             raise NotFound(f"url {url!r}: no model directory there")
         return resolved
 
@@ -154,6 +174,13 @@ class SageMakerEndpoint:
         try:
             self.source.add(directory, name)
             await manager.load_model(Reference(name))
+        except (InvalidModel, EnvironmentMismatch) as exc:
+            self.source.remove(name)
+            del self._urls[name]
+            if isinstance(exc, UntrustedArtifact):
+                raise
+            # What the caller pointed at is not a model this endpoint can serve: their input, not our fault.
+            raise InvalidInput(f"url {url!r} holds no model this endpoint can serve: {exc}") from exc
         except BaseException:
             self.source.remove(name)
             del self._urls[name]

@@ -13,10 +13,15 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Literal
 
+from packaging.version import InvalidVersion, Version
+
 Severity = Literal["error", "warning", "info"]
 
+# Gradient-boosting libraries a scikit-learn Pipeline may hold (XGBClassifier, LGBMRegressor, ...):
+# recorded when installed, since the native model then needs them to load and predict alike.
+BOOSTING_LIBRARIES = ("xgboost", "lightgbm")
 FRAMEWORK_LIBRARIES: dict[str, tuple[str, ...]] = {
-    "sklearn": ("scikit-learn", "scipy", "skops", "skl2onnx", "onnx", "onnxruntime"),
+    "sklearn": ("scikit-learn", "scipy", "skops", "skl2onnx", "onnx", "onnxruntime", *BOOSTING_LIBRARIES),
     "onnx": ("onnx", "onnxruntime"),
     "python": (),
 }
@@ -58,8 +63,26 @@ def running_versions(libraries: list[str]) -> dict[str, str]:
     return versions
 
 
-def _release(version: str, parts: int) -> tuple[str, ...]:
-    return tuple(version.split("+", 1)[0].split(".")[:parts])
+def _parsed(version: str) -> Version | None:
+    try:
+        return Version(version)
+    except InvalidVersion:
+        return None
+
+
+def _same(was: str, now: str) -> bool:
+    """Equal versions (``1.5`` and ``1.5.0`` are the same release; pre-releases are not)."""
+    a, b = _parsed(was), _parsed(now)
+    return was == now if a is None or b is None else a == b
+
+
+def _release(version: str, parts: int) -> tuple[int | str, ...]:
+    """The first ``parts`` numbers of the release: ``1.5rc1`` and ``1.5.0`` are both (1, 5)."""
+    parsed = _parsed(version)
+    if parsed is None:
+        return tuple(version.split("+", 1)[0].split(".")[:parts])
+    release = parsed.release + (0,) * parts
+    return release[:parts]
 
 
 def compare(recorded: Mapping[str, str], *, runtime: str, pickled: bool = False) -> list[Mismatch]:
@@ -71,7 +94,7 @@ def compare(recorded: Mapping[str, str], *, runtime: str, pickled: bool = False)
     mismatches = []
     for library in sorted(recorded):
         was, now = recorded[library], running[library]
-        if was == now:
+        if _same(was, now):
             continue
         severity = _severity(library, was, now, runtime=runtime, pickled=pickled)
         mismatches.append(Mismatch(library, was, now, severity, _message(library, was, now, severity)))
@@ -86,7 +109,7 @@ def _severity(library: str, was: str, now: str, *, runtime: str, pickled: bool) 
             return "error"
         if library == "numpy" and pickled and _release(was, 1) != _release(now, 1):
             return "error"
-        if library in ("scikit-learn", "numpy", "scipy", "python"):
+        if library in ("scikit-learn", "numpy", "scipy", "python", *BOOSTING_LIBRARIES):
             return "warning"
         return "info"  # converter and ONNX libraries: the native runtime does not use them
     return "warning"

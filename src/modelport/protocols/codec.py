@@ -6,6 +6,8 @@ per element); responses are encoded by orjson straight from the arrays.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import struct
 from typing import Any
@@ -14,7 +16,7 @@ import numpy as np
 import orjson
 
 from modelport.errors import InvalidInput
-from modelport.types import DATATYPES
+from modelport.types import DATATYPES, Signature
 
 _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 _DATATYPE_LIST = ", ".join(DATATYPES)
@@ -218,8 +220,9 @@ def array_from_bytes(name: str, datatype: Any, shape: tuple[int, ...], buffer: m
     return np.frombuffer(buffer, dtype=dtype.newbyteorder("<")).reshape(shape)
 
 
-def _unpack_strings(name: str, buffer: memoryview) -> list[str]:
-    items: list[str] = []
+def _unpack_strings(name: str, buffer: memoryview) -> list[bytes]:
+    """The elements as bytes, exactly as sent; the signature decides whether the model takes text."""
+    items: list[bytes] = []
     offset, end = 0, len(buffer)
     while offset < end:
         if offset + 4 > end:
@@ -228,12 +231,103 @@ def _unpack_strings(name: str, buffer: memoryview) -> list[str]:
         offset += 4
         if offset + length > end:
             raise InvalidInput(f"input {name!r}: truncated BYTES element", input_name=name)
-        try:
-            items.append(bytes(buffer[offset : offset + length]).decode("utf-8"))
-        except UnicodeDecodeError:
-            raise InvalidInput(f"input {name!r}: BYTES element is not UTF-8 text", input_name=name) from None
+        items.append(bytes(buffer[offset : offset + length]))
         offset += length
     return items
+
+
+def bytes_array(name: str, values: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
+    """An object array of ``values`` (BYTES from a binary transport) in ``shape``."""
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return _fit(name, arr, shape)
+
+
+# -- BYTES in JSON ------------------------------------------------------------------------------
+
+
+def _b64decode(text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise InvalidInput(f'a {{"b64": ...}} value must hold a base64 string, got {type(text).__name__}')
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(f'a {{"b64": ...}} value is not valid base64 ({exc}): {text[:40]!r}') from None
+
+
+def _binary_values(value: Any) -> Any:
+    kind = type(value)
+    if kind is list:
+        return [_binary_values(v) for v in value]
+    if kind is dict:
+        if len(value) == 1 and "b64" in value:
+            return _b64decode(value["b64"])
+        return {k: _binary_values(v) for k, v in value.items()}
+    return value
+
+
+def binary_values(data: Any, signature: Signature) -> Any:
+    """TF Serving's binary values: each ``{"b64": "<base64>"}`` object in ``data`` becomes the
+    bytes it encodes (for a model with BYTES inputs; other models' data is returned as is)."""
+    if any(spec.datatype == "BYTES" for spec in signature.inputs):
+        return _binary_values(data)
+    return data
+
+
+def b64_values(value: Any) -> Any:
+    """Nested output values for TF Serving JSON: bytes as ``{"b64": "<base64>"}``, text as is."""
+    if isinstance(value, list):
+        return [b64_values(v) for v in value]
+    if isinstance(value, bytes):
+        return {"b64": base64.b64encode(value).decode("ascii")}
+    return value
+
+
+def json_strings(values: list[Any]) -> tuple[list[str], bool]:
+    """A flat BYTES output for V2 JSON: strings when every value is text (bytes that are UTF-8
+    count as text), else every value base64-encoded; and whether it is base64."""
+    texts: list[str] = []
+    for value in values:
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                return [base64.b64encode(_raw(v)).decode("ascii") for v in values], True
+        texts.append(value if isinstance(value, str) else str(value))
+    return texts, False
+
+
+def _raw(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode("utf-8")
+
+
+# -- declared datatypes -------------------------------------------------------------------------
+
+_FAMILIES = {
+    **dict.fromkeys(("FP16", "FP32", "FP64"), ("floating-point", "FP16, FP32 or FP64")),
+    **dict.fromkeys((t for t in DATATYPES if "INT" in t), ("integer", "one of INT8-INT64, UINT8-UINT64")),
+    "BOOL": ("BOOL", "BOOL"),
+    "BYTES": ("BYTES", "BYTES"),
+}
+
+
+def check_datatype(signature: Signature, name: str, datatype: Any) -> None:
+    """A V2 tensor's declared ``datatype`` against the input it feeds: the signature's datatype,
+    or another of its family (any float width for a float input, any integer type for an integer
+    input; values are range-checked when cast). Anything else is refused, never cast."""
+    spec = signature.input(name)
+    if spec is None:
+        features = signature.feature_names
+        if not features or name not in features:
+            return  # an unknown input: validation names it with the expected ones
+        spec = signature.inputs[0]
+    if datatype == spec.datatype or datatype not in _FAMILIES:
+        return  # the same, or unknown (decoding names the known ones)
+    family, accepted = _FAMILIES[spec.datatype]
+    if _FAMILIES[datatype][0] != family:
+        raise InvalidInput(
+            f"input {name!r}: expected datatype {spec.datatype}, got {datatype}; send {accepted}", input_name=name
+        )
 
 
 def array_to_bytes(arr: np.ndarray, datatype: str) -> bytes:
@@ -241,7 +335,7 @@ def array_to_bytes(arr: np.ndarray, datatype: str) -> bytes:
     if datatype == "BYTES":
         parts = []
         for value in arr.ravel().tolist():
-            raw = value if isinstance(value, bytes) else str(value).encode("utf-8")
+            raw = _raw(value)
             parts.append(_LENGTH.pack(len(raw)))
             parts.append(raw)
         return b"".join(parts)
@@ -256,3 +350,35 @@ def flat(arr: np.ndarray, datatype: str) -> np.ndarray:
         if arr.dtype != want:
             arr = arr.astype(want)
     return arr if arr.ndim == 1 else arr.reshape(-1)
+
+
+TIMEOUT_HEADER = "modelport-timeout"
+
+
+def timeout_parameter(parameters: Any) -> float | None:
+    """Seconds from a V2 request's ``parameters.timeout`` (microseconds, as Triton's clients send it)."""
+    if not isinstance(parameters, dict) or "timeout" not in parameters:
+        return None
+    value = parameters["timeout"]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise InvalidInput(f"parameters.timeout must be a positive number of microseconds, got {value!r}")
+    return float(value) / 1_000_000
+
+
+def timeout_header(value: str | None) -> float | None:
+    """Seconds from the ``modelport-timeout`` header."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < math.inf:
+        raise InvalidInput(f"the {TIMEOUT_HEADER} header must be a positive number of seconds, got {value[:40]!r}")
+    return seconds
+
+
+def earliest(*timeouts: float | None) -> float | None:
+    """The shortest of the given timeouts (None: none given)."""
+    given = [t for t in timeouts if t is not None]
+    return min(given) if given else None

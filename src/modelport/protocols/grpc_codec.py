@@ -17,7 +17,16 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import InvalidInput
-from modelport.protocols.codec import array_from_bytes, array_from_json, array_to_bytes, check_shape, dtype_for, flat
+from modelport.protocols.codec import (
+    array_from_bytes,
+    array_from_json,
+    array_to_bytes,
+    bytes_array,
+    check_datatype,
+    check_shape,
+    dtype_for,
+    flat,
+)
 from modelport.protocols.proto import grpc_predict_v2_pb2 as pb
 from modelport.signature import to_inputs
 from modelport.types import InferRequest, InferResult, Signature, datatype_of
@@ -70,6 +79,7 @@ def decode_infer_request(message: pb.ModelInferRequest, signature: Signature) ->
             arrays[name] = _from_raw(name, tensor.datatype, shape, raw[position], position)
         else:
             arrays[name] = _from_contents(name, tensor.datatype, shape, tensor.contents)
+        check_datatype(signature, name, tensor.datatype)
     features = signature.feature_names
     if features and signature.inputs[0].name not in arrays and not arrays.keys().isdisjoint(features):
         arrays = to_inputs(signature, arrays)  # one tensor per feature -> the model's 2-D input
@@ -100,16 +110,9 @@ def _from_contents(name: str, datatype: str, shape: tuple[int, ...], contents: p
             input_name=name,
         )
     values: list[Any] = list(getattr(contents, field))
-    if datatype == "BYTES":
-        values = [_text(name, value) for value in values]
+    if datatype == "BYTES":  # bytes as sent: the signature decides whether the model takes text
+        return bytes_array(name, values, shape)
     return array_from_json(name, datatype, values, shape)
-
-
-def _text(name: str, value: bytes) -> str:
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInput(f"input {name!r}: BYTES element is not UTF-8 text", input_name=name) from None
 
 
 def parameters_of(parameters: Any) -> dict[str, bool | int | str]:

@@ -11,10 +11,8 @@ and ``POST /models/{name}/invoke``, which takes the same formats as ``/invocatio
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,8 +23,8 @@ from starlette.routing import Route
 
 from modelport.endpoint import SageMakerEndpoint
 from modelport.errors import InvalidInput, ModelportError
-from modelport.manager import ModelManager, ServingModel
-from modelport.protocols.codec import dumps, loads
+from modelport.manager import ServingModel
+from modelport.protocols.codec import binary_values, dumps, loads
 from modelport.protocols.errors import JSON, domain_error_response, error_response
 from modelport.protocols.tfserving import decode_document, encode_predict
 from modelport.protocols.v2 import VERSION_HEADER
@@ -94,7 +92,7 @@ def decode(body: bytes, media: str, model: ServingModel) -> tuple[InferRequest, 
     if isinstance(doc, list):
         if not doc:
             raise InvalidInput("the request is an empty JSON array; send at least one row")
-        return InferRequest(to_inputs(signature, doc)), True
+        return InferRequest(to_inputs(signature, binary_values(doc, signature))), True
     return decode_document(doc, model)
 
 
@@ -136,6 +134,19 @@ def csv_inputs(body: bytes, signature: Signature) -> dict[str, np.ndarray]:
     )
 
 
+def _csv_text(name: str, value: Any) -> str:
+    if not isinstance(value, bytes):
+        return str(value)
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WireError(
+            f"output {name!r} holds binary data, which CSV cannot carry; ask for {JSON} (Accept), "
+            'where binary values come as {"b64": "<base64>"}',
+            406,
+        ) from None
+
+
 def _number(text: str) -> bool:
     try:
         float(text)
@@ -147,12 +158,12 @@ def _number(text: str) -> bool:
 def encode(result: InferResult, media: str, row_format: bool) -> Response:
     if media == JSON:
         return encode_predict(result, row_format).response()
-    columns = [_csv_cells(arr) for arr in result.outputs.values()]
+    columns = [_csv_cells(name, arr) for name, arr in result.outputs.items()]
     body = "".join(",".join(cells) + "\n" for cells in zip(*columns, strict=True))
     return Response(body, media_type=CSV, headers={VERSION_HEADER: str(result.model_version)})
 
 
-def _csv_cells(arr: np.ndarray) -> list[str]:
+def _csv_cells(name: str, arr: np.ndarray) -> list[str]:
     """One CSV fragment per row: the output's values for that row, flattened, comma-separated."""
     rows = arr.shape[0] if arr.ndim else 1
     table = np.ascontiguousarray(arr.reshape(rows, -1))
@@ -162,39 +173,18 @@ def _csv_cells(arr: np.ndarray) -> list[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")  # quotes text holding commas, quotes or line breaks
     cells = []
-    for row in table.astype(str).tolist():
-        writer.writerow(row)
+    for row in table.tolist():
+        writer.writerow([_csv_text(name, value) for value in row])
         cells.append(buffer.getvalue()[:-1])
         buffer.seek(0)
         buffer.truncate()
     return cells
 
 
-async def infer(manager: ModelManager, name: str, request: InferRequest, timeout: float) -> InferResult:
-    """``manager.infer`` answered 504 past ``timeout`` seconds (0: no limit)."""
-    if timeout <= 0:
-        return await manager.infer(name, None, request)
-    start = time.monotonic()
-    try:
-        result = await asyncio.wait_for(manager.infer(name, None, request), timeout)
-    except TimeoutError:
-        result = None
-    # A cheap prediction runs on the event loop, where wait_for cannot interrupt it: check the clock too.
-    if result is None or time.monotonic() - start > timeout:
-        raise WireError(
-            f"the prediction took longer than the limit of {timeout:g} s (SAGEMAKER_MODEL_SERVER_TIMEOUT); "
-            "send smaller batches or raise the limit",
-            504,
-        )
-    return result
-
-
 # -- routes -------------------------------------------------------------------------------------
 
 
 def routes(endpoint: SageMakerEndpoint) -> list[Route]:
-    timeout = endpoint.settings.request_timeout
-
     async def predict(request: Request, name: str | None) -> Response:
         try:
             answer = accept_type(request.headers.get("accept"))
@@ -202,7 +192,7 @@ def routes(endpoint: SageMakerEndpoint) -> list[Route]:
             manager = endpoint.manager
             name = endpoint.model_name if name is None else name
             infer_request, row_format = decode(await request.body(), media, manager.get(name))
-            return encode(await infer(manager, name, infer_request, timeout), answer, row_format)
+            return encode(await manager.infer(name, None, infer_request), answer, row_format)
         except WireError as exc:
             return error_response(exc.message, exc.status)
         except ModelportError as exc:

@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from modelport.errors import InvalidInput, ModelportError, NotFound
 from modelport.manager import ModelManager, ServingModel, VersionState, VersionStatus
-from modelport.protocols.codec import dumps, loads
+from modelport.protocols.codec import b64_values, binary_values, dumps, loads
 from modelport.protocols.errors import JSON, Payload, domain_error_response, error_response
 from modelport.protocols.v2 import VERSION_HEADER, GetManager
 from modelport.signature import to_inputs
@@ -160,7 +160,8 @@ def decode_document(doc: Any, model: ServingModel) -> tuple[InferRequest, bool]:
         raise InvalidInput("'instances' must be a non-empty list of rows")
     if data is None or isinstance(data, str | int | float):
         raise InvalidInput("'inputs' must be a tensor (a list) or an object of named tensors")
-    return InferRequest(to_inputs(model.version.signature, data)), row_format
+    signature = model.version.signature
+    return InferRequest(to_inputs(signature, binary_values(data, signature))), row_format
 
 
 def encode_predict(result: InferResult, row_format: bool) -> Payload:
@@ -178,19 +179,28 @@ def encode_predict(result: InferResult, row_format: bool) -> Payload:
     return Payload(200, dumps(body), JSON, {VERSION_HEADER: str(result.model_version)})
 
 
-async def predict(manager: ModelManager, target: Target, body: bytes, routing_key: str | None) -> Payload:
-    """``POST /v1/models/...:predict``: pick the version, decode against it, run, encode."""
+async def predict(
+    manager: ModelManager, target: Target, body: bytes, routing_key: str | None, timeout: float | None = None
+) -> Payload:
+    """``POST /v1/models/...:predict``: pick the version, decode against it, run, encode.
+    ``timeout``: seconds from the ``modelport-timeout`` header."""
     route, model = manager.pick(target.name, target.selector, routing_key)
     infer_request, row_format = decode_predict(body, model)
+    infer_request.timeout = timeout
     result = await manager.run(route, model, infer_request)
     return encode_predict(result, row_format)
 
 
 def _json_ready(arr: np.ndarray) -> Any:
-    return arr if arr.dtype.kind != "O" and arr.flags.c_contiguous else arr.tolist()
+    if arr.dtype.kind == "O":
+        return b64_values(arr.tolist())  # bytes as {"b64": ...}, as TF Serving answers binary strings
+    return arr if arr.flags.c_contiguous else arr.tolist()
 
 
 def _rows(arr: np.ndarray) -> list[Any]:
+    if arr.dtype.kind == "O":
+        values = _json_ready(arr)
+        return values if arr.ndim else [values]
     return list(arr) if arr.ndim else [arr]  # per-row views and NumPy scalars: orjson writes them as they are
 
 

@@ -20,11 +20,15 @@ from modelport.manager import ModelManager, ServingModel, VersionState, VersionS
 from modelport.protocols.codec import (
     array_from_bytes,
     array_to_bytes,
+    check_datatype,
     check_shape,
     dumps,
+    earliest,
     flat,
+    json_strings,
     loads,
     tensor_from_json,
+    timeout_parameter,
 )
 from modelport.protocols.errors import JSON, Payload, domain_error_response, error_response
 from modelport.reference import parse_name, parse_reference, parse_selector
@@ -107,6 +111,7 @@ def decode_request(body: bytes, header_length: str | None, signature: Signature)
                 finite.append(name)
         else:
             raise InvalidInput(f"input {name!r} has no 'data'", input_name=name)
+        check_datatype(signature, name, item["datatype"])
     if binary is not None and offset != len(binary):
         raise InvalidInput(f"the body has {len(binary) - offset} bytes of binary data that no input claims")
     features = signature.feature_names
@@ -129,6 +134,7 @@ def decode_request(body: bytes, header_length: str | None, signature: Signature)
         id=str(request_id) if request_id is not None else None,
         parameters=request_params,
         checked=signature,
+        timeout=timeout_parameter(request_params),
     ), binary_outputs
 
 
@@ -157,6 +163,10 @@ def encode_result(result: InferResult, binary: BinaryOutputs) -> Payload:
             raw = array_to_bytes(arr, datatype)
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
+        elif datatype == "BYTES":
+            entry["data"], encoded = json_strings(arr.ravel().tolist())
+            if encoded:  # base64: binary values that JSON strings cannot hold (MLServer's convention)
+                entry["parameters"] = {"content_type": "base64"}
         else:
             entry["data"] = flat(arr, datatype)
         outputs.append(entry)
@@ -183,11 +193,13 @@ async def infer(
     body: bytes,
     header_length: str | None,
     routing_key: str | None,
+    timeout: float | None = None,
 ) -> Payload:
     """``POST /v2/models/{name}[/versions/{selector}]/infer``: pick the version, decode and check
-    against its signature, run, encode."""
+    against its signature, run, encode. ``timeout``: seconds from the ``modelport-timeout`` header."""
     route, model = manager.pick(name, selector, routing_key)
     infer_request, binary = decode_request(body, header_length, model.version.signature)
+    infer_request.timeout = earliest(infer_request.timeout, timeout)
     result = await manager.run(route, model, infer_request)
     return encode_result(result, binary)
 
@@ -226,12 +238,12 @@ def routes(get_manager: GetManager, *, management: bool = False) -> list[Route]:
 
     async def ready(request: Request) -> Response:
         try:
-            is_ready = get_manager().ready()
-        except ModelportError:
-            is_ready = False
-        if is_ready:
+            why = get_manager().not_ready()
+        except ModelportError as exc:
+            why = exc.message
+        if why is None:
             return Response(b'{"ready":true}', media_type=JSON)
-        return error_response("not ready: the configured models are not all loaded yet", 503, {"Retry-After": "1"})
+        return error_response(f"not ready: {why}", 503, {"Retry-After": "1"})
 
     async def server_metadata(request: Request) -> Response:
         return Response(

@@ -51,13 +51,17 @@ def as_outputs(result: Any) -> dict[str, np.ndarray]:
     out = {}
     for name, value in items:
         arr = np.asarray(value)
-        out[str(name)] = arr.astype(object) if arr.dtype.kind in "US" else arr
+        if arr.dtype.kind in "US":  # the values themselves: NumPy's strings drop trailing NUL bytes
+            arr = np.array(value, dtype=object) if isinstance(value, list | tuple) else arr.astype(object)
+        out[str(name)] = arr
     return out
 
 
 class PythonRuntime:
     kind: ClassVar[str] = "python"
-    capabilities: ClassVar[Capabilities] = Capabilities(batch_rows=True, thread_safe=False, runs_code=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        batch_rows=True, thread_safe=False, runs_code=True, bounded_cost=False
+    )
 
     def __init__(self) -> None:
         self._model: Any = None
