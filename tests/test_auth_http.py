@@ -22,6 +22,7 @@ from modelport.settings import Settings
 from tests.serving import DirectorySource, client_for, fake_version, register_iris
 from tests.tokens import AUDIENCE, ISSUER, Signer
 
+IrisData = tuple[pd.DataFrame, np.ndarray]
 ROW = {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 5.1, "petal_width": 1.8}
 V2_BODY = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": list(ROW.values())}]}
 
@@ -239,3 +240,33 @@ async def test_loopback_server_without_keys_is_open_until_a_key_appears(tmp_path
                 assert (await client.post("/v2/models/iris/infer", json=body)).status_code == 401
     finally:
         manager.close()
+
+
+async def test_openapi_shows_a_key_scoped_to_one_model_only_that_model(tmp_path: Path, iris: IrisData) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from modelport.api import register
+
+    settings = Settings(home=tmp_path / "home", models=("iris", "other"))
+    register_iris(settings, iris)
+    frame, labels = iris
+    register(
+        LogisticRegression(max_iter=300).fit(frame, labels), name="other", sample_input=frame.head(5), settings=settings
+    )
+    with Registry.open(settings) as registry:
+        store = KeyStore(registry.engine)
+        keys = {scope: store.create([scope])[1] for scope in ("infer:iris", "infer:other", "infer")}
+    async with client_for(build_app(settings)) as client:
+        docs = {scope: (await client.get("/openapi.json", headers=bearer(key))).json() for scope, key in keys.items()}
+    for scope, shown in (("infer:iris", {"iris"}), ("infer:other", {"other"}), ("infer", {"iris", "other"})):
+        doc = docs[scope]
+        models = {
+            path.split("/")[3].split(":")[0] for path in doc["paths"] if path.startswith(("/v1/models/", "/v2/models/"))
+        }
+        assert models == shown, scope
+        assert {name.split(".")[0] for name in doc["components"]["schemas"] if "." in name} == shown, scope
+        hidden = {"iris", "other"} - shown
+        assert not any(f"{name}@" in doc["info"]["description"] for name in hidden), scope
+        assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+        infer = doc["paths"][f"/v2/models/{next(iter(shown))}/infer"]["post"]
+        assert {"401", "403"} <= set(infer["responses"])

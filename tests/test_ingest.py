@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -13,17 +16,19 @@ import pandas as pd
 import pytest
 import skops.io as sio
 from skl2onnx import to_onnx
-from sklearn.ensemble import RandomForestRegressor
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestRegressor
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from modelport.errors import InvalidModel, UntrustedArtifact
-from modelport.ingest import package
+from modelport.errors import InvalidInput, InvalidModel, UntrustedArtifact
+from modelport.ingest import Packaged, package
 from modelport.runtimes import create
-from modelport.signature import validate_inputs
+from modelport.signature import to_inputs, validate_inputs
 from modelport.types import Signature, TensorSpec
 from tests.models import ShiftedLogistic, code_running_pipeline, write_custom_model
+from tests.tabular import mixed_frame, mixed_pipeline, nan_frame
 
 Iris = tuple[pd.DataFrame, np.ndarray]
 
@@ -279,3 +284,132 @@ def test_runtime_choice_is_checked_against_the_model_kind(iris: Iris, tmp_path: 
         package(onnx_file, workdir=tmp_path, runtime="sklearn")
     with pytest.raises(InvalidModel, match="unknown runtime 'torch'"):
         package(onnx_file, workdir=tmp_path, runtime="torch")
+
+
+# -- mixed DataFrames and missing values ------------------------------------------------------------
+
+
+def test_mixed_dataframe_pipeline_is_converted_with_one_onnx_input_per_column(tmp_path: Path) -> None:
+    import onnx
+
+    frame, labels = mixed_frame()
+    model = mixed_pipeline(frame, labels)
+    packaged = package(model, workdir=tmp_path, sample_input=frame.head(20))
+    assert packaged.runtime == "onnx"
+    assert packaged.notes[0].startswith("converted to ONNX")
+    assert packaged.signature.inputs == (
+        TensorSpec("color", "BYTES", (-1,)),
+        TensorSpec("size", "FP32", (-1,)),
+        TensorSpec("count", "INT64", (-1,)),
+    )
+    assert packaged.signature.example == {name: frame[name].head(3).tolist() for name in frame.columns}
+    graph = onnx.load(str(packaged.directory / "model.onnx")).graph
+    assert [(i.name, len(i.type.tensor_type.shape.dim)) for i in graph.input] == [
+        ("color", 1),
+        ("size", 1),
+        ("count", 1),
+    ]
+    rows = frame.iloc[100:]
+    out = predict_columns(packaged, rows)
+    np.testing.assert_array_equal(out["label"], model.predict(rows))
+    np.testing.assert_allclose(out["probabilities"], model.predict_proba(rows), atol=1e-5)
+
+
+def test_mixed_dataframe_served_natively_rebuilds_the_frame_with_its_column_dtypes(tmp_path: Path) -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    frame, labels = mixed_frame()
+    frame["color"] = frame["color"].astype("category")  # used as categorical because of its dtype
+    frame["count"] = frame["count"].astype(np.int32)
+    model = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(frame, labels)
+    packaged = package(model, workdir=tmp_path, sample_input=frame.head(20), trust_pickle=True)
+    assert packaged.runtime == "sklearn"  # skl2onnx cannot convert categorical features given as columns
+    assert [(s.name, s.datatype) for s in packaged.signature.inputs] == [
+        ("color", "BYTES"),
+        ("size", "FP64"),
+        ("count", "INT32"),
+    ]
+    manifest = json.loads((packaged.directory / "sklearn.json").read_text())
+    assert manifest["columns"] == [
+        {"name": "color", "dtype": "category", "categories": ["blue", "green", "red"], "ordered": False},
+        {"name": "size", "dtype": "float64"},
+        {"name": "count", "dtype": "int32"},
+    ]
+    rows = frame.iloc[100:]
+    out = predict_columns(packaged, rows)
+    np.testing.assert_array_equal(out["label"], model.predict(rows))
+    np.testing.assert_allclose(out["probabilities"], model.predict_proba(rows), atol=1e-6)
+
+
+def test_native_runtime_answers_zero_rows_with_zero_row_outputs(iris: Iris, tmp_path: Path) -> None:
+    frame, labels = iris
+    model = LogisticRegression(max_iter=500).fit(frame, labels)  # scikit-learn itself refuses zero rows
+    packaged = package(model, workdir=tmp_path, sample_input=frame.iloc[:20], runtime="sklearn")
+    out = predict(packaged.directory, "sklearn", packaged.signature, np.empty((0, 4)))
+    assert (out["label"].shape, out["probabilities"].shape) == ((0,), (0, 3))
+    assert (out["label"].dtype, out["probabilities"].dtype) == (np.dtype(object), np.dtype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("make", "accepts"),
+    [
+        (lambda: HistGradientBoostingClassifier(max_iter=20, random_state=0), True),
+        (lambda: make_pipeline(SimpleImputer(), LogisticRegression()), True),
+        (lambda: make_pipeline(StandardScaler(), LogisticRegression()), False),  # the scaler passes NaN on
+        (lambda: LogisticRegression(), False),
+    ],
+    ids=["hist-gradient-boosting", "imputer-pipeline", "scaler-pipeline", "logistic"],
+)
+def test_whether_nan_is_accepted_is_decided_by_the_model_not_the_sample(
+    make: Callable[[], Any], accepts: bool, tmp_path: Path
+) -> None:
+    frame, labels = nan_frame()
+    model = make().fit(frame, labels)
+    assert not frame.isna().to_numpy().any()
+    packaged = package(model, workdir=tmp_path, sample_input=frame.head(20))
+    assert packaged.runtime == "onnx"
+    (spec,) = packaged.signature.inputs
+    assert spec.allow_nan is accepts
+    if not accepts:
+        assert "refuses missing values (NaN): ValueError: Input X contains NaN" in packaged.notes
+        with pytest.raises(InvalidInput, match="contains NaN or infinity, which this model does not accept; fill in"):
+            validate_inputs(packaged.signature, {"input": np.array([[np.nan, 0.0, 0.0, 0.0]])})
+        return
+    assert "accepts missing values (NaN) in input: checked with NaN put in the sample" in packaged.notes
+    rows = frame.iloc[20:30].copy()
+    rows.iloc[0, 0] = rows.iloc[1, 2] = np.nan
+    rows.iloc[2, :] = np.nan
+    out = predict(packaged.directory, "onnx", packaged.signature, rows.to_numpy())
+    np.testing.assert_array_equal(out["label"], model.predict(rows))
+    np.testing.assert_allclose(out["probabilities"], model.predict_proba(rows), atol=1e-5)
+
+
+def test_onnx_graph_that_answers_nan_differently_keeps_onnx_and_refuses_nan(tmp_path: Path) -> None:
+    from sklearn.tree import DecisionTreeClassifier
+
+    frame, labels = nan_frame()
+    model = DecisionTreeClassifier(max_depth=4, random_state=0).fit(frame, labels)  # takes NaN since 1.3
+    packaged = package(model, workdir=tmp_path, sample_input=frame.head(20))
+    assert (packaged.runtime, packaged.signature.inputs[0].allow_nan) == ("onnx", False)
+    assert any(
+        note.startswith("the ONNX graph answers missing values in 'input' differently from scikit-learn")
+        and "runtime='sklearn'" in note
+        for note in packaged.notes
+    )
+    with_nan = frame.head(20).copy()
+    with_nan.iloc[3, 1] = np.nan  # NaN in the sample: the model is served natively, and takes NaN
+    packaged = package(model, workdir=tmp_path, sample_input=with_nan)
+    assert (packaged.runtime, packaged.signature.inputs[0].allow_nan) == ("sklearn", True)
+    rows = frame.iloc[30:34].copy()
+    rows.iloc[0, 0] = np.nan
+    out = predict(packaged.directory, "sklearn", packaged.signature, rows.to_numpy())
+    np.testing.assert_allclose(out["probabilities"], model.predict_proba(rows), atol=1e-6)
+
+
+def predict_columns(packaged: Packaged, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    model = create(packaged.runtime)
+    model.load(packaged.directory, packaged.signature)
+    try:
+        return model.predict(validate_inputs(packaged.signature, to_inputs(packaged.signature, rows)))
+    finally:
+        model.unload()

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from httpx import AsyncClient
 from openapi_spec_validator import validate
 
+from modelport.api import register
 from modelport.app import build_app
 from modelport.settings import Settings
 from tests.conftest import IRIS_FEATURES
 from tests.serving import client_for, register_iris
+from tests.tabular import mixed_frame, mixed_pipeline, write_two_input_onnx
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +68,29 @@ def test_spec_has_concrete_paths_for_each_served_model(spec: dict[str, Any]) -> 
     assert label["schema"]["enum"] == ["production", "staging"]
 
 
+def tensor_names(form: dict[str, Any]) -> list[str]:
+    """The input names a V2 ``inputs`` array schema holds, each exactly once."""
+    assert form["minItems"] == form["maxItems"]
+    tensors = [form["items"]] if form["maxItems"] == 1 else form["items"]["anyOf"]
+    return [(t.get("anyOf") or [t])[0]["properties"]["name"]["const"] for t in tensors]
+
+
 def test_request_schemas_name_the_real_inputs_and_features(spec: dict[str, Any]) -> None:
     schemas = spec["components"]["schemas"]
-    v2 = schemas["iris.V2Request"]["properties"]["inputs"]["items"]["anyOf"]
-    assert v2[0]["properties"]["name"]["enum"] == ["input"]
-    assert "sepal_length" in v2[0]["description"]
-    assert v2[1]["properties"]["name"]["enum"] == IRIS_FEATURES
-    row = schemas["iris.TFRequest"]["properties"]["instances"]["items"]
+    whole, by_feature = schemas["iris.V2Request"]["properties"]["inputs"]["oneOf"]
+    assert tensor_names(whole) == ["input"]
+    assert "sepal_length" in whole["items"]["description"]
+    assert tensor_names(by_feature) == IRIS_FEATURES
+    fp32 = whole["items"]["anyOf"][0]["properties"]
+    assert fp32["shape"]["prefixItems"] == [{"type": "integer", "minimum": 0}, {"const": 4}]
+    assert fp32["data"]["items"] == {
+        "type": "number",
+        "minimum": -3.4028234663852886e38,
+        "maximum": 3.4028234663852886e38,
+    }
+    row = schemas["iris.TFRequest"]["properties"]["instances"]["oneOf"][0]["items"]
     assert row["required"] == IRIS_FEATURES
+    assert row["additionalProperties"] is False
     assert row["properties"]["petal_width"]["type"] == "number"
     outputs = schemas["iris.V2Request"]["properties"]["outputs"]["items"]["properties"]["name"]["enum"]
     assert outputs == ["label", "probabilities"]
@@ -103,3 +122,73 @@ async def test_docs_serve_swagger_ui_pointing_at_the_spec(client: AsyncClient) -
     assert response.status_code == 200
     assert "swagger-ui" in response.text
     assert "/openapi.json" in response.text
+
+
+@pytest.fixture(scope="module")
+def settings_with_shapes(tmp_path_factory: pytest.TempPathFactory, iris: Any) -> Settings:
+    """iris, a model with a 2-D and a 1-D input, a mixed-column model, and a model with a scalar
+    input, which the document cannot describe (it has no batch dimension)."""
+    root = tmp_path_factory.mktemp("openapi-shapes")
+    settings = Settings(home=root / "home")
+    register_iris(settings, iris)
+    rng = np.random.default_rng(0)
+    sample = {"x": rng.normal(size=(4, 3)).astype(np.float32), "weight": np.ones(4, np.float32)}
+    register(write_two_input_onnx(root / "pair.onnx"), name="pair", sample_input=sample, settings=settings)
+    frame, labels = mixed_frame()
+    register(mixed_pipeline(frame, labels), name="tabular", sample_input=frame.head(10), settings=settings)
+    register(write_scalar_onnx(root / "scalar.onnx"), name="scalar", settings=settings)
+    return settings.with_(models=("iris", "pair", "tabular", "scalar"))
+
+
+def write_scalar_onnx(path: Path) -> Path:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["s", "s"], ["square"])],
+        "scalar",
+        [helper.make_tensor_value_info("s", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("square", TensorProto.FLOAT, [])],
+    )
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString())
+    return path
+
+
+async def test_each_model_is_documented_on_its_own_so_one_cannot_break_the_others(
+    settings_with_shapes: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with client_for(build_app(settings_with_shapes)) as client:
+        response = await client.get("/openapi.json")
+        assert response.status_code == 200, response.text
+        spec = response.json()
+        validate(spec)
+        models = [path for path in spec["paths"] if path.startswith(("/v1/models/", "/v2/models/"))]
+        documented = {path.split("/")[3].split(":")[0] for path in models}
+        assert documented == {"iris", "pair", "tabular"}
+        assert "Left out (see the server log): scalar." in spec["info"]["description"]
+        assert "OpenAPI: model scalar is left out of the document" in caplog.text
+        posted = 0
+        for path, item in spec["paths"].items():
+            operation = item.get("post")
+            if operation and ("/pair" in path or "/tabular" in path):
+                example = operation["requestBody"]["content"]["application/json"]["example"]
+                response = await client.post(_concrete(path, operation), json=example)
+                assert response.status_code == 200, (path, example, response.text)
+                posted += 1
+        assert posted == 8  # V2 infer x2, TF predict x2, per model
+        assert (await client.get("/docs")).status_code == 200
+
+
+async def test_tf_example_of_a_model_with_several_inputs_gives_each_row_as_an_object(
+    settings_with_shapes: Settings,
+) -> None:
+    async with client_for(build_app(settings_with_shapes)) as client:
+        spec = (await client.get("/openapi.json")).json()
+    post = spec["paths"]["/v1/models/pair:predict"]["post"]
+    (row, *_) = post["requestBody"]["content"]["application/json"]["example"]["instances"]
+    assert row.keys() == {"x", "weight"}
+    assert isinstance(row["weight"], float)
+    assert len(row["x"]) == 3
+    post = spec["paths"]["/v1/models/tabular:predict"]["post"]
+    (row, *_) = post["requestBody"]["content"]["application/json"]["example"]["instances"]
+    assert row.keys() == {"color", "size", "count"}
+    assert isinstance(row["color"], str)

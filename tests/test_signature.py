@@ -114,3 +114,72 @@ def test_output_selection_keeps_order_and_names_unknown_outputs() -> None:
     assert list(select_outputs(outputs, ["probabilities", "label"])) == ["probabilities", "label"]
     with pytest.raises(InvalidInput, match=r"unknown output 'score' \(outputs: label, probabilities\)"):
         select_outputs(outputs, ["score"])
+
+
+def test_dataframe_with_text_columns_becomes_one_input_per_column() -> None:
+    frame = pd.DataFrame({"color": ["red", "blue"], "size": [0.5, 1.5], "count": [1, 2]})
+    frame["kind"] = pd.Categorical(["a", "b"])
+    arrays, names = sample_arrays(frame)
+    assert names == ("color", "size", "count", "kind")
+    assert {name: (arr.dtype.kind, arr.tolist()) for name, arr in arrays.items()} == {
+        "color": ("O", ["red", "blue"]),
+        "size": ("f", [0.5, 1.5]),
+        "count": ("i", [1, 2]),
+        "kind": ("O", ["a", "b"]),
+    }
+    assert [(s.name, s.datatype, s.shape) for s in input_specs(arrays, names)] == [
+        ("color", "BYTES", (-1,)),
+        ("size", "FP64", (-1,)),
+        ("count", "INT64", (-1,)),
+        ("kind", "BYTES", (-1,)),
+    ]
+
+
+def test_dataframe_rows_and_columns_map_onto_per_column_inputs_by_name() -> None:
+    specs = (
+        TensorSpec("color", "BYTES", (-1,)),
+        TensorSpec("size", "FP32", (-1,)),
+        TensorSpec("count", "INT64", (-1,)),
+    )
+    sig = Signature(specs, ())
+    frame = pd.DataFrame({"color": ["red", "blue"], "size": [0.5, 1.5], "count": [1, 2]})
+    for data in (frame, frame.to_dict(orient="records"), frame.to_dict(orient="list")):
+        got = validate_inputs(sig, to_inputs(sig, data))
+        assert got["color"].tolist() == ["red", "blue"]
+        np.testing.assert_array_equal(got["size"], np.array([0.5, 1.5], np.float32))
+        np.testing.assert_array_equal(got["count"], np.array([1, 2], np.int64))
+    with pytest.raises(InvalidInput, match="missing input 'count'"):
+        validate_inputs(sig, to_inputs(sig, frame.drop(columns="count")))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [{"sepal_length": True, "sepal_width": 1.0, "petal_length": 2.0, "petal_width": 3.0}],
+        [[False, 1.0, 2.0, 3.0]],
+        {"input": [[1.0, 2.0, True, 3.0]]},
+        {"sepal_length": [1.0, True], **{feature: [1.0, 2.0] for feature in FEATURES[1:]}},
+    ],
+    ids=["feature-row", "list-row", "named-tensor", "feature-column"],
+)
+def test_booleans_among_the_numbers_of_a_numeric_input_are_refused(signature: Signature, data: object) -> None:
+    with pytest.raises(InvalidInput, match="expected datatype FP32, got non-numeric values \\(a boolean\\)"):
+        validate_inputs(signature, to_inputs(signature, data))
+
+
+def test_nan_refusal_says_how_to_get_missing_values_accepted(signature: Signature) -> None:
+    with pytest.raises(InvalidInput) as info:
+        validate_inputs(signature, {"input": np.array([[np.nan, 1.0, 2.0, 3.0]])})
+    message = str(info.value)
+    assert "fill in missing values before sending" in message
+    assert "register a model that handles them" in message
+    assert "include rows with NaN in the registration sample" in message
+
+
+def test_whole_floats_out_of_range_for_an_integer_input_are_refused() -> None:
+    sig = Signature((TensorSpec("count", "INT64", (-1,)), TensorSpec("small", "INT8", (-1,))), ())
+    ok = validate_inputs(sig, {"count": np.array([-(2.0**63), 3.0]), "small": np.array([127.0, -128.0])})
+    assert ok["count"].tolist() == [-(2**63), 3]
+    for count, small in (([-5.0, 2.0**63], [1.0, 2.0]), ([1.0, 2.0], [1.0, 300.0])):
+        with pytest.raises(InvalidInput, match="values out of range for INT"):
+            validate_inputs(sig, {"count": np.array(count), "small": np.array(small)})

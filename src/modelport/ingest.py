@@ -3,7 +3,9 @@
 Accepted: a scikit-learn estimator or Pipeline (in memory, ``.skops``, or a trusted pickle), an
 ``.onnx`` file, or a directory with a custom Python ``model.py``. scikit-learn models are
 converted to ONNX and verified against the original on the sample input; when conversion fails
-or disagrees they are served natively. Pickles and custom code need explicit trust.
+or disagrees they are served natively. A DataFrame sample with text or categorical columns gives
+one input per column. Whether an input takes missing values (NaN) is asked of the model itself.
+Pickles and custom code need explicit trust.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from modelport.errors import InvalidModel, ModelportError, UntrustedArtifact
 from modelport.runtimes import onnx as onnx_runtime
 from modelport.runtimes import sklearn as sklearn_runtime
 from modelport.runtimes.python import ENTRYPOINT, PythonRuntime
-from modelport.signature import example_of, input_specs, output_specs, sample_arrays
+from modelport.signature import DEFAULT_INPUT, example_of, input_specs, output_specs, sample_arrays
 from modelport.stores.local import artifact_files
 from modelport.types import Signature, TensorSpec, datatype_of, dtype_of
 
@@ -153,67 +155,212 @@ def _package_estimator(
             "list of row dicts) to infer and verify its signature; pass sample_input= (Python) or --sample (CLI)"
         )
     names = sklearn_runtime.output_names(estimator)
-    x, feature_names, fitted_names = _sample_table(estimator, sample)
+    taken = _sample_of(estimator, sample)
     try:
-        reference = sklearn_runtime.predict_outputs(estimator, sklearn_runtime.as_frame(x, fitted_names), names)
+        reference = sklearn_runtime.predict_outputs(estimator, taken.model_input(taken.arrays), names)
     except Exception as exc:
         raise InvalidModel(f"the model raised on the sample input: {_reason(exc)}") from exc
+    probes = _nan_probes(taken.arrays)
+    accepts_nan, nan_refusal = _missing_value_answers(estimator, taken, probes, names)
     notes = [source] if source else []
     directory = _new_directory(workdir)
     if runtime == "sklearn":
         converted, conversion_note = None, "native scikit-learn runtime requested; ONNX conversion skipped"
     else:
-        converted, conversion_note = _convert(estimator, x, reference)
+        converted, conversion_note = _convert(estimator, taken, reference)
         if converted is None and runtime == "onnx":
             raise InvalidModel(f"the ONNX runtime was requested but {conversion_note.rpartition(';')[0]}")
     notes.append(conversion_note)
-    native_code = _store_native(estimator, directory, x, fitted_names, reference, trust, required=converted is None)
+    differ = _onnx_differs_on_nan(converted, taken, probes, accepts_nan) if converted is not None else []
+    if differ:
+        # ONNX stays (the fast path) and NaN is refused there; a sample with NaN fails the ONNX
+        # check above and so is served natively, NaN accepted.
+        accepts_nan = {name: answer for name, answer in accepts_nan.items() if name not in differ}
+        where = ", ".join(repr(name) for name in differ)
+        notes.append(
+            f"the ONNX graph answers missing values in {where} differently from scikit-learn, so NaN is "
+            "refused there; to accept it, register with runtime='sklearn' "
+            "or with rows holding NaN in the sample (both serve the model natively)"
+        )
+    native_code = _store_native(estimator, directory, taken, reference, trust, required=converted is None)
+    notes.extend(native_code[1])
     if converted is not None:
         (directory / onnx_runtime.FILENAME).write_bytes(converted)
-        notes.extend(native_code[1])
-        runtime, trusted_code, input_type = "onnx", False, "FP32"
+        runtime, trusted_code = "onnx", False
     else:
-        notes.extend(native_code[1])
-        runtime, trusted_code, input_type = "sklearn", native_code[0], "FP64"
-    (spec,) = input_specs({"input": x}, feature_names)
-    signature = Signature(
-        inputs=(replace(spec, datatype=input_type),),
-        outputs=output_specs(reference),
-        example=example_of({"input": x}),
-    )
+        runtime, trusted_code = "sklearn", native_code[0]
+    if accepts_nan:
+        notes.append(f"accepts missing values (NaN) in {', '.join(accepts_nan)}: checked with NaN put in the sample")
+    elif probes and not differ:
+        notes.append(f"refuses missing values (NaN): {nan_refusal}")
+    datatypes = taken.datatypes(runtime)
+    if taken.columns:
+        inputs = tuple(TensorSpec(name, datatypes[name], (-1,), allow_nan=name in accepts_nan) for name in taken.arrays)
+    else:
+        (spec,) = input_specs(taken.arrays, taken.feature_names)
+        inputs = (replace(spec, datatype=datatypes[DEFAULT_INPUT], allow_nan=DEFAULT_INPUT in accepts_nan),)
+    signature = Signature(inputs=inputs, outputs=output_specs(reference), example=example_of(taken.arrays))
     return Packaged(
         directory, runtime, "sklearn", signature, environment.capture("sklearn"), tuple(notes), trusted_code
     )
 
 
-def _sample_table(estimator: Any, sample: object) -> tuple[np.ndarray, tuple[str, ...] | None, tuple[str, ...] | None]:
-    """The sample as a float64 table, its feature names, and the names the model was fitted on."""
+@dataclass(frozen=True)
+class _Sample:
+    """A scikit-learn model's registration sample, as the signature's inputs and as the model takes it.
+
+    A numeric table is the one input "input" [-1, features]; a DataFrame with text or categorical
+    columns is one 1-D input per column, and ``columns`` says how to rebuild the frame from them.
+    """
+
+    arrays: dict[str, np.ndarray]
+    feature_names: tuple[str, ...] | None
+    fitted_names: tuple[str, ...] | None
+    columns: tuple[sklearn_runtime.Column, ...] = ()
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self.arrays.values())))
+
+    def model_input(self, arrays: Mapping[str, np.ndarray]) -> Any:
+        """What the estimator predicts on (a DataFrame where it was fitted on one), as the runtime builds it."""
+        if self.columns:
+            return sklearn_runtime.frame_of(self.columns, arrays)
+        return sklearn_runtime.as_frame(arrays[DEFAULT_INPUT], self.fitted_names)
+
+    def datatypes(self, runtime: str) -> dict[str, str]:
+        """Each input's datatype when served by ``runtime``: a table is FP32 in ONNX, FP64 natively;
+        a column is FP32, INT64, BOOL or BYTES in ONNX, and natively its own dtype's (so values
+        are range-checked for the column the model rebuilds)."""
+        if not self.columns:
+            return {DEFAULT_INPUT: "FP32" if runtime == "onnx" else "FP64"}
+        return {name: _column_datatype(arr, runtime) for name, arr in self.arrays.items()}
+
+    def onnx_feed(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: arrays[name].astype(dtype_of(datatype)) for name, datatype in self.datatypes("onnx").items()}
+
+
+def _column_datatype(column: np.ndarray, runtime: str) -> str:
+    kind = column.dtype.kind
+    if kind not in "biuf":
+        return "BYTES"
+    if runtime != "onnx":
+        return datatype_of(column.dtype)
+    return {"f": "FP32", "i": "INT64", "u": "INT64", "b": "BOOL"}[kind]
+
+
+def _sample_of(estimator: Any, sample: object) -> _Sample:
+    """The sample as a float64 table with its feature names, or (a DataFrame with text or
+    categorical columns) as one array per column; checked against the columns the model was fitted on."""
     arrays, names = sample_arrays(sample)
-    x = arrays.get("input")
-    if len(arrays) != 1 or x is None or x.ndim != 2:
-        raise InvalidModel("the sample for a scikit-learn model must be one 2-D table (rows x features)")
-    if x.dtype.kind not in "biuf":
-        raise InvalidModel("the sample for a scikit-learn model must be numeric (converted models take FP32 input)")
     fitted = getattr(estimator, "feature_names_in_", None)
     fitted_names = tuple(str(n) for n in fitted) if fitted is not None else None
-    if fitted_names is not None:
-        if names is not None and names != fitted_names:
-            raise InvalidModel(
-                f"the sample's columns ({', '.join(names)}) differ from those the model was fitted on "
-                f"({', '.join(fitted_names)}); give the sample with the training columns in order"
-            )
-        names = fitted_names
-    return x.astype(np.float64), names, fitted_names
+    columns = names is not None and tuple(arrays) == names and all(arr.ndim == 1 for arr in arrays.values())
+    if fitted_names is not None and names is not None and names != fitted_names:
+        raise InvalidModel(
+            f"the sample's columns ({', '.join(names)}) differ from those the model was fitted on "
+            f"({', '.join(fitted_names)}); give the sample with the training columns in order"
+        )
+    if columns and names is not None:
+        frame: Any = sample
+        typed = tuple(
+            sklearn_runtime.Column.of(name, frame[label]) for name, label in zip(names, frame.columns, strict=True)
+        )
+        return _Sample(arrays, None, fitted_names, typed)
+    x = arrays.get(DEFAULT_INPUT)
+    if len(arrays) != 1 or x is None or x.ndim != 2:
+        raise InvalidModel(
+            "the sample for a scikit-learn model must be one 2-D table (rows x features), "
+            "or a DataFrame (text and categorical columns become one input each)"
+        )
+    if x.dtype.kind not in "biuf":
+        raise InvalidModel(
+            "the sample for a scikit-learn model must be numeric, or a DataFrame: give text and categorical "
+            "columns as a DataFrame, and each column becomes an input of its own"
+        )
+    return _Sample({DEFAULT_INPUT: x.astype(np.float64)}, fitted_names or names, fitted_names)
 
 
-def _convert(estimator: Any, x: np.ndarray, reference: Mapping[str, np.ndarray]) -> tuple[bytes | None, str]:
+PROBE_ROWS = 32  # sample rows a column is set missing in, to see how the model answers
+
+
+def _nan_probes(arrays: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """For each float input, the sample with missing values (NaN) put in it: a table gets one
+    NaN per row, in a different feature each; a column is missing in every row."""
+    probes = {}
+    for name, arr in arrays.items():
+        if arr.dtype.kind != "f":
+            continue
+        head = {key: value[:PROBE_ROWS] for key, value in arrays.items()}
+        if arr.ndim == 2 and arr.shape[1]:
+            diagonal = np.arange(arr.shape[1])
+            probe = arr[diagonal % len(arr)].copy()
+            probe[diagonal, diagonal] = np.nan
+        else:
+            probe = np.full_like(head[name], np.nan)
+        probes[name] = {**head, name: probe}
+    return probes
+
+
+def _missing_value_answers(
+    estimator: Any, taken: _Sample, probes: Mapping[str, Mapping[str, np.ndarray]], names: tuple[str, ...]
+) -> tuple[dict[str, dict[str, np.ndarray]], str]:
+    """The model's own answers on each input's NaN probe, for the inputs where it accepts missing
+    values (answers without raising, all finite), and why it refuses them where it does.
+
+    scikit-learn's ``allow_nan`` tag cannot decide this: a Pipeline's tag is False even when it
+    starts with an imputer, and a StandardScaler's is True though it only passes NaN on; so the
+    model itself is asked."""
+    answers: dict[str, dict[str, np.ndarray]] = {}
+    refusal = ""
+    for name, probe in probes.items():
+        try:
+            got = sklearn_runtime.predict_outputs(estimator, taken.model_input(probe), names)
+        except Exception as exc:  # estimators raise ValueError and others for NaN they do not take
+            refusal = refusal or _reason(exc)
+            continue
+        bad = [output for output, arr in got.items() if arr.dtype.kind == "f" and not np.isfinite(arr).all()]
+        if bad:
+            refusal = refusal or f"its output {bad[0]!r} is NaN when an input value is missing"
+            continue
+        answers[name] = got
+    return answers, refusal
+
+
+def _onnx_differs_on_nan(
+    data: bytes,
+    taken: _Sample,
+    probes: Mapping[str, Mapping[str, np.ndarray]],
+    answers: Mapping[str, Mapping[str, np.ndarray]],
+) -> list[str]:
+    """The inputs whose NaN probe the ONNX graph answers differently from the estimator."""
+    if not answers:
+        return []
+    session = onnx_runtime.session(data)
+    differ = []
+    for name, want in answers.items():
+        try:
+            got = dict(zip(want, session.run(list(want), taken.onnx_feed(probes[name])), strict=True))
+        except Exception:  # ONNX Runtime raises its own types
+            differ.append(name)
+            continue
+        if _disagreement(got, want)[0]:
+            differ.append(name)
+    return differ
+
+
+def _convert(estimator: Any, taken: _Sample, reference: Mapping[str, np.ndarray]) -> tuple[bytes | None, str]:
     """ONNX bytes with canonical output names, verified on the sample, or None and the reason."""
     native = "serving with the native scikit-learn runtime"
     try:
-        model = onnxgraph.from_sklearn(estimator, n_features=x.shape[1], outputs=reference)
+        if taken.columns:
+            model = onnxgraph.from_sklearn(estimator, outputs=reference, columns=taken.datatypes("onnx"))
+        else:
+            n_features = taken.arrays[DEFAULT_INPUT].shape[1]
+            model = onnxgraph.from_sklearn(estimator, n_features=n_features, outputs=reference)
         data: bytes = model.SerializeToString()
         session = onnx_runtime.session(data)
-        got = dict(zip(reference, session.run(list(reference), {"input": x.astype(np.float32)}), strict=True))
+        got = dict(zip(reference, session.run(list(reference), taken.onnx_feed(taken.arrays)), strict=True))
     except Exception as exc:  # skl2onnx and ONNX Runtime raise many types for unsupported models
         log.info("ONNX conversion failed", exc_info=True)
         return None, f"ONNX conversion failed: {_reason(exc)}; {native}"
@@ -222,7 +369,7 @@ def _convert(estimator: Any, x: np.ndarray, reference: Mapping[str, np.ndarray])
     if disagreement:
         return None, f"ONNX output disagrees with scikit-learn on the sample ({disagreement}); {native}"
     return data, (
-        f"converted to ONNX (opset {onnxgraph.opset(model)}); verified on {len(x)} sample rows, "
+        f"converted to ONNX (opset {onnxgraph.opset(model)}); verified on {taken.rows} sample rows, "
         f"max {symbol} = {max_diff:.2g}"
     )
 
@@ -253,8 +400,7 @@ def _disagreement(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray])
 def _store_native(
     estimator: Any,
     directory: Path,
-    x: np.ndarray,
-    fitted_names: tuple[str, ...] | None,
+    taken: _Sample,
     reference: Mapping[str, np.ndarray],
     trust: bool,
     *,
@@ -267,7 +413,7 @@ def _store_native(
     """
     import skops.io as sio
 
-    frame_x = sklearn_runtime.as_frame(x, fitted_names)
+    frame_x = taken.model_input(taken.arrays)
     problem = ""
     try:
         untrusted = sio.get_untrusted_types(data=sio.dumps(estimator))
@@ -279,7 +425,7 @@ def _store_native(
                     f"loading it runs code the file chooses. {TRUST_HINT}."
                 )
             return False, [f"no native copy stored: skops would need trust for {', '.join(unsafe)}"]
-        manifest = sklearn_runtime.save(estimator, directory, format="skops")
+        manifest = sklearn_runtime.save(estimator, directory, format="skops", columns=taken.columns)
         _check_round_trip(directory, frame_x, reference)
         if not required:
             return manifest.runs_code, ["native scikit-learn copy stored with skops (fallback)"]
@@ -299,7 +445,7 @@ def _store_native(
             f"arbitrary code when loaded. {TRUST_HINT}."
         )
     try:
-        sklearn_runtime.save(estimator, directory, format="pickle")
+        sklearn_runtime.save(estimator, directory, format="pickle", columns=taken.columns)
         _check_round_trip(directory, frame_x, reference)
     except Exception as exc:
         raise InvalidModel(f"cannot store the model: {problem}; pickle failed too: {_reason(exc)}") from exc

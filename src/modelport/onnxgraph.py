@@ -35,24 +35,41 @@ def load_checked(path: Path) -> Any:
     return model
 
 
-def from_sklearn(estimator: Any, *, n_features: int, outputs: Mapping[str, np.ndarray]) -> Any:
-    """Convert with skl2onnx: one FP32 input "input" [-1, n_features], outputs named as ``outputs``.
+# Column datatypes -> skl2onnx's input types (looked up by name: skl2onnx is imported lazily).
+_COLUMN_TYPES = {"FP32": "FloatTensorType", "INT64": "Int64TensorType", "BYTES": "StringTensorType"}
 
-    Classifiers convert without ZipMap; a 1-D regression output is reshaped to [-1] in the graph.
+
+def from_sklearn(
+    estimator: Any,
+    *,
+    n_features: int = 0,
+    outputs: Mapping[str, np.ndarray],
+    columns: Mapping[str, str] | None = None,
+) -> Any:
+    """Convert with skl2onnx, outputs named as ``outputs``.
+
+    The graph takes one FP32 input "input" [-1, n_features], or with ``columns`` (name ->
+    FP32, INT64 or BYTES) one 1-D input [-1] per column, named by the column: skl2onnx's
+    ColumnTransformer takes [N, 1] columns, which a Reshape at the graph's entrance makes of
+    them. Classifiers convert without ZipMap; a 1-D regression output is reshaped to [-1].
     """
     import onnx
     from skl2onnx import to_onnx
-    from skl2onnx.common.data_types import FloatTensorType
+    from skl2onnx.common import data_types
 
+    if columns is None:
+        initial = [("input", data_types.FloatTensorType([None, n_features]))]
+    else:
+        unsupported = [f"{name} ({datatype})" for name, datatype in columns.items() if datatype not in _COLUMN_TYPES]
+        if unsupported:
+            raise InvalidModel(f"no ONNX input type for column {unsupported[0]}")
+        initial = [
+            (name, getattr(data_types, _COLUMN_TYPES[datatype])([None, 1])) for name, datatype in columns.items()
+        ]
     options = {"zipmap": False} if "label" in outputs else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = to_onnx(
-            estimator,
-            initial_types=[("input", FloatTensorType([None, n_features]))],
-            options=options,
-            target_opset=None,
-        )
+        model = to_onnx(estimator, initial_types=initial, options=options, target_opset=None)
     for warning in caught:
         log.debug("skl2onnx: %s", warning.message)
     graph = model.graph
@@ -66,8 +83,29 @@ def from_sklearn(estimator: Any, *, n_features: int, outputs: Mapping[str, np.nd
         rename(graph, old, new)
     if "prediction" in outputs and outputs["prediction"].ndim == 1:
         _flatten_output(graph, "prediction")
+    if columns is not None:
+        taken = [name for name in columns if name in names]
+        if taken:
+            raise InvalidModel(f"column {taken[0]!r} has the name of an output; rename the column")
+        for name in reversed(list(columns)):
+            _column_input(graph, name)
     onnx.checker.check_model(model)
     return model
+
+
+def _column_input(graph: Any, name: str) -> None:
+    """Make the [N, 1] graph input ``name`` a [N] one, reshaped to [N, 1] by the graph's first node."""
+    from onnx import helper, numpy_helper
+
+    inner, shape = _unique(graph, f"{name}_2d"), _unique(graph, f"{name}_shape")
+    rename(graph, name, inner)
+    graph_input = next(i for i in graph.input if i.name == inner)
+    graph_input.name = name  # the graph input keeps its name; the nodes read the Reshape's output
+    dims = graph_input.type.tensor_type.shape.dim
+    del dims[1:]
+    dims[0].Clear()
+    graph.initializer.append(numpy_helper.from_array(np.array([-1, 1], dtype=np.int64), shape))
+    graph.node.insert(0, helper.make_node("Reshape", [name, shape], [inner], name=f"{name}_column"))
 
 
 def _tensor_names(graph: Any) -> set[str]:

@@ -7,6 +7,7 @@ request is judged the same way wherever it comes from.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -18,6 +19,12 @@ T = TypeVar("T")
 
 DEFAULT_INPUT = "input"
 EXAMPLE_ROWS = 3
+NAN_HINT = (
+    "fill in missing values before sending, or register a model that handles them (e.g. HistGradientBoosting, "
+    "or a Pipeline starting with SimpleImputer): modelport asks a scikit-learn model at registration and "
+    "`modelport show` says what it found; include rows with NaN in the registration sample for an ONNX file, "
+    "a custom model, or a model whose ONNX conversion answers NaN differently"
+)
 
 
 def _is_dataframe(data: Any) -> bool:
@@ -32,11 +39,7 @@ def sample_arrays(sample: Any) -> tuple[dict[str, np.ndarray], tuple[str, ...] |
         kinds = {np.dtype(t).kind if isinstance(t, np.dtype) else "O" for t in sample.dtypes}
         if kinds <= {"f", "i", "u", "b"}:
             return {DEFAULT_INPUT: sample.to_numpy()}, names
-        raise InvalidInput(
-            "sample DataFrame mixes numeric and non-numeric columns "
-            f"({', '.join(f'{c}: {t}' for c, t in sample.dtypes.items())}); "
-            "register a model whose input is all-numeric, or an ONNX model with one input per column"
-        )
+        return frame_columns(sample), names  # text or categorical columns: one input per column
     if isinstance(sample, Mapping):
         return {str(k): _array(v, str(k)) for k, v in sample.items()}, None
     if _is_row_objects(sample):
@@ -46,6 +49,28 @@ def sample_arrays(sample: Any) -> tuple[dict[str, np.ndarray], tuple[str, ...] |
                 raise InvalidInput("every row of the sample must have the same keys in order")
         return {DEFAULT_INPUT: _array([list(row.values()) for row in sample], DEFAULT_INPUT)}, names
     return {DEFAULT_INPUT: _array(sample, DEFAULT_INPUT)}, None
+
+
+def frame_columns(frame: Any) -> dict[str, np.ndarray]:
+    """A DataFrame as one 1-D array per column, named by the column: numeric and boolean columns
+    keep their dtype, text and categorical columns become object arrays of their values."""
+    columns: dict[str, np.ndarray] = {}
+    for column in frame.columns:
+        series = frame[column]
+        arr = np.asarray(series.to_numpy())
+        inner = series.cat.categories if getattr(series.dtype, "name", "") == "category" else None
+        if inner is not None and inner.dtype.kind in "biuf" and not series.isna().any():
+            arr = arr.astype(inner.dtype)  # a categorical of numbers: the numbers
+        elif arr.dtype.kind not in "biuf":
+            arr = arr.astype(object)
+        columns[str(column)] = arr
+    return columns
+
+
+def per_column(signature: Signature) -> bool:
+    """Whether every input of the model is 1-D: one column each (as registered from a DataFrame
+    with text or categorical columns), so a DataFrame or row objects map onto them by name."""
+    return bool(signature.inputs) and all(len(spec.shape) == 1 for spec in signature.inputs)
 
 
 def _is_row_objects(data: Any) -> bool:
@@ -61,12 +86,28 @@ def _array(value: Any, name: str) -> np.ndarray:
     try:
         arr = np.asarray(value)
     except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"input {name!r} is not a rectangular array: {exc}", input_name=name) from None
+        values = _values(value)  # text and bytes together: NumPy has no one string type for them
+        if values is None:
+            raise InvalidInput(f"input {name!r} is not a rectangular array: {exc}", input_name=name) from None
+        arr = values
     if arr.dtype.kind in "US":
-        arr = arr.astype(object)
+        # Text or bytes: keep the values themselves. NumPy's own strings would turn numbers and
+        # nulls among them into text, and strip trailing NUL bytes off every value.
+        arr = np.array(value, dtype=object) if isinstance(value, list | tuple) else arr.astype(object)
     if arr.dtype.kind not in "biufO":
         raise InvalidInput(f"input {name!r} has unsupported type {arr.dtype}", input_name=name)
     return arr
+
+
+def _values(value: Any) -> np.ndarray | None:
+    """Nested lists as an object array of their values, or None when they are not rectangular."""
+    if not isinstance(value, list | tuple):
+        return None
+    try:
+        arr = np.array(value, dtype=object)
+    except ValueError:
+        return None
+    return None if any(isinstance(v, list | tuple) for v in arr.flat) else arr
 
 
 def input_specs(
@@ -79,15 +120,41 @@ def input_specs(
             raise InvalidInput(f"sample input {name!r} is a scalar; give at least one row", input_name=name)
         allow_nan = arr.dtype.kind == "f" and bool(np.isnan(arr).any())
         names = feature_names if arr.ndim == 2 and feature_names and len(feature_names) == arr.shape[1] else None
-        specs.append(
-            TensorSpec(name, datatype_of(arr.dtype), (-1, *arr.shape[1:]), feature_names=names, allow_nan=allow_nan)
-        )
+        spec = TensorSpec(name, datatype_of(arr.dtype), (-1, *arr.shape[1:]), feature_names=names, allow_nan=allow_nan)
+        specs.append(replace(spec, binary=True) if _holds_bytes(name, arr) else spec)
     return tuple(specs)
 
 
-def example_of(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """A few rows of each input as JSON-ready nested lists."""
-    return {name: arr[:EXAMPLE_ROWS].tolist() for name, arr in arrays.items()}
+def _holds_bytes(name: str, arr: np.ndarray) -> bool:
+    """Whether a sample's values are bytes (the model takes binary data) rather than text."""
+    if arr.dtype.kind != "O":
+        return arr.dtype.kind == "S"
+    kinds = {bytes if isinstance(v, bytes) else str if isinstance(v, str) else None for v in arr.flat}
+    if kinds == {bytes, str}:
+        raise InvalidInput(
+            f"sample input {name!r} mixes text (str) and bytes; give str values for a model that takes text, "
+            "bytes for one that takes binary data (images, protobufs)",
+            input_name=name,
+        )
+    return kinds == {bytes}
+
+
+def example_of(arrays: Mapping[str, np.ndarray]) -> dict[str, Any] | None:
+    """A few rows of each input as JSON-ready nested lists.
+
+    Bytes are kept as the text they encode, so the example sent as JSON strings reaches the
+    model as the same bytes; None (no example) when some are not UTF-8 and JSON cannot hold them.
+    """
+    example: dict[str, Any] = {}
+    for name, arr in arrays.items():
+        rows = arr[:EXAMPLE_ROWS]
+        if rows.dtype.kind in "OS" and _holds_bytes(name, rows):
+            try:
+                rows = np.frompyfunc(lambda v: v.decode("utf-8"), 1, 1)(rows)
+            except UnicodeDecodeError:
+                return None
+        example[name] = rows.tolist()
+    return example
 
 
 def output_specs(outputs: Mapping[str, np.ndarray]) -> tuple[TensorSpec, ...]:
@@ -103,18 +170,22 @@ def to_inputs(signature: Signature, data: Any) -> dict[str, np.ndarray]:
     features = signature.feature_names
     only = signature.inputs[0].name if len(signature.inputs) == 1 else None
     if _is_dataframe(data):
-        if features is None or only is None:
-            raise InvalidInput("this model takes named tensors, not a DataFrame")
-        return {only: _columns(data, features, lambda frame, col: frame[col].to_numpy())}
+        if features is not None and only is not None:
+            return {only: _columns(data, features, lambda frame, col: frame[col].to_numpy())}
+        if per_column(signature):
+            return frame_columns(data)
+        raise InvalidInput("this model takes named tensors, not a DataFrame")
     if isinstance(data, Mapping):
         if features and only and only not in data:
-            return {only: _columns(data, features, lambda cols, col: _array(cols[col], col).reshape(-1))}
-        return {str(k): _array(v, str(k)) for k, v in data.items()}
+            return {
+                only: _columns(data, features, lambda cols, col: _typed(signature, cols[col], col, only).reshape(-1))
+            }
+        return {str(k): _typed(signature, v, str(k)) for k, v in data.items()}
     if _is_row_objects(data):
         return rows_to_inputs(signature, data)
     if only is None:
         raise InvalidInput(f"this model takes {len(signature.inputs)} named inputs; pass a dict of arrays")
-    return {only: _array(data, only)}
+    return {only: _typed(signature, data, only)}
 
 
 def rows_to_inputs(signature: Signature, rows: Sequence[Any]) -> dict[str, np.ndarray]:
@@ -124,7 +195,7 @@ def rows_to_inputs(signature: Signature, rows: Sequence[Any]) -> dict[str, np.nd
         only = signature.inputs[0].name
         missing = [f for f in features if f not in rows[0]]
         if not missing or only not in rows[0]:
-            return {only: _rows_by_feature(rows, features)}
+            return {only: _typed(signature, _rows_by_feature(rows, features), only)}
     names = [spec.name for spec in signature.inputs]
     out: dict[str, np.ndarray] = {}
     for row_no, row in enumerate(rows):
@@ -135,7 +206,7 @@ def rows_to_inputs(signature: Signature, rows: Sequence[Any]) -> dict[str, np.nd
             raise InvalidInput(f"row {row_no}: unknown input {unknown[0]!r} (expected: {', '.join(names)})")
     for name in names:
         try:
-            out[name] = _array([row[name] for row in rows], name)
+            out[name] = _typed(signature, [row[name] for row in rows], name)
         except KeyError:
             raise InvalidInput(
                 f"missing input {name!r} in a row (expected: {', '.join(names)})", input_name=name
@@ -143,7 +214,27 @@ def rows_to_inputs(signature: Signature, rows: Sequence[Any]) -> dict[str, np.nd
     return out
 
 
-def _rows_by_feature(rows: Sequence[Any], features: tuple[str, ...]) -> np.ndarray:
+def _typed(signature: Signature, value: Any, name: str, input_name: str | None = None) -> np.ndarray:
+    """:func:`_array` for input ``input_name`` (``name`` when None), refusing booleans among the
+    numbers of a numeric input: NumPy would read them as 0 and 1 (booleans alone are refused later)."""
+    arr = _array(value, name)
+    if arr.dtype.kind in "iuf" and isinstance(value, list | tuple) and _holds_bool(value):
+        spec = signature.input(input_name or name)
+        if spec is not None and spec.datatype != "BOOL":
+            raise InvalidInput(
+                f"input {spec.name!r}: expected datatype {spec.datatype}, got non-numeric values (a boolean)",
+                input_name=spec.name,
+            )
+    return arr
+
+
+def _holds_bool(value: list[Any] | tuple[Any, ...]) -> bool:
+    if value and isinstance(value[0], list | tuple):
+        return any(isinstance(item, list | tuple) and _holds_bool(item) for item in value)
+    return bool in set(map(type, value))
+
+
+def _rows_by_feature(rows: Sequence[Any], features: tuple[str, ...]) -> list[list[Any]]:
     wanted = set(features)
     table = []
     for row_no, row in enumerate(rows):
@@ -155,7 +246,7 @@ def _rows_by_feature(rows: Sequence[Any], features: tuple[str, ...]) -> np.ndarr
             problem = f"missing feature {missing[0]!r}" if missing else f"unknown feature {extra[0]!r}"
             raise InvalidInput(f"row {row_no}: {problem} (features: {', '.join(features)})", input_name=problem)
         table.append([row[f] for f in features])
-    return _array(table, "input")
+    return table
 
 
 def _columns(source: Any, features: tuple[str, ...], column: Any) -> np.ndarray:
@@ -188,13 +279,12 @@ def _fmt_shape(shape: tuple[int, ...]) -> str:
 
 def _cast(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
     want = dtype_of(spec.datatype)
+    got_kind, want_kind = arr.dtype.kind, want.kind
+    if want_kind == "O" and got_kind in "OUS":
+        return _byte_strings(spec, arr if got_kind == "O" else arr.astype(object))
     if arr.dtype == want:
         return arr
-    got_kind, want_kind = arr.dtype.kind, want.kind
-    if want_kind == "O":
-        if got_kind in "OUS":
-            return arr.astype(object)
-    elif got_kind == "b" and want_kind == "b":
+    if got_kind == "b" and want_kind == "b":
         return arr
     elif want_kind == "f" and got_kind in "iuf":
         with np.errstate(over="ignore"):
@@ -210,9 +300,80 @@ def _cast(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
     elif (
         want_kind in "iu" and got_kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))
     ):
-        return arr.astype(want)
+        info = np.iinfo(want)  # max + 1 is a power of two: exact as a float, unlike max itself
+        if arr.min() >= info.min and arr.max() < float(info.max + 1):
+            return arr.astype(want)
+        raise InvalidInput(f"input {spec.name!r}: values out of range for {spec.datatype}", input_name=spec.name)
     got = "BYTES" if got_kind in "OUS" else datatype_of(arr.dtype)
     raise InvalidInput(f"input {spec.name!r}: expected datatype {spec.datatype}, got {got}", input_name=spec.name)
+
+
+def _what(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool | np.bool_):
+        return "a boolean"
+    if isinstance(value, int | float | np.number):
+        return f"the number {value!r}"
+    if isinstance(value, str | bytes):
+        return f"the text {value[:40]!r}" if isinstance(value, str) else "bytes"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple | np.ndarray):
+        return "a nested list (rows of different lengths?)"
+    return f"a {type(value).__name__}"
+
+
+def _byte_strings(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
+    """A BYTES input's values as the model takes them: ``bytes`` for a binary input (text
+    encoded as UTF-8), ``str`` for a text input (bytes decoded from UTF-8). Anything else
+    (null, numbers, objects) is refused, never turned into text."""
+    binary = spec.binary
+    want = bytes if binary else str
+    values = arr.ravel()
+    if all(isinstance(v, want) for v in values):
+        return arr
+    out = np.empty(values.shape, dtype=object)
+    for i, value in enumerate(values):
+        if isinstance(value, want):
+            out[i] = value
+        elif binary and isinstance(value, str):
+            out[i] = value.encode("utf-8")
+        elif not binary and isinstance(value, bytes):
+            out[i] = _utf8(spec.name, i, value)
+        else:
+            kind = "strings or bytes" if spec.binary else "strings"
+            raise InvalidInput(
+                f"input {spec.name!r}: BYTES values must be {kind}, got {_what(value)}", input_name=spec.name
+            )
+    return out.reshape(arr.shape)
+
+
+def _utf8(name: str, position: int, value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"input {name!r}: value {position} is not UTF-8 text ({exc.reason} at byte {exc.start}), and this "
+            "model takes text; send UTF-8 (models registered with a sample of bytes take binary data)",
+            input_name=name,
+        ) from None
+
+
+def _numbers(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
+    """Mixed values for a numeric input: numbers and nulls (NaN) only; text is never parsed as numbers."""
+    for value in arr.ravel():
+        if value is not None and (not isinstance(value, int | float | np.number) or isinstance(value, bool | np.bool_)):
+            raise InvalidInput(
+                f"input {spec.name!r}: expected datatype {spec.datatype}, got non-numeric values ({_what(value)})",
+                input_name=spec.name,
+            )
+    try:
+        return arr.astype(np.float64)
+    except OverflowError:
+        raise InvalidInput(
+            f"input {spec.name!r}: values out of range for {spec.datatype}", input_name=spec.name
+        ) from None
 
 
 def validate_inputs(
@@ -240,17 +401,11 @@ def validate_inputs(
                 input_name=spec.name,
             )
         if arr.dtype.kind == "O" and spec.datatype != "BYTES":
-            try:
-                arr = arr.astype(np.float64)
-            except (TypeError, ValueError):
-                raise InvalidInput(
-                    f"input {spec.name!r}: expected datatype {spec.datatype}, got non-numeric values",
-                    input_name=spec.name,
-                ) from None
+            arr = _numbers(spec, arr)
         arr = _cast(spec, arr)
         if arr.dtype.kind == "f" and not spec.allow_nan and spec.name not in finite and not np.isfinite(arr).all():
             raise InvalidInput(
-                f"input {spec.name!r}: contains NaN or infinity, which this model does not accept",
+                f"input {spec.name!r}: contains NaN or infinity, which this model does not accept; {NAN_HINT}",
                 input_name=spec.name,
             )
         if arr.ndim and rows is not None and arr.shape[0] != rows:

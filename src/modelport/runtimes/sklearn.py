@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import pickle
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -25,11 +25,12 @@ import numpy as np
 
 from modelport.errors import InvalidModel, ModelNotReady, UntrustedArtifact
 from modelport.runtimes.base import Capabilities
-from modelport.types import Signature
+from modelport.signature import count_rows
+from modelport.types import Signature, dtype_of
 
 MANIFEST = "sklearn.json"
 # Classes (never functions) that fitted estimators hold and skops does not trust by default: tree
-# structures, neighbour indexes and their metrics, MLP optimizers, the Bunch of ensembles.
+# structures, neighbour indexes and their metrics, MLP optimizers, the Bunch of ensembles, dtypes.
 ALLOWED_TYPES = frozenset(
     {
         "sklearn.tree._tree.Tree",
@@ -43,9 +44,61 @@ ALLOWED_TYPES = frozenset(
         "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
         "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
         "sklearn.utils._bunch.Bunch",
+        "numpy.dtype",  # SimpleImputer's fitted dtype
     }
 )
 Format = Literal["skops", "pickle"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the DataFrame a model registered from a mixed DataFrame predicts on: its
+    name and pandas dtype (``float64``, ``int64``, ``str``, ``category``...), with the categories of
+    a categorical column, so the runtime rebuilds the frame the model was fitted on."""
+
+    name: str
+    dtype: str
+    categories: tuple[Any, ...] | None = None
+    ordered: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name, "dtype": self.dtype}
+        if self.categories is not None:
+            data["categories"] = list(self.categories)
+            data["ordered"] = self.ordered
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Column:
+        categories = data.get("categories")
+        return cls(
+            str(data["name"]),
+            str(data["dtype"]),
+            tuple(categories) if categories is not None else None,
+            bool(data.get("ordered", False)),
+        )
+
+    @classmethod
+    def of(cls, name: str, series: Any) -> Column:
+        """The column ``name`` of a DataFrame, as its ``series`` is typed."""
+        dtype = series.dtype
+        if getattr(dtype, "name", "") == "category":
+            return cls(name, "category", tuple(dtype.categories.tolist()), bool(dtype.ordered))
+        return cls(name, str(dtype))
+
+
+def frame_of(columns: Sequence[Column], inputs: Mapping[str, np.ndarray]) -> Any:
+    """The DataFrame a per-column model predicts on: each input as its column, typed as registered."""
+    import pandas as pd
+
+    data = {}
+    for column in columns:
+        if column.categories is not None:
+            dtype: Any = pd.CategoricalDtype(list(column.categories), ordered=column.ordered)
+        else:
+            dtype = pd.api.types.pandas_dtype(column.dtype)
+        data[column.name] = pd.Series(inputs[column.name], dtype=dtype, copy=False)
+    return pd.DataFrame(data)
 
 
 @dataclass(frozen=True)
@@ -53,6 +106,7 @@ class Manifest:
     file: str
     format: Format
     trusted_types: tuple[str, ...] = ()
+    columns: tuple[Column, ...] = ()  # a model fitted on a mixed DataFrame: one input per column
 
     @property
     def runs_code(self) -> bool:
@@ -68,7 +122,12 @@ class Manifest:
             fmt = data["format"]
             if fmt not in ("skops", "pickle"):
                 raise ValueError(f"unknown format {fmt!r}")
-            return cls(file=str(data["file"]), format=fmt, trusted_types=tuple(data.get("trusted_types", ())))
+            return cls(
+                file=str(data["file"]),
+                format=fmt,
+                trusted_types=tuple(data.get("trusted_types", ())),
+                columns=tuple(Column.from_dict(c) for c in data.get("columns", ())),
+            )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise InvalidModel(f"cannot read {path}: {exc}") from exc
 
@@ -94,23 +153,30 @@ def inspect(artifact: Path) -> Manifest:
         untrusted = tuple(sio.get_untrusted_types(file=path))
     except Exception as exc:  # skops raises anything a broken file provokes
         raise InvalidModel(f"cannot read scikit-learn model {path}: {exc}") from exc
-    return Manifest(manifest.file, manifest.format, untrusted)
+    return replace(manifest, trusted_types=untrusted)
 
 
-def save(estimator: object, directory: Path, *, format: Format = "skops") -> Manifest:
-    """Store ``estimator`` in ``directory`` with its manifest. Trust is the caller's decision:
-    check :func:`unsafe_types` of ``skops.io.get_untrusted_types`` before saving."""
+def save(estimator: object, directory: Path, *, format: Format = "skops", columns: Sequence[Column] = ()) -> Manifest:
+    """Store ``estimator`` in ``directory`` with its manifest (and the ``columns`` of the DataFrame
+    it takes, for a per-column model). Trust is the caller's decision: check
+    :func:`unsafe_types` of ``skops.io.get_untrusted_types`` before saving."""
     directory.mkdir(parents=True, exist_ok=True)
     if format == "skops":
         import skops.io as sio
 
         data = sio.dumps(estimator)
-        manifest = Manifest("model.skops", "skops", tuple(sio.get_untrusted_types(data=data)))
+        manifest = Manifest("model.skops", "skops", tuple(sio.get_untrusted_types(data=data)), tuple(columns))
     else:
         data = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
-        manifest = Manifest("model.pkl", "pickle")
+        manifest = Manifest("model.pkl", "pickle", columns=tuple(columns))
     (directory / manifest.file).write_bytes(data)
-    text = {"file": manifest.file, "format": manifest.format, "trusted_types": list(manifest.trusted_types)}
+    text: dict[str, Any] = {
+        "file": manifest.file,
+        "format": manifest.format,
+        "trusted_types": list(manifest.trusted_types),
+    }
+    if manifest.columns:
+        text["columns"] = [column.to_dict() for column in manifest.columns]
     (directory / MANIFEST).write_text(json.dumps(text, indent=2) + "\n", encoding="utf-8")
     return manifest
 
@@ -190,14 +256,16 @@ class SklearnRuntime:
     def __init__(self) -> None:
         self._estimator: Any = None
         self._feature_names: list[str] | None = None
+        self._columns: tuple[Column, ...] = ()
         self._outputs: tuple[str, ...] = ()
+        self._empty: dict[str, np.ndarray] = {}
         self._controller: Any = None
         self._threads = 1
 
     def load(self, artifact: Path, signature: Signature, *, threads: int = 1) -> None:
         from threadpoolctl import ThreadpoolController
 
-        estimator, _ = load_estimator(artifact)
+        estimator, manifest = load_estimator(artifact)
         outputs = tuple(spec.name for spec in signature.outputs)
         unknown = [name for name in outputs if name not in ("label", "probabilities", "prediction")]
         if unknown:
@@ -206,7 +274,17 @@ class SklearnRuntime:
             raise InvalidModel(f"{type(estimator).__name__} has no predict_proba for output 'probabilities'")
         names = getattr(estimator, "feature_names_in_", None)
         self._feature_names = [str(n) for n in names] if names is not None else None
+        self._columns = manifest.columns
+        columns = [column.name for column in self._columns]
+        unmatched = [spec.name for spec in signature.inputs if columns and spec.name not in columns]
+        if unmatched:
+            raise InvalidModel(f"the model has no column {unmatched[0]!r} (its columns: {', '.join(columns)})")
         self._outputs = outputs
+        # scikit-learn refuses zero rows; a zero-row request is answered with zero-row outputs
+        self._empty = {
+            spec.name: np.empty((0, *(max(d, 0) for d in spec.shape[1:])), dtype=dtype_of(spec.datatype))
+            for spec in signature.outputs
+        }
         self._threads = max(1, threads)
         self._controller = ThreadpoolController()
         self._estimator = estimator
@@ -215,8 +293,13 @@ class SklearnRuntime:
         estimator = self._estimator
         if estimator is None:
             raise ModelNotReady("the scikit-learn model is not loaded; call load() first")
-        (x,) = inputs.values()
-        frame = as_frame(x, self._feature_names)
+        if not count_rows(inputs):
+            return {name: arr.copy() for name, arr in self._empty.items()}
+        if self._columns:
+            frame = frame_of(self._columns, inputs)
+        else:
+            (x,) = inputs.values()
+            frame = as_frame(x, self._feature_names)
         with self._controller.limit(limits=self._threads):
             return predict_outputs(estimator, frame, self._outputs)
 
