@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,96 @@ def test_serve_refuses_unknown_models_before_binding(run) -> None:  # type: igno
     result = run("serve", "ghost@production", "--port", "1")
     assert result.exit_code == 1
     assert "model 'ghost' not found" in result.output
+
+
+# -- every mistake is one clear line and a non-zero exit, never a traceback ----------------------
+
+
+def one_line_error(result, code: int, *fragments: str) -> None:  # type: ignore[no-untyped-def]
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_predict_by_url_with_nothing_listening_is_one_line(run, files: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/v2/models/iris"
+        one_line_error(run("predict", url, "--input", str(files["rows"])), 1, "cannot connect to", "server running")
+
+
+@pytest.mark.parametrize(
+    ("content", "suffix", "fragment"),
+    [
+        (b"a,b\n", ".csv", "has a header but no rows"),
+        (b'a,b\n1,2,3\n"x\n', ".csv", "cannot read"),
+        (b"", ".csv", "cannot read"),
+        (b"not numpy", ".npy", "as a NumPy .npy array"),
+        (b"[1, 2", ".json", "is not valid JSON"),
+    ],
+    ids=["header-only-csv", "malformed-csv", "empty-csv", "garbage-npy", "bad-json"],
+)
+def test_unreadable_input_files_are_one_line(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path, content: bytes, suffix: str, fragment: str
+) -> None:
+    path = tmp_path / f"input{suffix}"
+    path.write_bytes(content)
+    one_line_error(run("predict", "iris", "--input", str(path)), 2, fragment)
+
+
+def test_pickled_npy_is_refused(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "objects.npy"
+    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    one_line_error(run("predict", "iris", "--input", str(path)), 2, "pickled ones are refused")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "code", "fragment"),
+    [
+        ("MODELPORT_DATABASE_URL", "nonsense", 2, "is not a database URL"),
+        ("MODELPORT_DATABASE_URL", "mysql://user@host/db", 2, "is not installed"),
+        ("MODELPORT_DATABASE_URL", "postgresql+psycopg://user:secret@127.0.0.1:1/db", 1, "cannot open the registry"),
+        ("MODELPORT_PORT", "eighty", 2, "MODELPORT_PORT='eighty' is not valid: give a whole number"),
+        ("MODELPORT_LOG_FORMAT", "xml", 2, "choose text, json"),
+    ],
+)
+def test_bad_settings_are_one_line(tmp_path: Path, variable: str, value: str, code: int, fragment: str) -> None:
+    env = {"MODELPORT_HOME": str(tmp_path / "home"), "COLUMNS": "200", variable: value}
+    result = CliRunner().invoke(app, ["models"], env=env)
+    one_line_error(result, code, fragment)
+    assert "secret" not in result.output
+
+
+def test_promote_refuses_a_misspelled_alias_unless_told_to_create_it(run, files: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    assert run("register", str(files["skops"]), "--name", "iris", "--sample", str(files["csv"])).exit_code == 0
+    assert run("alias", "iris@1", "production").exit_code == 0
+    one_line_error(run("promote", "iris@1", "prodution"), 1, "has no alias 'prodution' (aliases: production)")
+    created = run("promote", "iris@1", "canary", "--create")
+    assert created.exit_code == 0, created.output
+    assert "iris@canary → version 1 (promoted)" in created.output
+
+
+def test_error_text_with_brackets_is_printed_as_is(run) -> None:  # type: ignore[no-untyped-def]
+    one_line_error(run("show", "iris@[abc]"), 2, "aliases match [a-z][a-z0-9-]*")
+
+
+def test_serve_without_references_or_a_sagemaker_model_is_one_line(tmp_path: Path) -> None:
+    env = {"MODELPORT_HOME": str(tmp_path), "MODELPORT_SAGEMAKER_MODEL_DIR": str(tmp_path / "absent")}
+    one_line_error(CliRunner().invoke(app, ["serve"], env=env), 2, "no models to serve: give references")
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_its_traceback(  # type: ignore[no-untyped-def]
+    run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelport.registry import Registry
+
+    def broken(self: Registry) -> None:
+        raise RuntimeError("a bug in modelport\nwith a second line")
+
+    monkeypatch.setattr(Registry, "models", broken)
+    one_line_error(run("models"), 1, "unexpected RuntimeError: a bug in modelport (run modelport --debug")
+    debug = run("--debug", "models")
+    assert isinstance(debug.exception, RuntimeError)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -429,3 +431,17 @@ def test_a_database_from_a_newer_modelport_is_refused(registry: Registry, databa
         engine.dispose()
     with pytest.raises(ModelportError, match="newer modelport"):
         Registry(database_url, LocalStore(tmp_path / "artifacts"))
+
+
+def test_the_sqlite_database_is_created_readable_by_its_owner_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    Registry.open(Settings(home=tmp_path / "home")).close()
+    assert stat.S_IMODE((tmp_path / "home" / "registry.db").stat().st_mode) == 0o600
+    shared = tmp_path / "shared" / "registry.db"
+    shared.parent.mkdir()
+    shared.touch(mode=0o644)
+    shared.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="modelport"):
+        Registry.open(Settings(home=tmp_path / "shared")).close()
+    assert "readable by every user of this machine (mode 644)" in caplog.text

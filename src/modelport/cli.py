@@ -1,7 +1,7 @@
 """The ``modelport`` command line. The only module that reads argv.
 
-Errors print as one line; exit code 2 for usage errors (bad arguments, bad references), 1 for
-failures.
+Errors print as one line; exit code 2 for usage errors (bad arguments, bad references, bad
+settings), 1 for failures, 130 for Ctrl-C. A traceback is shown only with ``modelport --debug``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 from modelport import __version__
@@ -44,22 +45,35 @@ class UsageError(ModelportError):
     """A command-line mistake: exit code 2."""
 
 
+DEBUG = {"on": False}  # set by --debug: errors keep their tracebacks
+
+
 def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 
 def _handled(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn domain errors into one clear line and the right exit code."""
+    """Turn every error into one clear line and the right exit code (tracebacks with --debug)."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except (InvalidReference, InvalidScope, InvalidSetting, UsageError) as exc:
-            raise _fail(str(exc), 2) from None
-        except ModelportError as exc:
-            raise _fail(str(exc), 1) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if DEBUG["on"]:
+                raise
+            if isinstance(exc, InvalidReference | InvalidScope | InvalidSetting | UsageError):
+                raise _fail(str(exc), 2) from None
+            if isinstance(exc, ModelportError):
+                raise _fail(str(exc), 1) from None
+            detail = str(exc).strip().splitlines()
+            what = f"{type(exc).__name__}: {detail[0]}" if detail else type(exc).__name__
+            raise _fail(f"unexpected {what} (run modelport --debug ... for the traceback)", 1) from None
 
     return wrapper
 
@@ -106,15 +120,44 @@ def read_data(source: str) -> Any:
     if suffix == ".csv":
         import pandas as pd
 
-        return pd.read_csv(path)
+        try:
+            frame = pd.read_csv(path)
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            why = _first_line(exc)
+            raise UsageError(f"cannot read {path} as CSV (a header row, then one row per line): {why}") from None
+        if frame.empty:
+            raise UsageError(f"{path} has a header but no rows; add at least one row of values")
+        return frame
     if suffix == ".npy":
-        return np.load(path, allow_pickle=False)
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            why = _first_line(exc)
+            raise UsageError(f"cannot read {path} as a NumPy .npy array (pickled ones are refused): {why}") from None
     if suffix == ".json":
         try:
             return orjson.loads(path.read_bytes())
         except orjson.JSONDecodeError as exc:
             raise UsageError(f"{path} is not valid JSON: {exc}") from None
     raise UsageError(f"cannot read {path}: use a .json, .csv or .npy file")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def configure_cli_logging(debug: bool) -> None:
+    """The ``modelport`` logger's warnings (and, with --debug, everything) as plain lines on stderr."""
+    import logging
+
+    logger = logging.getLogger("modelport")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def _version_callback(value: bool) -> None:
@@ -128,12 +171,15 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit.")
     ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors (for bug reports).")] = False,
 ) -> None:
     """Register trained models as versioned artifacts and serve them over a fast HTTP API.
 
     The registry lives in ./.modelport (or $MODELPORT_HOME); $MODELPORT_DATABASE_URL points the
     metadata at another database, e.g. PostgreSQL.
     """
+    DEBUG["on"] = debug
+    configure_cli_logging(debug)
 
 
 @app.command()
@@ -167,11 +213,19 @@ def register(
         float | None,
         typer.Option(min=0.0, max=59_999.0, help="This version's extra wait for a batch to fill (server default: 0)."),
     ] = None,
+    max_queue_wait_ms: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=59_999.0,
+            help="This version's expected queue wait past which requests get 503 (server default: 1000).",
+        ),
+    ] = None,
 ) -> None:
     """Register a model file or directory as the next version of NAME.
 
-    Batching options are stored with the version: a server uses them instead of its own
-    defaults for this version.
+    Batching and queue options are stored with the version: a server uses them instead of its
+    own defaults for this version.
     """
     from modelport.api import register as register_model
 
@@ -188,7 +242,7 @@ def register(
         description=description,
         trust_pickle=trust_pickle,
         runtime=runtime,
-        batching=Batching(batching, max_batch_size, max_batch_wait_ms),
+        batching=Batching(batching, max_batch_size, max_batch_wait_ms, max_queue_wait_ms),
     )
     _print_registered(version)
 
@@ -197,7 +251,7 @@ def _print_registered(version: ModelVersion) -> None:
     aliases = f" (aliases: {', '.join(version.aliases)})" if version.aliases else ""
     out.print(f"registered [bold]{version.ref}[/]{aliases}, served by the {version.runtime} runtime")
     for note in version.notes:
-        out.print(f"  - {note}")
+        out.print(f"  - {escape(note)}")
 
 
 @app.command()
@@ -212,7 +266,8 @@ def models() -> None:
     table = Table("name", "latest", "versions", "aliases", "updated", "description")
     for s in summaries:
         aliases = ", ".join(f"{a}→{v}" for a, v in sorted(s.aliases.items()))
-        table.add_row(s.name, str(s.latest_version), str(s.version_count), aliases, _when(s.updated_at), s.description)
+        cells = (s.name, str(s.latest_version), str(s.version_count), aliases, _when(s.updated_at), s.description)
+        table.add_row(*map(escape, cells))
     out.print(table)
 
 
@@ -240,7 +295,7 @@ def show(
             data["traffic"] = traffic
         out.print_json(orjson.dumps(data).decode())
         return
-    out.print(f"[bold]{version.ref}[/]  {version.description}")
+    out.print(f"[bold]{version.ref}[/]  {escape(version.description)}")
     facts = Table.grid(padding=(0, 2))
     facts.add_row("runtime", version.runtime)
     facts.add_row("framework", version.framework)
@@ -252,8 +307,8 @@ def show(
     facts.add_row("batching", ", ".join(f"{k}={v}" for k, v in own.items()) if own else "the server's settings")
     for title, values in (("tags", version.tags), ("metrics", version.metrics), ("params", version.params)):
         if values:
-            facts.add_row(title, ", ".join(f"{k}={v}" for k, v in values.items()))
-    facts.add_row("environment", ", ".join(f"{k} {v}" for k, v in version.environment.items()))
+            facts.add_row(title, escape(", ".join(f"{k}={v}" for k, v in values.items())))
+    facts.add_row("environment", escape(", ".join(f"{k} {v}" for k, v in version.environment.items())))
     if traffic is not None:
         facts.add_row("traffic", ", ".join(f"version {v}: {w}%" for v, w in traffic["weights"].items()))
     out.print(facts)
@@ -262,12 +317,13 @@ def show(
     sig = Table("", "name", "datatype", "shape", "features", title="signature", title_justify="left")
     for kind, specs in (("input", version.signature.inputs), ("output", version.signature.outputs)):
         for spec in specs:
-            sig.add_row(kind, spec.name, spec.datatype, str(list(spec.shape)), ", ".join(spec.feature_names or ()))
+            cells = (kind, spec.name, spec.datatype, str(list(spec.shape)), ", ".join(spec.feature_names or ()))
+            sig.add_row(*map(escape, cells))
     out.print(sig)
     for note in version.notes:
-        out.print(f"note: {note}")
+        out.print(f"note: {escape(note)}")
     for mismatch in mismatches:
-        out.print(f"[yellow]{mismatch.severity}:[/] {mismatch.message}")
+        out.print(f"[yellow]{mismatch.severity}:[/] {escape(mismatch.message)}")
 
 
 def _traffic(registry: Any, ref: str) -> dict[str, Any] | None:
@@ -371,10 +427,11 @@ def alias(
 def promote(
     ref: Annotated[str, typer.Argument(help="The version to promote, e.g. iris@5.")],
     alias_name: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias name, e.g. production.")],
+    create: Annotated[bool, typer.Option("--create", help="Create ALIAS if the model has no such alias yet.")] = False,
 ) -> None:
     """Move ALIAS fully to REF's version, ending its split and that version's shadow."""
     with _registry() as registry:
-        version = registry.promote(ref, alias_name)
+        version = registry.promote(ref, alias_name, create=create)
     out.print(f"{version.name}@{alias_name} → version {version.version} (promoted)")
 
 
@@ -417,7 +474,9 @@ def serve(
         ),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to bind.")] = DEFAULT_HOST,
-    port: Annotated[int, typer.Option(help="Port to bind.")] = DEFAULT_PORT,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port to bind (0: one the system picks, logged).")
+    ] = DEFAULT_PORT,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the port.")] = 1,
     threads: Annotated[int, typer.Option(min=0, help="Compute threads per worker (0: cores / workers).")] = 0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
@@ -434,8 +493,25 @@ def serve(
     jwt_jwks: Annotated[Path | None, typer.Option(help="JWKS file that verifies OAuth2 bearer tokens (JWT).")] = None,
     jwt_issuer: Annotated[str | None, typer.Option(help="Required 'iss' claim of bearer tokens.")] = None,
     jwt_audience: Annotated[str | None, typer.Option(help="Required 'aud' claim of bearer tokens.")] = None,
+    jwt_discovery: Annotated[
+        bool,
+        typer.Option(
+            "--jwt-discovery",
+            help="Get the token keys from --jwt-issuer's OIDC discovery (HTTPS; cached, refetched on key rotation).",
+        ),
+    ] = False,
+    tls_certfile: Annotated[
+        Path | None, typer.Option(help="PEM certificate (chain): serve HTTPS, and gRPC over TLS.")
+    ] = None,
+    tls_keyfile: Annotated[Path | None, typer.Option(help="PEM private key (unencrypted) of --tls-certfile.")] = None,
+    tls_client_ca: Annotated[
+        Path | None, typer.Option(help="PEM CA bundle: require client certificates it signed (mutual TLS).")
+    ] = None,
     grpc_port: Annotated[
-        int | None, typer.Option(min=1, max=65535, help="Also serve V2 over gRPC on this port (grpc extra).")
+        int | None,
+        typer.Option(
+            min=0, max=65535, help="Also serve V2 over gRPC on this port (grpc extra; 0: one the system picks)."
+        ),
     ] = None,
     serve_alias: Annotated[
         str | None, typer.Option("--alias", help="Serve, for every model with this alias, the version(s) it points at.")
@@ -455,6 +531,16 @@ def serve(
     max_batch_wait_ms: Annotated[
         float | None,
         typer.Option(min=0.0, help="Extra wait for a batch to fill, under load (0; a version's own setting wins)."),
+    ] = None,
+    max_queue_wait_ms: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, help="Refuse (503) a request expected to queue longer than this (1000; a version's setting wins)."
+        ),
+    ] = None,
+    request_timeout: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Deadline of every inference request in seconds, then 504 (60; 0: none)."),
     ] = None,
 ) -> None:
     """Serve models over the Open Inference Protocol (V2) and TF Serving REST APIs.
@@ -482,6 +568,8 @@ def serve(
         batching=batching,
         max_batch_size=max_batch_size,
         max_batch_wait_ms=max_batch_wait_ms,
+        max_queue_wait_ms=max_queue_wait_ms,
+        request_timeout=request_timeout,
     )
     settings = settings.with_(  # flags only switch on; MODELPORT_* variables may have set them already
         insecure_open=insecure_open or settings.insecure_open,
@@ -490,7 +578,14 @@ def serve(
         jwt_jwks=jwt_jwks or settings.jwt_jwks,
         jwt_issuer=jwt_issuer or settings.jwt_issuer,
         jwt_audience=jwt_audience or settings.jwt_audience,
+        jwt_discovery=jwt_discovery or settings.jwt_discovery,
+        tls_certfile=tls_certfile or settings.tls_certfile,
+        tls_keyfile=tls_keyfile or settings.tls_keyfile,
+        tls_client_ca=tls_client_ca or settings.tls_client_ca,
     )
+    from modelport.protocols.tls import server_tls
+
+    tls = server_tls(settings)  # unusable certificate files stop here, before anything binds
     if settings.grpc_port is not None:
         _require_grpc()
     settings = settings.with_(
@@ -499,7 +594,8 @@ def serve(
     with _registry() as registry:
         resolved = [registry.get(ref) for ref in refs]
         check_serving_exposure(settings, registry)
-    base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    # port 0: the system picks one when the server binds; uvicorn's "running on" line names it
+    base = f"{'https' if tls else 'http'}://{'[' + host + ']' if ':' in host else host}:{port or '<port>'}"
     for ref, version in zip(refs, resolved, strict=True):
         out.print(f"serving [bold]{ref}[/] (version {version.version}, {version.runtime} runtime)")
     if serve_alias:
@@ -509,34 +605,27 @@ def serve(
     out.print(f"  docs: {base}/docs   V2: {base}/v2/models/<name>/infer   TF Serving: {base}/v1/models/<name>:predict")
     if settings.grpc_port is not None:
         grpc_host = f"[{host}]" if ":" in host else host
-        out.print(f"  V2 gRPC: {grpc_host}:{settings.grpc_port} (inference.GRPCInferenceService)")
+        security = f", {tls.description}" if tls else ""
+        shown = settings.grpc_port or "<port, logged at start>"
+        out.print(f"  V2 gRPC: {grpc_host}:{shown} (inference.GRPCInferenceService{security})")
     _run_uvicorn(settings, log_level=log_level, access_log=access_log)
 
 
 def _run_uvicorn(settings: Settings, *, log_level: str, access_log: bool, **options: Any) -> None:
-    """Run the app under uvicorn (uvloop + httptools): in this process, or in settings.workers processes."""
-    import uvicorn
+    """Run the app under modelport's guarded uvicorn (:mod:`modelport.httpserver`): in this process,
+    or in settings.workers processes."""
+    from modelport import httpserver
+    from modelport.protocols.tls import uvicorn_options
 
-    common: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "loop": "uvloop",
-        "http": "httptools",
-        "log_level": log_level,
-        "access_log": access_log,
-        "timeout_graceful_shutdown": 30,
-        # modelport reads no X-Forwarded-* header, and the Server header only advertises versions
-        "proxy_headers": False,
-        "server_header": False,
-        **options,
-    }
+    settings = settings.with_(log_level=log_level)
+    common: dict[str, Any] = {**uvicorn_options(settings), **options}
     if settings.workers == 1:
         from modelport.app import build_app
 
-        uvicorn.run(build_app(settings), **common)
+        httpserver.run(build_app(settings), settings, access_log=access_log, **common)
         return
     os.environ.update(settings.to_env())  # each worker process builds the same app from these
-    uvicorn.run("modelport.app:create_app", factory=True, workers=settings.workers, **common)
+    httpserver.run("modelport.app:create_app", settings, access_log=access_log, factory=True, **common)
 
 
 def _serve_sagemaker(*, log_level: str, access_log: bool) -> None:
@@ -547,7 +636,17 @@ def _serve_sagemaker(*, log_level: str, access_log: bool) -> None:
         what = f"a multi-model endpoint (models under {settings.sagemaker_models_dir})"
     else:
         what = f"the model in {settings.sagemaker_model_dir}"
-    out.print(f"SageMaker mode: serving {what} on {settings.host}:{settings.port} ({settings.workers} worker(s))")
+        if not settings.sagemaker_model_dir.is_dir():
+            raise UsageError(
+                f"no models to serve: give references (modelport serve iris@production), or --alias / --policy; "
+                f"with none, modelport serves as a SageMaker container, and {settings.sagemaker_model_dir} "
+                "(MODELPORT_SAGEMAKER_MODEL_DIR) holds no model directory"
+            )
+    from modelport.protocols.tls import server_tls
+
+    tls = server_tls(settings)
+    where = f"{settings.host}:{settings.port}" + (f" over {tls.description}" if tls else "")
+    out.print(f"SageMaker mode: serving {what} on {where} ({settings.workers} worker(s))")
     # keep-alive longer than SageMaker's front end keeps idle connections
     _run_uvicorn(settings, log_level=log_level, access_log=access_log, timeout_keep_alive=75)
 
@@ -564,9 +663,9 @@ def export(
     with _registry() as registry:
         version = registry.get(ref)
         archive = export_version(version, registry.artifact_path(version), directory)
-    out.print(f"exported [bold]{version.ref}[/] ({version.runtime} runtime) to {directory}")
-    out.print(f"  {archive}: {archive.stat().st_size} bytes, the model data to upload to S3 for SageMaker")
-    out.print(f"  serve it here: MODELPORT_SAGEMAKER_MODEL_DIR={directory} modelport serve")
+    out.print(f"exported [bold]{version.ref}[/] ({version.runtime} runtime) to {escape(str(directory))}")
+    out.print(f"  {escape(str(archive))}: {archive.stat().st_size} bytes, the model data to upload to S3 for SageMaker")
+    out.print(f"  serve it here: MODELPORT_SAGEMAKER_MODEL_DIR={escape(str(directory))} modelport serve")
 
 
 def _require_grpc() -> None:
@@ -590,6 +689,9 @@ def predict(
     input_: Annotated[str, typer.Option("--input", "-i", help="Inline JSON, or a .json / .csv / .npy file.")],
     output: Annotated[list[str] | None, typer.Option(help="Only these outputs (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outputs as JSON.")] = False,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="MODELPORT_API_KEY", help="API key or bearer token for a URL.")
+    ] = None,
 ) -> None:
     """Predict with a registered model in this process, or with a running server by URL.
 
@@ -600,7 +702,7 @@ def predict(
 
     data = read_data(input_)
     if target.startswith(("http://", "https://")):
-        outputs = predict_url(target, data, outputs=output)
+        outputs = predict_url(target, data, outputs=output, api_key=api_key)
     else:
         from modelport.api import load
 
@@ -613,10 +715,10 @@ def print_outputs(outputs: dict[str, np.ndarray], *, as_json: bool = False) -> N
     if as_json:
         out.print_json(orjson.dumps({k: v.tolist() for k, v in outputs.items()}).decode())
         return
-    table = Table("row", *outputs)
+    table = Table("row", *map(escape, outputs))
     rows = min(len(v) for v in outputs.values()) if outputs else 0
     for i in range(rows):
-        table.add_row(str(i), *(_cell(v[i]) for v in outputs.values()))
+        table.add_row(str(i), *(escape(_cell(v[i])) for v in outputs.values()))
     out.print(table)
 
 
@@ -631,7 +733,9 @@ def _cell(value: Any) -> str:
 @app.command()
 @_handled
 def quickstart(
-    port: Annotated[int, typer.Option(help="Port to serve on.")] = DEFAULT_PORT,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port to serve on (0: one the system picks).")
+    ] = DEFAULT_PORT,
     serve_forever: Annotated[bool, typer.Option("--serve/--no-serve", help="Keep serving until Ctrl-C.")] = True,
 ) -> None:
     """Train the bundled Iris example, register it as iris@production, serve it and predict."""
@@ -683,8 +787,9 @@ def bench(
 def check_serving_exposure(settings: Settings, registry: Any) -> None:
     """The startup rules before serving (InvalidSetting: exit 2), and the loud --insecure-open warning."""
     from modelport.auth import build_authenticator, check_exposure
+    from modelport.protocols.oidc import jwks_fetcher
 
-    authenticator = build_authenticator(settings, registry)
+    authenticator = build_authenticator(settings, registry, jwks_fetcher(settings))
     check_exposure(settings, authenticator)
     if not settings.loopback and not authenticator.enabled:
         err.print(
@@ -733,9 +838,8 @@ def keys_list() -> None:
     table.columns.insert(0, Column("id", no_wrap=True))
     table.columns.append(Column("ends", no_wrap=True))
     for r in records:
-        table.add_row(
-            r.id, ", ".join(r.scopes), r.description, _when(r.created_at), _when(r.revoked_at), f"...{r.last4}"
-        )
+        cells = (r.id, ", ".join(r.scopes), r.description, _when(r.created_at), _when(r.revoked_at), f"...{r.last4}")
+        table.add_row(*map(escape, cells))
     out.print(table)
 
 

@@ -32,7 +32,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from modelport import traffic
 from modelport.errors import Conflict, InvalidModel, InvalidReference, InvalidSetting, ModelportError, NotFound
@@ -84,6 +84,13 @@ class Registry:
         self._engine = connect(database_url)
         try:
             upgrade(self._engine)
+        except (OperationalError, InterfaceError) as exc:
+            self._engine.dispose()
+            first = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+            raise ModelportError(
+                f"cannot open the registry database {safe_url(self._engine)}: {first[0] if first else exc}; "
+                "check MODELPORT_DATABASE_URL and that the database server is running"
+            ) from None
         except BaseException:
             self._engine.dispose()
             raise
@@ -176,13 +183,15 @@ class Registry:
         log.info("registered %s (artifact %s)", result.ref, key)
         return result
 
-    def set_alias(self, ref: str | Reference, alias: str) -> ModelVersion:
-        """Point ``alias`` of the model at the version ``ref`` names (create it or move it)."""
+    def set_alias(self, ref: str | Reference, alias: str, *, create: bool = True) -> ModelVersion:
+        """Point ``alias`` of the model at the version ``ref`` names: move it, or (``create``) make it."""
         ref = _reference(ref)
         alias = validate_alias(alias)
         now = datetime.now(UTC)
         with writing(self._engine) as conn:
             model_id = self._lock_model(conn, ref.name, now)
+            if not create and traffic.primary_id(conn, model_id, alias) is None:
+                raise self._no_alias(conn, ref.name, model_id, alias)
             row = self._find(conn, ref)
             _point_alias(conn, model_id, alias, row.id, now)
             return self._to_version(conn, ref.name, row)
@@ -349,9 +358,11 @@ class Registry:
             current = int(conn.execute(select(versions.c.version).where(versions.c.id == primary)).scalar_one())
             return {current: rest, **weights}
 
-    def promote(self, ref: str | Reference, alias: str) -> ModelVersion:
-        """Point ``alias`` fully at ``ref``'s version: its weighted targets and that version's shadow go."""
-        return self.set_alias(ref, alias)
+    def promote(self, ref: str | Reference, alias: str, *, create: bool = False) -> ModelVersion:
+        """Point an existing ``alias`` fully at ``ref``'s version: its weighted targets and that
+        version's shadow go. A misspelled alias is :class:`NotFound` (naming the model's aliases)
+        unless ``create``."""
+        return self.set_alias(ref, alias, create=create)
 
     def rollback(self, name: str, alias: str) -> ModelVersion:
         """Point ``alias`` back at the version it pointed at before its last move."""

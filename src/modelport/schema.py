@@ -10,6 +10,10 @@ backend (PostgreSQL's ``json`` type rejects NaN).
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -37,10 +41,13 @@ from sqlalchemy import (
     inspect,
     text,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.types import TypeDecorator
 
-from modelport.errors import ModelportError
+from modelport.errors import InvalidSetting, ModelportError
+
+log = logging.getLogger("modelport")
 
 VERSION_TABLE = "modelport_alembic_version"
 SCHEMA_REVISION = "0004"  # the head of modelport/migrations/versions; a test keeps them equal
@@ -198,19 +205,67 @@ changes = Table(
 
 
 def connect(url: str) -> Engine:
-    """An engine for the registry database at ``url`` (SQLite set up for several processes)."""
-    parsed = make_url(url)
+    """An engine for the registry database at ``url`` (SQLite set up for several processes).
+
+    :class:`~modelport.errors.InvalidSetting` for a URL that is not one, or names a driver that
+    is not installed.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise InvalidSetting(
+            f"MODELPORT_DATABASE_URL={_hidden(url)!r} is not a database URL; give e.g. sqlite:////srv/modelport/"
+            "registry.db or postgresql+psycopg://USER:PASSWORD@HOST:5432/DB"
+        ) from None
+    try:
+        return _engine(parsed)
+    except NoSuchModuleError as exc:
+        raise InvalidSetting(
+            f"MODELPORT_DATABASE_URL names the database driver {parsed.drivername!r}, which is not installed ({exc}); "
+            "for PostgreSQL: pip install 'modelport[postgres]' and postgresql+psycopg://..."
+        ) from None
+    except ModuleNotFoundError as exc:
+        raise InvalidSetting(
+            f"the database driver for {parsed.drivername!r} is not installed ({exc.name}); "
+            "for PostgreSQL: pip install 'modelport[postgres]'"
+        ) from None
+
+
+def _hidden(url: str) -> str:
+    """``url`` with any password replaced, for messages."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def _engine(parsed: URL) -> Engine:
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is the driver we ship with
     if parsed.get_backend_name() != "sqlite":
         return create_engine(parsed, pool_pre_ping=True)
     database = parsed.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _private_file(Path(database).expanduser())
     engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def _private_file(path: Path) -> None:
+    """Create the SQLite file readable by its owner only (it holds API key hashes); SQLite gives its
+    WAL and shared-memory files the same permissions. An existing file readable by others is
+    reported, not changed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        mode = path.stat().st_mode
+        if mode & stat.S_IROTH:
+            log.warning(
+                "the registry database %s is readable by every user of this machine (mode %o); "
+                "it holds API key hashes: chmod 600 it",
+                path,
+                stat.S_IMODE(mode),
+            )
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

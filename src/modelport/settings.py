@@ -61,7 +61,13 @@ class Settings:
         that arrive in the same pass of the event loop, or while the model computes, are merged
         into one call, in batches of at most ``max_batch_size`` rows; ``max_batch_wait_ms``
         (default 0) holds a batch formed under load that is not full up to that long for more
-        rows; past ``max_queue_rows`` queued rows a request is refused with 503 + Retry-After.
+        rows.
+    max_queue_wait_ms: overload is shed early: a request that would wait longer than this behind
+        the work queued for its version (expected from the version's measured cost; default
+        1000 ms; a version's own setting wins), or find more than ``max_queue_rows`` rows queued,
+        is refused at once with 503 + Retry-After. overload_unready: while a version sheds load
+        (and for a second after), ``/v2/health/ready`` answers 503 so a load balancer can route
+        around this server (``/ping`` and ``/v2/health/live`` are never affected).
     grpc_port: port of the V2 gRPC endpoint; None means no gRPC.
     insecure_open: allow a non-loopback bind without authentication (prints a loud warning).
     enable_management: expose management endpoints (repository load/unload); they always need
@@ -69,7 +75,27 @@ class Settings:
     jwt_public_key / jwt_jwks: PEM public key file, or JWKS file, that verifies OAuth2/OIDC
         bearer tokens. jwt_issuer / jwt_audience: required ``iss`` / ``aud`` claims.
         jwt_scope_claim: the claim holding scopes (space-separated string or list).
-    request_timeout: seconds a request may take before it is answered 504 (0: no limit).
+    jwt_discovery: find the keys by OpenID Connect discovery instead: ``jwt_issuer`` is then also
+        the URL whose ``/.well-known/openid-configuration`` names the JWKS (both fetched over
+        HTTPS, verified against ``jwt_ca_bundle`` when given, else the system's CAs). The keys are
+        cached and refetched when older than ``jwt_jwks_max_age`` seconds (default 3600) or when
+        a token names an unknown ``kid``, at most once per ``jwt_jwks_refetch_seconds`` (default
+        30); a failed fetch keeps the last good keys.
+    tls_certfile / tls_keyfile: PEM certificate (chain) and unencrypted private key: HTTP and
+        gRPC then serve TLS only (both or neither). tls_client_ca: PEM CA bundle; when given,
+        clients must present a certificate it signed (mutual TLS), on both transports.
+    request_timeout: every inference request's deadline in seconds (default 60; 0: none): past
+        it the request is dropped from the queue, or its answer abandoned, and answered 504. A
+        request may ask for less (V2 ``parameters.timeout`` in microseconds, as Triton's client
+        sends it; the ``modelport-timeout`` header in seconds; a gRPC deadline).
+    log_level / log_format: ``debug``, ``info``, ``warning`` or ``error``; ``text`` or ``json``
+        (one object per line), for the ``modelport`` logger and uvicorn's alike.
+    max_header_bytes / header_timeout / max_connections: per connection, before any request
+        reaches the app (so before authentication): request line and headers larger than this
+        are answered 431 (``MODELPORT_MAX_HEADER_KB``, default 64); headers must arrive within
+        ``header_timeout`` seconds (default 10, else 408); at most ``max_connections`` per worker
+        (0, the default: as many as the open-files limit allows, up to 4096), the longest-idle
+        connection making way for a new one at the cap.
     sagemaker_model_dir / sagemaker_models_dir: where SageMaker puts the single model, and the
         root of multi-model endpoint models.
     sagemaker: serve the SageMaker container contract (``/ping``, ``/invocations``) with the model
@@ -92,6 +118,10 @@ class Settings:
     allow_env_mismatch: bool = False
     trust_exported_code: bool = False
     log_level: str = "info"
+    log_format: str = "text"
+    max_header_bytes: int = 64 * 1024
+    header_timeout: float = 10.0
+    max_connections: int = 0
     models: tuple[str, ...] = ()
     serve_alias: str | None = None
     version_policy: str = ""
@@ -101,6 +131,8 @@ class Settings:
     max_batch_size: int = 64
     max_batch_wait_ms: float = 0.0
     max_queue_rows: int = 8192
+    max_queue_wait_ms: float = 1000.0
+    overload_unready: bool = True
     grpc_port: int | None = None
     insecure_open: bool = False
     enable_management: bool = False
@@ -109,7 +141,14 @@ class Settings:
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_scope_claim: str = "scope"
-    request_timeout: float = 0.0
+    jwt_discovery: bool = False
+    jwt_ca_bundle: Path | None = None
+    jwt_jwks_max_age: float = 3600.0
+    jwt_jwks_refetch_seconds: float = 30.0
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    tls_client_ca: Path | None = None
+    request_timeout: float = 60.0
     sagemaker_model_dir: Path = Path("/opt/ml/model")
     sagemaker_models_dir: Path = Path("/opt/ml/models")
     sagemaker: bool = False
@@ -118,6 +157,12 @@ class Settings:
     sagemaker_memory_headroom: int = 256 * MIB
 
     def __post_init__(self) -> None:
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                from modelport.errors import InvalidSetting
+
+                variable = ENVIRONMENT[name][0]
+                raise InvalidSetting(f"{variable}={getattr(self, name)!r} is not valid: choose {', '.join(allowed)}")
         home = Path(self.home).expanduser().absolute()
         object.__setattr__(self, "home", home)
         if not self.database_url:
@@ -152,7 +197,14 @@ class Settings:
         values: dict[str, Any] = {}
         for name, (variable, parse, _) in ENVIRONMENT.items():
             if variable in env:
-                values[name] = parse(env[variable])
+                try:
+                    values[name] = parse(env[variable])
+                except (ValueError, TypeError, OverflowError):
+                    from modelport.errors import InvalidSetting
+
+                    raise InvalidSetting(
+                        f"{variable}={env[variable]!r} is not valid: give a {_KIND.get(name, 'value')}"
+                    ) from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -197,6 +249,10 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _flag(value: Any) -> str:
+    return "1" if value else "0"
+
+
 _Entry = tuple[str, Callable[[str], Any], Callable[[Any], str]]
 
 # field -> (environment variable, parse, render)
@@ -209,9 +265,13 @@ ENVIRONMENT: dict[str, _Entry] = {
     "workers": ("MODELPORT_WORKERS", int, _text),
     "threads": ("MODELPORT_THREADS", int, _text),
     "max_body_bytes": ("MODELPORT_MAX_BODY_MB", lambda t: int(float(t) * MIB), lambda v: f"{v / MIB:g}"),
-    "allow_env_mismatch": ("MODELPORT_ALLOW_ENV_MISMATCH", _bool, lambda v: "1" if v else "0"),
-    "trust_exported_code": ("MODELPORT_TRUST_EXPORTED_CODE", _bool, lambda v: "1" if v else "0"),
+    "allow_env_mismatch": ("MODELPORT_ALLOW_ENV_MISMATCH", _bool, _flag),
+    "trust_exported_code": ("MODELPORT_TRUST_EXPORTED_CODE", _bool, _flag),
     "log_level": ("MODELPORT_LOG_LEVEL", str, _text),
+    "log_format": ("MODELPORT_LOG_FORMAT", lambda t: t.strip().lower(), _text),
+    "max_header_bytes": ("MODELPORT_MAX_HEADER_KB", lambda t: int(float(t) * 1024), lambda v: f"{v / 1024:g}"),
+    "header_timeout": ("MODELPORT_HEADER_TIMEOUT", float, _text),
+    "max_connections": ("MODELPORT_MAX_CONNECTIONS", int, _text),
     "models": ("MODELPORT_MODELS", _refs, ",".join),
     "serve_alias": ("MODELPORT_SERVE_ALIAS", lambda t: t or None, _text),
     "version_policy": ("MODELPORT_VERSION_POLICY", str, _text),
@@ -221,25 +281,68 @@ ENVIRONMENT: dict[str, _Entry] = {
     "max_batch_size": ("MODELPORT_MAX_BATCH_SIZE", int, _text),
     "max_batch_wait_ms": ("MODELPORT_MAX_BATCH_WAIT_MS", float, _text),
     "max_queue_rows": ("MODELPORT_MAX_QUEUE_ROWS", int, _text),
+    "max_queue_wait_ms": ("MODELPORT_MAX_QUEUE_WAIT_MS", float, _text),
+    "overload_unready": ("MODELPORT_OVERLOAD_UNREADY", _bool, _flag),
     "grpc_port": ("MODELPORT_GRPC_PORT", lambda t: int(t) if t else None, _text),
-    "insecure_open": ("MODELPORT_INSECURE_OPEN", _bool, lambda v: "1" if v else "0"),
-    "enable_management": ("MODELPORT_ENABLE_MANAGEMENT", _bool, lambda v: "1" if v else "0"),
+    "insecure_open": ("MODELPORT_INSECURE_OPEN", _bool, _flag),
+    "enable_management": ("MODELPORT_ENABLE_MANAGEMENT", _bool, _flag),
     "jwt_public_key": ("MODELPORT_JWT_PUBLIC_KEY", _optional_path, _text),
     "jwt_jwks": ("MODELPORT_JWT_JWKS", _optional_path, _text),
     "jwt_issuer": ("MODELPORT_JWT_ISSUER", lambda t: t or None, _text),
     "jwt_audience": ("MODELPORT_JWT_AUDIENCE", lambda t: t or None, _text),
     "jwt_scope_claim": ("MODELPORT_JWT_SCOPE_CLAIM", str, _text),
+    "jwt_discovery": ("MODELPORT_JWT_DISCOVERY", _bool, _flag),
+    "jwt_ca_bundle": ("MODELPORT_JWT_CA_BUNDLE", _optional_path, _text),
+    "jwt_jwks_max_age": ("MODELPORT_JWT_JWKS_MAX_AGE", float, _text),
+    "jwt_jwks_refetch_seconds": ("MODELPORT_JWT_JWKS_REFETCH_SECONDS", float, _text),
+    "tls_certfile": ("MODELPORT_TLS_CERTFILE", _optional_path, _text),
+    "tls_keyfile": ("MODELPORT_TLS_KEYFILE", _optional_path, _text),
+    "tls_client_ca": ("MODELPORT_TLS_CLIENT_CA", _optional_path, _text),
     "request_timeout": ("MODELPORT_REQUEST_TIMEOUT", float, _text),
     "sagemaker_model_dir": ("MODELPORT_SAGEMAKER_MODEL_DIR", Path, _text),
     "sagemaker_models_dir": ("MODELPORT_SAGEMAKER_MODELS_DIR", Path, _text),
-    "sagemaker": ("MODELPORT_SAGEMAKER", _bool, lambda v: "1" if v else "0"),
-    "sagemaker_multi_model": ("MODELPORT_SAGEMAKER_MULTI_MODEL", _bool, lambda v: "1" if v else "0"),
+    "sagemaker": ("MODELPORT_SAGEMAKER", _bool, _flag),
+    "sagemaker_multi_model": ("MODELPORT_SAGEMAKER_MULTI_MODEL", _bool, _flag),
     "sagemaker_memory_factor": ("MODELPORT_SAGEMAKER_MEMORY_FACTOR", float, _text),
     "sagemaker_memory_headroom": (
         "MODELPORT_SAGEMAKER_MEMORY_HEADROOM_MB",
         lambda t: int(float(t) * MIB),
         lambda v: f"{v / MIB:.12g}",
     ),
+}
+
+
+_CHOICES = {"log_format": ("text", "json"), "log_level": ("critical", "error", "warning", "info", "debug", "trace")}
+
+# What a variable's text must be, for messages (fields not listed: "value").
+_KIND = {
+    name: kind
+    for kind, names in {
+        "whole number": (
+            "port",
+            "workers",
+            "threads",
+            "max_batch_size",
+            "max_queue_rows",
+            "grpc_port",
+            "max_connections",
+        ),
+        "number": (
+            "max_body_bytes",
+            "poll_seconds",
+            "max_batch_wait_ms",
+            "max_queue_wait_ms",
+            "request_timeout",
+            "header_timeout",
+            "max_header_bytes",
+            "sagemaker_memory_factor",
+            "sagemaker_memory_headroom",
+            "jwt_jwks_max_age",
+            "jwt_jwks_refetch_seconds",
+        ),
+        "switch (on or off)": ("batching",),
+    }.items()
+    for name in names
 }
 
 
