@@ -27,6 +27,7 @@ tested on its own. Rules the batcher keeps:
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import time
 from collections import deque
@@ -36,7 +37,7 @@ from typing import Protocol
 
 import numpy as np
 
-from modelport.errors import Overloaded
+from modelport.errors import DeadlineExceeded, Overloaded
 from modelport.settings import Settings
 from modelport.signature import count_rows, select_outputs
 from modelport.types import Batching
@@ -142,6 +143,10 @@ class _Pending:
     arrived: float
     future: asyncio.Future[dict[str, np.ndarray]] = field(repr=False)
     queued: bool = True  # its rows count in the queue (until taken, or dropped by its caller)
+    deadline: float = math.inf  # clock time past which it is answered DeadlineExceeded
+
+    def __lt__(self, other: _Pending) -> bool:  # heap order: earliest deadline first
+        return self.deadline < other.deadline
 
 
 class Batcher:
@@ -162,6 +167,9 @@ class Batcher:
         self.batches = 0  # runtime calls made, for tests and metrics
         self.largest_batch = 0
         self.rejected = 0  # requests refused as overload
+        self._deadlines: list[_Pending] = []  # a heap: the requests held that have a deadline
+        self._expiry: asyncio.TimerHandle | None = None
+        self._expiry_at = math.inf
 
     @property
     def queued_rows(self) -> int:
@@ -203,20 +211,68 @@ class Batcher:
         self.rejected += 1
         raise Overloaded(f"the model is overloaded: {why}; retry shortly or add capacity", retry_after=wait)
 
-    async def submit(self, inputs: Arrays, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """Predict ``inputs`` (validated) and return the selected outputs for exactly these rows."""
+    async def submit(
+        self, inputs: Arrays, outputs: Sequence[str] | None = None, *, timeout: float | None = None
+    ) -> dict[str, np.ndarray]:
+        """Predict ``inputs`` (validated) and return the selected outputs for exactly these rows.
+
+        ``timeout``: seconds after which the request fails with ``DeadlineExceeded``, at that
+        moment, whether it is still queued (it then never reaches the runtime) or in a batch
+        being computed (its answer is abandoned).
+        """
         rows = count_rows(inputs)
         self._admit(rows)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
-        pending = _Pending(inputs, outputs, rows, self._clock.now(), future)
-        future.add_done_callback(lambda done: self._dropped(pending) if done.cancelled() else None)
+        now = self._clock.now()
+        pending = _Pending(inputs, outputs, rows, now, future)
         self._queue.append(pending)
         self._queued_rows += rows
+        if timeout is not None:
+            pending.deadline = now + timeout
+            self._watch(pending, loop)
         if not self._busy:
             self._busy = True
             self._dispatcher = loop.create_task(self._dispatch())  # after the requests ready in this pass
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._dropped(pending)
+            raise
+
+    # -- deadlines: one timer per batcher, at the earliest deadline of the requests it holds ---------
+
+    def _watch(self, pending: _Pending, loop: asyncio.AbstractEventLoop) -> None:
+        heapq.heappush(self._deadlines, pending)
+        if self._expiry is None or pending.deadline < self._expiry_at:
+            self._arm(pending.deadline, loop)
+
+    def _arm(self, at: float, loop: asyncio.AbstractEventLoop) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = loop.call_later(max(0.0, at - self._clock.now()), self._expire, loop)
+        self._expiry_at = at
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._expiry = None
+        now = self._clock.now()
+        heap = self._deadlines
+        while heap:
+            head = heap[0]
+            if not head.future.done() and head.deadline > now:
+                break
+            heapq.heappop(heap)
+            if not head.future.done():
+                self._dropped(head)
+                head.future.set_exception(DeadlineExceeded("the request's deadline passed"))
+        if heap:
+            self._arm(heap[0].deadline, loop)
+
+    def _forget_settled(self) -> None:
+        """Drop answered requests from the deadline heap (they are the oldest: at its top)."""
+        heap = self._deadlines
+        while heap and heap[0].future.done():
+            heapq.heappop(heap)
 
     def _dropped(self, pending: _Pending) -> None:
         """Its caller gave up while it was queued: its rows no longer count (it is skipped when taken)."""
@@ -282,11 +338,13 @@ class Batcher:
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0], error=exc)
-                return
-            await self._one_by_one(batch)
-            return
-        for pending, part in zip(batch, parts, strict=True):
-            _settle(pending, result=part)
+            else:
+                await self._one_by_one(batch)
+        else:
+            for pending, part in zip(batch, parts, strict=True):
+                _settle(pending, result=part)
+        if self._deadlines:
+            self._forget_settled()
 
     async def _one_by_one(self, batch: list[_Pending]) -> None:
         """The merged call failed: isolate the culprit by running each request alone."""

@@ -7,7 +7,8 @@ anything:
   431 and closed; the bytes are counted as they arrive, so a huge header is never buffered;
 - **header-read time**: a connection has ``header_timeout`` seconds from its first byte (or
   from being opened) to finish a request's headers, else it is answered 408 (or, when it sent
-  nothing, closed);
+  nothing, closed); one sweep per server checks this a few times per timeout, so requests pay
+  for no timer;
 - **connections**: at most ``max_connections`` per worker. At the cap a new connection evicts
   the connection that has waited longest without a request in progress (idle keep-alive or
   still sending headers); when every connection is busy, the new one is answered 503.
@@ -131,7 +132,6 @@ class GuardedProtocol(HttpToolsProtocol):
         self.limits: Limits = getattr(config, "modelport_limits", None) or Limits()
         self._reading_headers = False  # between a request's first byte (or the connection) and its headers
         self._header_bytes = 0
-        self._header_timer: asyncio.TimerHandle | None = None
         self._received = False  # any byte at all on this connection
         self._since = 0.0  # when the connection last became idle or started a request's headers
         self._draining = False
@@ -145,6 +145,7 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         super().connection_made(transport)
         self._start_headers()
+        _watch_headers(self.loop, self.server_state, self.limits)
 
     def _evict_one(self) -> bool:
         """Close the connection that has waited longest without a request in progress."""
@@ -160,13 +161,12 @@ class GuardedProtocol(HttpToolsProtocol):
         return self.cycle is None or self.cycle.response_complete
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_header_timer()
         if self.transport is None:  # refused in connection_made
             return
         super().connection_lost(exc)
 
     def _close(self) -> None:
-        self._stop_header_timer()
+        self._reading_headers = False
         self.connections.discard(self)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
@@ -174,19 +174,12 @@ class GuardedProtocol(HttpToolsProtocol):
     # -- headers: size and time -----------------------------------------------------------------
 
     def _start_headers(self) -> None:
+        """From now the headers must arrive within ``header_timeout`` (the server's sweep checks)."""
         self._reading_headers = True
         self._header_bytes = 0
         self._since = self.loop.time()
-        if self._header_timer is None:
-            self._header_timer = self.loop.call_later(self.limits.header_timeout, self._headers_timed_out)
-
-    def _stop_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
 
     def _headers_timed_out(self) -> None:
-        self._header_timer = None
         if not self._reading_headers or self.transport.is_closing():
             return
         if self._received:
@@ -195,8 +188,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._received = True
-        if not self._reading_headers and self.evictable:  # the next request on a keep-alive connection
-            self._start_headers()
+        if not self._reading_headers and (self.cycle is None or self.cycle.response_complete):
+            self._start_headers()  # the next request on a keep-alive connection
         if self._reading_headers:
             self._header_bytes += len(data)
         self._unset_keepalive_if_required()
@@ -215,7 +208,6 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._reading_headers = False
-        self._stop_header_timer()
         super().on_headers_complete()
         if self._draining and self.cycle is not None:
             self.cycle.keep_alive = False  # answered with Connection: close
@@ -232,7 +224,6 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False
             return
-        self._stop_header_timer()
         self.loop.call_later(DRAIN_POLL_SECONDS, self._close_when_drained)
 
     def _close_when_drained(self) -> None:
@@ -244,6 +235,31 @@ class GuardedProtocol(HttpToolsProtocol):
             self.loop.call_later(DRAIN_POLL_SECONDS, self._close_when_drained)
             return
         self._close()
+
+
+def _watch_headers(loop: asyncio.AbstractEventLoop, state: Any, limits: Limits) -> None:
+    """Start the server's header-time sweep unless it runs: one timer per server, not one per
+    request, checks every connection still sending headers a few times per timeout."""
+    if getattr(state, "modelport_sweeping", False):
+        return
+    state.modelport_sweeping = True
+    interval = min(1.0, limits.header_timeout / 4)
+
+    def sweep() -> None:
+        now = loop.time()
+        for connection in list(state.connections):
+            if (
+                isinstance(connection, GuardedProtocol)
+                and connection._reading_headers
+                and now - connection._since >= limits.header_timeout
+            ):
+                connection._headers_timed_out()
+        if state.connections:
+            loop.call_later(interval, sweep)
+        else:
+            state.modelport_sweeping = False
+
+    loop.call_later(interval, sweep)
 
 
 class ModelportServer(Server):

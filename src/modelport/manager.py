@@ -488,14 +488,9 @@ class ModelManager:
         deadline = self._deadline(request.timeout)
         model.inflight += 1
         try:
-            if deadline is None:
-                outputs = await self._predict(model, inputs)
-            else:
-                try:
-                    async with asyncio.timeout(deadline):
-                        outputs = await self._predict(model, inputs)
-                except TimeoutError:
-                    raise self._deadline_exceeded(model, deadline) from None
+            outputs = await self._predict(model, inputs, deadline)
+        except DeadlineExceeded:
+            raise self._deadline_exceeded(model, deadline) from None
         except Overloaded:
             model.shed_at = time.monotonic()
             raise
@@ -512,7 +507,8 @@ class ModelManager:
             parameters={},
         )
 
-    def _deadline_exceeded(self, model: ServingModel, deadline: float) -> DeadlineExceeded:
+    def _deadline_exceeded(self, model: ServingModel, deadline: float | None) -> DeadlineExceeded:
+        deadline = deadline or 0.0
         whose = DEADLINE_SETTING if deadline == self.timeout else "the request's own timeout"
         return DeadlineExceeded(
             f"model {model.version.ref} did not answer within the deadline of {deadline:g} s ({whose}); the "
@@ -521,12 +517,19 @@ class ModelManager:
 
     def _deadline(self, asked: float | None) -> float | None:
         """Seconds this request may take: the server's deadline, or less if the request asks."""
-        limits = [t for t in (self.timeout, asked) if t is not None and t > 0]
-        return min(limits) if limits else None
+        server = self.timeout if self.timeout > 0 else None
+        if asked is None or asked <= 0:
+            return server
+        return asked if server is None else min(server, asked)
 
-    async def _predict(self, model: ServingModel, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def _predict(
+        self, model: ServingModel, inputs: Mapping[str, np.ndarray], timeout: float | None
+    ) -> dict[str, np.ndarray]:
+        """The outputs, within ``timeout`` seconds (DeadlineExceeded past it). The batcher keeps one
+        timer for all its requests; a call that runs inline needs none (nothing can interrupt it,
+        and it was measured cheap); a call in the pool is waited for at most that long."""
         if model.batcher is not None:
-            return await model.batcher.submit(inputs)
+            return await model.batcher.submit(inputs, timeout=timeout)
         if model.backlog > 0:
             wait = model.queue_wait()
             if wait > model.max_queue_wait:
@@ -536,9 +539,11 @@ class ModelManager:
                     "retry shortly or add capacity",
                     retry_after=wait,
                 )
-        return await self._execute(model, inputs)
+        return await self._execute(model, inputs, timeout)
 
-    async def _execute(self, model: ServingModel, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def _execute(
+        self, model: ServingModel, inputs: Mapping[str, np.ndarray], timeout: float | None = None
+    ) -> dict[str, np.ndarray]:
         """Run the runtime: inline when measured cheaper than a thread hand-off, else in the pool.
 
         Work sent to the pool counts in the version's backlog until its thread finishes (even
@@ -554,14 +559,16 @@ class ModelManager:
                     if model.lock is not None:
                         model.lock.release()
                     self._check_overrun(model, time.perf_counter() - start)
-            return await self._in_pool(model, inputs, rows)
+            return await self._in_pool(model, inputs, rows, timeout)
         except ModelportError:
             raise
         except Exception as exc:
             logger.exception("model %s failed to predict", model.version.ref)
             raise PredictionFailed(f"model {model.version.ref} failed to predict: {type(exc).__name__}: {exc}") from exc
 
-    async def _in_pool(self, model: ServingModel, inputs: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    async def _in_pool(
+        self, model: ServingModel, inputs: Mapping[str, np.ndarray], rows: int, timeout: float | None
+    ) -> dict[str, np.ndarray]:
         expected = model.estimate(rows)
         expected = expected if math.isfinite(expected) else 0.0
         loop = asyncio.get_running_loop()
@@ -575,7 +582,12 @@ class ModelManager:
         model.backlog += expected
         work = self._pool().submit(model.predict, inputs)
         work.add_done_callback(finished)
-        return await asyncio.wrap_future(work)
+        if timeout is None:
+            return await asyncio.wrap_future(work)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(work), timeout)
+        except TimeoutError:
+            raise DeadlineExceeded("the request's deadline passed") from None
 
     @staticmethod
     def _check_overrun(model: ServingModel, seconds: float) -> None:

@@ -315,7 +315,11 @@ def check_datatype(signature: Signature, name: str, datatype: Any) -> None:
     """A V2 tensor's declared ``datatype`` against the input it feeds: the signature's datatype,
     or another of its family (any float width for a float input, any integer type for an integer
     input; values are range-checked when cast). Anything else is refused, never cast."""
-    spec = signature.input(name)
+    for spec in signature.inputs:  # a loop, not Signature.input's generator: once per tensor per request
+        if spec.name == name:
+            break
+    else:
+        spec = None
     if spec is None:
         features = signature.feature_names
         if not features or name not in features:

@@ -208,7 +208,7 @@ class FastLane:
         body = await read_body(receive, self.max_body)
         if encoding is not None:
             body = decode_body(body, encoding, self.max_body)
-        seconds = timeout_header(timeout)
+        seconds = None if timeout is None else timeout_header(timeout)
         if isinstance(target, tuple):
             name, selector = target
             return await v2.infer(manager, name, selector, body, header_length, routing_key, seconds)

@@ -199,7 +199,8 @@ async def infer(
     against its signature, run, encode. ``timeout``: seconds from the ``modelport-timeout`` header."""
     route, model = manager.pick(name, selector, routing_key)
     infer_request, binary = decode_request(body, header_length, model.version.signature)
-    infer_request.timeout = earliest(infer_request.timeout, timeout)
+    if timeout is not None:
+        infer_request.timeout = earliest(infer_request.timeout, timeout)
     result = await manager.run(route, model, infer_request)
     return encode_result(result, binary)
 
