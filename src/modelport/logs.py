@@ -20,6 +20,15 @@ TEXT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 ACCESS_TEXT = '%(asctime)s %(levelname)-7s access: %(client_addr)s "%(request_line)s" %(status_code)s'
 
 
+class ShortNames(logging.Filter):
+    """uvicorn logs its server lines as ``uvicorn.error``, errors or not: show them as ``uvicorn``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "uvicorn.error":
+            record.name = "uvicorn"
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record; uvicorn's access records are split into fields."""
 
@@ -55,13 +64,19 @@ def logging_config(level: str = "info", format: str = "text", *, access_log: boo
         }
     )
     handlers = {
-        "plain": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"},
+        "plain": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "stream": "ext://sys.stderr",
+            "filters": ["short_names"],
+        },
         "access": {"class": "logging.StreamHandler", "formatter": "access", "stream": "ext://sys.stdout"},
     }
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": formatters,
+        "filters": {"short_names": {"()": ShortNames}},
         "handlers": handlers,
         "loggers": {
             "modelport": {"handlers": ["plain"], "level": level_name, "propagate": False},
@@ -86,4 +101,5 @@ def configure_modelport(level: str = "info", format: str = "text") -> None:
     document["loggers"] = {"modelport": document["loggers"]["modelport"]}
     document["handlers"] = {"plain": document["handlers"]["plain"]}
     document["formatters"] = {"plain": document["formatters"]["plain"]}
+    document["filters"] = dict(document["filters"])
     logging.config.dictConfig(document)
