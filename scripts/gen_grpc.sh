@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the Python code for the Open Inference Protocol gRPC service from
-# src/modelport/protocols/proto/grpc_predict_v2.proto (needs grpcio-tools: the `dev` extra).
+# src/modelport/protocols/grpc/proto/grpc_predict_v2.proto (needs grpcio-tools: the `dev` extra).
 #   scripts/gen_grpc.sh
 #
 # The messages are built in a private descriptor pool, not protobuf's process-wide default one:
@@ -10,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../src"
 
 PYTHON=${PYTHON:-../.venv/bin/python}
-PROTO=modelport/protocols/proto/grpc_predict_v2.proto
-OUT=modelport/protocols/proto
+PROTO=modelport/protocols/grpc/proto/grpc_predict_v2.proto
+OUT=modelport/protocols/grpc/proto
 
 "$PYTHON" -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. "$PROTO"
 

@@ -1,5 +1,5 @@
 """Helpers for tests that use real sockets. Servers that can bind port 0 and say which port they
-got (modelport serve, uvicorn, gRPC) do that: see :mod:`modelport.launcher` and tests/serving.py."""
+got (modelport serve, uvicorn, gRPC) do that: see :mod:`modelport.server.launcher` and tests/serving.py."""
 
 from __future__ import annotations
 

@@ -72,7 +72,7 @@ def forge_code_running_export(directory: Path, canary: Path, *, claims_trusted: 
     import orjson
     import skops.io as sio
 
-    from modelport.export import RECORD
+    from modelport.packaging.export import RECORD
     from modelport.stores.local import content_key
 
     record = orjson.loads((directory / RECORD).read_bytes())
@@ -114,8 +114,8 @@ def write_sleepy_model(directory: Path, seconds: float, *, over: float | None = 
 def export_sleepy_model(root: Path, seconds: float, *, over: float | None = None) -> Path:
     """:func:`write_sleepy_model`, registered as ``slow`` (trusted) in ROOT/home and exported to ROOT/out."""
     from modelport.api import register
-    from modelport.export import export_version
-    from modelport.registry import Registry
+    from modelport.packaging.export import export_version
+    from modelport.registry.registry import Registry
     from modelport.settings import Settings
 
     code = write_sleepy_model(root / "code", seconds, over=over)

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from modelport.manager import ModelManager, RegistrySource
-from modelport.registry import Registry
+from modelport.registry.registry import Registry
 from modelport.runtimes.fake import write_artifact
+from modelport.serving.manager import ModelManager, RegistrySource
 from modelport.types import ModelVersion, Signature, TensorSpec
 from tests.serving import BIAS, CLASSES, FEATURES, WEIGHTS
 

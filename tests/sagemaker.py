@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from modelport.launcher import start, stop, wait_ready
+from modelport.server.launcher import start, stop, wait_ready
 
 
 @contextmanager

@@ -12,12 +12,12 @@ import jwt
 import pytest
 from sqlalchemy import create_engine, text
 
-from modelport.auth import Authenticator, Principal, build_authenticator, check_exposure, parse_scopes
+from modelport.auth.authenticator import Authenticator, Principal, build_authenticator, check_exposure, parse_scopes
+from modelport.auth.keys import KeyStore
+from modelport.auth.tokens import TokenVerifier
 from modelport.errors import InvalidScope, InvalidSetting, ModelportError, NotFound, Unauthenticated
-from modelport.keys import KeyStore
-from modelport.registry import Registry
+from modelport.registry.registry import Registry
 from modelport.settings import Settings
-from modelport.tokens import TokenVerifier
 from tests.tokens import AUDIENCE, ISSUER, Signer, write_jwks
 
 

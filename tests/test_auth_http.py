@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modelport.app import build_app
-from modelport.auth import build_authenticator
-from modelport.keys import KeyStore
-from modelport.manager import ModelManager
-from modelport.registry import Registry
+from modelport.auth.authenticator import build_authenticator
+from modelport.auth.keys import KeyStore
+from modelport.registry.registry import Registry
+from modelport.server.app import build_app
+from modelport.serving.manager import ModelManager
 from modelport.settings import Settings
 from tests.serving import DirectorySource, client_for, fake_version, register_iris
 from tests.tokens import AUDIENCE, ISSUER, Signer

@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
-from modelport.app import build_app
-from modelport.cli import app as cli
+from modelport.cli.main import app as cli
 from modelport.errors import InvalidSetting
-from modelport.launcher import serving
+from modelport.server.app import build_app
+from modelport.server.launcher import serving
 from modelport.settings import Settings
 from tests.serving import client_for, register_iris
 

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from httpx import AsyncClient
 
-from modelport.app import build_app
+from modelport.server.app import build_app
 from modelport.settings import Settings
 from tests.serving import client_for, register_iris
 

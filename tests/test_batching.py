@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelport.batching import Batcher, BatchSettings, merge, split
 from modelport.errors import InvalidInput, Overloaded
+from modelport.serving.batching import Batcher, BatchSettings, merge, split
 
 OUTPUTS = ("double", "total")
 

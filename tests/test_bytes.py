@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 
 from modelport.api import register
-from modelport.app import build_app
-from modelport.client import predict_url
+from modelport.cli.client import predict_url
 from modelport.errors import InvalidInput
-from modelport.export import export_version
-from modelport.registry import Registry
+from modelport.packaging.export import export_version
+from modelport.registry.registry import Registry
 from modelport.runtimes.python import as_outputs
+from modelport.server.app import build_app
 from modelport.settings import Settings
 from modelport.signature import example_of, input_specs, sample_arrays, to_inputs, validate_inputs
 from modelport.types import Signature, TensorSpec

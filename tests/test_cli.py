@@ -14,7 +14,7 @@ import skops.io as sio
 from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
-from modelport.cli import app
+from modelport.cli.main import app
 
 COMMANDS = [
     *("register", "models", "show", "alias", "delete", "promote", "rollback"),
@@ -224,7 +224,7 @@ def test_serve_without_references_or_a_sagemaker_model_is_one_line(tmp_path: Pat
 def test_an_unexpected_error_is_one_line_and_debug_shows_its_traceback(  # type: ignore[no-untyped-def]
     run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from modelport.registry import Registry
+    from modelport.registry.registry import Registry
 
     def broken(self: Registry) -> None:
         raise RuntimeError("a bug in modelport\nwith a second line")

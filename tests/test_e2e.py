@@ -16,8 +16,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import modelport
-from modelport.client import predict_url
-from modelport.launcher import serving, start, stop
+from modelport.cli.client import predict_url
+from modelport.server.launcher import serving, start, stop
 from modelport.settings import Settings
 
 pytestmark = pytest.mark.slow

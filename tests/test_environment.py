@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from modelport.environment import Mismatch, capture, compare
+from modelport.registry.environment import Mismatch, capture, compare
 
 SKLEARN = metadata.version("scikit-learn")
 NUMPY = metadata.version("numpy")

@@ -19,9 +19,9 @@ from sklearn.preprocessing import FunctionTransformer
 from typer.testing import CliRunner
 
 from modelport.api import register
-from modelport.cli import app
+from modelport.cli.main import app
 from modelport.errors import InvalidModel, NotFound, UntrustedArtifact
-from modelport.export import (
+from modelport.packaging.export import (
     ARCHIVE,
     RECORD,
     ExportSource,
@@ -32,7 +32,7 @@ from modelport.export import (
     version_from_record,
 )
 from modelport.reference import Reference
-from modelport.registry import Registry
+from modelport.registry.registry import Registry
 from modelport.settings import Settings
 from modelport.types import Batching, ModelVersion
 from tests.models import ShiftedLogistic, forge_code_running_export

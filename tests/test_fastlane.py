@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from modelport.app import build_app
-from modelport.manager import ModelManager, Route, ServingModel
-from modelport.protocols.fastlane import v2_target
+from modelport.server.app import build_app
+from modelport.server.fastlane import v2_target
+from modelport.serving.manager import ModelManager, Route, ServingModel
 from modelport.settings import Settings
 from tests.serving import DirectorySource, client_for, fake_version
 

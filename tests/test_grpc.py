@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelport.app import build_app
-from modelport.registry import Registry
+from modelport.registry.registry import Registry
+from modelport.server.app import build_app
 from modelport.settings import Settings
 from tests.conftest import IRIS_FEATURES
 from tests.helpers import reserved_port
@@ -28,9 +28,9 @@ grpc = pytest.importorskip("grpc")
 grpcclient = pytest.importorskip("tritonclient.grpc")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from modelport.protocols.grpc import grpc_endpoint  # noqa: E402
-from modelport.protocols.proto import grpc_predict_v2_pb2 as pb  # noqa: E402
-from modelport.protocols.proto.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub  # noqa: E402
+from modelport.protocols.grpc.proto import grpc_predict_v2_pb2 as pb  # noqa: E402
+from modelport.protocols.grpc.proto.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub  # noqa: E402
+from modelport.protocols.grpc.servicer import grpc_endpoint  # noqa: E402
 
 
 @pytest.fixture(scope="module")

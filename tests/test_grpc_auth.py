@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelport.app import build_app
-from modelport.registry import Registry
+from modelport.registry.registry import Registry
+from modelport.server.app import build_app
 from modelport.settings import Settings
 from tests.serving import register_iris, running
 
@@ -22,7 +22,7 @@ grpcclient = pytest.importorskip("tritonclient.grpc")
 pytest.importorskip("jwt")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from modelport.keys import KeyStore  # noqa: E402
+from modelport.auth.keys import KeyStore  # noqa: E402
 from tests.tokens import AUDIENCE, ISSUER, Signer  # noqa: E402
 
 UNAUTHENTICATED, PERMISSION_DENIED = "StatusCode.UNAUTHENTICATED", "StatusCode.PERMISSION_DENIED"

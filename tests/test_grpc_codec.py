@@ -12,8 +12,8 @@ from modelport.signature import validate_inputs
 from modelport.types import InferResult, Signature, TensorSpec
 
 pytest.importorskip("grpc")
-from modelport.protocols.grpc_codec import decode_infer_request, encode_infer_result, parameters_of
-from modelport.protocols.proto import grpc_predict_v2_pb2 as pb
+from modelport.protocols.grpc.codec import decode_infer_request, encode_infer_result, parameters_of
+from modelport.protocols.grpc.proto import grpc_predict_v2_pb2 as pb
 
 SIGNATURE = Signature(
     inputs=(TensorSpec("text", "BYTES", (-1,)), TensorSpec("x", "INT8", (-1, 2))),

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modelport.launcher import serving
-from modelport.registry import Registry
+from modelport.registry.registry import Registry
+from modelport.server.launcher import serving
 from modelport.settings import Settings
 from tests.serving import register_iris
 

@@ -23,8 +23,8 @@ import pytest
 from typer.testing import CliRunner
 
 from modelport.api import register
-from modelport.cli import app as cli
-from modelport.launcher import Launched, ServerOutput, serving, stop, wait_ready
+from modelport.cli.main import app as cli
+from modelport.server.launcher import Launched, ServerOutput, serving, stop, wait_ready
 from modelport.settings import Settings
 from tests.models import write_sleepy_model
 from tests.serving import register_iris

@@ -23,7 +23,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from modelport.errors import InvalidInput, InvalidModel, UntrustedArtifact
-from modelport.ingest import Packaged, package
+from modelport.packaging.ingest import Packaged, package
 from modelport.runtimes import create
 from modelport.signature import to_inputs, validate_inputs
 from modelport.types import Signature, TensorSpec

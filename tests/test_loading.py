@@ -16,8 +16,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from modelport.errors import EnvironmentMismatch, InvalidModel, ModelNotReady, UntrustedArtifact
-from modelport.ingest import Packaged, package
-from modelport.loading import open_version
+from modelport.packaging.ingest import Packaged, package
+from modelport.serving.loading import open_version
 from modelport.types import ModelVersion
 from tests.models import ShiftedLogistic, code_running_pipeline, write_custom_model
 

@@ -20,11 +20,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from typer.testing import CliRunner
 
-from modelport.app import build_app
-from modelport.bench import BenchOptions, bench
-from modelport.cli import app as cli
-from modelport.errors import InvalidSetting
-from modelport.loadtest import (
+from modelport.bench.benchmark import BenchOptions, bench
+from modelport.bench.load import (
     Endpoint,
     RequestRejected,
     build_payload,
@@ -37,7 +34,10 @@ from modelport.loadtest import (
     signature_from_metadata,
     summarize,
 )
+from modelport.cli.main import app as cli
+from modelport.errors import InvalidSetting
 from modelport.protocols.v2 import decode_request
+from modelport.server.app import build_app
 from modelport.settings import Settings
 from modelport.signature import to_inputs, validate_inputs
 from modelport.types import Signature, TensorSpec
@@ -230,7 +230,7 @@ def test_histogram_png_is_skipped_with_install_advice_without_matplotlib(tmp_pat
     code = (
         "import sys; sys.modules['matplotlib'] = None\n"
         "from pathlib import Path\n"
-        "from modelport.loadtest import histogram, summarize, write_histogram_png\n"
+        "from modelport.bench.load import histogram, summarize, write_histogram_png\n"
         "lat = [0.001, 0.002]\n"
         f"print(write_histogram_png(histogram(lat), summarize(lat, 0, 1.0), Path({str(tmp_path / 'x.png')!r}), 't'))\n"
     )

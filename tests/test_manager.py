@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modelport.app import build_app
 from modelport.errors import InvalidInput, InvalidModel, InvalidReference, ModelNotReady, NotFound, PredictionFailed
-from modelport.manager import ModelManager
-from modelport.registry import Registry
+from modelport.registry.registry import Registry
 from modelport.runtimes.base import Capabilities, Runtime
 from modelport.runtimes.fake import FakeRuntime
+from modelport.server.app import build_app
+from modelport.serving.manager import ModelManager
 from modelport.settings import Settings
 from modelport.types import InferRequest, ModelVersion, Signature
 from tests.serving import BIAS, CLASSES, WEIGHTS, DirectorySource, client_for, fake_version, register_iris

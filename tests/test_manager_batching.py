@@ -12,11 +12,11 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from modelport.batching import BatchSettings
 from modelport.errors import PredictionFailed
-from modelport.manager import ModelManager
 from modelport.runtimes.base import Runtime
 from modelport.runtimes.fake import FakeRuntime
+from modelport.serving.batching import BatchSettings
+from modelport.serving.manager import ModelManager
 from modelport.types import Batching, InferRequest, ModelVersion
 from tests.serving import BIAS, CLASSES, WEIGHTS, DirectorySource, fake_version
 

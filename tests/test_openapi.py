@@ -12,7 +12,7 @@ from httpx import AsyncClient
 from openapi_spec_validator import validate
 
 from modelport.api import register
-from modelport.app import build_app
+from modelport.server.app import build_app
 from modelport.settings import Settings
 from tests.conftest import IRIS_FEATURES
 from tests.serving import client_for, register_iris

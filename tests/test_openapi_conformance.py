@@ -24,7 +24,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from modelport.api import register
-from modelport.app import build_app
+from modelport.server.app import build_app
 from modelport.settings import Settings
 from tests.serving import running
 from tests.tabular import (

@@ -14,12 +14,12 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from modelport.app import build_app
-from modelport.batching import BatchSettings
 from modelport.errors import DeadlineExceeded, Overloaded
-from modelport.manager import OVERLOAD_WINDOW, ModelManager
 from modelport.runtimes.base import Capabilities, Runtime
 from modelport.runtimes.fake import FakeRuntime
+from modelport.server.app import build_app
+from modelport.serving.batching import BatchSettings
+from modelport.serving.manager import OVERLOAD_WINDOW, ModelManager
 from modelport.settings import Settings
 from modelport.types import Batching, InferRequest, ModelVersion
 from tests.models import export_sleepy_model

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from httpx import AsyncClient
 
-from modelport.app import build_app
-from modelport.manager import ModelManager
 from modelport.protocols.tfserving import parse_path
+from modelport.server.app import build_app
+from modelport.serving.manager import ModelManager
 from modelport.settings import Settings
 from modelport.types import Signature, TensorSpec
 from tests.conftest import IRIS_FEATURES

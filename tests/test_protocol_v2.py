@@ -13,8 +13,8 @@ import pytest
 from httpx import AsyncClient
 
 from modelport import __version__
-from modelport.app import build_app
-from modelport.manager import ModelManager
+from modelport.server.app import build_app
+from modelport.serving.manager import ModelManager
 from modelport.settings import Settings
 from tests.conftest import IRIS_FEATURES
 from tests.serving import DirectorySource, client_for, fake_version, register_iris

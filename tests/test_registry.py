@@ -18,11 +18,11 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 
-from modelport import registry as registry_module
 from modelport.errors import Conflict, InvalidModel, InvalidReference, ModelportError, NotFound
 from modelport.reference import Reference
-from modelport.registry import Registry
-from modelport.schema import SCHEMA_REVISION, VERSION_TABLE, metadata
+from modelport.registry import registry as registry_module
+from modelport.registry.database import SCHEMA_REVISION, VERSION_TABLE, metadata
+from modelport.registry.registry import Registry
 from modelport.settings import Settings
 from modelport.signature import example_of, input_specs, output_specs, sample_arrays
 from modelport.stores.local import LocalStore, content_key

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from modelport.registry import Registry
+from modelport.registry.registry import Registry
 from modelport.stores.local import LocalStore, content_key
 from modelport.types import Signature, TensorSpec
 
@@ -26,7 +26,7 @@ SIGNATURE = Signature(inputs=(TensorSpec("x", "FP32", (-1, 2)),), outputs=(Tenso
 WORKER = """
 import os, sys, time
 from pathlib import Path
-from modelport.registry import Registry
+from modelport.registry.registry import Registry
 from modelport.stores.local import LocalStore
 from modelport.types import Signature, TensorSpec
 

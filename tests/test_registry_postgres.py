@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from modelport.registry import Registry
+from modelport.registry.registry import Registry
 from modelport.stores.local import LocalStore
 from tests.postgres import fresh_database
 from tests.test_registry_concurrency import check_registry_consistent, register_concurrently

@@ -8,8 +8,8 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from modelport.cli import app
-from modelport.registry import Registry
+from modelport.cli.main import app
+from modelport.registry.registry import Registry
 from modelport.settings import Settings
 from tests.rollout import FLIPPED, register_fake
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from modelport.errors import InvalidModel, ModelNotReady, NotFound
-from modelport.manager import VersionState, VersionStatus
-from modelport.registry import Registry
-from modelport.routing import specs_from
+from modelport.registry.registry import Registry
+from modelport.serving.manager import VersionState, VersionStatus
+from modelport.serving.plans import specs_from
 from modelport.settings import Settings
 from modelport.types import InferRequest
 from tests.rollout import FLIPPED, ROWS, following, register_fake, register_python

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from modelport.app import build_app
-from modelport.keys import KeyStore
-from modelport.registry import Registry
+from modelport.auth.keys import KeyStore
+from modelport.registry.registry import Registry
+from modelport.server.app import build_app
 from modelport.settings import Settings
 from tests.rollout import ROWS, register_fake, register_python
 from tests.serving import client_for

@@ -14,7 +14,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from modelport.errors import ModelNotReady, NotFound
-from modelport.ingest import package
+from modelport.packaging.ingest import package
 from modelport.runtimes import KINDS, Runtime, create
 from modelport.runtimes import sklearn as sklearn_runtime
 from modelport.runtimes.conformance import check_runtime

@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modelport.app import build_app
 from modelport.errors import InvalidSetting, UntrustedArtifact
-from modelport.export import ARCHIVE, export_version
+from modelport.packaging.export import ARCHIVE, export_version
 from modelport.protocols.sagemaker import accept_type, encode
-from modelport.registry import Registry
+from modelport.registry.registry import Registry
+from modelport.server.app import build_app
 from modelport.settings import MIB, Settings
 from modelport.types import InferResult, Signature
 from tests.models import export_sleepy_model

@@ -17,9 +17,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from modelport.api import register
-from modelport.app import build_app
-from modelport.export import export_version
-from modelport.registry import Registry
+from modelport.packaging.export import export_version
+from modelport.registry.registry import Registry
+from modelport.server.app import build_app
 from modelport.settings import Settings
 from tests.models import forge_code_running_export
 from tests.sagemaker import sagemaker_serve

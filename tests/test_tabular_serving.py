@@ -13,7 +13,7 @@ import pytest
 from httpx import AsyncClient
 
 import modelport
-from modelport.app import build_app
+from modelport.server.app import build_app
 from modelport.settings import Settings
 from tests.serving import client_for
 from tests.tabular import missing_value_classifier, mixed_frame, mixed_pipeline, nan_frame

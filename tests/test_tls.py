@@ -18,20 +18,20 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from typer.testing import CliRunner
 
-from modelport.app import build_app
-from modelport.cli import app as cli
+from modelport.cli.main import app as cli
 from modelport.errors import InvalidSetting
-from modelport.launcher import start, stop
-from modelport.manager import ModelManager
-from modelport.protocols.tls import server_tls, uvicorn_options
+from modelport.server.app import build_app
+from modelport.server.launcher import start, stop
+from modelport.server.tls import server_tls, uvicorn_options
+from modelport.serving.manager import ModelManager
 from modelport.settings import Settings
 from tests.pki import Pki, make_pki
 from tests.serving import DirectorySource, fake_version, register_iris, running
 
 grpc = pytest.importorskip("grpc")
-from modelport.protocols.grpc import grpc_endpoint  # noqa: E402
-from modelport.protocols.proto import grpc_predict_v2_pb2 as pb  # noqa: E402
-from modelport.protocols.proto.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub  # noqa: E402
+from modelport.protocols.grpc.proto import grpc_predict_v2_pb2 as pb  # noqa: E402
+from modelport.protocols.grpc.proto.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub  # noqa: E402
+from modelport.protocols.grpc.servicer import grpc_endpoint  # noqa: E402
 
 ROW = [5.9, 3.0, 5.1, 1.8]
 V2_BODY = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": ROW}]}

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from modelport.app import build_app
-from modelport.auth import build_authenticator
+from modelport.auth.authenticator import build_authenticator
+from modelport.auth.oidc import Discovery, jwks_fetcher
+from modelport.auth.tokens import LEEWAY_SECONDS, RemoteKeys, TokenCache, TokenVerifier
 from modelport.errors import InvalidSetting, ModelportError, Unauthenticated
-from modelport.manager import ModelManager
-from modelport.protocols.oidc import Discovery, jwks_fetcher
+from modelport.server.app import build_app
+from modelport.serving.manager import ModelManager
 from modelport.settings import Settings
-from modelport.tokens import LEEWAY_SECONDS, RemoteKeys, TokenCache, TokenVerifier
 from tests.identity import DISCOVERY_PATH, IdentityProvider
 from tests.pki import Pki, make_pki
 from tests.serving import DirectorySource, client_for, fake_version
@@ -177,7 +177,7 @@ def test_an_issuer_that_goes_down_or_breaks_leaves_the_last_good_keys(
     idp: IdentityProvider, pki: Pki, clock: Clock, key_a: Signer, caplog: pytest.LogCaptureFixture
 ) -> None:
     verifier = verifier_for(idp, pki, clock)
-    caplog.set_level(logging.WARNING, logger="modelport.tokens")
+    caplog.set_level(logging.WARNING, logger="modelport.auth.tokens")
     idp.broken = True  # answers a JWKS without a usable key
     clock.advance(MAX_AGE)
     verifier.refresh()

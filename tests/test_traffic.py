@@ -13,9 +13,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from modelport.app import build_app
-from modelport.cli import app as cli
-from modelport.registry import Registry
+from modelport.cli.main import app as cli
+from modelport.registry.registry import Registry
+from modelport.server.app import build_app
 from modelport.settings import Settings
 from tests.rollout import FLIPPED, ROWS, register_fake, register_python, wait_for
 from tests.serving import running

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelport.app import build_app
-from modelport.launcher import ServerOutput, stop, wait_ready
+from modelport.server.app import build_app
+from modelport.server.launcher import ServerOutput, stop, wait_ready
 from modelport.settings import Settings
 from tests.conftest import IRIS_FEATURES
 from tests.serving import register_iris, running

@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from modelport.ingest import package
-from modelport.loading import open_version
+from modelport.packaging.ingest import package
 from modelport.reference import parse_name, validate_alias
-from modelport.registry import Registry
+from modelport.registry.registry import Registry
 from modelport.runtimes.base import Runtime
+from modelport.serving.loading import open_version
 from modelport.settings import Settings
 from modelport.signature import select_outputs, to_inputs, validate_inputs
 from modelport.types import Batching, ModelVersion, Signature

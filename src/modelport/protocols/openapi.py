@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from modelport import __version__
-from modelport.manager import ServingModel
 from modelport.protocols import bodies
+from modelport.serving.manager import ServingModel
 from modelport.signature import EXAMPLE_ROWS
 from modelport.types import Signature
 

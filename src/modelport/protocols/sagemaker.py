@@ -21,13 +21,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from modelport.endpoint import SageMakerEndpoint
 from modelport.errors import InvalidInput, ModelportError
-from modelport.manager import ServingModel
 from modelport.protocols.codec import binary_values, dumps, loads
 from modelport.protocols.errors import JSON, domain_error_response, error_response
 from modelport.protocols.tfserving import decode_document, encode_predict
 from modelport.protocols.v2 import VERSION_HEADER
+from modelport.serving.manager import ServingModel
+from modelport.serving.sagemaker import SageMakerEndpoint
 from modelport.signature import to_inputs
 from modelport.types import InferRequest, InferResult, Signature
 

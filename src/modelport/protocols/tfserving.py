@@ -16,10 +16,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from modelport.errors import InvalidInput, ModelportError, NotFound
-from modelport.manager import ModelManager, ServingModel, VersionState, VersionStatus
 from modelport.protocols.codec import b64_values, binary_values, dumps, loads
 from modelport.protocols.errors import JSON, Payload, domain_error_response, error_response
 from modelport.protocols.v2 import VERSION_HEADER, GetManager
+from modelport.serving.manager import ModelManager, ServingModel, VersionState, VersionStatus
 from modelport.signature import to_inputs
 from modelport.types import InferRequest, InferResult, TensorSpec
 
@@ -208,7 +208,7 @@ def _rows(arr: np.ndarray) -> list[Any]:
 
 
 def routes(get_manager: GetManager) -> list[Route]:
-    """Status and metadata; ``:predict`` is served by the fast lane (:mod:`modelport.protocols.fastlane`)."""
+    """Status and metadata; ``:predict`` is served by the fast lane (:mod:`modelport.server.fastlane`)."""
 
     async def endpoint(request: Request) -> Response:
         try:

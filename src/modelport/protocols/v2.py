@@ -16,7 +16,6 @@ from starlette.routing import Route
 
 from modelport import __version__
 from modelport.errors import InvalidInput, ModelportError
-from modelport.manager import ModelManager, ServingModel, VersionState, VersionStatus
 from modelport.protocols.codec import (
     array_from_bytes,
     array_to_bytes,
@@ -32,6 +31,7 @@ from modelport.protocols.codec import (
 )
 from modelport.protocols.errors import JSON, Payload, domain_error_response, error_response
 from modelport.reference import parse_name, parse_reference, parse_selector
+from modelport.serving.manager import ModelManager, ServingModel, VersionState, VersionStatus
 from modelport.signature import to_inputs, validate_inputs
 from modelport.types import InferRequest, InferResult, Signature, TensorSpec, datatype_of
 
@@ -228,7 +228,7 @@ def model_metadata(model: ServingModel, versions: list[ServingModel]) -> dict[st
 
 def routes(get_manager: GetManager, *, management: bool = False) -> list[Route]:
     """The V2 REST endpoints other than inference (the fast lane serves ``.../infer``, see
-    :mod:`modelport.protocols.fastlane`), bound to the manager the app holds.
+    :mod:`modelport.server.fastlane`), bound to the manager the app holds.
 
     ``management`` adds the repository extension (index, load, unload) under
     ``/v2/repository/`` (the auth guard requires the ``manage`` scope there).

@@ -1,0 +1,860 @@
+"""The ``modelport`` command line. The only module that reads argv.
+
+Errors print as one line; exit code 2 for usage errors (bad arguments, bad references, bad
+settings), 1 for failures, 130 for Ctrl-C. A traceback is shown only with ``modelport --debug``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import numpy as np
+import orjson
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Column, Table
+
+from modelport import __version__
+from modelport.errors import InvalidReference, InvalidScope, InvalidSetting, ModelportError
+from modelport.reference import parse_reference
+from modelport.settings import DEFAULT_HOST, DEFAULT_PORT, Settings
+from modelport.types import Batching, ModelVersion
+
+app = typer.Typer(
+    name="modelport",
+    help="Register trained models as versioned artifacts and serve them over a fast HTTP API.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class UsageError(ModelportError):
+    """A command-line mistake: exit code 2."""
+
+
+DEBUG = {"on": False}  # set by --debug: errors keep their tracebacks
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _handled(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn every error into one clear line and the right exit code (tracebacks with --debug)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if DEBUG["on"]:
+                raise
+            if isinstance(exc, InvalidReference | InvalidScope | InvalidSetting | UsageError):
+                raise _fail(str(exc), 2) from None
+            if isinstance(exc, ModelportError):
+                raise _fail(str(exc), 1) from None
+            detail = str(exc).strip().splitlines()
+            what = f"{type(exc).__name__}: {detail[0]}" if detail else type(exc).__name__
+            raise _fail(f"unexpected {what} (run modelport --debug ... for the traceback)", 1) from None
+
+    return wrapper
+
+
+@contextmanager
+def _registry() -> Iterator[Any]:
+    from modelport.registry.registry import Registry
+
+    registry = Registry.open(Settings.from_env())
+    try:
+        yield registry
+    finally:
+        registry.close()
+
+
+def _pairs(items: list[str] | None, what: str, numeric: bool) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--{what} expects KEY=VALUE, got {item!r}")
+        if numeric:
+            try:
+                result[key] = float(value) if any(c in value for c in ".eE") else int(value)
+            except ValueError:
+                result[key] = value
+        else:
+            result[key] = value
+    return result
+
+
+def read_data(source: str) -> Any:
+    """Read inline JSON, or a .json / .csv / .npy file, as data for a sample or a prediction."""
+    path = Path(source)
+    text = source.strip()
+    if text[:1] in "[{" and not path.exists():
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise UsageError(f"--input is not valid JSON: {exc}") from None
+    if not path.is_file():
+        raise UsageError(f"{source!r} is neither a file nor inline JSON")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        import pandas as pd
+
+        try:
+            frame = pd.read_csv(path)
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            why = _first_line(exc)
+            raise UsageError(f"cannot read {path} as CSV (a header row, then one row per line): {why}") from None
+        if frame.empty:
+            raise UsageError(f"{path} has a header but no rows; add at least one row of values")
+        return frame
+    if suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            why = _first_line(exc)
+            raise UsageError(f"cannot read {path} as a NumPy .npy array (pickled ones are refused): {why}") from None
+    if suffix == ".json":
+        try:
+            return orjson.loads(path.read_bytes())
+        except orjson.JSONDecodeError as exc:
+            raise UsageError(f"{path} is not valid JSON: {exc}") from None
+    raise UsageError(f"cannot read {path}: use a .json, .csv or .npy file")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def configure_cli_logging(debug: bool) -> None:
+    """The ``modelport`` logger's warnings (and, with --debug, everything) as plain lines on stderr."""
+    import logging
+
+    logger = logging.getLogger("modelport")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        out.print(f"modelport {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors (for bug reports).")] = False,
+) -> None:
+    """Register trained models as versioned artifacts and serve them over a fast HTTP API.
+
+    The registry lives in ./.modelport (or $MODELPORT_HOME); $MODELPORT_DATABASE_URL points the
+    metadata at another database, e.g. PostgreSQL.
+    """
+    DEBUG["on"] = debug
+    configure_cli_logging(debug)
+
+
+@app.command()
+@_handled
+def register(
+    path: Annotated[Path, typer.Argument(help="Model file (.onnx, .skops, .pkl/.joblib) or custom model directory.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Model name; the version number is assigned.")],
+    sample: Annotated[
+        str | None, typer.Option(help="Sample input (.csv with header, .json, .npy) for signature and checks.")
+    ] = None,
+    alias: Annotated[list[str] | None, typer.Option(help="Alias to point at the new version (repeatable).")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="Tag KEY=VALUE (repeatable).")] = None,
+    metric: Annotated[list[str] | None, typer.Option(help="Metric KEY=VALUE (repeatable).")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="Parameter KEY=VALUE (repeatable).")] = None,
+    description: Annotated[str, typer.Option(help="Free-text description.")] = "",
+    trust_pickle: Annotated[
+        bool, typer.Option("--trust-pickle", help="Accept pickle/joblib files and custom Python code (they run code).")
+    ] = False,
+    runtime: Annotated[
+        str | None,
+        typer.Option(help="scikit-learn models: onnx (must convert) or sklearn (native); default: ONNX if verified."),
+    ] = None,
+    batching: Annotated[
+        bool | None,
+        typer.Option("--batching/--no-batching", help="This version's batching, over the server's (default: on)."),
+    ] = None,
+    max_batch_size: Annotated[
+        int | None, typer.Option(min=1, help="This version's most rows per merged batch (server default: 64).")
+    ] = None,
+    max_batch_wait_ms: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=59_999.0, help="This version's extra wait for a batch to fill (server default: 0)."),
+    ] = None,
+    max_queue_wait_ms: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=59_999.0,
+            help="This version's expected queue wait past which requests get 503 (server default: 1000).",
+        ),
+    ] = None,
+) -> None:
+    """Register a model file or directory as the next version of NAME.
+
+    Batching and queue options are stored with the version: a server uses them instead of its
+    own defaults for this version.
+    """
+    from modelport.api import register as register_model
+
+    if not path.exists():
+        raise UsageError(f"{path} does not exist")
+    version = register_model(
+        path,
+        name=name,
+        sample_input=read_data(sample) if sample else None,
+        alias=alias or (),
+        tags=_pairs(tag, "tag", numeric=False),
+        metrics=_pairs(metric, "metric", numeric=True),
+        params=_pairs(param, "param", numeric=True),
+        description=description,
+        trust_pickle=trust_pickle,
+        runtime=runtime,
+        batching=Batching(batching, max_batch_size, max_batch_wait_ms, max_queue_wait_ms),
+    )
+    _print_registered(version)
+
+
+def _print_registered(version: ModelVersion) -> None:
+    aliases = f" (aliases: {', '.join(version.aliases)})" if version.aliases else ""
+    out.print(f"registered [bold]{version.ref}[/]{aliases}, served by the {version.runtime} runtime")
+    for note in version.notes:
+        out.print(f"  - {escape(note)}")
+
+
+@app.command()
+@_handled
+def models() -> None:
+    """List registered models."""
+    with _registry() as registry:
+        summaries = registry.models()
+    if not summaries:
+        out.print("no models registered yet: modelport register PATH --name NAME")
+        return
+    table = Table("name", "latest", "versions", "aliases", "updated", "description")
+    for s in summaries:
+        aliases = ", ".join(f"{a}→{v}" for a, v in sorted(s.aliases.items()))
+        cells = (s.name, str(s.latest_version), str(s.version_count), aliases, _when(s.updated_at), s.description)
+        table.add_row(*map(escape, cells))
+    out.print(table)
+
+
+def _when(moment: Any) -> str:
+    return str(moment.strftime("%Y-%m-%d %H:%M:%S UTC")) if moment is not None else ""
+
+
+@app.command()
+@_handled
+def show(
+    ref: Annotated[str, typer.Argument(help="Model reference: NAME, NAME@VERSION or NAME@ALIAS.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Show one version: runtime, aliases, signature, metrics, environment and notes."""
+    from modelport.registry.environment import compare
+
+    with _registry() as registry:
+        version = registry.get(ref)
+        traffic = _traffic(registry, ref)
+    mismatches = compare(version.environment, runtime=version.runtime)
+    if as_json:
+        data = _version_dict(version)
+        data["environment_mismatches"] = [m.message for m in mismatches]
+        if traffic is not None:
+            data["traffic"] = traffic
+        out.print_json(orjson.dumps(data).decode())
+        return
+    out.print(f"[bold]{version.ref}[/]  {escape(version.description)}")
+    facts = Table.grid(padding=(0, 2))
+    facts.add_row("runtime", version.runtime)
+    facts.add_row("framework", version.framework)
+    facts.add_row("aliases", ", ".join(version.aliases) or "-")
+    facts.add_row("created", _when(version.created_at))
+    facts.add_row("artifact", version.artifact)
+    facts.add_row("trusted code", "yes (pickle or custom code)" if version.trusted_code else "no")
+    own = version.batching.to_dict()
+    facts.add_row("batching", ", ".join(f"{k}={v}" for k, v in own.items()) if own else "the server's settings")
+    for title, values in (("tags", version.tags), ("metrics", version.metrics), ("params", version.params)):
+        if values:
+            facts.add_row(title, escape(", ".join(f"{k}={v}" for k, v in values.items())))
+    facts.add_row("environment", escape(", ".join(f"{k} {v}" for k, v in version.environment.items())))
+    if traffic is not None:
+        facts.add_row("traffic", ", ".join(f"version {v}: {w}%" for v, w in traffic["weights"].items()))
+    out.print(facts)
+    if traffic is not None and traffic["shadows"]:
+        _print_shadows(traffic["shadows"])
+    sig = Table("", "name", "datatype", "shape", "features", title="signature", title_justify="left")
+    for kind, specs in (("input", version.signature.inputs), ("output", version.signature.outputs)):
+        for spec in specs:
+            cells = (kind, spec.name, spec.datatype, str(list(spec.shape)), ", ".join(spec.feature_names or ()))
+            sig.add_row(*map(escape, cells))
+    out.print(sig)
+    for note in version.notes:
+        out.print(f"note: {escape(note)}")
+    for mismatch in mismatches:
+        out.print(f"[yellow]{mismatch.severity}:[/] {escape(mismatch.message)}")
+
+
+def _traffic(registry: Any, ref: str) -> dict[str, Any] | None:
+    """An alias's weighted versions and shadows (with agreement from every server), or None."""
+    from modelport.serving.shadow import summary
+
+    if parse_reference(ref).alias is None:
+        return None
+    shadows = [{"version": s.version, "fraction": s.fraction, **summary(s.stats)} for s in registry.shadows(ref)]
+    return {"weights": {str(v): w for v, w in registry.splits(ref).items()}, "shadows": shadows}
+
+
+def _print_shadows(shadows: list[dict[str, Any]]) -> None:
+    table = Table(
+        "shadow", "mirrored", "compared", "errors", "dropped", "agreement", title="shadows", title_justify="left"
+    )
+    for s in shadows:
+        parts = []
+        for name, entry in s["outputs"].items():
+            if "agreement" in entry:
+                parts.append(f"{name}: {entry['agreement']:.1%} equal")
+            else:
+                parts.append(f"{name}: mean |Δ| {entry['mean_abs_diff']:.3g}, max |Δ| {entry['max_abs_diff']:.3g}")
+        mirrored = f"{s['fraction']:.0%}"
+        counts = (str(s["requests"]), str(s["errors"]), str(s["dropped"]))
+        table.add_row(f"version {s['version']}", mirrored, *counts, "; ".join(parts) or "-")
+    out.print(table)
+
+
+def _version_dict(version: ModelVersion) -> dict[str, Any]:
+    return {
+        "name": version.name,
+        "version": version.version,
+        "aliases": list(version.aliases),
+        "runtime": version.runtime,
+        "framework": version.framework,
+        "artifact": version.artifact,
+        "created_at": version.created_at.isoformat(),
+        "description": version.description,
+        "tags": dict(version.tags),
+        "metrics": dict(version.metrics),
+        "params": dict(version.params),
+        "environment": dict(version.environment),
+        "notes": list(version.notes),
+        "trusted_code": version.trusted_code,
+        "batching": version.batching.to_dict(),
+        "signature": version.signature.to_dict(),
+    }
+
+
+@app.command()
+@_handled
+def alias(
+    ref: Annotated[
+        str,
+        typer.Argument(help="The version to point at (NAME@VERSION); NAME with --remove; NAME@ALIAS with --shadow."),
+    ],
+    alias_name: Annotated[str | None, typer.Argument(metavar="[ALIAS]", help="Alias name, e.g. production.")] = None,
+    remove: Annotated[bool, typer.Option("--remove", help="Remove the alias (or, with --shadow, the shadow).")] = False,
+    weight: Annotated[
+        int | None,
+        typer.Option(min=0, max=99, help="Send this percent of ALIAS's traffic to REF; the rest stays (0 stops)."),
+    ] = None,
+    shadow: Annotated[
+        str | None, typer.Option(help="Mirror requests for REF (NAME@ALIAS) to this version, e.g. iris@5.")
+    ] = None,
+    fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of requests --shadow mirrors.")] = 1.0,
+) -> None:
+    """Point ALIAS at a version (moving it if it exists), split its traffic, shadow it, or remove it."""
+    with _registry() as registry:
+        if shadow is not None:
+            if alias_name is not None:
+                raise UsageError(
+                    "--shadow takes the alias from REF (NAME@ALIAS): modelport alias iris@production --shadow iris@5"
+                )
+            if remove:
+                registry.remove_shadow(ref, shadow)
+                out.print(f"{ref}: no longer mirrored to {shadow}")
+                return
+            mirrored = registry.set_shadow(ref, shadow, fraction)
+            out.print(f"{ref}: mirroring {fraction:.0%} of requests to {mirrored.ref} (callers get {ref}'s answers)")
+            return
+        if alias_name is None:
+            raise UsageError("give the ALIAS, e.g. modelport alias iris@4 production")
+        if weight is not None:
+            weights = registry.split(ref, alias_name, weight)
+            name = parse_reference(ref).name
+            out.print(f"{name}@{alias_name} → " + ", ".join(f"version {v}: {w}%" for v, w in weights.items()))
+            return
+        if remove:
+            name = parse_reference(ref).name
+            registry.remove_alias(name, alias_name)
+            out.print(f"removed alias {alias_name!r} from {name}")
+            return
+        version = registry.set_alias(ref, alias_name)
+    out.print(f"{version.name}@{alias_name} → version {version.version}")
+
+
+@app.command()
+@_handled
+def promote(
+    ref: Annotated[str, typer.Argument(help="The version to promote, e.g. iris@5.")],
+    alias_name: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias name, e.g. production.")],
+    create: Annotated[bool, typer.Option("--create", help="Create ALIAS if the model has no such alias yet.")] = False,
+) -> None:
+    """Move ALIAS fully to REF's version, ending its split and that version's shadow."""
+    with _registry() as registry:
+        version = registry.promote(ref, alias_name, create=create)
+    out.print(f"{version.name}@{alias_name} → version {version.version} (promoted)")
+
+
+@app.command()
+@_handled
+def rollback(
+    ref: Annotated[str, typer.Argument(help="The alias to roll back, e.g. iris@production.")],
+) -> None:
+    """Point an alias back at the version it pointed at before its last move."""
+    parsed = parse_reference(ref)
+    if parsed.alias is None:
+        raise UsageError(f"roll back an alias: give NAME@ALIAS (e.g. {parsed.name}@production), not {ref}")
+    with _registry() as registry:
+        version = registry.rollback(parsed.name, parsed.alias)
+    out.print(f"{version.name}@{parsed.alias} → version {version.version} (rolled back)")
+
+
+@app.command()
+@_handled
+def delete(
+    ref: Annotated[str, typer.Argument(help="The version to delete: NAME@VERSION or NAME@ALIAS.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete one version. Refused while an alias points to it."""
+    if not yes and sys.stdin.isatty() and not typer.confirm(f"delete {ref}?"):
+        raise typer.Exit(1)
+    with _registry() as registry:
+        version = registry.delete(ref)
+    out.print(f"deleted {version.ref}")
+
+
+@app.command()
+@_handled
+def serve(
+    refs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[REF...]",
+            help="Models to serve, e.g. iris@production churn@3. None: SageMaker mode (the model in /opt/ml/model).",
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = DEFAULT_HOST,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port to bind (0: one the system picks, logged).")
+    ] = DEFAULT_PORT,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the port.")] = 1,
+    threads: Annotated[int, typer.Option(min=0, help="Compute threads per worker (0: cores / workers).")] = 0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    insecure_open: Annotated[
+        bool, typer.Option("--insecure-open", help="Serve a non-loopback address WITHOUT authentication.")
+    ] = False,
+    enable_management: Annotated[
+        bool, typer.Option("--enable-management", help="Expose management endpoints (scope 'manage' only).")
+    ] = False,
+    jwt_public_key: Annotated[
+        Path | None, typer.Option(help="PEM public key that verifies OAuth2 bearer tokens (JWT).")
+    ] = None,
+    jwt_jwks: Annotated[Path | None, typer.Option(help="JWKS file that verifies OAuth2 bearer tokens (JWT).")] = None,
+    jwt_issuer: Annotated[str | None, typer.Option(help="Required 'iss' claim of bearer tokens.")] = None,
+    jwt_audience: Annotated[str | None, typer.Option(help="Required 'aud' claim of bearer tokens.")] = None,
+    jwt_discovery: Annotated[
+        bool,
+        typer.Option(
+            "--jwt-discovery",
+            help="Get the token keys from --jwt-issuer's OIDC discovery (HTTPS; cached, refetched on key rotation).",
+        ),
+    ] = False,
+    tls_certfile: Annotated[
+        Path | None, typer.Option(help="PEM certificate (chain): serve HTTPS, and gRPC over TLS.")
+    ] = None,
+    tls_keyfile: Annotated[Path | None, typer.Option(help="PEM private key (unencrypted) of --tls-certfile.")] = None,
+    tls_client_ca: Annotated[
+        Path | None, typer.Option(help="PEM CA bundle: require client certificates it signed (mutual TLS).")
+    ] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=65535, help="Also serve V2 over gRPC on this port (grpc extra; 0: one the system picks)."
+        ),
+    ] = None,
+    serve_alias: Annotated[
+        str | None, typer.Option("--alias", help="Serve, for every model with this alias, the version(s) it points at.")
+    ] = None,
+    policy: Annotated[
+        str | None, typer.Option("--policy", help="Serve every model by version policy: latest[:N], all, specific:1,3.")
+    ] = None,
+    batching: Annotated[
+        bool | None,
+        typer.Option(
+            "--batching/--no-batching", help="Merge concurrent requests (default: on; a version's own setting wins)."
+        ),
+    ] = None,
+    max_batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Most rows in one merged batch (64; a version's own setting wins).")
+    ] = None,
+    max_batch_wait_ms: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Extra wait for a batch to fill, under load (0; a version's own setting wins)."),
+    ] = None,
+    max_queue_wait_ms: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, help="Refuse (503) a request expected to queue longer than this (1000; a version's setting wins)."
+        ),
+    ] = None,
+    request_timeout: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Deadline of every inference request in seconds, then 504 (60; 0: none)."),
+    ] = None,
+) -> None:
+    """Serve models over the Open Inference Protocol (V2) and TF Serving REST APIs.
+
+    The server follows the registry: when an alias it serves moves, or a version policy gains a
+    version, it loads and warms the new version, switches traffic, drains and unloads the old one.
+
+    With no references, serve as a SageMaker container (how SageMaker starts an image: `serve`).
+    """
+
+    if not refs and not serve_alias and not policy:
+        _serve_sagemaker(log_level=log_level, access_log=access_log)
+        return
+    refs = refs or []
+    from modelport.serving.plans import specs_from
+
+    specs_from(refs, serve_alias, policy or "")  # bad references, aliases or policies stop here
+    settings = Settings.from_env(
+        host=host,
+        port=port,
+        workers=workers,
+        threads=threads,
+        log_level=log_level,
+        grpc_port=grpc_port,
+        batching=batching,
+        max_batch_size=max_batch_size,
+        max_batch_wait_ms=max_batch_wait_ms,
+        max_queue_wait_ms=max_queue_wait_ms,
+        request_timeout=request_timeout,
+    )
+    settings = settings.with_(  # flags only switch on; MODELPORT_* variables may have set them already
+        insecure_open=insecure_open or settings.insecure_open,
+        enable_management=enable_management or settings.enable_management,
+        jwt_public_key=jwt_public_key or settings.jwt_public_key,
+        jwt_jwks=jwt_jwks or settings.jwt_jwks,
+        jwt_issuer=jwt_issuer or settings.jwt_issuer,
+        jwt_audience=jwt_audience or settings.jwt_audience,
+        jwt_discovery=jwt_discovery or settings.jwt_discovery,
+        tls_certfile=tls_certfile or settings.tls_certfile,
+        tls_keyfile=tls_keyfile or settings.tls_keyfile,
+        tls_client_ca=tls_client_ca or settings.tls_client_ca,
+    )
+    from modelport.server.tls import server_tls
+
+    tls = server_tls(settings)  # unusable certificate files stop here, before anything binds
+    if settings.grpc_port is not None:
+        _require_grpc()
+    settings = settings.with_(
+        models=tuple(refs), serve_alias=serve_alias, version_policy=policy or "", threads=settings.compute_threads
+    )
+    with _registry() as registry:
+        resolved = [registry.get(ref) for ref in refs]
+        check_serving_exposure(settings, registry)
+    # port 0: the system picks one when the server binds; uvicorn's "running on" line names it
+    base = f"{'https' if tls else 'http'}://{'[' + host + ']' if ':' in host else host}:{port or '<port>'}"
+    for ref, version in zip(refs, resolved, strict=True):
+        out.print(f"serving [bold]{ref}[/] (version {version.version}, {version.runtime} runtime)")
+    if serve_alias:
+        out.print(f"serving alias [bold]{serve_alias}[/] of every model that has it")
+    if policy:
+        out.print(f"serving every model by version policy [bold]{policy}[/]")
+    out.print(f"  docs: {base}/docs   V2: {base}/v2/models/<name>/infer   TF Serving: {base}/v1/models/<name>:predict")
+    if settings.grpc_port is not None:
+        grpc_host = f"[{host}]" if ":" in host else host
+        security = f", {tls.description}" if tls else ""
+        shown = settings.grpc_port or "<port, logged at start>"
+        out.print(f"  V2 gRPC: {grpc_host}:{shown} (inference.GRPCInferenceService{security})")
+    _run_uvicorn(settings, log_level=log_level, access_log=access_log)
+
+
+def _run_uvicorn(settings: Settings, *, log_level: str, access_log: bool, **options: Any) -> None:
+    """Run the app under modelport's guarded uvicorn (:mod:`modelport.server.http`): in this process,
+    or in settings.workers processes."""
+    from modelport.server import http as httpserver
+    from modelport.server.tls import uvicorn_options
+
+    settings = settings.with_(log_level=log_level)
+    common: dict[str, Any] = {**uvicorn_options(settings), **options}
+    if settings.workers == 1:
+        from modelport.server.app import build_app
+
+        httpserver.run(build_app(settings), settings, access_log=access_log, **common)
+        return
+    os.environ.update(settings.to_env())  # each worker process builds the same app from these
+    httpserver.run("modelport.server.app:create_app", settings, access_log=access_log, factory=True, **common)
+
+
+def _serve_sagemaker(*, log_level: str, access_log: bool) -> None:
+    """The SageMaker container contract: settings from SAGEMAKER_* variables, model from /opt/ml/model."""
+    settings = Settings.for_sagemaker()
+    settings = settings.with_(log_level=log_level, threads=settings.compute_threads)
+    if settings.sagemaker_multi_model:
+        what = f"a multi-model endpoint (models under {settings.sagemaker_models_dir})"
+    else:
+        what = f"the model in {settings.sagemaker_model_dir}"
+        if not settings.sagemaker_model_dir.is_dir():
+            raise UsageError(
+                f"no models to serve: give references (modelport serve iris@production), or --alias / --policy; "
+                f"with none, modelport serves as a SageMaker container, and {settings.sagemaker_model_dir} "
+                "(MODELPORT_SAGEMAKER_MODEL_DIR) holds no model directory"
+            )
+    from modelport.server.tls import server_tls
+
+    tls = server_tls(settings)
+    where = f"{settings.host}:{settings.port}" + (f" over {tls.description}" if tls else "")
+    out.print(f"SageMaker mode: serving {what} on {where} ({settings.workers} worker(s))")
+    # keep-alive longer than SageMaker's front end keeps idle connections
+    _run_uvicorn(settings, log_level=log_level, access_log=access_log, timeout_keep_alive=75)
+
+
+@app.command()
+@_handled
+def export(
+    ref: Annotated[str, typer.Argument(help="The version to export: NAME@VERSION or NAME@ALIAS.")],
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="A new or empty directory to write.")],
+) -> None:
+    """Write a model directory that serves without the registry (SageMaker's /opt/ml/model) and its model.tar.gz."""
+    from modelport.packaging.export import export_version
+
+    with _registry() as registry:
+        version = registry.get(ref)
+        archive = export_version(version, registry.artifact_path(version), directory)
+    out.print(f"exported [bold]{version.ref}[/] ({version.runtime} runtime) to {escape(str(directory))}")
+    out.print(f"  {escape(str(archive))}: {archive.stat().st_size} bytes, the model data to upload to S3 for SageMaker")
+    out.print(f"  serve it here: MODELPORT_SAGEMAKER_MODEL_DIR={escape(str(directory))} modelport serve")
+
+
+def _require_grpc() -> None:
+    import importlib.util
+
+    for module in ("grpc", "google.protobuf"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # its parent package is missing
+            found = False
+        if not found:
+            raise ModelportError(
+                f"--grpc-port needs the grpc extra ({module} is not installed): pip install 'modelport[grpc]'"
+            )
+
+
+@app.command()
+@_handled
+def predict(
+    target: Annotated[str, typer.Argument(metavar="REF|URL", help="A model reference, or a served model's URL.")],
+    input_: Annotated[str, typer.Option("--input", "-i", help="Inline JSON, or a .json / .csv / .npy file.")],
+    output: Annotated[list[str] | None, typer.Option(help="Only these outputs (repeatable).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outputs as JSON.")] = False,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="MODELPORT_API_KEY", help="API key or bearer token for a URL.")
+    ] = None,
+) -> None:
+    """Predict with a registered model in this process, or with a running server by URL.
+
+    A URL names the model on a server: http://HOST:PORT/v2/models/NAME (Open Inference
+    Protocol) or http://HOST:PORT/v1/models/NAME (TF Serving), optionally with /versions/V.
+    """
+    from modelport.cli.client import predict_url
+
+    data = read_data(input_)
+    if target.startswith(("http://", "https://")):
+        outputs = predict_url(target, data, outputs=output, api_key=api_key)
+    else:
+        from modelport.api import load
+
+        with load(target) as model:
+            outputs = model.predict(data, outputs=output)
+    print_outputs(outputs, as_json=as_json)
+
+
+def print_outputs(outputs: dict[str, np.ndarray], *, as_json: bool = False) -> None:
+    if as_json:
+        out.print_json(orjson.dumps({k: v.tolist() for k, v in outputs.items()}).decode())
+        return
+    table = Table("row", *map(escape, outputs))
+    rows = min(len(v) for v in outputs.values()) if outputs else 0
+    for i in range(rows):
+        table.add_row(str(i), *(escape(_cell(v[i])) for v in outputs.values()))
+    out.print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return "[" + ", ".join(_cell(v) for v in value) + "]"
+    if isinstance(value, float | np.floating):
+        return f"{value:.4g}"
+    return str(value)
+
+
+@app.command()
+@_handled
+def quickstart(
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port to serve on (0: one the system picks).")
+    ] = DEFAULT_PORT,
+    serve_forever: Annotated[bool, typer.Option("--serve/--no-serve", help="Keep serving until Ctrl-C.")] = True,
+) -> None:
+    """Train the bundled Iris example, register it as iris@production, serve it and predict."""
+    from modelport.cli.quickstart import run
+
+    raise typer.Exit(run(port=port, serve_forever=serve_forever, console=out))
+
+
+@app.command()
+@_handled
+def bench(
+    target: Annotated[str, typer.Argument(metavar="REF|URL", help="A model reference (served for the run) or URL.")],
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Concurrent connections.")] = 8,
+    duration: Annotated[float | None, typer.Option(help="Seconds of load (default 10 unless --requests).")] = None,
+    requests: Annotated[int | None, typer.Option(min=1, help="Send this many requests instead of a duration.")] = None,
+    rows_per_request: Annotated[int, typer.Option(min=1, help="Rows in each request (example rows repeated).")] = 1,
+    protocol: Annotated[str | None, typer.Option(help="v2 or tfserving (default: the URL's, else v2).")] = None,
+    output: Annotated[Path, typer.Option(help="Directory for results.json and latency.png.")] = Path("bench-results"),
+    compare: Annotated[Path | None, typer.Option(help="A previous results.json: exit 1 if this run regressed.")] = None,
+    max_regression: Annotated[str, typer.Option(help="Allowed drop in req/s or rise in p99 for --compare.")] = "10%",
+    locustfile: Annotated[Path | None, typer.Option(help="Write a Locust file for the model and exit.")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="MODELPORT_API_KEY", help="API key (bearer token).")] = None,
+) -> None:
+    """Load a model with valid requests built from its signature: req/s, latency percentiles, errors.
+
+    Writes results.json and a latency histogram (latency.png, with the bench extra). With
+    --compare BASELINE.json it is a CI gate: exit 1 when req/s dropped or p99 rose by more than
+    --max-regression.
+    """
+    from modelport.bench.benchmark import BenchOptions
+    from modelport.bench.benchmark import bench as run_bench
+
+    options = BenchOptions(
+        target=target,
+        concurrency=concurrency,
+        duration_s=duration,
+        requests=requests,
+        rows_per_request=rows_per_request,
+        protocol=protocol,
+        output=output,
+        compare=compare,
+        max_regression=max_regression,
+        locustfile=locustfile,
+        api_key=api_key,
+    )
+    raise typer.Exit(run_bench(options, out))
+
+
+def check_serving_exposure(settings: Settings, registry: Any) -> None:
+    """The startup rules before serving (InvalidSetting: exit 2), and the loud --insecure-open warning."""
+    from modelport.auth.authenticator import build_authenticator, check_exposure
+    from modelport.auth.oidc import jwks_fetcher
+
+    authenticator = build_authenticator(settings, registry, jwks_fetcher(settings))
+    check_exposure(settings, authenticator)
+    if not settings.loopback and not authenticator.enabled:
+        err.print(
+            f"[bold red]WARNING: serving {settings.host} WITHOUT AUTHENTICATION (--insecure-open).[/] "
+            "Anyone who can reach this address can call every model. "
+            "Use an API key instead: modelport keys create --scope infer",
+            soft_wrap=True,
+        )
+
+
+keys_app = typer.Typer(
+    help="API keys: create (shown once, stored hashed), list, revoke.", no_args_is_help=True, add_completion=False
+)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+@_handled
+def keys_create(
+    scope: Annotated[
+        list[str], typer.Option("--scope", "-s", help="infer (every model), infer:MODEL or manage (repeatable).")
+    ],
+    description: Annotated[str, typer.Option(help="What the key is for (shown by keys list).")] = "",
+) -> None:
+    """Create an API key. Only the key goes to stdout, once: KEY=$(modelport keys create --scope infer)."""
+    from modelport.auth.keys import KeyStore
+
+    with _registry() as registry:
+        record, key = KeyStore(registry.engine).create(scope, description)
+    err.print(f"created API key {record.id} (scopes: {', '.join(record.scopes)}); it is shown once, keep it secret:")
+    out.print(key, markup=False)
+
+
+@keys_app.command("list")
+@_handled
+def keys_list() -> None:
+    """List API keys (never their secrets)."""
+    from modelport.auth.keys import KeyStore
+
+    with _registry() as registry:
+        records = KeyStore(registry.engine).all()
+    if not records:
+        out.print("no API keys yet: modelport keys create --scope infer")
+        return
+    table = Table("scopes", "description", "created", "revoked")
+    table.columns.insert(0, Column("id", no_wrap=True))
+    table.columns.append(Column("ends", no_wrap=True))
+    for r in records:
+        cells = (r.id, ", ".join(r.scopes), r.description, _when(r.created_at), _when(r.revoked_at), f"...{r.last4}")
+        table.add_row(*map(escape, cells))
+    out.print(table)
+
+
+@keys_app.command("revoke")
+@_handled
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's id (keys list shows it).")],
+) -> None:
+    """Revoke an API key; running servers refuse it within MODELPORT_POLL_SECONDS."""
+    from modelport.auth.keys import KeyStore
+
+    with _registry() as registry:
+        record = KeyStore(registry.engine).revoke(key_id)
+    out.print(f"revoked API key {record.id} (scopes: {', '.join(record.scopes)})")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,311 @@
+"""Exported models: a directory that serves one version without the registry (SageMaker's ``/opt/ml/model``).
+
+``modelport export iris@3 DIR`` writes::
+
+    DIR/modelport.json    the version record: name, version, runtime, framework, signature,
+                          environment, notes, trusted_code, batching, the artifact key and its file list
+    DIR/<artifact files>  exactly as the registry stores them (model.onnx, sklearn.json, ...)
+    DIR/model.tar.gz      all of the above at the archive root: what SageMaker wants in S3
+
+:func:`read_model_dir` reads such a directory back (checking every file against the artifact
+key), or packages a plain ``model.onnx`` / ``*.skops`` file found there instead.
+:class:`ExportSource` is the :class:`~modelport.serving.manager.ModelSource` over those directories.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from modelport.errors import InvalidModel, ModelportError, NotFound, UntrustedArtifact
+from modelport.reference import Reference, parse_name
+from modelport.runtimes.base import Runtime
+from modelport.serving.loading import open_version
+from modelport.settings import ENVIRONMENT
+from modelport.stores.local import artifact_files, file_digest, manifest_key
+from modelport.types import Batching, ModelVersion, Signature
+
+log = logging.getLogger("modelport")
+
+RECORD = "modelport.json"
+ARCHIVE = "model.tar.gz"
+FORMAT = 1
+PLAIN_SUFFIXES = (".onnx", ".skops")
+SAMPLES = ("sample.json", "sample.csv")
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+def record_of(version: ModelVersion, files: list[str]) -> dict[str, Any]:
+    """The JSON record of ``version`` whose artifact consists of ``files``."""
+    return {
+        "format": FORMAT,
+        "name": version.name,
+        "version": version.version,
+        "runtime": version.runtime,
+        "framework": version.framework,
+        "artifact": version.artifact,
+        "files": files,
+        "signature": version.signature.to_dict(),
+        "environment": dict(version.environment),
+        "notes": list(version.notes),
+        "trusted_code": version.trusted_code,
+        "batching": version.batching.to_dict(),
+        "description": version.description,
+        "tags": dict(version.tags),
+        "metrics": dict(version.metrics),
+        "params": dict(version.params),
+        "created_at": version.created_at.isoformat(),
+    }
+
+
+def export_version(version: ModelVersion, artifact: Path, directory: Path) -> Path:
+    """Write the export layout of ``version`` (artifact files in ``artifact``) into ``directory``.
+
+    ``directory`` must be new or empty. Returns the path of ``model.tar.gz``.
+    """
+    directory = Path(directory)
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise InvalidModel(f"{directory} is not an empty directory; give a new or empty one to export into")
+    files = artifact_files(artifact)
+    names = [rel for rel, _ in files]
+    clash = [rel for rel in names if rel in (RECORD, ARCHIVE)]
+    if clash:
+        raise InvalidModel(f"{version.ref}: its artifact has a file named {clash[0]!r}, which the export layout uses")
+    directory.mkdir(parents=True, exist_ok=True)
+    for rel, path in files:
+        target = directory / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)  # store files are read-only; the copy need not be
+    (directory / RECORD).write_bytes(orjson.dumps(record_of(version, names), option=orjson.OPT_INDENT_2))
+    return write_archive(directory, [RECORD, *names])
+
+
+def write_archive(directory: Path, names: list[str]) -> Path:
+    """``directory/model.tar.gz`` holding ``names`` at the archive root, byte-for-byte reproducible."""
+    target = directory / ARCHIVE
+    with (
+        open(target, "wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as zipped,
+        tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for name in sorted(names):
+            path = directory / name
+            info = tarfile.TarInfo(name)
+            info.size = path.stat().st_size
+            info.mode = 0o644
+            with open(path, "rb") as handle:
+                tar.addfile(info, handle)
+    return target
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def version_from_record(data: Mapping[str, Any], where: Path) -> tuple[ModelVersion, list[str]]:
+    """The version and artifact file list a ``modelport.json`` describes."""
+    try:
+        if data.get("format") != FORMAT:
+            raise ValueError(f"unknown format {data.get('format')!r} (this modelport reads format {FORMAT})")
+        version = ModelVersion(
+            name=parse_name(str(data["name"])),
+            version=int(data["version"]),
+            runtime=str(data["runtime"]),
+            framework=str(data["framework"]),
+            artifact=str(data["artifact"]),
+            signature=Signature.from_dict(data["signature"]),
+            created_at=datetime.fromisoformat(str(data["created_at"])),
+            environment={str(k): str(v) for k, v in data.get("environment", {}).items()},
+            tags={str(k): str(v) for k, v in data.get("tags", {}).items()},
+            metrics=dict(data.get("metrics", {})),
+            params=dict(data.get("params", {})),
+            description=str(data.get("description", "")),
+            notes=tuple(str(n) for n in data.get("notes", ())),
+            trusted_code=data.get("trusted_code") is True,
+            batching=Batching.from_dict(data.get("batching", {})),
+        )
+        files = [str(f) for f in data["files"]]
+    except (KeyError, TypeError, ValueError, ModelportError) as exc:
+        raise InvalidModel(
+            f"{where} is not a valid modelport export record ({exc}); re-create it with modelport export REF DIR"
+        ) from None
+    return version, files
+
+
+def read_export(directory: Path) -> ModelVersion:
+    """The version exported into ``directory``, after checking its files against the artifact key."""
+    record = directory / RECORD
+    try:
+        data = orjson.loads(record.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise InvalidModel(f"cannot read {record}: {exc}") from None
+    version, files = version_from_record(data if isinstance(data, dict) else {}, record)
+    root = directory.resolve()
+    entries = []
+    for rel in files:
+        path = (directory / rel).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            raise InvalidModel(f"{directory}: artifact file {rel!r} listed in {RECORD} is missing or outside it")
+        entries.append((rel, file_digest(path)))
+    if manifest_key(entries) != version.artifact:
+        raise InvalidModel(
+            f"{directory}: the artifact files do not match the key {version.artifact} in {RECORD} "
+            "(changed or corrupted after export); export the version again"
+        )
+    return version
+
+
+def read_model_dir(directory: Path, workdir: Path) -> tuple[ModelVersion, Path]:
+    """The version in a SageMaker model directory and the directory its runtime loads.
+
+    An export (``modelport.json``) is served as is. Otherwise one plain ``.onnx`` or ``.skops``
+    file is packaged into ``workdir`` (a ``.skops`` needs ``sample.json`` or ``sample.csv``
+    beside it, with the training columns, to build its signature). Pickles are never loaded here.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise NotFound(
+            f"no model directory at {directory}: put a modelport export (modelport export REF DIR) or a "
+            "model.onnx / .skops file there, or set MODELPORT_SAGEMAKER_MODEL_DIR"
+        )
+    if (directory / RECORD).is_file():
+        return read_export(directory), directory
+    return _package_plain(directory, workdir)
+
+
+def _package_plain(directory: Path, workdir: Path) -> tuple[ModelVersion, Path]:
+    from modelport.packaging.ingest import package
+
+    root = directory.resolve()
+    candidates = sorted(
+        p
+        for p in directory.iterdir()
+        if p.suffix.lower() in PLAIN_SUFFIXES and p.is_file() and p.resolve().is_relative_to(root)
+    )
+    if len(candidates) != 1:
+        found = ", ".join(p.name for p in directory.iterdir()) or "nothing"
+        raise InvalidModel(
+            f"{directory} holds no {RECORD} and {'several' if candidates else 'no'} model files (found: {found}); "
+            "give a modelport export (modelport export REF DIR) or exactly one .onnx or .skops file"
+        )
+    model = candidates[0]
+    sample = _read_sample(directory)
+    if model.suffix.lower() == ".skops" and sample is None:
+        raise InvalidModel(
+            f"{model.name} needs a sample input to build its signature: put sample.json (rows) or sample.csv "
+            f"(with a header of the training columns) beside it in {directory}, or export it from the registry"
+        )
+    packaged = package(model, workdir=workdir, sample_input=sample, trust_pickle=False)
+    stem = model.stem if _valid_name(model.stem) else "model"
+    version = ModelVersion(
+        name=stem,
+        version=1,
+        runtime=packaged.runtime,
+        framework=packaged.framework,
+        artifact=manifest_key((rel, file_digest(p)) for rel, p in artifact_files(packaged.directory)),
+        signature=packaged.signature,
+        created_at=datetime.now(UTC),
+        environment=packaged.environment,
+        notes=(f"packaged at start-up from {model}", *packaged.notes),
+        trusted_code=packaged.trusted_code,
+    )
+    return version, packaged.directory
+
+
+def _valid_name(text: str) -> bool:
+    try:
+        parse_name(text)
+    except ModelportError:
+        return False
+    return True
+
+
+def _read_sample(directory: Path) -> Any:
+    json_path, csv_path = (directory / name for name in SAMPLES)
+    if json_path.is_file():
+        try:
+            return orjson.loads(json_path.read_bytes())
+        except orjson.JSONDecodeError as exc:
+            raise InvalidModel(f"{json_path} is not valid JSON: {exc}") from None
+    if csv_path.is_file():
+        import pandas as pd
+
+        return pd.read_csv(csv_path)
+    return None
+
+
+# -- serving ------------------------------------------------------------------------------------
+
+
+TRUST_VARIABLE = ENVIRONMENT["trust_exported_code"][0]
+
+
+class ExportSource:
+    """A :class:`~modelport.serving.manager.ModelSource` over model directories, by served name.
+
+    ``add`` reads a directory (see :func:`read_model_dir`) and serves it under ``name`` (default:
+    the exported model's name); ``remove`` forgets it. Plain files are packaged into a temporary
+    directory that ``close`` deletes.
+
+    A model directory is data anyone with write access to it (or to the S3 object SageMaker
+    copies into it) can forge, ``modelport.json`` included: its ``trusted_code`` flag is
+    honoured only when the server opts in with ``trust_code`` (``MODELPORT_TRUST_EXPORTED_CODE``).
+    """
+
+    def __init__(self, *, threads: int = 1, allow_env_mismatch: bool = False, trust_code: bool = False) -> None:
+        self.threads = threads
+        self.allow_env_mismatch = allow_env_mismatch
+        self.trust_code = trust_code
+        self._models: dict[str, tuple[ModelVersion, Path]] = {}  # name -> version, artifact directory
+        self._workdir: Path | None = None
+
+    def add(self, directory: Path, name: str | None = None) -> ModelVersion:
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="modelport-sagemaker-"))
+        version, artifact = read_model_dir(directory, self._workdir)
+        if version.trusted_code and not self.trust_code:
+            raise UntrustedArtifact(
+                f"{directory}: {version.ref} runs code when loaded (a pickle or custom Python code), and this "
+                f"server loads code from model directories only when told to: set {TRUST_VARIABLE}=1 if you "
+                "trust whoever can write this directory (or the S3 object it comes from)"
+            )
+        if name is not None and name != version.name:
+            version = replace(version, name=name)
+        self._models[version.name] = (version, artifact)
+        log.info("model %s from %s (%s runtime)", version.name, directory, version.runtime)
+        return version
+
+    def remove(self, name: str) -> None:
+        found = self._models.pop(name, None)
+        if found is not None and self._workdir is not None and found[1].is_relative_to(self._workdir):
+            shutil.rmtree(found[1], ignore_errors=True)  # a plain file packaged at load
+
+    def resolve(self, ref: Reference) -> ModelVersion:
+        found = self._models.get(ref.name)
+        if found is None:
+            raise NotFound(f"model {ref.name!r} is not in this endpoint (models: {', '.join(self._models) or 'none'})")
+        version = found[0]
+        if ref.alias is not None or (ref.version is not None and ref.version != version.version):
+            raise NotFound(f"{ref} is not here: this endpoint serves {version.name} version {version.version} only")
+        return version
+
+    def open(self, version: ModelVersion) -> Runtime:
+        _, artifact = self._models[version.name]
+        return open_version(version, artifact, threads=self.threads, allow_env_mismatch=self.allow_env_mismatch)
+
+    def close(self) -> None:
+        self._models.clear()
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None

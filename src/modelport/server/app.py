@@ -1,0 +1,357 @@
+"""The ASGI app: one factory wires settings, registry, manager and protocols together.
+
+``build_app(settings)`` builds the app; its lifespan opens the registry, loads
+``settings.models`` and closes everything at shutdown. ``create_app()`` is the same from the
+environment, for ``uvicorn --factory modelport.app:create_app`` (each worker process builds one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
+from typing import Any
+
+from fastapi.openapi.docs import get_swagger_ui_html
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from modelport.auth.authenticator import Authenticator
+from modelport.errors import ModelNotReady, ModelportError
+from modelport.protocols import openapi, sagemaker, tfserving, v2
+from modelport.protocols.codec import dumps
+from modelport.protocols.errors import JSON, domain_error_response, error_response, too_large, unsupported_encoding
+from modelport.server.fastlane import (
+    BodyTooLarge,
+    ClientGone,
+    FastLane,
+    UnsupportedEncoding,
+    decode_body,
+    read_body,
+)
+from modelport.server.guard import AuthGuard, Gate, authentication, is_loopback
+from modelport.server.http import listening_addresses
+from modelport.server.logs import configure_modelport
+from modelport.serving.batching import BatchSettings
+from modelport.serving.manager import ModelManager, RegistrySource
+from modelport.serving.plans import specs_from
+from modelport.serving.sagemaker import SageMakerEndpoint
+from modelport.serving.watcher import watching
+from modelport.settings import Settings
+
+logger = logging.getLogger("modelport")
+
+EXPOSURE_POLLS = 50  # tenths of a second to wait for the server to bind its sockets
+
+
+class BodyLimit:
+    """Refuse bodies over ``max_bytes`` with 413 before reading more of them, and hand on a
+    gzip or deflate body decompressed (the limit applies to its decompressed size; plain ASGI)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = encoding = None
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                length = value
+            elif key == b"content-encoding":
+                encoding = value.decode("latin-1")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await self._refuse(scope, receive, send)
+            return
+        if length is not None and encoding is None:
+            await self.app(scope, receive, send)  # the server holds the body to its declared length
+            return
+        # No declared length (chunked), or compressed: read up to the limit, then hand the body on.
+        try:
+            body = await read_body(receive, self.max_bytes)
+            if encoding is not None:
+                body = decode_body(body, encoding, self.max_bytes)
+                kept = [(k, v) for k, v in scope["headers"] if k not in (b"content-encoding", b"content-length")]
+                scope = {**scope, "headers": [*kept, (b"content-length", b"%d" % len(body))]}
+        except ClientGone:
+            return
+        except BodyTooLarge:
+            await self._refuse(scope, receive, send)
+            return
+        except UnsupportedEncoding as exc:
+            await unsupported_encoding(str(exc)).response()(scope, receive, send)
+            return
+        except ModelportError as exc:
+            await domain_error_response(exc)(scope, receive, send)
+            return
+        replay: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def replayed() -> Message:
+            return replay.pop() if replay else await receive()
+
+        await self.app(scope, replayed, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await too_large(self.max_bytes).response()(scope, receive, send)
+
+
+class _Holder:
+    """The manager the lifespan makes; handlers ask for it on each request."""
+
+    def __init__(self, manager: ModelManager | None) -> None:
+        self.manager = manager
+        self.authenticator: Authenticator | None = None  # set by the lifespan; gRPC uses it too
+        self.grpc_port: int | None = None  # the bound gRPC port while the app runs
+
+    def get(self) -> ModelManager:
+        manager = self.manager
+        if manager is None:
+            raise ModelNotReady("the server is starting: models are still loading; retry shortly")
+        return manager
+
+
+def build_app(
+    settings: Settings, *, manager: ModelManager | None = None, authenticator: Authenticator | None = None
+) -> ModelportApp:
+    """The modelport ASGI app. Pass ``manager`` to serve one you built (it stays yours to close).
+
+    The lifespan builds the authenticator (API keys from the registry, JWT per ``settings``)
+    unless one is given, and refuses to start when the startup rules are broken
+    (:func:`modelport.auth.authenticator.check_exposure`).
+    """
+    holder = _Holder(manager)
+    # SageMaker mode serves /opt/ml/model (or a multi-model endpoint), not the registry.
+    endpoint = SageMakerEndpoint(settings) if settings.sagemaker and manager is None else None
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            async with serving(app):
+                yield
+        except ModelportError as exc:
+            if isinstance(app, ModelportApp):
+                app.startup_error = exc  # said in one line, not as a traceback
+            raise
+
+    @asynccontextmanager
+    async def serving(app: Starlette) -> AsyncIterator[None]:
+        if manager is not None:
+            async with authentication(settings, None, authenticator) as auth:
+                holder.authenticator = auth
+                if settings.models:
+                    manager.load(settings.models)
+                async with _grpc(settings, holder), exposure_check(settings, holder):
+                    with frozen_heap():
+                        yield
+            return
+        if endpoint is not None:
+            async with authentication(settings, None, authenticator) as auth:
+                holder.authenticator = auth
+                holder.manager = endpoint.start()
+                try:
+                    with frozen_heap():
+                        yield
+                finally:
+                    holder.manager = None
+                    endpoint.close()
+            return
+        from modelport.registry.registry import Registry
+
+        registry = Registry.open(settings)
+        threads = settings.compute_threads
+        source = RegistrySource(registry, threads=threads, allow_env_mismatch=settings.allow_env_mismatch)
+        own = ModelManager(
+            source,
+            threads=threads,
+            batching=BatchSettings.from_settings(settings),
+            timeout=settings.request_timeout,
+            overload_unready=settings.overload_unready,
+        )
+        try:
+            async with authentication(settings, registry, authenticator) as auth:
+                holder.authenticator = auth
+                own.follow(specs_from(settings.models, settings.serve_alias, settings.version_policy))
+                if not (settings.models or settings.serve_alias or settings.version_policy):
+                    logger.warning("no models configured to serve; pass model references, --alias or --policy")
+                holder.manager = own
+                async with (
+                    _grpc(settings, holder),
+                    watching(own, registry, settings.poll_seconds),
+                    exposure_check(settings, holder),
+                ):
+                    with frozen_heap():
+                        yield
+        finally:
+            holder.manager = None
+            own.close()
+            registry.close()
+
+    routes = [
+        *v2.routes(holder.get, management=settings.enable_management),
+        *tfserving.routes(holder.get),
+        *_doc_routes(holder),
+    ]
+    if endpoint is not None:
+        routes += sagemaker.routes(endpoint)
+    # Plain Starlette: the protocols bring their own routes and OpenAPI document, so FastAPI's
+    # per-request machinery (dependency solving, exit stacks, telemetry hooks) would only cost time.
+    gate = Gate(settings, lambda: holder.authenticator)
+    lane = FastLane(holder.get, gate, sticky_header=settings.sticky_header, max_body_bytes=settings.max_body_bytes)
+    return ModelportApp(
+        lane,
+        holder,
+        routes=routes,
+        middleware=[Middleware(AuthGuard, gate=gate), Middleware(BodyLimit, max_bytes=settings.max_body_bytes)],
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        lifespan=lifespan,
+    )
+
+
+class ModelportApp(Starlette):
+    """Starlette, with inference POSTs handed to the :class:`FastLane` before anything else.
+
+    A start-up that fails with a domain error (a model that cannot load, a refused setting) is
+    reported to the server as one line, ``cannot start: <reason>``, instead of a traceback.
+    """
+
+    def __init__(self, lane: FastLane, holder: _Holder, **options: Any) -> None:
+        super().__init__(**options)
+        self.lane = lane
+        self._holder = holder
+        self.startup_error: ModelportError | None = None
+
+    @property
+    def grpc_port(self) -> int | None:
+        """The port the gRPC endpoint is bound to while the app runs (None without gRPC)."""
+        return self._holder.grpc_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            target = self.lane.target(scope["path"])
+            if target is not None:
+                await self.lane.serve(target, scope, receive, send)
+                return
+        if scope["type"] == "lifespan":
+            send = self._lifespan_send(send)
+        await super().__call__(scope, receive, send)
+
+    def _lifespan_send(self, send: Send) -> Send:
+        async def reporting(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed" and self.startup_error is not None:
+                message = {**message, "message": f"cannot start: {self.startup_error.message}"}
+            await send(message)
+
+        return reporting
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """While the app runs, keep what startup built (modules, loaded models) out of the cyclic GC.
+
+    Python's full collections otherwise walk every object in the process, and with ONNX Runtime,
+    NumPy and the registry loaded each one paused the event loop for tens of milliseconds: that
+    was the p99 under load. Objects made later (requests, hot-swapped versions) are collected
+    as usual; everything is handed back to the collector at shutdown.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+@asynccontextmanager
+async def exposure_check(settings: Settings, holder: _Holder) -> AsyncIterator[None]:
+    """While the app runs: once the server has bound its sockets, say loudly if one is reachable from
+    other machines while no authentication is configured (such requests are refused, 403: see
+    :meth:`~modelport.server.guard.Gate.admit`). Catches a bare ``uvicorn --host 0.0.0.0``."""
+
+    async def watch() -> None:
+        for _ in range(EXPOSURE_POLLS):
+            await asyncio.sleep(0.1)
+            authenticator = holder.authenticator
+            if settings.insecure_open or (authenticator is not None and authenticator.enabled):
+                return
+            exposed = [f"{host}:{port}" for host, port in listening_addresses() if not is_loopback(host)]
+            if exposed:
+                logger.error(
+                    "listening on %s WITHOUT authentication: requests that arrive on a non-loopback address are "
+                    "refused (403) until an API key or OAuth2 tokens are configured "
+                    "(modelport keys create --scope infer), or MODELPORT_INSECURE_OPEN=1 serves them openly",
+                    ", ".join(exposed),
+                )
+                return
+
+    task = asyncio.create_task(watch(), name="modelport-exposure-check")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
+@asynccontextmanager
+async def _grpc(settings: Settings, holder: _Holder) -> AsyncIterator[None]:
+    """The V2 gRPC endpoint on ``settings.grpc_port`` while the app runs (none when it is None; port 0:
+    one the system picks, in ``ModelportApp.grpc_port``)."""
+    if settings.grpc_port is None:
+        yield
+        return
+    try:
+        from modelport.protocols.grpc.servicer import grpc_endpoint
+    except ImportError as exc:
+        raise ModelportError(
+            f"gRPC needs the grpc extra ({exc.name} is not installed): pip install 'modelport[grpc]'"
+        ) from None
+    async with grpc_endpoint(settings, holder.get, lambda: holder.authenticator) as port:
+        holder.grpc_port = port
+        try:
+            yield
+        finally:
+            holder.grpc_port = None
+
+
+def _doc_routes(holder: _Holder) -> list[Route]:
+    async def spec(request: Request) -> Response:
+        served = holder.manager.served() if holder.manager is not None else []
+        # Only the models the caller may call (the auth guard put its principal there; none: auth is off)
+        principal = request.scope.get("state", {}).get("principal")
+        visible = principal.may_infer if principal is not None else None
+        secured = holder.authenticator is not None and holder.authenticator.enabled
+        document = openapi.build_spec(served, visible=visible, secured=secured)
+        return Response(dumps(document), media_type=JSON)
+
+    async def docs(request: Request) -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="modelport - API")
+
+    return [Route("/openapi.json", spec, methods=["GET"]), Route("/docs", docs, methods=["GET"])]
+
+
+async def _http_error(request: Request, exc: Any) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = f"no such endpoint: {request.method} {request.url.path}" if exc.status_code in (404, 405) else exc.detail
+    return error_response(str(message), exc.status_code, dict(exc.headers or {}))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(f"internal server error: {type(exc).__name__}; see the server log", 500)
+
+
+def create_app() -> ModelportApp:
+    """``build_app(Settings.from_env())``, for ``uvicorn --factory modelport.app:create_app``
+    (and each worker of ``modelport serve --workers N``); the ``modelport`` logger gets a handler
+    if the server did not give it one."""
+    settings = Settings.from_env()
+    configure_modelport(settings.log_level, settings.log_format)
+    return build_app(settings)

@@ -1,0 +1,318 @@
+"""The HTTP server modelport runs: uvicorn with httptools, guarded before any request reaches the app.
+
+What a connection may cost is bounded here, before the app (and so before authentication) sees
+anything:
+
+- **header size**: a request whose line and headers exceed ``max_header_bytes`` is answered
+  431 and closed; the bytes are counted as they arrive, so a huge header is never buffered;
+- **header-read time**: a connection has ``header_timeout`` seconds from its first byte (or
+  from being opened) to finish a request's headers, else it is answered 408 (or, when it sent
+  nothing, closed); one sweep per server checks this a few times per timeout, so requests pay
+  for no timer;
+- **connections**: at most ``max_connections`` per worker. At the cap a new connection evicts
+  the connection that has waited longest without a request in progress (idle keep-alive or
+  still sending headers); when every connection is busy, the new one is answered 503.
+
+On SIGTERM or SIGINT the server drains: it stops accepting, lets requests in progress finish,
+serves requests that arrive on already-open keep-alive connections (answered with
+``Connection: close``), closes idle connections once nothing is in flight, and exits with
+status 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+import signal
+import socket
+import stat
+from contextlib import suppress
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import httptools
+from uvicorn import Config, Server
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from modelport.settings import Settings
+
+log = logging.getLogger("modelport")
+
+DEFAULT_MAX_CONNECTIONS = 4096
+FD_HEADROOM = 256  # descriptors kept free for model files, the database, logs and the thread pool
+DRAIN_POLL_SECONDS = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one connection may cost before the app sees a request (see the module docstring)."""
+
+    max_header_bytes: int = 64 * 1024
+    header_timeout: float = 10.0
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(settings.max_header_bytes, settings.header_timeout, connection_cap(settings.max_connections))
+
+
+def connection_cap(configured: int) -> int:
+    """``configured``, or (0) as many as the process's descriptor limit allows with headroom."""
+    if configured > 0:
+        return configured
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return DEFAULT_MAX_CONNECTIONS
+    return max(16, min(DEFAULT_MAX_CONNECTIONS, soft - FD_HEADROOM))
+
+
+def raise_descriptor_limit() -> None:
+    """Raise the soft open-files limit to the hard one, as servers do (Debian's default soft limit is 1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def listening_addresses() -> list[tuple[str, int]]:
+    """The TCP addresses this process listens on (read from ``/proc/self/fd``; none where that is missing)."""
+    try:
+        descriptors = os.listdir("/proc/self/fd")
+    except OSError:
+        return []
+    found = []
+    for name in descriptors:
+        try:
+            fd = int(name)
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            sock = socket.socket(fileno=os.dup(fd))
+        except (OSError, ValueError):
+            continue
+        with sock:
+            try:
+                if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+                    continue
+                if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                    continue
+                host, port = sock.getsockname()[:2]
+            except OSError:
+                continue
+        found.append((str(host), int(port)))
+    return found
+
+
+def _status(code: int, reason: str, message: str) -> bytes:
+    body = ('{"error": "' + message + '"}').encode()
+    head = f"HTTP/1.1 {code} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+    return head.encode() + b"connection: close\r\n\r\n" + body
+
+
+TOO_LARGE = _status(
+    431,
+    "Request Header Fields Too Large",
+    "the request line and headers are larger than this server accepts (MODELPORT_MAX_HEADER_KB)",
+)
+TIMED_OUT = _status(
+    408, "Request Timeout", "the request headers did not arrive in time (MODELPORT_HEADER_TIMEOUT seconds)"
+)
+FULL = _status(503, "Service Unavailable", "the server has as many connections as it accepts; retry shortly").replace(
+    b"connection: close\r\n", b"retry-after: 1\r\nconnection: close\r\n"
+)
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits of :class:`Limits` and a keep-alive-friendly drain."""
+
+    def __init__(self, config: Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self.limits: Limits = getattr(config, "modelport_limits", None) or Limits()
+        self._reading_headers = False  # between a request's first byte (or the connection) and its headers
+        self._header_bytes = 0
+        self._received = False  # any byte at all on this connection
+        self._since = 0.0  # when the connection last became idle or started a request's headers
+        self._draining = False
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.limits.max_connections and not self._evict_one():
+            transport.write(FULL)
+            transport.close()
+            return
+        super().connection_made(transport)
+        self._start_headers()
+        _watch_headers(self.loop, self.server_state, self.limits)
+
+    def _evict_one(self) -> bool:
+        """Close the connection that has waited longest without a request in progress."""
+        waiting = [c for c in self.connections if isinstance(c, GuardedProtocol) and c.evictable]
+        if not waiting:
+            return False
+        oldest = min(waiting, key=lambda c: c._since)
+        oldest._close()
+        return True
+
+    @property
+    def evictable(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is None:  # refused in connection_made
+            return
+        super().connection_lost(exc)
+
+    def _close(self) -> None:
+        self._reading_headers = False
+        self.connections.discard(self)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    # -- headers: size and time -----------------------------------------------------------------
+
+    def _start_headers(self) -> None:
+        """From now the headers must arrive within ``header_timeout`` (the server's sweep checks)."""
+        self._reading_headers = True
+        self._header_bytes = 0
+        self._since = self.loop.time()
+
+    def _headers_timed_out(self) -> None:
+        if not self._reading_headers or self.transport.is_closing():
+            return
+        if self._received:
+            self.transport.write(TIMED_OUT)
+        self._close()
+
+    def data_received(self, data: bytes) -> None:
+        self._received = True
+        if not self._reading_headers and (self.cycle is None or self.cycle.response_complete):
+            self._start_headers()  # the next request on a keep-alive connection
+        if self._reading_headers:
+            self._header_bytes += len(data)
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.send_400_response("Upgrades are not supported.")
+            return
+        except httptools.HttpParserError:
+            self.logger.warning("Invalid HTTP request received.")
+            self.send_400_response("Invalid HTTP request received.")
+            return
+        if self._reading_headers and self._header_bytes > self.limits.max_header_bytes:
+            self.transport.write(TOO_LARGE)
+            self._close()
+
+    def on_headers_complete(self) -> None:
+        self._reading_headers = False
+        super().on_headers_complete()
+        if self._draining and self.cycle is not None:
+            self.cycle.keep_alive = False  # answered with Connection: close
+
+    def on_response_complete(self) -> None:
+        self._since = self.loop.time()
+        super().on_response_complete()
+
+    # -- draining -------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Keep serving what this connection sends while the server drains; close it when idle."""
+        self._draining = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+            return
+        self.loop.call_later(DRAIN_POLL_SECONDS, self._close_when_drained)
+
+    def _close_when_drained(self) -> None:
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # a request arrived: its response closes the connection
+        if self.tasks or (self._reading_headers and self._header_bytes):
+            self.loop.call_later(DRAIN_POLL_SECONDS, self._close_when_drained)
+            return
+        self._close()
+
+
+def _watch_headers(loop: asyncio.AbstractEventLoop, state: Any, limits: Limits) -> None:
+    """Start the server's header-time sweep unless it runs: one timer per server, not one per
+    request, checks every connection still sending headers a few times per timeout."""
+    if getattr(state, "modelport_sweeping", False):
+        return
+    state.modelport_sweeping = True
+    interval = min(1.0, limits.header_timeout / 4)
+
+    def sweep() -> None:
+        now = loop.time()
+        for connection in list(state.connections):
+            if (
+                isinstance(connection, GuardedProtocol)
+                and connection._reading_headers
+                and now - connection._since >= limits.header_timeout
+            ):
+                connection._headers_timed_out()
+        if state.connections:
+            loop.call_later(interval, sweep)
+        else:
+            state.modelport_sweeping = False
+
+    loop.call_later(interval, sweep)
+
+
+class ModelportServer(Server):
+    """uvicorn's server, exiting normally (status 0) after a clean drain on SIGTERM or SIGINT.
+
+    uvicorn records the signal and raises it again once it has shut down, so a drained server
+    died "of SIGTERM" (status 143), which supervisors report as a crash. Here a second SIGINT
+    still forces the exit; nothing is re-raised.
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
+
+
+def run(app: Any, settings: Settings, *, access_log: bool = False, factory: bool = False, **options: Any) -> None:
+    """Serve ``app`` on ``settings.host``:``settings.port`` until SIGTERM/SIGINT, then drain and return.
+
+    ``app`` is an ASGI app, or with ``settings.workers > 1`` an import string (each worker
+    process builds its own; ``factory`` says it names a factory). ``options`` go to uvicorn's
+    ``Config`` (TLS files, keep-alive timeout). Exits with uvicorn's start-up failure status when
+    the app or the socket cannot start.
+    """
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    from modelport.server.logs import logging_config
+
+    raise_descriptor_limit()
+    config = Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http=GuardedProtocol,
+        workers=settings.workers,
+        factory=factory,
+        log_config=logging_config(settings.log_level, settings.log_format, access_log=access_log),
+        log_level=settings.log_level,
+        access_log=access_log,
+        timeout_graceful_shutdown=30,
+        # modelport reads no X-Forwarded-* header, and the Server header only advertises versions
+        proxy_headers=False,
+        server_header=False,
+        **options,
+    )
+    config.modelport_limits = Limits.from_settings(settings)  # type: ignore[attr-defined]  # read by GuardedProtocol
+    if settings.workers > 1:
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    server = ModelportServer(config)
+    server.run()
+    if not server.started:
+        raise SystemExit(STARTUP_FAILURE)

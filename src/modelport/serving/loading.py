@@ -1,0 +1,78 @@
+"""Open a registered version as a loaded runtime: trust, environment check, load."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from modelport.errors import EnvironmentMismatch, InvalidModel, ModelportError, UntrustedArtifact
+from modelport.registry.environment import compare
+from modelport.runtimes import KINDS, Runtime
+from modelport.runtimes import sklearn as sklearn_runtime
+from modelport.types import ModelVersion
+
+log = logging.getLogger("modelport")
+
+
+def open_version(
+    version: ModelVersion, artifact: Path, *, threads: int = 1, allow_env_mismatch: bool = False
+) -> Runtime:
+    """A runtime of ``version.runtime`` with ``artifact`` loaded, ready to predict.
+
+    Raises UntrustedArtifact when the artifact runs code but the version was not registered as
+    trusted, EnvironmentMismatch when library versions make the model unsafe to serve (unless
+    ``allow_env_mismatch``), and InvalidModel when loading fails.
+    """
+    if version.runtime not in KINDS:
+        raise InvalidModel(
+            f"{version.ref} needs the {version.runtime!r} runtime, which this server does not have "
+            f"(available: {', '.join(sorted(KINDS))})"
+        )
+    cls = KINDS[version.runtime]
+    pickled = _check_trust(version, artifact, runs_code=cls.capabilities.runs_code)
+    _check_environment(version, pickled=pickled, allow_env_mismatch=allow_env_mismatch)
+    runtime = cls()
+    try:
+        runtime.load(artifact, version.signature, threads=threads)
+    except (UntrustedArtifact, EnvironmentMismatch):
+        raise
+    except Exception as exc:  # corrupt files surface as anything the library raises
+        cause = exc.message if isinstance(exc, ModelportError) else f"{type(exc).__name__}: {exc}"
+        raise InvalidModel(f"cannot load {version.ref} with the {version.runtime} runtime: {cause}") from exc
+    return runtime
+
+
+def _check_trust(version: ModelVersion, artifact: Path, *, runs_code: bool) -> bool:
+    """Refuse code-running artifacts not registered as trusted; return whether it is a pickle.
+
+    For a scikit-learn artifact the model file itself says whether it runs code (what a skops
+    file would import), not the manifest beside it.
+    """
+    pickled = False
+    if version.runtime == sklearn_runtime.SklearnRuntime.kind:
+        try:
+            manifest = sklearn_runtime.inspect(artifact)
+        except InvalidModel as exc:
+            raise InvalidModel(f"cannot load {version.ref}: {exc.message}") from exc
+        runs_code = runs_code or manifest.runs_code
+        pickled = manifest.format == "pickle"
+    if runs_code and not version.trusted_code:
+        raise UntrustedArtifact(
+            f"{version.ref} runs code when loaded ({version.runtime} runtime) but was not registered as trusted; "
+            "re-register it with --trust-pickle (CLI) or trust_pickle=True (Python) if you trust its source"
+        )
+    return pickled
+
+
+def _check_environment(version: ModelVersion, *, pickled: bool, allow_env_mismatch: bool) -> None:
+    mismatches = compare(version.environment, runtime=version.runtime, pickled=pickled)
+    for mismatch in mismatches:
+        level = logging.INFO if mismatch.severity == "info" else logging.WARNING
+        log.log(level, "%s: %s", version.ref, mismatch.message)
+    errors = [m for m in mismatches if m.severity == "error"]
+    if errors and not allow_env_mismatch:
+        raise EnvironmentMismatch(
+            f"{version.ref} cannot be served safely here: "
+            + "; ".join(m.message for m in errors)
+            + " (to serve it anyway: MODELPORT_ALLOW_ENV_MISMATCH=1 or allow_env_mismatch=True)"
+        )

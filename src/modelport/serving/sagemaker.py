@@ -1,0 +1,207 @@
+"""What a SageMaker container serves, without the wire format.
+
+Single-model mode serves the one model in ``settings.sagemaker_model_dir`` (``/opt/ml/model``).
+Multi-model mode (``SAGEMAKER_MULTI_MODEL=true``) starts empty and loads and unloads models from
+directories under ``settings.sagemaker_models_dir`` (``/opt/ml/models``) by the name SageMaker
+gives each; a load that would run the machine out of memory is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+from modelport.errors import (
+    Conflict,
+    EnvironmentMismatch,
+    InsufficientResources,
+    InvalidInput,
+    InvalidModel,
+    ModelNotReady,
+    NotFound,
+    UntrustedArtifact,
+)
+from modelport.packaging.export import ExportSource
+from modelport.reference import NAME_PATTERN, Reference, parse_name
+from modelport.serving.batching import BatchSettings
+from modelport.serving.manager import ModelManager
+from modelport.settings import MIB, Settings
+
+log = logging.getLogger("modelport")
+
+MEMINFO = Path("/proc/meminfo")
+
+
+def available_memory(meminfo: Path = MEMINFO) -> int | None:
+    """Bytes of memory available to new work (``MemAvailable``), or None where the system does not say."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key == "MemAvailable":
+                return int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def directory_size(directory: Path) -> int:
+    """Bytes in the regular files under ``directory`` (symlinks are not followed)."""
+    total = 0
+    for current, _, names in os.walk(directory):
+        for name in names:
+            info = os.lstat(os.path.join(current, name))
+            total += info.st_size if stat.S_ISREG(info.st_mode) else 0
+    return total
+
+
+class SageMakerEndpoint:
+    """The models of a SageMaker endpoint: one fixed model, or a multi-model endpoint's set."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.multi_model = settings.sagemaker_multi_model
+        self.source = ExportSource(
+            threads=settings.compute_threads,
+            allow_env_mismatch=settings.allow_env_mismatch,
+            trust_code=settings.trust_exported_code,
+        )
+        self._manager: ModelManager | None = None
+        self._model: str | None = None  # single-model mode: the served name
+        self._urls: dict[str, str] = {}  # multi-model mode: name -> url as SageMaker gave it, in load order
+
+    def start(self) -> ModelManager:
+        """Make the manager; in single-model mode load and warm the model first."""
+        manager = ModelManager(
+            self.source,
+            threads=self.settings.compute_threads,
+            batching=BatchSettings.from_settings(self.settings),
+            timeout=self.settings.request_timeout,
+            overload_unready=self.settings.overload_unready,
+        )
+        try:
+            if not self.multi_model:
+                version = self.source.add(self.settings.sagemaker_model_dir)
+                manager.load([Reference(version.name)])
+                self._model = version.name
+        except BaseException:
+            manager.close()
+            self.source.close()
+            raise
+        self._manager = manager
+        return manager
+
+    def close(self) -> None:
+        if self._manager is not None:
+            self._manager.close()
+            self._manager = None
+        self.source.close()
+
+    @property
+    def manager(self) -> ModelManager:
+        if self._manager is None:
+            raise ModelNotReady("the server is starting: the model is still loading; retry shortly")
+        return self._manager
+
+    def healthy(self) -> bool:
+        """Single model: loaded and warm. Multi-model: the server is up (models come and go)."""
+        if self._manager is None:
+            return False
+        return True if self.multi_model else self._manager.not_ready(overload=False) is None
+
+    @property
+    def model_name(self) -> str:
+        """The single model's served name (what ``/invocations`` predicts with)."""
+        if self.multi_model:
+            raise NotFound(
+                "this is a multi-model endpoint: invoke a loaded model with POST /models/{model_name}/invoke"
+            )
+        if self._model is None:
+            raise ModelNotReady("the server is starting: the model is still loading; retry shortly")
+        return self._model
+
+    # -- multi-model endpoint ----------------------------------------------------------------
+
+    def _check_name(self, name: str) -> str:
+        try:
+            return parse_name(name)
+        except Exception:
+            raise InvalidInput(f"invalid model_name {name!r}: names match {NAME_PATTERN}") from None
+
+    def _inside_root(self, url: str) -> Path:
+        root = self.settings.sagemaker_models_dir.resolve()
+        if not url.strip() or "\x00" in url:
+            raise InvalidInput(f"url {url!r} is not a directory path; give the model's directory under {root}")
+        path = Path(url)
+        try:
+            resolved = path.resolve() if path.is_absolute() else (root / path).resolve()
+            inside = resolved.is_relative_to(root)
+            is_dir = inside and resolved.is_dir()
+        except (OSError, ValueError) as exc:  # a name too long, a loop of links, characters the OS refuses
+            raise InvalidInput(f"url {url!r} is not a usable directory path ({exc})") from None
+        if not inside:
+            raise InvalidInput(
+                f"url {url!r} is outside the models root {root}; this endpoint loads models only from "
+                "directories under MODELPORT_SAGEMAKER_MODELS_DIR"
+            )
+        if not is_dir:
+            raise NotFound(f"url {url!r}: no model directory there")
+        return resolved
+
+    def _check_memory(self, directory: Path) -> None:
+        available = available_memory()
+        if available is None:
+            return
+        needed = int(directory_size(directory) * self.settings.sagemaker_memory_factor)
+        headroom = self.settings.sagemaker_memory_headroom
+        if needed + headroom > available:
+            raise InsufficientResources(
+                f"not enough memory to load this model: it needs about {needed / MIB:.1f} MiB plus "
+                f"{headroom / MIB:.0f} MiB headroom, and {available / MIB:.0f} MiB are available; "
+                "unload a model first (MODELPORT_SAGEMAKER_MEMORY_FACTOR and _HEADROOM_MB tune the estimate)"
+            )
+
+    async def load(self, name: str, url: str) -> None:
+        """Load the model directory ``url`` (under the models root) as ``name``."""
+        manager = self.manager
+        self._check_name(name)
+        directory = self._inside_root(url)
+        if name in self._urls:
+            raise Conflict(f"model {name!r} is already loaded; unload it first (DELETE /models/{name})")
+        self._check_memory(directory)
+        self._urls[name] = url  # reserved: a concurrent load of the same name gets 409
+        try:
+            self.source.add(directory, name)
+            await manager.load_model(Reference(name))
+        except (InvalidModel, EnvironmentMismatch) as exc:
+            self.source.remove(name)
+            del self._urls[name]
+            if isinstance(exc, UntrustedArtifact):
+                raise
+            # What the caller pointed at is not a model this endpoint can serve: their input, not our fault.
+            raise InvalidInput(f"url {url!r} holds no model this endpoint can serve: {exc}") from exc
+        except BaseException:
+            self.source.remove(name)
+            del self._urls[name]
+            raise
+        log.info("multi-model endpoint: loaded %s from %s", name, directory)
+
+    async def unload(self, name: str) -> None:
+        if name not in self._urls:
+            raise NotFound(f"model {name!r} is not loaded (loaded: {', '.join(self._urls) or 'none'})")
+        try:
+            await self.manager.unload_model(name)
+        finally:
+            self.source.remove(name)
+            self._urls.pop(name, None)
+        log.info("multi-model endpoint: unloaded %s", name)
+
+    def loaded(self) -> list[tuple[str, str]]:
+        """(name, url) of every loaded model, in load order."""
+        return list(self._urls.items())
+
+    def url_of(self, name: str) -> str:
+        if name not in self._urls:
+            raise NotFound(f"model {name!r} is not loaded (loaded: {', '.join(self._urls) or 'none'})")
+        return self._urls[name]
