@@ -1,8 +1,11 @@
-"""Import direction: the core knows no web framework, HTTP client or metrics library.
+"""The layers contract, derived from the folders: every subpackage and top-level module of
+``modelport`` has its place in LAYERS, and every import goes to its own layer or a lower one.
 
-Checked twice: statically (every import statement of every core module and of the modelport
-modules they reach, lazy imports included), and for real (import the core in a fresh
-interpreter and look at ``sys.modules``).
+A new folder or module that is not placed fails (it does not skip); so does an import upward or
+sideways between two components of one layer. Imports under ``if TYPE_CHECKING:`` do not count
+(they never run); lazy imports inside functions do. The core (DESIGN.md: types, errors, serving,
+batching, runtimes, registry, stores) also reaches no web framework, HTTP client or metrics
+library, checked statically and in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import ast
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,116 +22,132 @@ import pytest
 import modelport
 
 PACKAGE = Path(modelport.__file__).parent
-FORBIDDEN = ("fastapi", "starlette", "uvicorn", "httpx", "prometheus_client")
-WIRE_MODULES = ("modelport.server.app", "modelport.protocols", "modelport.cli.main", "modelport.cli.client")
-CORE = (
-    "modelport.types",
-    "modelport.errors",
-    "modelport.reference",
-    "modelport.signature",
-    "modelport.settings",
-    "modelport.registry.registry",
-    "modelport.serving.manager",
-    "modelport.serving.versions",
-    "modelport.serving.plans",
-    "modelport.serving.shadow",
-    "modelport.registry.traffic",
-    "modelport.serving.watcher",
-    "modelport.packaging.ingest",
-    "modelport.registry.environment",
-    "modelport.serving.loading",
-    "modelport.packaging.export",
-    "modelport.serving.sagemaker",
-    "modelport.auth.authenticator",
-    "modelport.auth.keys",
-    "modelport.auth.tokens",
-    *sorted(f"modelport.runtimes.{p.stem}" for p in (PACKAGE / "runtimes").glob("*.py") if p.stem != "__init__"),
-    *sorted(f"modelport.stores.{p.stem}" for p in (PACKAGE / "stores").glob("*.py") if p.stem != "__init__"),
-)
+GENERATED = PACKAGE / "protocols" / "grpc" / "proto"  # protoc's output imports only its own package
+
+# Top to bottom. A component imports only itself and the components of lower layers.
+LAYERS: list[set[str]] = [
+    {"__init__", "__main__", "app", "testing"},  # entry points: the package, python -m, ASGI, conformance
+    {"cli"},
+    {"api", "bench"},
+    {"server"},
+    {"protocols"},
+    {"serving"},
+    {"packaging", "auth"},
+    {"registry"},
+    {"runtimes", "stores"},
+    {"signature", "settings", "reference"},
+    {"types", "errors"},
+]
+CORE = ("types", "errors", "serving", "runtimes", "registry", "stores", "signature", "reference", "settings")
+FORBIDDEN = ("fastapi", "starlette", "uvicorn", "httpx", "grpc", "prometheus_client")
+LEVEL = {component: level for level, layer in enumerate(LAYERS) for component in layer}
 
 
-def source_of(module: str) -> Path | None:
-    if module == "modelport":
-        return PACKAGE / "__init__.py"
-    if not module.startswith("modelport."):
-        return None
-    relative = Path(*module.split(".")[1:])
-    for candidate in (PACKAGE / relative.with_suffix(".py"), PACKAGE / relative / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
+def components_on_disk() -> set[str]:
+    found = {p.stem for p in PACKAGE.glob("*.py")}
+    found |= {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    return found
 
 
-def imports_of(module: str) -> set[str]:
-    path = source_of(module)
-    assert path is not None, f"{module} has no source file"
-    found: set[str] = set()
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+def modules() -> Iterator[tuple[str, Path]]:
+    """Every module of the package (dotted name, file), generated code left out."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if GENERATED in path.parents or "migrations" in path.parts:
+            continue
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        yield name, path
+
+
+def component(dotted: str) -> str:
+    parts = dotted.split(".")
+    return "__init__" if len(parts) == 1 else parts[1]
+
+
+def runtime_imports(path: Path) -> Iterator[tuple[str, int]]:
+    """(imported module, line) of every import that can run: TYPE_CHECKING blocks left out."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            skipped.update(id(inner) for inner in ast.walk(node))
+    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
+            for alias in node.names:
+                yield alias.name, node.lineno
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 parts = package.split(".")
                 base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names if source_of(f"{base}.{alias.name}"))
-    return found
+            if base == "modelport":  # from modelport import x: the component is x
+                for alias in node.names:
+                    yield f"modelport.{alias.name}", node.lineno
+            else:
+                yield base, node.lineno
 
 
-def type_checking_only(module: str) -> set[str]:
-    """Imports under ``if TYPE_CHECKING:`` never run; they do not count."""
-    path = source_of(module)
-    assert path is not None
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
-            for inner in node.body:
-                if isinstance(inner, ast.ImportFrom) and inner.module:
-                    names.add(inner.module)
-                elif isinstance(inner, ast.Import):
-                    names.update(alias.name for alias in inner.names)
-    return names
+def test_every_folder_and_module_has_its_layer() -> None:
+    on_disk = components_on_disk()
+    assert on_disk - LEVEL.keys() == set(), "place these in LAYERS (tests/test_architecture.py)"
+    assert LEVEL.keys() - on_disk == set(), "LAYERS names components that do not exist"
+
+
+def test_imports_go_down_the_layers_only() -> None:
+    wrong = []
+    for name, path in modules():
+        mine = component(name)
+        for imported, line in runtime_imports(path):
+            if not imported.startswith("modelport"):
+                continue
+            theirs = component(imported)
+            if imported == "modelport.__version__" or theirs == mine:
+                continue
+            if LEVEL[theirs] <= LEVEL[mine]:
+                wrong.append(f"{path.relative_to(PACKAGE)}:{line} ({mine}) imports {imported} ({theirs})")
+    assert wrong == []
 
 
 def reachable(start: str) -> dict[str, str]:
     """Every import reachable from ``start`` through modelport modules -> the module importing it."""
+    files = dict(modules())
     seen: dict[str, str] = {}
-    todo = [start]
-    visited: set[str] = set()
+    todo, visited = [start], set()
     while todo:
-        module = todo.pop()
-        if module in visited or source_of(module) is None:
+        name = todo.pop()
+        path = files.get(name)
+        if name in visited or path is None:
             continue
-        visited.add(module)
-        for name in imports_of(module) - type_checking_only(module):
-            seen.setdefault(name, module)
-            if name.startswith("modelport"):
-                todo.append(name)
+        visited.add(name)
+        for imported, _ in runtime_imports(path):
+            seen.setdefault(imported, name)
+            if imported.startswith("modelport"):
+                todo.extend(m for m in files if m == imported or imported.startswith(m + "."))
     return seen
 
 
-@pytest.mark.parametrize("module", CORE)
-def test_core_module_imports_no_web_framework(module: str) -> None:
-    if source_of(module) is None:
-        pytest.skip(f"{module} does not exist yet")
-    for name, importer in reachable(module).items():
-        top = name.split(".")[0]
-        assert top not in FORBIDDEN, f"{module} reaches {name} (imported by {importer})"
-        assert not name.startswith(WIRE_MODULES), f"{module} reaches {name} (imported by {importer})"
+@pytest.mark.parametrize("name", [name for name, _ in modules() if component(name) in CORE])
+def test_core_module_reaches_no_web_framework(name: str) -> None:
+    for imported, importer in reachable(name).items():
+        assert imported.split(".")[0] not in FORBIDDEN, f"{name} reaches {imported} (imported by {importer})"
 
 
 def test_importing_the_core_loads_no_web_framework() -> None:
-    present = [m for m in CORE if source_of(m) is not None]
+    core = [name for name, _ in modules() if component(name) in CORE]
     code = (
         "import importlib, json, sys\n"
-        f"for name in {present!r}: importlib.import_module(name)\n"
+        f"for name in {core!r}: importlib.import_module(name)\n"
         f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
 
-def test_the_checker_sees_a_web_import() -> None:
-    assert "starlette.responses" in reachable("modelport.protocols.errors")
+def test_the_checker_sees_an_upward_import_and_a_web_import() -> None:
+    imports = {imported for imported, _ in runtime_imports(PACKAGE / "server" / "admission.py")}
+    assert "starlette.types" in imports
+    assert "starlette.types" in reachable("modelport.server.admission")
+    assert LEVEL[component("modelport.server.app")] < LEVEL[component("modelport.serving.manager")]

@@ -24,7 +24,6 @@ from modelport.errors import InvalidModel, NotFound, UntrustedArtifact
 from modelport.packaging.export import (
     ARCHIVE,
     RECORD,
-    ExportSource,
     export_version,
     read_export,
     read_model_dir,
@@ -33,6 +32,7 @@ from modelport.packaging.export import (
 )
 from modelport.reference import Reference
 from modelport.registry.registry import Registry
+from modelport.serving.sagemaker import ExportSource
 from modelport.settings import Settings
 from modelport.types import Batching, ModelVersion
 from tests.models import ShiftedLogistic, forge_code_running_export

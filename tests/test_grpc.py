@@ -30,7 +30,7 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from modelport.protocols.grpc.proto import grpc_predict_v2_pb2 as pb  # noqa: E402
 from modelport.protocols.grpc.proto.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub  # noqa: E402
-from modelport.protocols.grpc.servicer import grpc_endpoint  # noqa: E402
+from modelport.server.grpc import grpc_endpoint  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +238,12 @@ def test_the_routing_key_metadata_pins_a_caller_to_one_version_of_a_split(tmp_pa
             assert len({version(key) for _ in range(10)}) == 1, f"key {key!r} moved between versions"
         assert {version(f"caller-{n}") for n in range(40)} == {"1", "2"}  # all 40 on one side: p = 2e-12
         client.close()
+
+
+def test_every_call_carries_a_request_id_in_its_trailing_metadata(served: tuple[str, Any, Any]) -> None:
+    with grpc.insecure_channel(served[0]) as channel:
+        stub = GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        _, call = stub.ServerLive.with_call(pb.ServerLiveRequest())
+        assert len(dict(call.trailing_metadata())["x-request-id"]) == 16
+        _, call = stub.ModelReady.with_call(pb.ModelReadyRequest(name="iris"), metadata=(("x-request-id", "r-7"),))
+        assert dict(call.trailing_metadata())["x-request-id"] == "r-7"

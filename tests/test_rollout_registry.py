@@ -8,7 +8,7 @@ import pytest
 
 from modelport.errors import Conflict, InvalidReference, InvalidSetting, NotFound
 from modelport.registry.registry import Registry
-from modelport.serving.plans import AliasTarget
+from modelport.registry.traffic import AliasTarget
 from modelport.stores.local import LocalStore
 from tests.rollout import FLIPPED, register_fake
 

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from modelport.serving.shadow import Job, ShadowRunner, compare, merge, summary
+from modelport.registry.traffic import merge, summary
+from modelport.serving.shadow import Job, ShadowRunner, compare
 
 LABELS = np.array(["setosa", "virginica", "setosa", "setosa"], dtype=object)
 SCORES = np.array([[0.1, 0.9], [0.5, 0.5]], dtype=np.float32)

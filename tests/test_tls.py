@@ -31,7 +31,7 @@ from tests.serving import DirectorySource, fake_version, register_iris, running
 grpc = pytest.importorskip("grpc")
 from modelport.protocols.grpc.proto import grpc_predict_v2_pb2 as pb  # noqa: E402
 from modelport.protocols.grpc.proto.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub  # noqa: E402
-from modelport.protocols.grpc.servicer import grpc_endpoint  # noqa: E402
+from modelport.server.grpc import grpc_endpoint  # noqa: E402
 
 ROW = [5.9, 3.0, 5.1, 1.8]
 V2_BODY = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": ROW}]}

@@ -328,7 +328,7 @@ def show(
 
 def _traffic(registry: Any, ref: str) -> dict[str, Any] | None:
     """An alias's weighted versions and shadows (with agreement from every server), or None."""
-    from modelport.serving.shadow import summary
+    from modelport.registry.traffic import summary
 
     if parse_reference(ref).alias is None:
         return None

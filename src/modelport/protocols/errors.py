@@ -57,8 +57,18 @@ _STATUS: tuple[tuple[type[ModelportError], int], ...] = (
 JSON = "application/json"
 
 
+class WireError(ModelportError):
+    """A request a protocol cannot take as sent, with the HTTP status that says so (405, 406, 415)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def status_of(error: ModelportError) -> int:
     """The HTTP status for a domain error (500 for anything not listed: a fault on our side)."""
+    if isinstance(error, WireError):
+        return error.status
     for kind, status in _STATUS:
         if isinstance(error, kind):
             return status
@@ -107,7 +117,3 @@ def unsupported_encoding(message: str) -> Payload:
 
 def error_response(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps({"error": message}), status_code=status, media_type=JSON, headers=headers)
-
-
-def domain_error_response(error: ModelportError) -> Response:
-    return error_payload(error).response()

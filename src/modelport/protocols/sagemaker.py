@@ -21,9 +21,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from modelport.errors import InvalidInput, ModelportError
+from modelport.errors import InvalidInput
 from modelport.protocols.codec import binary_values, dumps, loads
-from modelport.protocols.errors import JSON, domain_error_response, error_response
+from modelport.protocols.errors import JSON, WireError, error_response
 from modelport.protocols.tfserving import decode_document, encode_predict
 from modelport.protocols.v2 import VERSION_HEADER
 from modelport.serving.manager import ServingModel
@@ -36,15 +36,6 @@ _ACCEPTED = {JSON: JSON, "application/*": JSON, "*/*": JSON, CSV: CSV, "text/*":
 
 Predict = Callable[[Request, str | None], Awaitable[Response]]
 Handler = Callable[[Request], Awaitable[Any]]
-
-
-class WireError(Exception):
-    """A request the protocol cannot take before the model sees it (415, 406, 504)."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 # -- content negotiation ------------------------------------------------------------------------
@@ -186,17 +177,12 @@ def _csv_cells(name: str, arr: np.ndarray) -> list[str]:
 
 def routes(endpoint: SageMakerEndpoint) -> list[Route]:
     async def predict(request: Request, name: str | None) -> Response:
-        try:
-            answer = accept_type(request.headers.get("accept"))
-            media = content_type(request.headers.get("content-type"))
-            manager = endpoint.manager
-            name = endpoint.model_name if name is None else name
-            infer_request, row_format = decode(await request.body(), media, manager.get(name))
-            return encode(await manager.infer(name, None, infer_request), answer, row_format)
-        except WireError as exc:
-            return error_response(exc.message, exc.status)
-        except ModelportError as exc:
-            return domain_error_response(exc)
+        answer = accept_type(request.headers.get("accept"))
+        media = content_type(request.headers.get("content-type"))
+        manager = endpoint.manager
+        name = endpoint.model_name if name is None else name
+        infer_request, row_format = decode(await request.body(), media, manager.get(name))
+        return encode(await manager.infer(name, None, infer_request), answer, row_format)
 
     async def ping(request: Request) -> Response:
         if endpoint.healthy():
@@ -213,11 +199,7 @@ def routes(endpoint: SageMakerEndpoint) -> list[Route]:
 def _multi_model_routes(endpoint: SageMakerEndpoint, predict: Predict) -> list[Route]:
     def handled(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def wrapper(request: Request) -> Response:
-            try:
-                body = await handler(request)
-            except ModelportError as exc:
-                return domain_error_response(exc)
-            return Response(dumps(body), media_type=JSON)
+            return Response(dumps(await handler(request)), media_type=JSON)
 
         return wrapper
 

@@ -15,9 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from modelport.errors import InvalidInput, ModelportError, NotFound
+from modelport.errors import InvalidInput, NotFound
 from modelport.protocols.codec import b64_values, binary_values, dumps, loads
-from modelport.protocols.errors import JSON, Payload, domain_error_response, error_response
+from modelport.protocols.errors import JSON, Payload, WireError
 from modelport.protocols.v2 import VERSION_HEADER, GetManager
 from modelport.serving.manager import ModelManager, ServingModel, VersionState, VersionStatus
 from modelport.signature import to_inputs
@@ -211,22 +211,19 @@ def routes(get_manager: GetManager) -> list[Route]:
     """Status and metadata; ``:predict`` is served by the fast lane (:mod:`modelport.server.fastlane`)."""
 
     async def endpoint(request: Request) -> Response:
-        try:
-            target = parse_path(request.path_params["rest"])
-            manager = get_manager()
-            if request.method == "GET" and target.action == "status":
-                return Response(dumps({"model_version_status": _statuses(manager, target)}), media_type=JSON)
-            model = manager.get(target.name, target.selector)
-            if request.method == "GET" and target.action == "metadata":
-                return Response(dumps(metadata(model)), media_type=JSON)
-            if target.action not in ("status", "metadata", "predict"):
-                raise NotFound(f"':{target.action}' is not supported; modelport serves ':predict' ({PATH_HELP})")
-            return error_response(
-                f"{request.method} is not supported on this path; use GET for status and /metadata, "
-                f"POST for :predict ({PATH_HELP})",
-                405,
-            )
-        except ModelportError as exc:
-            return domain_error_response(exc)
+        target = parse_path(request.path_params["rest"])
+        manager = get_manager()
+        if request.method == "GET" and target.action == "status":
+            return Response(dumps({"model_version_status": _statuses(manager, target)}), media_type=JSON)
+        model = manager.get(target.name, target.selector)
+        if request.method == "GET" and target.action == "metadata":
+            return Response(dumps(metadata(model)), media_type=JSON)
+        if target.action not in ("status", "metadata", "predict"):
+            raise NotFound(f"':{target.action}' is not supported; modelport serves ':predict' ({PATH_HELP})")
+        raise WireError(
+            f"{request.method} is not supported on this path; use GET for status and /metadata, "
+            f"POST for :predict ({PATH_HELP})",
+            405,
+        )
 
     return [Route("/v1/models/{rest:path}", endpoint, methods=["GET", "POST"])]

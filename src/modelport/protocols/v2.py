@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from modelport import __version__
-from modelport.errors import InvalidInput, ModelportError
+from modelport.errors import InvalidInput, ModelNotReady
 from modelport.protocols.codec import (
     array_from_bytes,
     array_to_bytes,
@@ -29,7 +29,7 @@ from modelport.protocols.codec import (
     tensor_from_json,
     timeout_parameter,
 )
-from modelport.protocols.errors import JSON, Payload, domain_error_response, error_response
+from modelport.protocols.errors import JSON, Payload, error_response
 from modelport.reference import parse_name, parse_reference, parse_selector
 from modelport.serving.manager import ModelManager, ServingModel, VersionState, VersionStatus
 from modelport.signature import to_inputs, validate_inputs
@@ -240,7 +240,7 @@ def routes(get_manager: GetManager, *, management: bool = False) -> list[Route]:
     async def ready(request: Request) -> Response:
         try:
             why = get_manager().not_ready()
-        except ModelportError as exc:
+        except ModelNotReady as exc:  # the server is still starting
             why = exc.message
         if why is None:
             return Response(b'{"ready":true}', media_type=JSON)
@@ -253,30 +253,21 @@ def routes(get_manager: GetManager, *, management: bool = False) -> list[Route]:
 
     async def metadata(request: Request) -> Response:
         name, selector = request.path_params["name"], request.path_params.get("version")
-        try:
-            manager = get_manager()
-            model = manager.get(name, selector)
-            versions = manager.versions(name) if selector is None else [model]
-            return Response(dumps(model_metadata(model, versions)), media_type=JSON)
-        except ModelportError as exc:
-            return domain_error_response(exc)
+        manager = get_manager()
+        model = manager.get(name, selector)
+        versions = manager.versions(name) if selector is None else [model]
+        return Response(dumps(model_metadata(model, versions)), media_type=JSON)
 
     async def model_ready(request: Request) -> Response:
         name, selector = request.path_params["name"], request.path_params.get("version")
-        try:
-            model = get_manager().get(name, selector)
-        except ModelportError as exc:
-            return domain_error_response(exc)
+        model = get_manager().get(name, selector)
         if model.ready:
             return Response(dumps({"name": name, "ready": True}), media_type=JSON)
         return error_response(f"model {model.version.ref} is {model.state.value}", 503, {"Retry-After": "1"})
 
     async def shadow(request: Request) -> Response:
-        try:
-            report = get_manager().shadow_report(request.path_params["name"], request.path_params["alias"])
-            return Response(dumps(report), media_type=JSON)
-        except ModelportError as exc:
-            return domain_error_response(exc)
+        report = get_manager().shadow_report(request.path_params["name"], request.path_params["alias"])
+        return Response(dumps(report), media_type=JSON)
 
     extra = repository_routes(get_manager) if management else []
     return [
@@ -322,31 +313,22 @@ def repository_routes(get_manager: GetManager) -> list[Route]:
         body = await request.body()
         doc = loads(body) if body.strip() else {}
         ready_only = bool(doc.get("ready", False)) if isinstance(doc, dict) else False
-        try:
-            return Response(dumps(repository_index(get_manager().status(), ready_only)), media_type=JSON)
-        except ModelportError as exc:
-            return domain_error_response(exc)
+        return Response(dumps(repository_index(get_manager().status(), ready_only)), media_type=JSON)
 
     async def load(request: Request) -> Response:
         name = request.path_params["name"]
-        try:
-            body = await request.body()
-            doc = loads(body) if body.strip() else {}
-            params = doc.get("parameters") if isinstance(doc, dict) else None
-            selector = params.get("version") if isinstance(params, dict) else None
-            ref = parse_reference(name) if selector is None else parse_selector(parse_name(name), str(selector))
-            await get_manager().load_model(ref)
-            return Response(dumps({"name": name, "loaded": True}), media_type=JSON)
-        except ModelportError as exc:
-            return domain_error_response(exc)
+        body = await request.body()
+        doc = loads(body) if body.strip() else {}
+        params = doc.get("parameters") if isinstance(doc, dict) else None
+        selector = params.get("version") if isinstance(params, dict) else None
+        ref = parse_reference(name) if selector is None else parse_selector(parse_name(name), str(selector))
+        await get_manager().load_model(ref)
+        return Response(dumps({"name": name, "loaded": True}), media_type=JSON)
 
     async def unload(request: Request) -> Response:
         name = request.path_params["name"]
-        try:
-            await get_manager().unload_model(name)
-            return Response(dumps({"name": name, "unloaded": True}), media_type=JSON)
-        except ModelportError as exc:
-            return domain_error_response(exc)
+        await get_manager().unload_model(name)
+        return Response(dumps({"name": name, "unloaded": True}), media_type=JSON)
 
     return [
         Route(REPOSITORY_PREFIX + "index", index, methods=["POST"]),

@@ -39,7 +39,7 @@ from modelport.reference import Reference, parse_name, parse_reference, validate
 from modelport.registry import traffic
 from modelport.registry.database import aliases as alias_table
 from modelport.registry.database import connect, lock_artifact, models, reading, safe_url, upgrade, versions, writing
-from modelport.serving.plans import ModelRouting
+from modelport.registry.traffic import ModelRouting
 from modelport.settings import Settings
 from modelport.stores.base import ArtifactStore
 from modelport.stores.local import LocalStore

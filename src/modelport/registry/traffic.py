@@ -1,4 +1,6 @@
-"""The registry's traffic tables: weighted alias targets, alias history, shadows, the change counter.
+"""The registry's traffic tables: weighted alias targets, alias history, shadows, the change counter;
+and the snapshot of them servers route by (:class:`ModelRouting` per model), and the shadow
+statistics record they accumulate.
 
 Functions here run inside the registry's transactions (:class:`~modelport.registry.registry.Registry`
 opens them and locks the model's row); they only read and write rows.
@@ -7,15 +9,80 @@ opens them and locks the model's row); they only read and write rows.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
 from modelport.registry.database import alias_history, alias_splits, aliases, changes, models, shadows, versions
-from modelport.serving.plans import AliasTarget, ModelRouting
-from modelport.serving.shadow import empty, merge
+
+FULL = 100  # weights are percentages of an alias's traffic
+
+Targets = tuple[tuple[int, int], ...]  # (version, weight) pairs; weights sum to FULL
+Shadows = tuple[tuple[int, float], ...]  # (version, fraction of the alias's requests mirrored)
+
+
+@dataclass(frozen=True, slots=True)
+class AliasTarget:
+    """Where an alias points: its primary version, extra weighted versions, and shadows."""
+
+    version: int
+    splits: Targets = ()  # (version, weight) besides the primary; the primary gets the rest
+    shadows: Shadows = ()
+
+    def weighted(self) -> Targets:
+        rest = FULL - sum(weight for _, weight in self.splits)
+        primary = ((self.version, rest),) if rest > 0 else ()
+        return primary + tuple(self.splits)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRouting:
+    """One model in a registry snapshot: its version numbers (ascending) and its aliases."""
+
+    versions: tuple[int, ...]
+    aliases: Mapping[str, AliasTarget] = field(default_factory=dict)
+
+
+Snapshot = Mapping[str, ModelRouting]
+
+
+# -- shadow statistics: what servers record and `modelport show` reports ----------------------
+
+
+def empty() -> dict[str, Any]:
+    return {"requests": 0, "errors": 0, "dropped": 0, "outputs": {}}
+
+
+def merge(into: dict[str, Any], delta: Mapping[str, Any]) -> dict[str, Any]:
+    """Add counts of ``delta`` (same shape as :func:`empty`) to ``into``; returns ``into``."""
+    for counter in ("requests", "errors", "dropped"):
+        into[counter] = into.get(counter, 0) + delta.get(counter, 0)
+    outputs = into.setdefault("outputs", {})
+    for name, entry in delta.get("outputs", {}).items():
+        mine = outputs.setdefault(name, {k: (0 if k != "kind" else v) for k, v in entry.items()})
+        for k, v in entry.items():
+            if k == "max":
+                mine[k] = max(mine[k], v)
+            elif k != "kind":
+                mine[k] += v
+    return into
+
+
+def summary(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """Readable agreement: label agreement share, mean and max absolute difference per output."""
+    result: dict[str, Any] = {k: stats.get(k, 0) for k in ("requests", "errors", "dropped")}
+    outputs: dict[str, Any] = {}
+    for name, entry in stats.get("outputs", {}).items():
+        if entry["kind"] == "numeric":
+            count = entry["count"]
+            outputs[name] = {"mean_abs_diff": entry["sum"] / count if count else 0.0, "max_abs_diff": entry["max"]}
+        else:
+            total = entry["total"]
+            outputs[name] = {"agreement": entry["equal"] / total if total else 0.0, "compared": total}
+    result["outputs"] = outputs
+    return result
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,28 +15,20 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any
 
 from fastapi.openapi.docs import get_swagger_ui_html
-from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.routing import Route, Router
+from starlette.types import Message, Receive, Scope, Send
 
 from modelport.auth.authenticator import Authenticator
 from modelport.errors import ModelNotReady, ModelportError
 from modelport.protocols import openapi, sagemaker, tfserving, v2
 from modelport.protocols.codec import dumps
-from modelport.protocols.errors import JSON, domain_error_response, error_response, too_large, unsupported_encoding
-from modelport.server.fastlane import (
-    BodyTooLarge,
-    ClientGone,
-    FastLane,
-    UnsupportedEncoding,
-    decode_body,
-    read_body,
-)
-from modelport.server.guard import AuthGuard, Gate, authentication, is_loopback
+from modelport.protocols.errors import JSON
+from modelport.server.admission import HttpAdmission
+from modelport.server.fastlane import FastLane
+from modelport.server.guard import Gate, authentication, is_loopback
 from modelport.server.http import listening_addresses
 from modelport.server.logs import configure_modelport
 from modelport.serving.batching import BatchSettings
@@ -51,59 +43,6 @@ logger = logging.getLogger("modelport")
 EXPOSURE_POLLS = 50  # tenths of a second to wait for the server to bind its sockets
 
 
-class BodyLimit:
-    """Refuse bodies over ``max_bytes`` with 413 before reading more of them, and hand on a
-    gzip or deflate body decompressed (the limit applies to its decompressed size; plain ASGI)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = encoding = None
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                length = value
-            elif key == b"content-encoding":
-                encoding = value.decode("latin-1")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            await self._refuse(scope, receive, send)
-            return
-        if length is not None and encoding is None:
-            await self.app(scope, receive, send)  # the server holds the body to its declared length
-            return
-        # No declared length (chunked), or compressed: read up to the limit, then hand the body on.
-        try:
-            body = await read_body(receive, self.max_bytes)
-            if encoding is not None:
-                body = decode_body(body, encoding, self.max_bytes)
-                kept = [(k, v) for k, v in scope["headers"] if k not in (b"content-encoding", b"content-length")]
-                scope = {**scope, "headers": [*kept, (b"content-length", b"%d" % len(body))]}
-        except ClientGone:
-            return
-        except BodyTooLarge:
-            await self._refuse(scope, receive, send)
-            return
-        except UnsupportedEncoding as exc:
-            await unsupported_encoding(str(exc)).response()(scope, receive, send)
-            return
-        except ModelportError as exc:
-            await domain_error_response(exc)(scope, receive, send)
-            return
-        replay: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
-
-        async def replayed() -> Message:
-            return replay.pop() if replay else await receive()
-
-        await self.app(scope, replayed, send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await too_large(self.max_bytes).response()(scope, receive, send)
-
-
 class _Holder:
     """The manager the lifespan makes; handlers ask for it on each request."""
 
@@ -111,6 +50,7 @@ class _Holder:
         self.manager = manager
         self.authenticator: Authenticator | None = None  # set by the lifespan; gRPC uses it too
         self.grpc_port: int | None = None  # the bound gRPC port while the app runs
+        self.startup_error: ModelportError | None = None  # why the lifespan failed to start
 
     def get(self) -> ModelManager:
         manager = self.manager
@@ -129,27 +69,27 @@ def build_app(
     (:func:`modelport.auth.authenticator.check_exposure`).
     """
     holder = _Holder(manager)
+    gate = Gate(settings, lambda: holder.authenticator)  # one policy for HTTP and gRPC
     # SageMaker mode serves /opt/ml/model (or a multi-model endpoint), not the registry.
     endpoint = SageMakerEndpoint(settings) if settings.sagemaker and manager is None else None
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Any) -> AsyncIterator[None]:
         try:
             async with serving(app):
                 yield
         except ModelportError as exc:
-            if isinstance(app, ModelportApp):
-                app.startup_error = exc  # said in one line, not as a traceback
+            holder.startup_error = exc  # said in one line, not as a traceback
             raise
 
     @asynccontextmanager
-    async def serving(app: Starlette) -> AsyncIterator[None]:
+    async def serving(app: Any) -> AsyncIterator[None]:
         if manager is not None:
             async with authentication(settings, None, authenticator) as auth:
                 holder.authenticator = auth
                 if settings.models:
                     manager.load(settings.models)
-                async with _grpc(settings, holder), exposure_check(settings, holder):
+                async with _grpc(settings, holder, gate), exposure_check(settings, holder):
                     with frozen_heap():
                         yield
             return
@@ -184,7 +124,7 @@ def build_app(
                     logger.warning("no models configured to serve; pass model references, --alias or --policy")
                 holder.manager = own
                 async with (
-                    _grpc(settings, holder),
+                    _grpc(settings, holder, gate),
                     watching(own, registry, settings.poll_seconds),
                     exposure_check(settings, holder),
                 ):
@@ -195,39 +135,34 @@ def build_app(
             own.close()
             registry.close()
 
+    lane = FastLane(holder.get, sticky_header=settings.sticky_header)
     routes = [
         *v2.routes(holder.get, management=settings.enable_management),
         *tfserving.routes(holder.get),
         *_doc_routes(holder),
+        *_lane_routes(lane),
     ]
     if endpoint is not None:
         routes += sagemaker.routes(endpoint)
-    # Plain Starlette: the protocols bring their own routes and OpenAPI document, so FastAPI's
-    # per-request machinery (dependency solving, exit stacks, telemetry hooks) would only cost time.
-    gate = Gate(settings, lambda: holder.authenticator)
-    lane = FastLane(holder.get, gate, sticky_header=settings.sticky_header, max_body_bytes=settings.max_body_bytes)
-    return ModelportApp(
-        lane,
-        holder,
-        routes=routes,
-        middleware=[Middleware(AuthGuard, gate=gate), Middleware(BodyLimit, max_bytes=settings.max_body_bytes)],
-        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
-        lifespan=lifespan,
-    )
+    # A plain router, not a Starlette app: admission is the one middleware and the one error
+    # handler, and the protocols bring their own routes and OpenAPI document.
+    router = Router(routes, lifespan=lifespan)
+    return ModelportApp(router, lane, gate, holder, max_body_bytes=settings.max_body_bytes)
 
 
-class ModelportApp(Starlette):
-    """Starlette, with inference POSTs handed to the :class:`FastLane` before anything else.
+class ModelportApp:
+    """The ASGI app: every HTTP request passes :class:`~modelport.server.admission.HttpAdmission`,
+    then inference POSTs go to the :class:`FastLane` and everything else to the router.
 
     A start-up that fails with a domain error (a model that cannot load, a refused setting) is
     reported to the server as one line, ``cannot start: <reason>``, instead of a traceback.
     """
 
-    def __init__(self, lane: FastLane, holder: _Holder, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(self, router: Router, lane: FastLane, gate: Gate, holder: _Holder, *, max_body_bytes: int) -> None:
+        self.router = router
         self.lane = lane
         self._holder = holder
-        self.startup_error: ModelportError | None = None
+        self._admission = HttpAdmission(self._dispatch, gate, max_body_bytes=max_body_bytes)
 
     @property
     def grpc_port(self) -> int | None:
@@ -235,22 +170,50 @@ class ModelportApp(Starlette):
         return self._holder.grpc_port
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] == "http":
+            scope["app"] = self  # the router then raises its 404/405 for admission to answer as JSON
+            await self._admission(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self.router(scope, receive, self._lifespan_send(send))
+        else:
+            await self.router(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "POST":
             target = self.lane.target(scope["path"])
             if target is not None:
-                await self.lane.serve(target, scope, receive, send)
+                await self.lane.serve(target, scope, send)
                 return
-        if scope["type"] == "lifespan":
-            send = self._lifespan_send(send)
-        await super().__call__(scope, receive, send)
+        await self.router(scope, receive, send)
 
     def _lifespan_send(self, send: Send) -> Send:
         async def reporting(message: Message) -> None:
-            if message["type"] == "lifespan.startup.failed" and self.startup_error is not None:
-                message = {**message, "message": f"cannot start: {self.startup_error.message}"}
+            failed = self._holder.startup_error
+            if message["type"] == "lifespan.startup.failed" and failed is not None:
+                message = {**message, "message": f"cannot start: {failed.message}"}
             await send(message)
 
         return reporting
+
+
+class _LaneApp:
+    """The lane as a router endpoint (an ASGI app, not a request handler)."""
+
+    def __init__(self, lane: FastLane) -> None:
+        self.lane = lane
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        target = self.lane.target(scope["path"])
+        if target is None:
+            raise HTTPException(404)
+        await self.lane.serve(target, scope, send)
+
+
+def _lane_routes(lane: FastLane) -> list[Route]:
+    """The lane's V2 paths in the router too, so that other methods are answered 405 (POST never
+    gets here: the app hands it to the lane first)."""
+    paths = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
+    return [Route(path, _LaneApp(lane), methods=["POST"]) for path in paths]
 
 
 @contextmanager
@@ -301,19 +264,19 @@ async def exposure_check(settings: Settings, holder: _Holder) -> AsyncIterator[N
 
 
 @asynccontextmanager
-async def _grpc(settings: Settings, holder: _Holder) -> AsyncIterator[None]:
+async def _grpc(settings: Settings, holder: _Holder, gate: Gate) -> AsyncIterator[None]:
     """The V2 gRPC endpoint on ``settings.grpc_port`` while the app runs (none when it is None; port 0:
     one the system picks, in ``ModelportApp.grpc_port``)."""
     if settings.grpc_port is None:
         yield
         return
     try:
-        from modelport.protocols.grpc.servicer import grpc_endpoint
+        from modelport.server.grpc import grpc_endpoint
     except ImportError as exc:
         raise ModelportError(
             f"gRPC needs the grpc extra ({exc.name} is not installed): pip install 'modelport[grpc]'"
         ) from None
-    async with grpc_endpoint(settings, holder.get, lambda: holder.authenticator) as port:
+    async with grpc_endpoint(settings, holder.get, gate) as port:
         holder.grpc_port = port
         try:
             yield
@@ -335,17 +298,6 @@ def _doc_routes(holder: _Holder) -> list[Route]:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="modelport - API")
 
     return [Route("/openapi.json", spec, methods=["GET"]), Route("/docs", docs, methods=["GET"])]
-
-
-async def _http_error(request: Request, exc: Any) -> Response:
-    assert isinstance(exc, HTTPException)
-    message = f"no such endpoint: {request.method} {request.url.path}" if exc.status_code in (404, 405) else exc.detail
-    return error_response(str(message), exc.status_code, dict(exc.headers or {}))
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(f"internal server error: {type(exc).__name__}; see the server log", 500)
 
 
 def create_app() -> ModelportApp:

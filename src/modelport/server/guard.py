@@ -1,4 +1,5 @@
-"""The HTTP auth guard: which paths need which scope, as a plain ASGI middleware.
+"""Who may call what: the policy by path (:func:`requirement`), the check (:class:`Gate`), used by
+admission on every transport, and the authenticator's life with the app (:func:`authentication`).
 
 Policy, when authentication is enabled (see :class:`modelport.auth.authenticator.Authenticator`):
 
@@ -15,7 +16,7 @@ Policy, when authentication is enabled (see :class:`modelport.auth.authenticator
 401 (with ``WWW-Authenticate: Bearer``) when credentials are missing or bad, 403 when they are
 good but lack the scope. Without authentication enabled everything except disabled management
 is open; the startup rules (:func:`modelport.auth.authenticator.check_exposure`) allow that only on loopback
-or with ``insecure_open``. The principal is put in ``scope["state"]["principal"]``.
+or with ``insecure_open``. Admission puts the principal in ``scope["state"]["principal"]``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from modelport.auth.authenticator import (
     CREDENTIALS_HELP,
@@ -43,7 +44,6 @@ from modelport.auth.authenticator import (
 )
 from modelport.auth.oidc import jwks_fetcher
 from modelport.errors import Forbidden, ModelNotReady, ModelportError, NotFound, Unauthenticated
-from modelport.protocols.errors import domain_error_response
 from modelport.settings import Settings
 
 if TYPE_CHECKING:
@@ -189,10 +189,12 @@ def is_loopback(host: str) -> bool:
     return bool((mapped or address).is_loopback)
 
 
-def refused(scope: Scope, exc: ModelportError) -> None:
+def refused(scope: Scope, exc: ModelportError, request_id: str) -> None:
     """Log a refused request (never its credentials)."""
     client = scope.get("client") or ("-", 0)
-    log.info("refused %s %s from %s: %s", scope["method"], scope["path"], client[0], exc.message)
+    log.info(
+        "refused %s %s from %s (request %s): %s", scope["method"], scope["path"], client[0], request_id, exc.message
+    )
 
 
 def absent(scope: Scope) -> ModelportError:
@@ -200,39 +202,6 @@ def absent(scope: Scope) -> ModelportError:
         f"no such endpoint: {scope['method']} {scope['path']}; management endpoints are off "
         "(start the server with --enable-management and a key with scope 'manage')"
     )
-
-
-class AuthGuard:
-    """Plain ASGI middleware applying the :class:`Gate` to every HTTP request."""
-
-    def __init__(self, app: ASGIApp, gate: Gate) -> None:
-        self.app = app
-        self.gate = gate
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        need = self.gate.need(scope["path"])
-        if need.access is Access.ABSENT:
-            await domain_error_response(absent(scope))(scope, receive, send)
-            return
-        if need.access is not Access.OPEN:
-            authorization = api_key = None
-            for key, value in scope["headers"]:
-                if key == b"authorization":
-                    authorization = value.decode("latin-1")
-                elif key == b"x-api-key":
-                    api_key = value.decode("latin-1")
-            try:
-                principal = self.gate.admit(need, authorization, api_key, scope.get("server"))
-            except ModelportError as exc:
-                refused(scope, exc)
-                await domain_error_response(exc)(scope, receive, send)
-                return
-            if principal is not None:
-                scope.setdefault("state", {})["principal"] = principal
-        await self.app(scope, receive, send)
 
 
 @asynccontextmanager

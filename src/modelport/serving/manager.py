@@ -38,9 +38,10 @@ from modelport.errors import (
     PredictionFailed,
 )
 from modelport.reference import Reference, parse_reference, parse_selector
+from modelport.registry.traffic import AliasTarget, ModelRouting, Snapshot, summary
 from modelport.serving.batching import Batcher, BatchSettings
-from modelport.serving.plans import AliasTarget, ModelRouting, Plan, Snapshot, Spec, build_plans, pick
-from modelport.serving.shadow import Job, ShadowRunner, summary
+from modelport.serving.plans import Plan, Spec, build_plans, pick
+from modelport.serving.shadow import Job, ShadowRunner
 from modelport.serving.versions import (
     INLINE_SECONDS,
     OVERRUN_SECONDS,

@@ -13,41 +13,12 @@ from __future__ import annotations
 
 import random
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from modelport.errors import InvalidSetting
 from modelport.reference import LATEST, Reference, parse_reference, validate_alias
-
-FULL = 100  # weights are percentages of an alias's traffic
-
-Targets = tuple[tuple[int, int], ...]  # (version, weight) pairs; weights sum to FULL
-Shadows = tuple[tuple[int, float], ...]  # (version, fraction of the alias's requests mirrored)
-
-
-@dataclass(frozen=True, slots=True)
-class AliasTarget:
-    """Where an alias points: its primary version, extra weighted versions, and shadows."""
-
-    version: int
-    splits: Targets = ()  # (version, weight) besides the primary; the primary gets the rest
-    shadows: Shadows = ()
-
-    def weighted(self) -> Targets:
-        rest = FULL - sum(weight for _, weight in self.splits)
-        primary = ((self.version, rest),) if rest > 0 else ()
-        return primary + tuple(self.splits)
-
-
-@dataclass(frozen=True, slots=True)
-class ModelRouting:
-    """One model in a registry snapshot: its version numbers (ascending) and its aliases."""
-
-    versions: tuple[int, ...]
-    aliases: Mapping[str, AliasTarget] = field(default_factory=dict)
-
-
-Snapshot = Mapping[str, ModelRouting]
+from modelport.registry.traffic import FULL, AliasTarget, ModelRouting, Shadows, Snapshot, Targets
 
 
 @dataclass(frozen=True, slots=True)

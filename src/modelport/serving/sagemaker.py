@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import stat
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from modelport.errors import (
@@ -23,11 +26,14 @@ from modelport.errors import (
     NotFound,
     UntrustedArtifact,
 )
-from modelport.packaging.export import ExportSource
+from modelport.packaging.export import read_model_dir
 from modelport.reference import NAME_PATTERN, Reference, parse_name
+from modelport.runtimes.base import Runtime
 from modelport.serving.batching import BatchSettings
+from modelport.serving.loading import open_version
 from modelport.serving.manager import ModelManager
-from modelport.settings import MIB, Settings
+from modelport.settings import ENVIRONMENT, MIB, Settings
+from modelport.types import ModelVersion
 
 log = logging.getLogger("modelport")
 
@@ -54,6 +60,72 @@ def directory_size(directory: Path) -> int:
             info = os.lstat(os.path.join(current, name))
             total += info.st_size if stat.S_ISREG(info.st_mode) else 0
     return total
+
+
+# -- serving ------------------------------------------------------------------------------------
+
+
+TRUST_VARIABLE = ENVIRONMENT["trust_exported_code"][0]
+
+
+class ExportSource:
+    """A :class:`~modelport.serving.manager.ModelSource` over model directories, by served name.
+
+    ``add`` reads a directory (see :func:`read_model_dir`) and serves it under ``name`` (default:
+    the exported model's name); ``remove`` forgets it. Plain files are packaged into a temporary
+    directory that ``close`` deletes.
+
+    A model directory is data anyone with write access to it (or to the S3 object SageMaker
+    copies into it) can forge, ``modelport.json`` included: its ``trusted_code`` flag is
+    honoured only when the server opts in with ``trust_code`` (``MODELPORT_TRUST_EXPORTED_CODE``).
+    """
+
+    def __init__(self, *, threads: int = 1, allow_env_mismatch: bool = False, trust_code: bool = False) -> None:
+        self.threads = threads
+        self.allow_env_mismatch = allow_env_mismatch
+        self.trust_code = trust_code
+        self._models: dict[str, tuple[ModelVersion, Path]] = {}  # name -> version, artifact directory
+        self._workdir: Path | None = None
+
+    def add(self, directory: Path, name: str | None = None) -> ModelVersion:
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="modelport-sagemaker-"))
+        version, artifact = read_model_dir(directory, self._workdir)
+        if version.trusted_code and not self.trust_code:
+            raise UntrustedArtifact(
+                f"{directory}: {version.ref} runs code when loaded (a pickle or custom Python code), and this "
+                f"server loads code from model directories only when told to: set {TRUST_VARIABLE}=1 if you "
+                "trust whoever can write this directory (or the S3 object it comes from)"
+            )
+        if name is not None and name != version.name:
+            version = replace(version, name=name)
+        self._models[version.name] = (version, artifact)
+        log.info("model %s from %s (%s runtime)", version.name, directory, version.runtime)
+        return version
+
+    def remove(self, name: str) -> None:
+        found = self._models.pop(name, None)
+        if found is not None and self._workdir is not None and found[1].is_relative_to(self._workdir):
+            shutil.rmtree(found[1], ignore_errors=True)  # a plain file packaged at load
+
+    def resolve(self, ref: Reference) -> ModelVersion:
+        found = self._models.get(ref.name)
+        if found is None:
+            raise NotFound(f"model {ref.name!r} is not in this endpoint (models: {', '.join(self._models) or 'none'})")
+        version = found[0]
+        if ref.alias is not None or (ref.version is not None and ref.version != version.version):
+            raise NotFound(f"{ref} is not here: this endpoint serves {version.name} version {version.version} only")
+        return version
+
+    def open(self, version: ModelVersion) -> Runtime:
+        _, artifact = self._models[version.name]
+        return open_version(version, artifact, threads=self.threads, allow_env_mismatch=self.allow_env_mismatch)
+
+    def close(self) -> None:
+        self._models.clear()
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
 
 
 class SageMakerEndpoint:

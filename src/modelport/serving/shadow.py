@@ -18,15 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from modelport.registry.traffic import empty, merge
+
 logger = logging.getLogger("modelport")
 
 QUEUE_SIZE = 256
 Key = tuple[str, str, int]  # (model name, alias, shadow version)
 Predict = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
-
-
-def empty() -> dict[str, Any]:
-    return {"requests": 0, "errors": 0, "dropped": 0, "outputs": {}}
 
 
 def compare(primary: Mapping[str, np.ndarray], shadow: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -50,36 +48,6 @@ def compare(primary: Mapping[str, np.ndarray], shadow: Mapping[str, np.ndarray])
             equal = int(np.count_nonzero(np.asarray(mine) == np.asarray(theirs)))
             outputs[name] = {"kind": "label", "equal": equal, "total": int(np.size(mine))}
     return outputs
-
-
-def merge(into: dict[str, Any], delta: Mapping[str, Any]) -> dict[str, Any]:
-    """Add counts of ``delta`` (same shape as :func:`empty`) to ``into``; returns ``into``."""
-    for counter in ("requests", "errors", "dropped"):
-        into[counter] = into.get(counter, 0) + delta.get(counter, 0)
-    outputs = into.setdefault("outputs", {})
-    for name, entry in delta.get("outputs", {}).items():
-        mine = outputs.setdefault(name, {k: (0 if k != "kind" else v) for k, v in entry.items()})
-        for k, v in entry.items():
-            if k == "max":
-                mine[k] = max(mine[k], v)
-            elif k != "kind":
-                mine[k] += v
-    return into
-
-
-def summary(stats: Mapping[str, Any]) -> dict[str, Any]:
-    """Readable agreement: label agreement share, mean and max absolute difference per output."""
-    result: dict[str, Any] = {k: stats.get(k, 0) for k in ("requests", "errors", "dropped")}
-    outputs: dict[str, Any] = {}
-    for name, entry in stats.get("outputs", {}).items():
-        if entry["kind"] == "numeric":
-            count = entry["count"]
-            outputs[name] = {"mean_abs_diff": entry["sum"] / count if count else 0.0, "max_abs_diff": entry["max"]}
-        else:
-            total = entry["total"]
-            outputs[name] = {"agreement": entry["equal"] / total if total else 0.0, "compared": total}
-    result["outputs"] = outputs
-    return result
 
 
 @dataclass(eq=False, slots=True)

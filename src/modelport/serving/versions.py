@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 from modelport.reference import Reference
+from modelport.registry.traffic import Snapshot
 from modelport.runtimes.base import Runtime
-from modelport.serving.plans import Snapshot
 from modelport.signature import count_rows
 from modelport.types import ModelVersion
 

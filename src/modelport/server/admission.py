@@ -1,0 +1,171 @@
+"""What every HTTP request passes on its way in, written once: the admission pipeline.
+
+:class:`HttpAdmission` is plain ASGI in front of everything the app serves (the inference fast
+lane and the router alike), so no request skips it:
+
+1. a request id: the caller's ``x-request-id`` when it is a sane token, else a new one; it is
+   sent back on the answer and named in the log lines about the request;
+2. who may call what: the :class:`~modelport.server.guard.Gate` (404 for absent management
+   paths, 401/403, the loopback rule while authentication is off), before any body is read;
+3. the body: refused with 413 past ``max_body_bytes`` (declared or read), gzip/deflate decoded
+   within the limit (415 for other encodings), then handed on whole: to the fast lane in
+   :class:`Admitted`, to the router by replaying ``receive``;
+4. one error handler: a domain error raised anywhere downstream, before the answer started,
+   becomes its status and ``{"error": ...}`` (the table in :mod:`modelport.protocols.errors`);
+   the router's 404/405 become the same JSON; anything else is logged and answered 500.
+
+Metrics, the access log and tracing hook in here when they come. gRPC gets the same steps
+from :class:`modelport.server.grpc.AdmissionInterceptor`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from modelport.errors import ModelportError
+from modelport.protocols.errors import JSON, Payload, error_payload, too_large, unsupported_encoding
+from modelport.server.body import BodyTooLarge, ClientGone, UnsupportedEncoding, decode_body, read_body
+from modelport.server.guard import Access, Gate, absent, refused
+
+logger = logging.getLogger("modelport")
+
+REQUEST_ID = "x-request-id"
+_REQUEST_ID = REQUEST_ID.encode("latin-1")
+_SANE_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+_JSON = JSON.encode("latin-1")
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+ADMITTED = "modelport.admitted"  # the scope key of a request's Admitted
+
+
+@dataclass(slots=True)
+class Admitted:
+    """One request past admission: its id, its headers by (lower-case) name, its whole body."""
+
+    request_id: str
+    headers: dict[bytes, bytes]
+    body: bytes
+
+
+def request_id(given: bytes | None) -> str:
+    """The caller's request id when it is a sane token, else a new random one."""
+    if given is not None and _SANE_ID.fullmatch(given):
+        return given.decode("ascii")
+    return os.urandom(8).hex()
+
+
+async def send_payload(send: Send, payload: Payload) -> None:
+    """A finished answer in two ``send`` calls."""
+    media_type = _JSON if payload.media_type == JSON else payload.media_type.encode("latin-1")
+    headers = [(b"content-type", media_type), (b"content-length", b"%d" % len(payload.body))]
+    if payload.headers:
+        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in payload.headers.items()]
+    start: Message = {"type": "http.response.start", "status": payload.status, "headers": headers}
+    await send(start)
+    await send({"type": "http.response.body", "body": payload.body})
+
+
+class HttpAdmission:
+    """Plain ASGI: admit every HTTP request (see the module docstring), then call ``app``."""
+
+    def __init__(self, app: ASGIApp, gate: Gate, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.gate = gate
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        rid = request_id(headers.get(_REQUEST_ID))
+        started = False
+
+        async def answering(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", ()), (_REQUEST_ID, rid.encode("ascii"))]
+            await send(message)
+
+        try:
+            admitted = await self._admit(scope, receive, headers, rid)
+            if admitted is None:
+                return  # the client left while sending the body
+            scope[ADMITTED] = admitted
+            await self.app(scope, _replay(admitted.body, receive), answering)
+        except Exception as exc:
+            payload = self._error(scope, exc, rid)
+            if payload is None:
+                return
+            if started:
+                raise
+            await send_payload(answering, payload)
+
+    async def _admit(self, scope: Scope, receive: Receive, headers: dict[bytes, bytes], rid: str) -> Admitted | None:
+        need = self.gate.need(scope["path"])
+        if need.access is Access.ABSENT:
+            raise absent(scope)
+        if need.access is not Access.OPEN:
+            authorization = headers.get(b"authorization")
+            api_key = headers.get(b"x-api-key")
+            try:
+                principal = self.gate.admit(
+                    need,
+                    authorization.decode("latin-1") if authorization is not None else None,
+                    api_key.decode("latin-1") if api_key is not None else None,
+                    scope.get("server"),
+                )
+            except ModelportError as exc:
+                refused(scope, exc, rid)
+                raise
+            if principal is not None:
+                scope.setdefault("state", {})["principal"] = principal
+        if scope["method"] not in _WITH_BODY:
+            return Admitted(rid, headers, b"")
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            raise BodyTooLarge
+        try:
+            body = await read_body(receive, self.max_body)
+        except ClientGone:
+            return None
+        encoding = headers.get(b"content-encoding")
+        if encoding is not None:
+            body = decode_body(body, encoding.decode("latin-1"), self.max_body)
+        return Admitted(rid, headers, body)
+
+    def _error(self, scope: Scope, exc: Exception, rid: str) -> Payload | None:
+        """The answer to an exception from admission or the app (None: nobody to answer)."""
+        if isinstance(exc, ModelportError):
+            return error_payload(exc)
+        if isinstance(exc, BodyTooLarge):
+            return too_large(self.max_body)
+        if isinstance(exc, UnsupportedEncoding):
+            return unsupported_encoding(str(exc))
+        if isinstance(exc, ClientGone):
+            return None
+        if isinstance(exc, HTTPException):
+            status = exc.status_code
+            text = f"no such endpoint: {scope['method']} {scope['path']}" if status in (404, 405) else exc.detail
+            headers = dict(exc.headers or {})
+            return Payload(status, orjson.dumps({"error": str(text)}), JSON, headers or None)
+        logger.error("unhandled error on %s %s (request %s)", scope["method"], scope["path"], rid, exc_info=exc)
+        return error_payload(ModelportError(f"internal server error: {type(exc).__name__}; see the server log"))
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` for the app: the whole body once, then whatever the server says (a disconnect)."""
+    pending: list[Any] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replayed
