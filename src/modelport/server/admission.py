@@ -14,12 +14,16 @@ lane and the router alike), so no request skips it:
    becomes its status and ``{"error": ...}`` (the table in :mod:`modelport.protocols.errors`);
    the router's 404/405 become the same JSON; anything else is logged and answered 500.
 
+After admission the app sends the answer itself (the fast lane with :func:`send_payload`, the
+router through :meth:`Admitted.sending`), so the request id is on every answer.
+
 Metrics, the access log and tracing hook in here when they come. gRPC gets the same steps
 from :class:`modelport.server.grpc.AdmissionInterceptor`.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -47,24 +51,54 @@ ADMITTED = "modelport.admitted"  # the scope key of a request's Admitted
 
 @dataclass(slots=True)
 class Admitted:
-    """One request past admission: its id, its headers by (lower-case) name, its whole body."""
+    """One request past admission: its id, its headers by (lower-case) name, its whole body, and
+    whether its answer has started (then an error can no longer be answered)."""
 
     request_id: str
     headers: dict[bytes, bytes]
     body: bytes
+    started: bool = False
+
+    def sending(self, send: Send) -> Send:
+        """``send`` for the router: the request id goes on the answer, its start is noted."""
+
+        async def answering(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.started = True
+                message["headers"] = [*message.get("headers", ()), (_REQUEST_ID, self.request_id.encode("ascii"))]
+            await send(message)
+
+        return answering
+
+    def receiving(self, receive: Receive) -> Receive:
+        """``receive`` for the router: the whole body once, then whatever the server says (a disconnect)."""
+        pending: list[Any] = [{"type": "http.request", "body": self.body, "more_body": False}]
+
+        async def replayed() -> Message:
+            return pending.pop() if pending else await receive()
+
+        return replayed
+
+
+_PREFIX = os.urandom(4).hex()  # this process's ids: the prefix and a counter, unique and cheap
+_COUNTER = itertools.count()
 
 
 def request_id(given: bytes | None) -> str:
-    """The caller's request id when it is a sane token, else a new random one."""
+    """The caller's request id when it is a sane token, else a new one (16 hex digits)."""
     if given is not None and _SANE_ID.fullmatch(given):
         return given.decode("ascii")
-    return os.urandom(8).hex()
+    return f"{_PREFIX}{next(_COUNTER) & 0xFFFFFFFF:08x}"
 
 
-async def send_payload(send: Send, payload: Payload) -> None:
-    """A finished answer in two ``send`` calls."""
+async def send_payload(send: Send, payload: Payload, request_id: str) -> None:
+    """A finished answer, with its request id, in two ``send`` calls."""
     media_type = _JSON if payload.media_type == JSON else payload.media_type.encode("latin-1")
-    headers = [(b"content-type", media_type), (b"content-length", b"%d" % len(payload.body))]
+    headers = [
+        (b"content-type", media_type),
+        (b"content-length", b"%d" % len(payload.body)),
+        (_REQUEST_ID, request_id.encode("ascii")),
+    ]
     if payload.headers:
         headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in payload.headers.items()]
     start: Message = {"type": "http.response.start", "status": payload.status, "headers": headers}
@@ -86,28 +120,20 @@ class HttpAdmission:
             return
         headers = dict(scope["headers"])
         rid = request_id(headers.get(_REQUEST_ID))
-        started = False
-
-        async def answering(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                message["headers"] = [*message.get("headers", ()), (_REQUEST_ID, rid.encode("ascii"))]
-            await send(message)
-
+        admitted = None
         try:
             admitted = await self._admit(scope, receive, headers, rid)
             if admitted is None:
                 return  # the client left while sending the body
             scope[ADMITTED] = admitted
-            await self.app(scope, _replay(admitted.body, receive), answering)
+            await self.app(scope, receive, send)
         except Exception as exc:
             payload = self._error(scope, exc, rid)
             if payload is None:
                 return
-            if started:
+            if admitted is not None and admitted.started:
                 raise
-            await send_payload(answering, payload)
+            await send_payload(send, payload, rid)
 
     async def _admit(self, scope: Scope, receive: Receive, headers: dict[bytes, bytes], rid: str) -> Admitted | None:
         need = self.gate.need(scope["path"])
@@ -159,13 +185,3 @@ class HttpAdmission:
             return Payload(status, orjson.dumps({"error": str(text)}), JSON, headers or None)
         logger.error("unhandled error on %s %s (request %s)", scope["method"], scope["path"], rid, exc_info=exc)
         return error_payload(ModelportError(f"internal server error: {type(exc).__name__}; see the server log"))
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """``receive`` for the app: the whole body once, then whatever the server says (a disconnect)."""
-    pending: list[Any] = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def replayed() -> Message:
-        return pending.pop() if pending else await receive()
-
-    return replayed

@@ -26,7 +26,7 @@ from modelport.errors import ModelNotReady, ModelportError
 from modelport.protocols import openapi, sagemaker, tfserving, v2
 from modelport.protocols.codec import dumps
 from modelport.protocols.errors import JSON
-from modelport.server.admission import HttpAdmission
+from modelport.server.admission import ADMITTED, Admitted, HttpAdmission
 from modelport.server.fastlane import FastLane
 from modelport.server.guard import Gate, authentication, is_loopback
 from modelport.server.http import listening_addresses
@@ -184,7 +184,8 @@ class ModelportApp:
             if target is not None:
                 await self.lane.serve(target, scope, send)
                 return
-        await self.router(scope, receive, send)
+        admitted: Admitted = scope[ADMITTED]
+        await self.router(scope, admitted.receiving(receive), admitted.sending(send))
 
     def _lifespan_send(self, send: Send) -> Send:
         async def reporting(message: Message) -> None:

@@ -81,4 +81,5 @@ class FastLane:
         else:
             key = routing_key.decode("latin-1") if routing_key is not None else None
             payload = await tfserving.predict(manager, tfserving.parse_path(target), admitted.body, key, seconds)
-        await send_payload(send, payload)
+        admitted.started = True
+        await send_payload(send, payload, admitted.request_id)
