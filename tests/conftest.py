@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,11 @@ import pandas as pd
 import pytest
 
 from modelport.settings import Settings
+
+# A third-party plugin distribution (runtimes and a store, by entry point): see tests/plugins/README.md.
+PLUGINS = Path(__file__).parent / "plugins"
+if str(PLUGINS) not in sys.path:
+    sys.path.insert(0, str(PLUGINS))
 
 pytest_plugins = ["tests.postgres"]  # the session-scoped `postgres_url` fixture
 

@@ -283,7 +283,7 @@ def test_runtime_choice_is_checked_against_the_model_kind(iris: Iris, tmp_path: 
     with pytest.raises(InvalidModel, match=r"m\.onnx is served by the onnx runtime; runtime='sklearn' does not apply"):
         package(onnx_file, workdir=tmp_path, runtime="sklearn")
     with pytest.raises(InvalidModel, match="unknown runtime 'torch'"):
-        package(onnx_file, workdir=tmp_path, runtime="torch")
+        package(LogisticRegression(max_iter=500).fit(x, labels), workdir=tmp_path, runtime="torch")
 
 
 # -- mixed DataFrames and missing values ------------------------------------------------------------

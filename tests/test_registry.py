@@ -373,7 +373,7 @@ def test_open_uses_settings_home(settings: Settings, artifacts: Artifacts, signa
     assert not settings.home.exists()
     with Registry.open(settings) as registry:
         version = _register(registry, artifacts, signature)
-        assert registry.artifact_path(version).is_relative_to(settings.artifact_dir)
+        assert registry.artifact_path(version).is_relative_to(settings.artifact_location)
     assert (settings.home / "registry.db").is_file()
 
 

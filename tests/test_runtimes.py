@@ -15,7 +15,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from modelport.errors import ModelNotReady, NotFound
 from modelport.packaging.ingest import package
-from modelport.runtimes import KINDS, Runtime, create
+from modelport.runtimes import BUILTINS, KINDS, Runtime, create
 from modelport.runtimes import sklearn as sklearn_runtime
 from modelport.runtimes.conformance import check_runtime
 from modelport.runtimes.fake import FakeRuntime, write_artifact
@@ -104,13 +104,15 @@ def test_builtin_runtime_passes_conformance(case: str, iris: Iris, tmp_path: Pat
     check_runtime(runtime, artifact, signature, sample)
 
 
-def test_every_builtin_kind_has_a_conformance_case() -> None:
-    assert set(KINDS) == {"onnx", "sklearn", "python", "fake"}
+def test_every_kind_has_a_conformance_case() -> None:
+    assert set(BUILTINS) == {"onnx", "sklearn", "python"}  # the test fake is no production kind
+    assert set(KINDS) == {"onnx", "sklearn", "python", "fake", "scaled"}  # fake, scaled: tests/plugins
     assert all(isinstance(create(kind), Runtime) for kind in KINDS)
+    assert {case.split("-")[0] for case in CASES} == set(KINDS) - {"scaled"}  # scaled: test_plugins.py
 
 
-def test_unknown_runtime_kind_lists_the_builtin_kinds() -> None:
-    with pytest.raises(NotFound, match=r"unknown runtime kind 'tensorflow'; built-in kinds are: fake, onnx"):
+def test_unknown_runtime_kind_lists_the_kinds() -> None:
+    with pytest.raises(NotFound, match=r"unknown runtime kind 'tensorflow'; the kinds are: onnx, python, sklearn; "):
         create("tensorflow")
 
 

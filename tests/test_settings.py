@@ -29,7 +29,7 @@ def test_defaults_keep_everything_local(tmp_path: Path) -> None:
     assert settings.host == "127.0.0.1"
     assert settings.loopback
     assert settings.database_url == f"sqlite:///{tmp_path / 'registry.db'}"
-    assert settings.artifact_dir == tmp_path / "artifacts"
+    assert settings.artifact_location == str(tmp_path / "artifacts")
     assert not settings.enable_management
     assert settings.grpc_port is None
 

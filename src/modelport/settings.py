@@ -41,7 +41,8 @@ class Settings:
     home: where the default registry lives (``MODELPORT_HOME``, default ``./.modelport``).
     database_url: SQLAlchemy URL of the metadata DB; default a SQLite file in ``home``.
         PostgreSQL works by URL (``postgresql+psycopg://user@host:5432/db``).
-    artifacts: directory of the local content-addressed artifact store.
+    artifacts: where artifacts are stored: a folder, or a URL (``file:///srv/artifacts``; the
+        scheme of an installed store plugin). Default ``home/artifacts``.
     threads: compute threads per worker process; 0 means cores / workers.
     max_body_bytes: largest request body accepted (``MODELPORT_MAX_BODY_MB``, default 32 MiB).
     allow_env_mismatch: load native models even when library versions differ.
@@ -109,7 +110,7 @@ class Settings:
 
     home: Path = field(default_factory=lambda: Path(".modelport"))
     database_url: str = ""
-    artifacts: Path | None = None
+    artifacts: str | Path | None = None
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     workers: int = 1
@@ -168,12 +169,15 @@ class Settings:
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{home / 'registry.db'}")
         if self.artifacts is None:
-            object.__setattr__(self, "artifacts", home / "artifacts")
+            object.__setattr__(self, "artifacts", str(home / "artifacts"))
+        elif isinstance(self.artifacts, Path):
+            object.__setattr__(self, "artifacts", str(self.artifacts))
 
     @property
-    def artifact_dir(self) -> Path:
+    def artifact_location(self) -> str:
+        """Where artifacts are stored, as given: a folder or a URL (see ``artifacts``)."""
         assert self.artifacts is not None  # set in __post_init__
-        return Path(self.artifacts)
+        return str(self.artifacts)
 
     @property
     def loopback(self) -> bool:
@@ -259,7 +263,7 @@ _Entry = tuple[str, Callable[[str], Any], Callable[[Any], str]]
 ENVIRONMENT: dict[str, _Entry] = {
     "home": ("MODELPORT_HOME", Path, _text),
     "database_url": ("MODELPORT_DATABASE_URL", str, _text),
-    "artifacts": ("MODELPORT_ARTIFACTS", Path, _text),
+    "artifacts": ("MODELPORT_ARTIFACTS", str, _text),
     "host": ("MODELPORT_HOST", str, _text),
     "port": ("MODELPORT_PORT", int, _text),
     "workers": ("MODELPORT_WORKERS", int, _text),

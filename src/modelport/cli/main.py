@@ -200,7 +200,10 @@ def register(
     ] = False,
     runtime: Annotated[
         str | None,
-        typer.Option(help="scikit-learn models: onnx (must convert) or sklearn (native); default: ONNX if verified."),
+        typer.Option(
+            help="scikit-learn: onnx (must convert) or sklearn (native; default: ONNX if verified); "
+            "a directory: python (default) or an installed runtime plugin's kind."
+        ),
     ] = None,
     batching: Annotated[
         bool | None,

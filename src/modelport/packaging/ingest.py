@@ -24,6 +24,7 @@ import numpy as np
 from modelport.errors import InvalidModel, ModelportError, UntrustedArtifact
 from modelport.packaging import onnxgraph
 from modelport.registry import environment
+from modelport.runtimes import KINDS
 from modelport.runtimes import onnx as onnx_runtime
 from modelport.runtimes import sklearn as sklearn_runtime
 from modelport.runtimes.python import ENTRYPOINT, PythonRuntime
@@ -66,21 +67,26 @@ def package(
 
     ``runtime`` chooses how a scikit-learn model is served: None converts to ONNX when the
     conversion is verified and falls back to the native runtime otherwise; "onnx" insists on ONNX
-    (an error when conversion fails); "sklearn" skips conversion and serves the native model.
+    (an error when conversion fails); "sklearn" skips conversion and serves the native model. A
+    directory is served by the ``python`` runtime (its ``model.py``), or by the installed runtime
+    plugin ``runtime`` names (:mod:`modelport.runtimes`).
     """
-    if runtime not in (None, "onnx", "sklearn"):
-        raise InvalidModel(f"unknown runtime {runtime!r} for registration; choose onnx or sklearn (or leave it out)")
+    directory = isinstance(model, str | Path) and Path(model).is_dir()
+    if runtime not in (None, "onnx", "sklearn") and not directory:
+        raise InvalidModel(
+            f"unknown runtime {runtime!r} for registration; choose onnx or sklearn (or leave it out); "
+            "a runtime plugin serves a directory of its files"
+        )
     if isinstance(model, str | Path):
         path = Path(model)
         if not path.exists():
             raise InvalidModel(f"{path} does not exist; give {ACCEPTED}")
-        if path.is_dir() or path.suffix.lower() == ".onnx":
-            served_by = "python" if path.is_dir() else "onnx"
-            if runtime not in (None, served_by):
-                message = f"{path.name} is served by the {served_by} runtime; runtime={runtime!r} does not apply"
-                raise InvalidModel(message)
+        if path.suffix.lower() == ".onnx" and runtime not in (None, "onnx"):
+            raise InvalidModel(f"{path.name} is served by the onnx runtime; runtime={runtime!r} does not apply")
         if path.is_dir():
-            return _package_python(path, workdir=workdir, sample=sample_input, trust=trust_pickle)
+            return _package_directory(
+                path, runtime or "python", workdir=workdir, sample=sample_input, trust=trust_pickle
+            )
         suffix = path.suffix.lower()
         if suffix == ".onnx":
             return _package_onnx(path, workdir=workdir, sample=sample_input)
@@ -519,16 +525,29 @@ def _prefer_declared(declared: TensorSpec, found: TensorSpec) -> TensorSpec:
 # --- custom Python ------------------------------------------------------------------------
 
 
-def _package_python(path: Path, *, workdir: Path, sample: object | None, trust: bool) -> Packaged:
-    if not (path / ENTRYPOINT).is_file():
-        raise InvalidModel(f"{path} is a directory without {ENTRYPOINT}; give {ACCEPTED}")
-    if not trust:
-        raise UntrustedArtifact(
-            f"{path.name} is a custom Python model: loading it runs the code in {ENTRYPOINT}. {TRUST_HINT}."
+def _package_directory(path: Path, kind: str, *, workdir: Path, sample: object | None, trust: bool) -> Packaged:
+    """A directory served by the ``kind`` runtime: its files copied, the runtime loaded on the copy
+    with the sample's inputs, and its outputs on the sample as the signature's outputs."""
+    if kind in ("onnx", "sklearn") or kind not in KINDS:
+        raise InvalidModel(
+            f"a directory is served by the python runtime (its {ENTRYPOINT}) or an installed runtime plugin; "
+            f"runtime={kind!r} is neither (the kinds are: {KINDS.describe()})"
         )
+    cls = KINDS[kind]
+    custom = kind == PythonRuntime.kind
+    if custom and not (path / ENTRYPOINT).is_file():
+        raise InvalidModel(f"{path} is a directory without {ENTRYPOINT}; give {ACCEPTED}")
+    runs_code = cls.capabilities.runs_code
+    if runs_code and not trust:
+        what = (
+            f"a custom Python model: loading it runs the code in {ENTRYPOINT}"
+            if custom
+            else (f"served by the {kind} runtime, which runs code from the artifact when it loads")
+        )
+        raise UntrustedArtifact(f"{path.name} is {what}. {TRUST_HINT}.")
     if sample is None:
         raise InvalidModel(
-            "a custom Python model needs a sample input to infer its signature; "
+            f"a model served by the {kind} runtime needs a sample input to infer its signature; "
             "pass sample_input= (Python) or --sample (CLI)"
         )
     arrays, names = sample_arrays(sample)
@@ -542,30 +561,34 @@ def _package_python(path: Path, *, workdir: Path, sample: object | None, trust: 
         target = directory / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
-    runtime = PythonRuntime()
-    runtime.load(directory, Signature(inputs, ()))
+    runtime = cls()
     try:
+        runtime.load(directory, Signature(inputs, ()))
         outputs = runtime.predict(arrays)
     except ModelportError as exc:
-        raise InvalidModel(f"the custom model failed on the sample input: {exc}") from exc
+        raise InvalidModel(f"the {kind} model failed on the sample input: {exc}") from exc
+    except Exception as exc:  # a plugin raises what it raises
+        raise InvalidModel(f"the {kind} model failed on the sample input: {_reason(exc)}") from exc
     finally:
         runtime.unload()
     for name, arr in outputs.items():
         if arr.ndim == 0 or arr.shape[0] != rows:
             raise InvalidModel(
-                f"Model.predict returned output {name!r} with shape {list(arr.shape)}; "
+                f"the {kind} model returned output {name!r} with shape {list(arr.shape)}; "
                 f"give one row per input row ({rows} for the sample)"
             )
         try:
             datatype_of(arr.dtype)
         except ValueError as exc:
-            raise InvalidModel(f"Model.predict returned output {name!r}: {exc}") from exc
+            raise InvalidModel(f"the {kind} model returned output {name!r}: {exc}") from exc
     signature = Signature(inputs, output_specs(outputs), example_of(arrays))
-    notes = (
-        f"custom Python model: runs {ENTRYPOINT} from the artifact when loaded",
-        f"outputs inferred from {rows} sample rows: {', '.join(outputs)}",
+    first = (
+        f"custom Python model: runs {ENTRYPOINT} from the artifact when loaded"
+        if custom
+        else (f"served by the {kind} runtime plugin ({KINDS.plugins.get(kind, '?')})")
     )
-    return Packaged(directory, "python", "python", signature, environment.capture("python"), notes, True)
+    notes = (first, f"outputs inferred from {rows} sample rows: {', '.join(outputs)}")
+    return Packaged(directory, kind, kind, signature, environment.capture(kind), notes, runs_code)
 
 
 def _bytecode(rel: str) -> bool:

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from sqlalchemy import (
     Connection,
@@ -41,8 +41,8 @@ from modelport.registry.database import aliases as alias_table
 from modelport.registry.database import connect, lock_artifact, models, reading, safe_url, upgrade, versions, writing
 from modelport.registry.traffic import ModelRouting
 from modelport.settings import Settings
-from modelport.stores.base import ArtifactStore
-from modelport.stores.local import LocalStore
+from modelport.stores import open_store
+from modelport.stores.base import ArtifactStore, CollectableStore
 from modelport.types import Batching, ModelVersion, Signature
 
 log = logging.getLogger(__name__)
@@ -61,19 +61,6 @@ class ModelSummary:
     aliases: dict[str, int]
     description: str  # the latest version's description
     updated_at: datetime
-
-
-@runtime_checkable
-class CollectableStore(ArtifactStore, Protocol):
-    """A store :meth:`Registry.gc` can clean: it knows each artifact's age."""
-
-    def age(self, key: str) -> float:
-        """Seconds since the artifact was (last) stored; ``NotFound`` if absent."""
-        ...
-
-    def purge_incomplete(self, older_than: float) -> list[Path]:
-        """Remove leftovers of interrupted puts older than ``older_than`` seconds."""
-        ...
 
 
 class Registry:
@@ -97,9 +84,9 @@ class Registry:
 
     @classmethod
     def open(cls, settings: Settings) -> Registry:
-        """The registry that ``settings`` describe: its database URL and local artifact folder."""
+        """The registry that ``settings`` describe: its database URL and artifact store (a folder or a URL)."""
         settings.home.mkdir(parents=True, exist_ok=True)
-        return cls(settings.database_url, LocalStore(settings.artifact_dir))
+        return cls(settings.database_url, open_store(settings.artifact_location))
 
     def __enter__(self) -> Registry:
         return self

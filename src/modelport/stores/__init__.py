@@ -1,0 +1,64 @@
+"""Artifact stores by location: a local folder, ``file://`` URLs, and installed store plugins.
+
+A package adds a store with an entry point in the ``modelport.stores`` group, named by the URL
+scheme it serves; the class is made with ``cls.from_url(url)`` when it has that method, else
+``cls(url)``::
+
+    [project.entry-points."modelport.stores"]
+    mystore = "my_package.store:MyStore"      # MODELPORT_ARTIFACTS=mystore://bucket/prefix
+
+Installing the package is what trusts its code. :func:`modelport.testing.check_artifact_store`
+checks a store against the seam's promises (and the garbage collection ones, when it has them).
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from modelport.errors import InvalidSetting
+from modelport.stores.base import ArtifactStore
+from modelport.stores.local import LocalStore
+
+__all__ = ["ENTRY_POINTS", "ArtifactStore", "open_store", "store_schemes"]
+
+ENTRY_POINTS = "modelport.stores"
+VARIABLE = "MODELPORT_ARTIFACTS"
+PLANNED = {"s3": "an S3 (or S3-compatible) store is not part of this modelport version yet"}
+
+
+def store_schemes() -> dict[str, str]:
+    """The URL schemes of installed store plugins -> where their class is (``module:Class``)."""
+    return {point.name: point.value for point in entry_points(group=ENTRY_POINTS) if point.name != "file"}
+
+
+def open_store(location: str) -> ArtifactStore:
+    """The store at ``location``: a folder path or ``file://`` URL (the local store), or a URL whose
+    scheme an installed plugin serves; :class:`InvalidSetting` naming the choices otherwise."""
+    parts = urlsplit(location)
+    scheme = parts.scheme.lower()
+    if not scheme or len(scheme) == 1:  # a path (a Windows drive letter is no scheme)
+        return LocalStore(Path(location))
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise InvalidSetting(f"{VARIABLE}={location!r}: a file:// URL names a local folder, file:///path")
+        return LocalStore(Path(unquote(parts.path)))
+    plugins = store_schemes()
+    target = plugins.get(scheme)
+    if target is None:
+        known = ", ".join(["a folder path", "file://", *(f"{s}://" for s in sorted(plugins))])
+        why = PLANNED.get(scheme, f"no installed store serves {scheme}:// URLs")
+        raise InvalidSetting(f"{VARIABLE}={location!r}: {why}; give {known}")
+    module_name, _, attr = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+        store = cls.from_url(location) if hasattr(cls, "from_url") else cls(location)
+    except InvalidSetting:
+        raise
+    except Exception as exc:
+        raise InvalidSetting(f"{VARIABLE}={location!r}: the {scheme} store ({target}) failed to open: {exc}") from None
+    if not isinstance(store, ArtifactStore):
+        raise InvalidSetting(f"{VARIABLE}={location!r}: {target} is not a modelport artifact store")
+    return store

@@ -29,3 +29,16 @@ class ArtifactStore(Protocol):
         ...
 
     def keys(self) -> Iterator[str]: ...
+
+
+@runtime_checkable
+class CollectableStore(ArtifactStore, Protocol):
+    """A store :meth:`Registry.gc` can clean: it knows each artifact's age."""
+
+    def age(self, key: str) -> float:
+        """Seconds since the artifact was (last) stored; ``NotFound`` if absent."""
+        ...
+
+    def purge_incomplete(self, older_than: float) -> list[Path]:
+        """Remove leftovers of interrupted puts older than ``older_than`` seconds."""
+        ...

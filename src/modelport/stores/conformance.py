@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 
 from modelport.errors import InvalidModel, NotFound
-from modelport.stores.base import ArtifactStore
+from modelport.stores.base import ArtifactStore, CollectableStore
 from modelport.stores.local import KEY_RE, content_key
 
 StoreFactory = Callable[[], ArtifactStore]
@@ -142,6 +142,23 @@ def check_refuses_unsafe_input(store: ArtifactStore, work: Path) -> None:
     _check(_read(store.fetch(key)) == {"alias.txt": b"real", "real.txt": b"real"}, "inner symlink not stored as file")
 
 
+def check_collectable(store: ArtifactStore, work: Path) -> None:
+    """What ``Registry.gc`` relies on, for stores that offer it (``age``, ``purge_incomplete``)."""
+    if not isinstance(store, CollectableStore):
+        _check(
+            not hasattr(store, "age") and not hasattr(store, "purge_incomplete"),
+            "a store with age() or purge_incomplete() must have both (CollectableStore)",
+        )
+        return
+    key = store.put(_write(work / "a", {"a.txt": b"a"}))
+    age = store.age(key)
+    _check(0 <= age < 60, f"age() of an artifact stored now is {age!r}, not a few seconds")
+    _raises(NotFound, lambda: store.age("sha256:" + "0" * 64), "age() of an unknown key")
+    removed = store.purge_incomplete(older_than=3600.0)
+    _check(isinstance(removed, list), "purge_incomplete() must return the list of what it removed")
+    _check(store.exists(key) and _read(store.fetch(key)) == {"a.txt": b"a"}, "purge_incomplete() touched an artifact")
+
+
 CHECKS: tuple[Callable[[ArtifactStore, Path], None], ...] = (
     check_roundtrip,
     check_idempotent_put,
@@ -150,6 +167,7 @@ CHECKS: tuple[Callable[[ArtifactStore, Path], None], ...] = (
     check_delete,
     check_keys,
     check_refuses_unsafe_input,
+    check_collectable,
 )
 
 

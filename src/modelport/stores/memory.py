@@ -66,6 +66,10 @@ class MemoryStore:
             raise NotFound(f"artifact {key} not found in the memory store")
         return max(0.0, time.time() - self._stored_at[key])
 
+    def purge_incomplete(self, older_than: float) -> list[Path]:
+        """Nothing is ever half-stored in memory: puts are one dict assignment."""
+        return []
+
     def close(self) -> None:
         """Remove the folder that fetched artifacts were written to."""
         if self._cleanup is not None:
