@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything modelport needs in ./.venv (idempotent).
 #   scripts/setup.sh           the Python environment (uv into .venv, project + extras + dev tools)
-#   scripts/setup.sh --test    also the services the test suite uses (PostgreSQL binaries via apt)
+#   scripts/setup.sh --test    also what the test suite uses (PostgreSQL binaries and Chromium, via apt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,15 +33,19 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
   touch "$STAMP"
 fi
 
-if [ "${1:-}" = "--test" ]; then
-  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      echo "==> installing PostgreSQL (Debian package) for the registry's PostgreSQL tests"
-      export DEBIAN_FRONTEND=noninteractive
-      apt-get update -q >/dev/null
-      apt-get install -y -q --no-install-recommends postgresql >/dev/null
-    else
-      echo "==> PostgreSQL binaries not found and cannot install them here: PostgreSQL tests will be skipped" >&2
-    fi
+# apt_install PACKAGE WHAT: the Debian package PACKAGE, needed for WHAT (tests skip without it)
+apt_install() {
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing $1 (Debian package) for $2"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "$1" >/dev/null
+  else
+    echo "==> $1 not found and cannot install it here (needs root and apt-get): $2 will be skipped" >&2
   fi
+}
+
+if [ "${1:-}" = "--test" ]; then
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql "the registry's PostgreSQL tests"
+  command -v chromium >/dev/null || apt_install chromium "the /docs browser test"
 fi

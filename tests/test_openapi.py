@@ -122,6 +122,20 @@ async def test_docs_serve_swagger_ui_pointing_at_the_spec(client: AsyncClient) -
     assert response.status_code == 200
     assert "swagger-ui" in response.text
     assert "/openapi.json" in response.text
+    assert "https://" not in response.text  # nothing from a CDN: the assets come from the server
+
+
+async def test_docs_assets_come_from_the_package_and_only_those_the_page_loads(client: AsyncClient) -> None:
+    script = await client.get("/docs/assets/swagger-ui-bundle.js")
+    assert script.status_code == 200
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert "SwaggerUIBundle" in script.text
+    assert (await client.get("/docs/assets/swagger-ui.css")).headers["content-type"].startswith("text/css")
+    for name in ("index.html", "swagger-ui.js.map"):
+        response = await client.get(f"/docs/assets/{name}")
+        assert response.status_code == 404, name
+        assert "no such documentation asset" in response.json()["error"]
+    assert (await client.get("/docs/assets/..%2F__init__.py")).status_code == 404
 
 
 @pytest.fixture(scope="module")

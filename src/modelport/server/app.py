@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any
 
-from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,6 +25,7 @@ from modelport.errors import ModelNotReady, ModelportError
 from modelport.protocols import openapi, sagemaker, tfserving, v2
 from modelport.protocols.codec import dumps
 from modelport.protocols.errors import JSON
+from modelport.server import docs
 from modelport.server.admission import ADMITTED, Admitted, HttpAdmission
 from modelport.server.fastlane import FastLane
 from modelport.server.guard import Gate, authentication, is_loopback
@@ -295,10 +295,7 @@ def _doc_routes(holder: _Holder) -> list[Route]:
         document = openapi.build_spec(served, visible=visible, secured=secured)
         return Response(dumps(document), media_type=JSON)
 
-    async def docs(request: Request) -> Response:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="modelport - API")
-
-    return [Route("/openapi.json", spec, methods=["GET"]), Route("/docs", docs, methods=["GET"])]
+    return [Route("/openapi.json", spec, methods=["GET"]), *docs.routes()]
 
 
 def create_app() -> ModelportApp:

@@ -297,6 +297,7 @@ def run(app: Any, settings: Settings, *, access_log: bool = False, factory: bool
         port=settings.port,
         loop="uvloop",
         http=GuardedProtocol,
+        ws="none",  # no WebSocket routes: an upgrade request is answered as plain HTTP
         workers=settings.workers,
         factory=factory,
         log_config=logging_config(settings.log_level, settings.log_format, access_log=access_log),
