@@ -5,19 +5,24 @@ A new folder or module that is not placed fails (it does not skip); so does an i
 sideways between two components of one layer. Imports under ``if TYPE_CHECKING:`` do not count
 (they never run); lazy imports inside functions do. The core (DESIGN.md: types, errors, serving,
 batching, runtimes, registry, stores) also reaches no web framework, HTTP client or metrics
-library, checked statically and in a fresh interpreter.
+library, checked statically and in a fresh interpreter. Every third-party import is a declared
+dependency (base or extra), and every base dependency is imported.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import json
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 import modelport
 
@@ -151,3 +156,39 @@ def test_the_checker_sees_an_upward_import_and_a_web_import() -> None:
     assert "starlette.types" in imports
     assert "starlette.types" in reachable("modelport.server.admission")
     assert LEVEL[component("modelport.server.app")] < LEVEL[component("modelport.serving.manager")]
+
+
+def declared_distributions() -> tuple[set[str], set[str]]:
+    """(the base dependencies, every dependency of any extra), by canonical distribution name."""
+    project = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    base = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
+    extras = {canonicalize_name(Requirement(r).name) for rs in project["optional-dependencies"].values() for r in rs}
+    return base, extras
+
+
+def third_party_imports() -> Iterator[tuple[str, str]]:
+    """(top-level module, where) of every import of something outside the standard library."""
+    for _, path in modules():
+        for imported, line in runtime_imports(path):
+            top = imported.split(".")[0]
+            if top and top != "modelport" and top not in sys.stdlib_module_names:
+                yield top, f"{path.relative_to(PACKAGE)}:{line}"
+
+
+def test_every_third_party_import_is_a_declared_dependency() -> None:
+    base, extras = declared_distributions()
+    providers = importlib.metadata.packages_distributions()
+    undeclared = [
+        f"{where} imports {top} (from {providers.get(top)})"
+        for top, where in third_party_imports()
+        if not {canonicalize_name(d) for d in providers.get(top, [])} & (base | extras)
+    ]
+    assert undeclared == [], "declare these in pyproject.toml"
+
+
+def test_every_base_dependency_is_used() -> None:
+    base, _ = declared_distributions()
+    providers = importlib.metadata.packages_distributions()
+    imported = {canonicalize_name(d) for top, _ in third_party_imports() for d in providers.get(top, [])}
+    # uvloop is the event loop uvicorn is told to use by name (server/http.py: loop="uvloop")
+    assert base - imported - {"uvloop"} == set(), "pyproject.toml declares dependencies nothing imports"
