@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,3 +39,20 @@ def iris() -> tuple[pd.DataFrame, np.ndarray]:
     frame.columns = IRIS_FEATURES
     labels = np.asarray(data.target_names)[data.target]
     return frame, labels
+
+
+_SERVER_LOGGERS = ("modelport", "uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+@pytest.fixture(autouse=True)
+def _server_loggers_restored() -> Iterator[None]:
+    """A server started in-process configures its loggers (handlers, no propagation): put them back
+    after each test, so a later test's ``caplog`` sees its records whatever ran before."""
+    loggers = [logging.getLogger(name) for name in _SERVER_LOGGERS]
+    saved = [(lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in loggers]
+    yield
+    for lg, (handlers, level, propagate, disabled) in zip(loggers, saved, strict=True):
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate = propagate
+        lg.disabled = disabled

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from modelport.errors import InvalidInput, Overloaded
 from modelport.serving.batching import Batcher, BatchSettings, merge, split
+from tests.waiting import until
 
 OUTPUTS = ("double", "total")
 
@@ -42,18 +43,13 @@ class FakeClock:
         self.sleepers.append((self.t + seconds, future))
         await future
 
-    async def advance(self, seconds: float) -> None:
+    def advance(self, seconds: float) -> None:
+        """Move time and wake the sleepers now due; the test then waits (``until``) for what it needs."""
         self.t += seconds
         for deadline, future in list(self.sleepers):
             if deadline <= self.t and not future.done():
                 future.set_result(None)
         self.sleepers = [(d, f) for d, f in self.sleepers if not f.done()]
-        await settle()
-
-
-async def settle() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0)
 
 
 class Gate:
@@ -148,20 +144,23 @@ async def test_requests_arriving_while_busy_are_merged_after_max_wait() -> None:
     clock, gate = FakeClock(), Gate()
     batcher = Batcher(gate.run, BatchSettings(max_batch_size=100, max_wait=0.005), clock=clock)
     first = asyncio.ensure_future(batcher.submit(request(0, 1)))
-    await settle()
+    await until(lambda: gate.calls == [1], "the runtime to get the first request")
     queued = [
         asyncio.ensure_future(batcher.submit(request(10 * i, i), sel))
         for i, sel in ((1, None), (2, ("total",)), (3, ("double",)))
     ]
-    await settle()
+    await until(lambda: batcher.queued_rows == 6, "the three requests (6 rows) to queue")
     assert gate.calls == [1]
     gate.open.set()
-    await settle()
+    await until(first.done, "the first request to be answered")
+    await until(lambda: len(clock.sleepers) == 1, "the batcher to wait on the clock for more rows")
     assert first.done()
     assert gate.calls == [1], "the queue waits for more rows until max_wait"
-    await clock.advance(0.004)
+    clock.advance(0.004)
+    await until(lambda: len(clock.sleepers) == 1, "the batcher to still wait on the clock (max_wait not reached)")
     assert gate.calls == [1]
-    await clock.advance(0.001)
+    clock.advance(0.001)
+    await until(lambda: all(f.done() for f in queued), "the queued requests to be answered after max_wait")
     assert gate.calls == [1, 6]
     for future, (i, sel) in zip(queued, ((1, None), (2, ("total",)), (3, ("double",))), strict=True):
         assert_same(future.result(), expected(request(10 * i, i), sel))
@@ -171,15 +170,17 @@ async def test_a_full_batch_is_dispatched_without_waiting() -> None:
     clock, gate = FakeClock(), Gate()
     batcher = Batcher(gate.run, BatchSettings(max_batch_size=4, max_wait=60.0), clock=clock)
     blocker = asyncio.ensure_future(batcher.submit(request(0, 1)))
-    await settle()
+    await until(lambda: gate.calls == [1], "the runtime to get the first request")
     waiting = [asyncio.ensure_future(batcher.submit(request(100 * i, 2))) for i in range(3)]
-    await settle()
+    await until(lambda: batcher.queued_rows == 6, "the three requests (6 rows) to queue")
     gate.open.set()
-    await settle()
+    await until(blocker.done, "the first request to be answered")
+    await until(lambda: len(clock.sleepers) == 1, "the batcher to wait on the clock for more rows")
     assert blocker.done()
     assert gate.calls[:2] == [1, 4], "a full batch (4 rows) goes at once; the rest waits"
     assert not waiting[2].done()
-    await clock.advance(60.0)
+    clock.advance(60.0)
+    await until(lambda: all(f.done() for f in waiting), "the last queued request to be answered after max_wait")
     assert gate.calls == [1, 4, 2]
     for i, future in enumerate(waiting):
         assert_same(future.result(), expected(request(100 * i, 2), None))
@@ -189,12 +190,12 @@ async def test_a_request_larger_than_the_limit_runs_alone() -> None:
     clock, gate = FakeClock(), Gate()
     batcher = Batcher(gate.run, BatchSettings(max_batch_size=4, max_wait=0.0), clock=clock)
     blocker = asyncio.ensure_future(batcher.submit(request(0, 1)))
-    await settle()
+    await until(lambda: gate.calls == [1], "the runtime to get the first request")
     big = asyncio.ensure_future(batcher.submit(request(0, 9)))
     small = asyncio.ensure_future(batcher.submit(request(50, 1)))
-    await settle()
+    await until(lambda: batcher.queued_rows == 10, "the big and the small request (10 rows) to queue")
     gate.open.set()
-    await settle()
+    await until(lambda: blocker.done() and big.done() and small.done(), "all three requests to be answered")
     await asyncio.gather(blocker, big, small)
     assert gate.calls == [1, 9, 1]
     assert_same(big.result(), expected(request(0, 9), None))
@@ -204,11 +205,11 @@ async def test_one_failing_request_fails_alone_and_the_others_succeed() -> None:
     clock, gate = FakeClock(), Gate()
     batcher = Batcher(gate.run, BatchSettings(max_batch_size=100, max_wait=0.0), clock=clock)
     blocker = asyncio.ensure_future(batcher.submit(request(0, 1)))
-    await settle()
+    await until(lambda: gate.calls == [1], "the runtime to get the first request")
     good_a = asyncio.ensure_future(batcher.submit(request(0, 2)))
     bad = asyncio.ensure_future(batcher.submit({"x": np.array([[1.0, -1.0, 2.0]])}))
     good_b = asyncio.ensure_future(batcher.submit(request(7, 3), ("total",)))
-    await settle()
+    await until(lambda: batcher.queued_rows == 6, "the three requests (6 rows) to queue")
     gate.open.set()
     results = await asyncio.gather(blocker, good_a, bad, good_b, return_exceptions=True)
     assert isinstance(results[2], ValueError)
@@ -221,9 +222,9 @@ async def test_a_full_queue_refuses_with_overloaded() -> None:
     clock, gate = FakeClock(), Gate()
     batcher = Batcher(gate.run, BatchSettings(max_batch_size=4, max_wait=0.0, max_queue_rows=3), clock=clock)
     blocker = asyncio.ensure_future(batcher.submit(request(0, 1)))
-    await settle()
+    await until(lambda: gate.calls == [1], "the runtime to get the first request")
     queued = asyncio.ensure_future(batcher.submit(request(0, 3)))
-    await settle()
+    await until(lambda: batcher.queued_rows == 3, "the request of 3 rows to queue")
     with pytest.raises(Overloaded, match=r"3 rows wait \(the limit is 3: MODELPORT_MAX_QUEUE_ROWS\)"):
         await batcher.submit(request(0, 1))
     gate.open.set()
@@ -242,15 +243,15 @@ async def test_a_request_expected_to_wait_past_the_bound_is_refused_at_once() ->
     batcher = Batcher(gate.run, settings, cost=linear_cost, clock=clock)
     assert batcher.expected_wait() == 0.0
     blocker = asyncio.ensure_future(batcher.submit(request(0, 4)))  # in flight: 90 ms
-    await settle()
+    await until(lambda: gate.calls == [4], "the runtime to get the first request")
     assert batcher.expected_wait() == pytest.approx(0.09)
-    await clock.advance(0.04)
+    clock.advance(0.04)
     assert batcher.expected_wait() == pytest.approx(0.05), "the batch in flight has 50 ms left"
     queued = [asyncio.ensure_future(batcher.submit(request(0, 2))) for _ in range(2)]  # one batch of 4: 90 ms
-    await settle()
+    await until(lambda: batcher.queued_rows == 4, "the two requests of 2 rows to queue")
     assert batcher.expected_wait() == pytest.approx(0.05 + 0.09)
     queued += [asyncio.ensure_future(batcher.submit(request(0, 4))) for _ in range(2)]  # two more batches
-    await settle()
+    await until(lambda: batcher.queued_rows == 12, "the two requests of 4 rows to queue")
     assert batcher.expected_wait() == pytest.approx(0.05 + 3 * 0.09)
     with pytest.raises(Overloaded, match=r"about 0.32 s of work is queued ahead .*limit is 0.3 s") as refused:
         await batcher.submit(request(0, 1))
@@ -266,13 +267,13 @@ async def test_a_request_whose_caller_gave_up_leaves_the_queue_and_never_runs() 
     clock, gate = FakeClock(), Gate()
     batcher = Batcher(gate.run, BatchSettings(max_batch_size=8, max_wait=0.0), cost=linear_cost, clock=clock)
     blocker = asyncio.ensure_future(batcher.submit(request(0, 1)))
-    await settle()
+    await until(lambda: gate.calls == [1], "the runtime to get the first request")
     abandoned = asyncio.ensure_future(batcher.submit(request(0, 5)))
     kept = asyncio.ensure_future(batcher.submit(request(0, 2)))
-    await settle()
+    await until(lambda: batcher.queued_rows == 7, "the two requests (7 rows) to queue")
     assert batcher.queued_rows == 7
     abandoned.cancel()
-    await settle()
+    await until(abandoned.done, "the abandoned request's cancellation to reach it")
     assert batcher.queued_rows == 2, "the abandoned rows stop counting at once"
     gate.open.set()
     await asyncio.gather(blocker, kept)
