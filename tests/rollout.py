@@ -15,6 +15,7 @@ import numpy as np
 from modelport.registry.registry import Registry
 from modelport.runtimes.fake import write_artifact
 from modelport.serving.manager import ModelManager, RegistrySource
+from modelport.serving.routes import RANDOM, Chance
 from modelport.types import ModelVersion, Signature, TensorSpec
 from tests.serving import BIAS, CLASSES, FEATURES, WEIGHTS
 
@@ -91,8 +92,8 @@ def register_python(
     )
 
 
-def following(registry: Registry) -> ModelManager:
-    return ModelManager(RegistrySource(registry))
+def following(registry: Registry, chance: Chance = RANDOM) -> ModelManager:
+    return ModelManager(RegistrySource(registry), chance=chance)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:

@@ -20,9 +20,9 @@ BODY = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data"
 
 
 @pytest.fixture
-def manager(tmp_path: Path) -> Any:
+async def manager(tmp_path: Path) -> Any:
     manager = ModelManager(DirectorySource([fake_version(tmp_path)]))
-    manager.load(["iris"])
+    await manager.load(["iris"])
     yield manager
     manager.close()
 

@@ -219,7 +219,7 @@ async def test_loopback_server_without_keys_is_open_until_a_key_appears(tmp_path
     settings = Settings(home=tmp_path / "home", poll_seconds=0.1)
     source = DirectorySource([fake_version(tmp_path)])
     manager = ModelManager(source)
-    manager.load(["iris"])
+    await manager.load(["iris"])
     body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.9, 3.0, 5.1, 1.8]}]}
     try:
         with Registry.open(settings) as registry:

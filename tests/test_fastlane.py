@@ -43,7 +43,7 @@ async def test_an_unexpected_error_in_the_lane_is_logged_and_answered_as_json_50
     tmp_path: Path, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     manager = BrokenManager(DirectorySource([fake_version(tmp_path)]))
-    manager.load(["iris"])
+    await manager.load(["iris"])
     body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
     async with client_for(build_app(settings, manager=manager)) as client:
         response = await client.post("/v2/models/iris/infer", json=body)
@@ -59,7 +59,7 @@ async def test_startup_objects_are_kept_out_of_the_cyclic_gc_while_the_app_runs(
     tmp_path: Path, settings: Settings
 ) -> None:
     manager = ModelManager(DirectorySource([fake_version(tmp_path)]))
-    manager.load(["iris"])
+    await manager.load(["iris"])
     assert gc.get_freeze_count() == 0
     async with client_for(build_app(settings, manager=manager)) as client:
         assert gc.get_freeze_count() > 0  # full collections skip them: no long pauses under load

@@ -55,11 +55,11 @@ def requests(count: int) -> list[np.ndarray]:
 
 
 @pytest.fixture
-def manager(tmp_path: Path) -> ModelManager:
+async def manager(tmp_path: Path) -> ModelManager:
     CostlyRuntime.calls = []
     source = CostlySource([fake_version(tmp_path, "iris", 1)])
     manager = ModelManager(source, threads=2, batching=BatchSettings(max_batch_size=64, max_wait=0.001))
-    manager.load(["iris"])
+    await manager.load(["iris"])
     CostlyRuntime.calls = []  # forget the warm-up calls
     return manager
 
@@ -91,7 +91,7 @@ async def test_a_failing_request_in_a_batch_fails_alone(manager: ModelManager) -
 async def test_without_batching_every_request_is_its_own_call(tmp_path: Path) -> None:
     CostlyRuntime.calls = []
     manager = ModelManager(CostlySource([fake_version(tmp_path, "iris", 1)]), threads=2)
-    manager.load(["iris"])
+    await manager.load(["iris"])
     CostlyRuntime.calls = []
     await asyncio.gather(*(manager.infer("iris", None, InferRequest({"input": x})) for x in requests(8)))
     assert len(CostlyRuntime.calls) == 8
@@ -110,13 +110,13 @@ async def test_without_batching_every_request_is_its_own_call(tmp_path: Path) ->
         (None, Batching(), None),
     ],
 )
-def test_a_version_s_own_batching_settings_win_over_the_server_s(
+async def test_a_version_s_own_batching_settings_win_over_the_server_s(
     tmp_path: Path, server: BatchSettings | None, own: Batching, expected: tuple[int, float] | None
 ) -> None:
     base = fake_version(tmp_path, "iris", 1)
     source = DirectorySource([(replace(base[0], batching=own), base[1])])
     manager = ModelManager(source, batching=server)
-    manager.load(["iris"])
+    await manager.load(["iris"])
     batcher = manager.get("iris").batcher
     if expected is None:
         assert batcher is None

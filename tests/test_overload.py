@@ -49,9 +49,9 @@ class SlowSource(DirectorySource):
         return runtime
 
 
-def slow_manager(tmp_path: Path, *, batching: BatchSettings | None, **options: Any) -> ModelManager:
+async def slow_manager(tmp_path: Path, *, batching: BatchSettings | None, **options: Any) -> ModelManager:
     manager = ModelManager(SlowSource([fake_version(tmp_path)]), threads=2, batching=batching, **options)
-    manager.load(["iris"])
+    await manager.load(["iris"])
     SlowRuntime.calls = []
     return manager
 
@@ -72,7 +72,7 @@ async def test_overload_is_refused_within_milliseconds_and_accepted_requests_wai
     tmp_path: Path, batching: BatchSettings | None
 ) -> None:
     wait = 0.2
-    manager = slow_manager(tmp_path, batching=batching or BatchSettings(enabled=False, max_queue_wait=wait))
+    manager = await slow_manager(tmp_path, batching=batching or BatchSettings(enabled=False, max_queue_wait=wait))
     outcomes = await asyncio.gather(
         *(timed(manager.infer("iris", None, InferRequest({"input": ROWS}))) for _ in range(60))
     )
@@ -93,7 +93,7 @@ async def test_a_version_s_own_queue_bound_wins_over_the_server_s(tmp_path: Path
     version, path = fake_version(tmp_path)
     source = SlowSource([(replace(version, batching=Batching(max_queue_wait_ms=10_000)), path)])
     manager = ModelManager(source, threads=2, batching=BatchSettings(max_batch_size=1, max_queue_wait=0.05))
-    manager.load(["iris"])
+    await manager.load(["iris"])
     model = manager.get("iris")
     assert model.max_queue_wait == 10.0
     assert model.batcher is not None
@@ -106,7 +106,7 @@ async def test_a_version_s_own_queue_bound_wins_over_the_server_s(tmp_path: Path
 
 
 async def test_readiness_reports_overload_while_the_server_sheds_load(tmp_path: Path) -> None:
-    manager = slow_manager(
+    manager = await slow_manager(
         tmp_path, batching=BatchSettings(max_batch_size=1, max_queue_wait=0.05), overload_unready=True
     )
     assert manager.ready()
@@ -123,7 +123,7 @@ async def test_readiness_reports_overload_while_the_server_sheds_load(tmp_path: 
 
 @pytest.mark.parametrize("batching", [BatchSettings(max_batch_size=1), None], ids=["batched", "unbatched"])
 async def test_deadline_drops_the_request_on_time(tmp_path: Path, batching: BatchSettings | None) -> None:
-    manager = slow_manager(tmp_path, batching=batching, timeout=10.0)
+    manager = await slow_manager(tmp_path, batching=batching, timeout=10.0)
     first = asyncio.ensure_future(manager.infer("iris", None, InferRequest({"input": ROWS})))
     await asyncio.sleep(0.005)  # the first call is in flight
     elapsed, result = await timed(manager.infer("iris", None, InferRequest({"input": ROWS + 1}, timeout=0.02)))
@@ -138,7 +138,7 @@ async def test_deadline_drops_the_request_on_time(tmp_path: Path, batching: Batc
 
 
 async def test_the_server_deadline_applies_when_the_request_asks_for_none(tmp_path: Path) -> None:
-    manager = slow_manager(tmp_path, batching=None, timeout=0.02)
+    manager = await slow_manager(tmp_path, batching=None, timeout=0.02)
     elapsed, result = await timed(manager.infer("iris", None, InferRequest({"input": ROWS})))
     assert isinstance(result, DeadlineExceeded)
     assert "MODELPORT_REQUEST_TIMEOUT" in str(result)
@@ -184,7 +184,7 @@ async def test_code_whose_cost_is_not_bounded_never_runs_on_the_event_loop(tmp_p
     source = KindSource([fake_version(tmp_path)])
     source.runtime = LoopRuntime
     manager = ModelManager(source, threads=1)
-    manager.load(["iris"])
+    await manager.load(["iris"])
     assert not manager.get("iris").runs_inline(1)
     LoopRuntime.threads.clear()
     await manager.infer("iris", None, InferRequest({"input": ROWS}))
@@ -198,7 +198,7 @@ async def test_a_call_that_overruns_on_the_event_loop_moves_the_model_to_the_poo
     source = KindSource([fake_version(tmp_path)])
     source.runtime = OverrunRuntime
     manager = ModelManager(source, threads=1)
-    manager.load(["iris"])
+    await manager.load(["iris"])
     model = manager.get("iris")
     assert model.runs_inline(1)
     with caplog.at_level(logging.INFO, logger="modelport"):

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from modelport.errors import InvalidModel, ModelNotReady, NotFound
 from modelport.registry.registry import Registry
-from modelport.serving.manager import VersionState, VersionStatus
+from modelport.registry.traffic import FULL
+from modelport.serving.manager import ModelManager, VersionState, VersionStatus
 from modelport.serving.plans import specs_from
 from modelport.settings import Settings
 from modelport.types import InferRequest
+from tests.chance import Cycle
 from tests.rollout import FLIPPED, ROWS, following, register_fake, register_python
+from tests.waiting import eventually, until
 
 
 @pytest.fixture
@@ -38,7 +43,7 @@ async def test_an_alias_move_loads_the_new_version_switches_and_unloads_the_old(
     register_fake(registry, tmp_path, aliases=("production",))
     register_fake(registry, tmp_path, weights=FLIPPED)
     manager = following(registry)
-    manager.follow(specs_from(["iris@production"]))
+    await manager.follow(specs_from(["iris@production"]))
     assert manager.ready()
     assert await version_of(manager) == 1
     old = manager.get("iris", "production")
@@ -60,7 +65,7 @@ async def test_a_version_that_fails_to_load_is_failed_and_the_old_one_keeps_serv
     register_python(registry, tmp_path, broken_if=str(marker))
     register_fake(registry, tmp_path, "wine", aliases=("production",))
     manager = following(registry)
-    manager.follow(specs_from([], serve_alias="production"))
+    await manager.follow(specs_from([], serve_alias="production"))
     marker.write_text("the artifact is damaged from now on")
     registry.set_alias("iris@2", "production")
     with caplog.at_level(logging.ERROR, logger="modelport"):
@@ -87,7 +92,7 @@ async def test_not_ready_until_the_configured_alias_has_a_loaded_version(registr
     register_python(registry, tmp_path, aliases=("production",), broken_if=str(marker))
     register_fake(registry, tmp_path)
     manager = following(registry)
-    manager.follow(specs_from(["iris@production"]))
+    await manager.follow(specs_from(["iris@production"]))
     assert not manager.ready()
     with pytest.raises(ModelNotReady, match="iris@production is not ready: cannot load iris@1"):
         await version_of(manager)
@@ -102,7 +107,7 @@ async def test_latest_two_serves_the_two_newest_and_picks_up_a_new_version(regis
     for _ in range(3):
         register_fake(registry, tmp_path)
     manager = following(registry)
-    manager.follow(specs_from([], version_policy="latest:2"))
+    await manager.follow(specs_from([], version_policy="latest:2"))
     assert states(manager.status()) == {2: "ready", 3: "ready"}
     assert await version_of(manager, None) == 3
     assert await version_of(manager, "2") == 2
@@ -117,11 +122,11 @@ async def test_specific_and_all_policies_choose_versions_per_model(registry: Reg
     for name in ("iris", "iris", "iris", "wine"):
         register_fake(registry, tmp_path, name)
     manager = following(registry)
-    manager.follow(specs_from([], version_policy="specific:1,3"))
+    await manager.follow(specs_from([], version_policy="specific:1,3"))
     assert {(s.name, s.version) for s in manager.status()} == {("iris", 1), ("iris", 3), ("wine", 1)}
     manager.close()
     manager = following(registry)
-    manager.follow(specs_from([], version_policy="all"))
+    await manager.follow(specs_from([], version_policy="all"))
     assert len(manager.served()) == 4
     manager.close()
 
@@ -132,11 +137,10 @@ async def test_a_retired_version_drains_its_in_flight_requests_before_it_unloads
     register_python(registry, tmp_path, aliases=("production",), delay=0.3)
     register_fake(registry, tmp_path)
     manager = following(registry)
-    manager.follow(specs_from(["iris@production"]))
+    await manager.follow(specs_from(["iris@production"]))
     slow = manager.get("iris", "production")
     request = asyncio.create_task(manager.infer("iris", "production", InferRequest({"input": ROWS})))
-    while slow.inflight == 0:
-        await asyncio.sleep(0.001)
+    await until(lambda: slow.inflight == 1, "the request to reach the version")
     registry.set_alias("iris@2", "production")
     await manager.refresh()  # returns after the drain and the unload
     result = await request
@@ -152,7 +156,7 @@ async def test_load_model_and_unload_model_at_runtime(registry: Registry, tmp_pa
     register_fake(registry, tmp_path, aliases=("production",))
     register_fake(registry, tmp_path, "wine")
     manager = following(registry)
-    manager.follow(specs_from(["iris@production"]))
+    await manager.follow(specs_from(["iris@production"]))
     with pytest.raises(NotFound, match="model 'wine' is not served"):
         await manager.unload_model("wine")
     await manager.load_model("wine")
@@ -176,7 +180,7 @@ async def test_load_model_raises_the_load_error_and_leaves_serving_as_it_was(
     register_fake(registry, tmp_path, aliases=("production",))
     register_python(registry, tmp_path, "churn", broken_if=str(marker))
     manager = following(registry)
-    manager.follow(specs_from(["iris@production"]))
+    await manager.follow(specs_from(["iris@production"]))
     with pytest.raises(InvalidModel, match="weights file is corrupt"):
         await manager.load_model("churn")
     assert manager.ready()
@@ -189,7 +193,7 @@ async def test_sticky_key_always_gets_the_same_version_of_a_split_alias(registry
     register_fake(registry, tmp_path, weights=FLIPPED)
     registry.split("iris@2", "production", 50)
     manager = following(registry)
-    manager.follow(specs_from(["iris@production"]))
+    await manager.follow(specs_from(["iris@production"]))
 
     async def served_by(selector: str | None, key: str) -> int:
         return (await manager.infer("iris", selector, InferRequest({"input": ROWS}), routing_key=key)).model_version
@@ -201,4 +205,56 @@ async def test_sticky_key_always_gets_the_same_version_of_a_split_alias(registry
         assert await served_by(None, key) == first  # the default route follows the same alias
     keys = {await served_by(None, str(i)) for i in range(40)}
     assert keys == {1, 2}  # different keys spread over both versions
+    manager.close()
+
+
+async def two_versions_of_production(registry: Registry, tmp_path: Path, rollout: Callable[[], object]) -> ModelManager:
+    """iris@1 (production) and iris@2, ``rollout`` applied, followed with an exact chance."""
+    register_fake(registry, tmp_path, aliases=("production",))
+    register_fake(registry, tmp_path, weights=FLIPPED)
+    rollout()
+    manager = following(registry, chance=Cycle())
+    await manager.follow(specs_from(["iris@production"]))
+    return manager
+
+
+async def test_a_split_sends_exactly_its_weight_to_each_version(registry: Registry, tmp_path: Path) -> None:
+    manager = await two_versions_of_production(registry, tmp_path, lambda: registry.split("iris@2", "production", 10))
+    served = Counter([await version_of(manager) for _ in range(2 * FULL)])
+    assert served == {1: 180, 2: 20}
+    manager.close()
+
+
+async def test_a_shadow_mirrors_exactly_its_fraction_of_the_requests(registry: Registry, tmp_path: Path) -> None:
+    manager = await two_versions_of_production(
+        registry, tmp_path, lambda: registry.set_shadow("iris@production", "iris@2", 0.25)
+    )
+    for _ in range(FULL):
+        assert await version_of(manager) == 1  # the caller only ever gets the primary's answer
+
+    def mirrored() -> int:
+        return int(manager.shadow_report("iris", "production")["shadows"][0]["requests"])
+
+    await eventually(lambda: mirrored() == 25, "25 of 100 requests mirrored to the shadow")
+    (report,) = manager.shadow_report("iris", "production")["shadows"]
+    assert (report["version"], report["fraction"], report["requests"]) == (2, 0.25, 25)
+    manager.close()
+
+
+async def test_concurrent_changes_apply_one_at_a_time(registry: Registry, tmp_path: Path) -> None:
+    register_fake(registry, tmp_path, aliases=("production",))
+    register_fake(registry, tmp_path, "wine")
+    register_fake(registry, tmp_path, "churn")
+    manager = following(registry)
+    await manager.follow(specs_from(["iris@production"]))
+    registry.set_alias("iris@1", "staging")
+    await asyncio.gather(manager.load_model("wine"), manager.load_model("churn"), manager.refresh())
+    assert manager.names() == ["churn", "iris", "wine"]
+    assert {(s.name, s.state) for s in manager.status()} == {
+        ("iris", VersionState.READY),
+        ("wine", VersionState.READY),
+        ("churn", VersionState.READY),
+    }
+    await asyncio.gather(manager.unload_model("wine"), manager.unload_model("churn"))
+    assert manager.names() == ["iris"]
     manager.close()

@@ -43,9 +43,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture
-def manager(tmp_path: Path) -> Iterator[ModelManager]:
+async def manager(tmp_path: Path) -> Iterator[ModelManager]:
     manager = ModelManager(DirectorySource([fake_version(tmp_path)]))
-    manager.load(["iris"])
+    await manager.load(["iris"])
     yield manager
     manager.close()
 

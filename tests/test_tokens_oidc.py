@@ -114,7 +114,7 @@ async def test_the_app_verifies_discovered_tokens_on_its_endpoints(
         home=tmp_path / "home", jwt_discovery=True, jwt_issuer=idp.issuer, jwt_audience=AUDIENCE, jwt_ca_bundle=pki.ca
     )
     manager = ModelManager(DirectorySource([fake_version(tmp_path)]))
-    manager.load(["iris"])
+    await manager.load(["iris"])
     body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.9, 3.0, 5.1, 1.8]}]}
     try:
         async with client_for(build_app(settings, manager=manager)) as client:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import asyncio
 import statistics
 import time
 from collections import Counter
@@ -15,9 +15,12 @@ from typer.testing import CliRunner
 
 from modelport.cli.main import app as cli
 from modelport.registry.registry import Registry
+from modelport.registry.traffic import FULL
 from modelport.server.app import build_app
+from modelport.serving.plans import specs_from
 from modelport.settings import Settings
-from tests.rollout import FLIPPED, ROWS, register_fake, register_python, wait_for
+from tests.chance import Cycle
+from tests.rollout import FLIPPED, ROWS, following, register_fake, register_python, wait_for
 from tests.serving import running
 
 pytestmark = pytest.mark.slow
@@ -38,23 +41,26 @@ def registry(settings: Settings) -> Registry:
     registry.close()
 
 
-def test_canary_weight_splits_traffic_within_binomial_tolerance(
+def test_canary_weight_splits_traffic_exactly_with_an_exact_chance(
     settings: Settings, registry: Registry, tmp_path: Path
 ) -> None:
     register_fake(registry, tmp_path, aliases=("production",))
     register_fake(registry, tmp_path, weights=FLIPPED)
     registry.split("iris@2", "production", 10)
-    requests = 2000
-    with running(build_app(settings)) as address, httpx.Client(base_url=f"http://{address}") as client:
-        seen: Counter[str] = Counter()
-        for _ in range(requests):
-            response = client.post(INFER, json=BODY)
-            assert response.status_code == 200
-            assert response.headers["modelport-model-version"] == response.json()["model_version"]
-            seen[response.json()["model_version"]] += 1
-    expected, sigma = requests * 0.1, math.sqrt(requests * 0.1 * 0.9)
-    assert abs(seen["2"] - expected) <= 4.5 * sigma, seen
-    assert seen["1"] + seen["2"] == requests
+    manager = following(registry, chance=Cycle())  # draws every point of the split in turn
+    asyncio.run(manager.follow(specs_from(["iris@production"])))
+    seen: Counter[str] = Counter()
+    try:
+        app = build_app(settings.with_(models=()), manager=manager)
+        with running(app) as address, httpx.Client(base_url=f"http://{address}") as client:
+            for _ in range(2 * FULL):
+                response = client.post(INFER, json=BODY)
+                assert response.status_code == 200
+                assert response.headers["modelport-model-version"] == response.json()["model_version"]
+                seen[response.json()["model_version"]] += 1
+    finally:
+        manager.close()
+    assert seen == {"1": 180, "2": 20}
 
 
 def test_sticky_header_keeps_each_caller_on_one_version_in_both_protocols(

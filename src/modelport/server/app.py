@@ -88,7 +88,7 @@ def build_app(
             async with authentication(settings, None, authenticator) as auth:
                 holder.authenticator = auth
                 if settings.models:
-                    manager.load(settings.models)
+                    await manager.load(settings.models)
                 async with _grpc(settings, holder, gate), exposure_check(settings, holder):
                     with frozen_heap():
                         yield
@@ -96,7 +96,7 @@ def build_app(
         if endpoint is not None:
             async with authentication(settings, None, authenticator) as auth:
                 holder.authenticator = auth
-                holder.manager = endpoint.start()
+                holder.manager = await endpoint.start()
                 try:
                     with frozen_heap():
                         yield
@@ -119,7 +119,7 @@ def build_app(
         try:
             async with authentication(settings, registry, authenticator) as auth:
                 holder.authenticator = auth
-                own.follow(specs_from(settings.models, settings.serve_alias, settings.version_policy))
+                await own.follow(specs_from(settings.models, settings.serve_alias, settings.version_policy))
                 if not (settings.models or settings.serve_alias or settings.version_policy):
                     logger.warning("no models configured to serve; pass model references, --alias or --policy")
                 holder.manager = own

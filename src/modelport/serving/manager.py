@@ -1,50 +1,45 @@
 """The model manager: which versions this process serves, and the one neutral inference call.
 
 Every protocol resolves ``name`` + an optional selector (version number, alias or ``latest``)
-through :meth:`ModelManager.get` and runs :meth:`ModelManager.infer`. The manager knows no wire
+through :meth:`ModelManager.get` / :meth:`ModelManager.pick` and runs the request with
+:meth:`ModelManager.run` (or both with :meth:`ModelManager.infer`). The manager knows no wire
 format; it loads models through a :class:`ModelSource` (the registry in production).
 
-What to serve is a list of :class:`~modelport.serving.plans.Spec` (references, an alias for every
-model, a version policy). With a registry snapshot they become plans (:mod:`modelport.serving.plans`);
-:meth:`ModelManager.refresh` loads and warms what a new snapshot names, swaps the routing table
-in one assignment, drains in-flight requests on versions no longer routed, then unloads them.
-A version that fails to load is FAILED with its error and the routes it would have taken keep
-their old version.
+It is a façade over three parts:
+
+- what to serve: a list of :class:`~modelport.serving.plans.Spec` (references, an alias for every
+  model, a version policy) that, with the source's snapshot, become plans;
+- :class:`~modelport.serving.lifecycle.Lifecycle`: one record per version (loading, ready,
+  failed, unloading, unloaded);
+- :class:`~modelport.serving.routes.RoutingTable`: immutable, replaced in one assignment;
+
+and :class:`~modelport.serving.inference.Inference` runs the requests. Every change goes through
+one async path under one lock: read the snapshot, load and warm what the plans name (in a
+thread), build and swap the table, drain the versions no longer routed, unload them. A version
+that fails to load is FAILED with its error and the routes it would have taken keep their old
+version.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import math
-import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from itertools import accumulate
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import numpy as np
-
-from modelport.errors import (
-    DeadlineExceeded,
-    InvalidModel,
-    ModelNotReady,
-    ModelportError,
-    NotFound,
-    Overloaded,
-    PredictionFailed,
-)
+from modelport.errors import ModelNotReady, ModelportError, NotFound
 from modelport.reference import Reference, parse_reference, parse_selector
 from modelport.registry.traffic import AliasTarget, ModelRouting, Snapshot, summary
+from modelport.runtimes.base import Runtime
 from modelport.serving.batching import Batcher, BatchSettings
-from modelport.serving.plans import Plan, Spec, build_plans, pick
-from modelport.serving.shadow import Job, ShadowRunner
+from modelport.serving.inference import Inference
+from modelport.serving.lifecycle import Lifecycle, warm
+from modelport.serving.plans import Spec, build_plans
+from modelport.serving.routes import RANDOM, Chance, Route, RoutingTable, build_table
+from modelport.serving.shadow import ShadowRunner
 from modelport.serving.versions import (
     INLINE_SECONDS,
-    OVERRUN_SECONDS,
     ModelSource,
     RegistrySource,
     ServingModel,
@@ -53,7 +48,6 @@ from modelport.serving.versions import (
     VersionStatus,
     WatchableSource,
 )
-from modelport.signature import count_rows, select_outputs, to_inputs, validate_inputs
 from modelport.types import InferRequest, InferResult, ModelVersion
 
 __all__ = [
@@ -69,31 +63,39 @@ __all__ = [
     "WatchableSource",
 ]
 
-logger = logging.getLogger("modelport")
-
-DRAIN_SECONDS = 30.0  # longest wait for in-flight requests before a retired version is unloaded anyway
 OVERLOAD_WINDOW = 1.0  # seconds after a refusal during which an overload_unready server is not ready
-DEADLINE_SETTING = "the server's: MODELPORT_REQUEST_TIMEOUT, or SAGEMAKER_MODEL_SERVER_TIMEOUT in SageMaker mode"
 Key = tuple[str, int]
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class Route:
-    """Where one name + selector goes: weighted loaded versions, and shadows mirrored to."""
+class Pinned:
+    """A source that cannot say what changed, made to answer snapshots: the versions resolved
+    through it, each name's aliases as they were when resolved."""
 
-    models: tuple[ServingModel, ...]
-    bounds: tuple[int, ...]  # cumulative weights
-    shadows: tuple[tuple[ServingModel, float], ...] = ()
-    label: str = ""  # the alias shadow statistics are recorded under
-    targets: tuple[tuple[int, int], ...] = field(default=(), repr=False)
+    def __init__(self, source: ModelSource) -> None:
+        self.source = source
+        self._models: dict[str, ModelRouting] = {}
+        self._versions: dict[Key, ModelVersion] = {}
 
-    @property
-    def primary(self) -> ServingModel:
-        return self.models[0]
+    def resolve(self, ref: Reference) -> ModelVersion:
+        if ref.version is not None and (ref.name, ref.version) in self._versions:
+            return self._versions[(ref.name, ref.version)]
+        version = self.source.resolve(ref)  # NotFound, with what exists, for an unknown reference
+        known = self._models.get(version.name, ModelRouting(()))
+        aliases = dict(known.aliases)
+        for alias in version.aliases:
+            aliases.setdefault(alias, AliasTarget(version.version))
+        if ref.alias is not None:
+            aliases[ref.alias] = AliasTarget(version.version)
+        numbers = tuple(sorted({*known.versions, version.version}))
+        self._models[version.name] = ModelRouting(numbers, aliases)
+        self._versions[(version.name, version.version)] = version
+        return version
 
-    def pick(self, key: str | None) -> ServingModel:
-        models = self.models
-        return models[0] if len(models) == 1 else models[pick(self.bounds, key)]
+    def open(self, version: ModelVersion) -> Runtime:
+        return self.source.open(version)
+
+    def routing(self) -> Snapshot:
+        return dict(self._models)
 
 
 class ModelManager:
@@ -108,6 +110,7 @@ class ModelManager:
     registration) win over it. Its ``max_queue_wait`` bounds every version's expected queue wait,
     batched or not. ``timeout`` is every request's deadline in seconds (0: none; a request may
     ask for less). ``overload_unready``: :meth:`ready` is False while a version sheds load.
+    ``chance`` is where traffic splits and shadow sampling draw from (tests pass an exact one).
     """
 
     def __init__(
@@ -118,149 +121,131 @@ class ModelManager:
         batching: BatchSettings | None = None,
         timeout: float = 0.0,
         overload_unready: bool = False,
+        chance: Chance = RANDOM,
     ) -> None:
         self.source = source
         self.threads = max(1, threads)
         self.batching = batching
         self.timeout = timeout
         self.overload_unready = overload_unready
-        self.shadows = ShadowRunner()
+        self.chance = chance
+        self.shadows = ShadowRunner(chance=chance)
+        self._source: WatchableSource | Pinned = source if isinstance(source, WatchableSource) else Pinned(source)
         self._specs: list[Spec] = []
         self._excluded: set[str] = set()  # names unloaded on request, left out of every spec
-        self._static: dict[str, ModelRouting] = {}  # the snapshot of a source that cannot say what changed
-        self._static_versions: dict[Key, ModelVersion] = {}
-        self._loaded: dict[Key, ServingModel] = {}
-        self._status: dict[Key, VersionStatus] = {}
-        self._blocked: set[Key] = set()  # failed versions, not retried while still wanted
-        self._errors: dict[Key, ModelportError] = {}  # why each failed version failed
-        self._wanted: set[Key] = set()  # the versions the last plan named
-        self._routes: dict[tuple[str, str | None], Route] = {}  # (name, selector) -> route; replaced whole
-        self._unmet: dict[tuple[str, str | None], str] = {}  # required routes without a ready version -> why
-        self._guard: asyncio.Lock | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._wanted: list[Key] = []  # the versions the last plans named
+        self._versions = Lifecycle()
+        self._table = RoutingTable()
+        self._lock = asyncio.Lock()  # one change at a time: every edit of specs, versions and table
+        self._inference = Inference(self.threads, timeout, self.shadows)
         self._closed = False
+        # The request path: bound once, no façade frame per request
+        self.run: Callable[[Route, ServingModel, InferRequest], Awaitable[InferResult]] = self._inference.run
 
     # -- what to serve -----------------------------------------------------------------------
 
-    def load(self, refs: Sequence[str | Reference]) -> None:
+    async def load(self, refs: Sequence[str | Reference]) -> None:
         """Resolve, open and warm each reference, then serve it. The first ref of a name is its default.
 
         Raises NotFound for a reference the source does not know and the load error of the first
         version that fails to load or warm (it is FAILED; everything else is served).
         """
-        specs = [Spec(ref=self._resolve(r)) for r in refs]
-        self._specs.extend(s for s in specs if s not in self._specs)
-        errors = self._apply_sync(self._snapshot())
+        async with self._lock:
+            for ref in refs:
+                spec = Spec(ref=await asyncio.to_thread(self._resolve, ref))
+                if spec not in self._specs:
+                    self._specs.append(spec)
+            errors = await self._apply()
         if errors:
-            raise errors[0][1]
+            raise errors[0]
 
-    def follow(self, specs: Sequence[Spec]) -> None:
+    async def follow(self, specs: Sequence[Spec]) -> None:
         """Serve ``specs`` from the source's snapshot; failures are FAILED and logged, never raised."""
-        self._specs.extend(s for s in specs if s not in self._specs)
-        self._apply_sync(self._snapshot())
+        async with self._lock:
+            self._specs.extend(s for s in specs if s not in self._specs)
+            await self._apply()
 
     async def refresh(self) -> None:
         """Re-read the source's snapshot and follow it: load new versions, swap, drain, unload old."""
-        snapshot = await asyncio.to_thread(self._snapshot)
-        await self._apply(snapshot)
+        async with self._lock:
+            await self._apply()
 
     async def load_model(self, ref: str | Reference) -> None:
         """Serve one more reference at runtime (load, warm, route); raises on failure, old versions stay."""
-        parsed = await asyncio.to_thread(self._resolve, ref)
-        spec = Spec(ref=parsed)
-        added = spec not in self._specs
-        excluded = parsed.name in self._excluded
-        self._excluded.discard(parsed.name)
-        self._blocked = {key for key in self._blocked if key[0] != parsed.name}  # an explicit load retries
-        if added:
-            self._specs.append(spec)
-        snapshot = await asyncio.to_thread(self._snapshot)
-        await self._apply(snapshot)  # the watcher may have run this load first: look at the outcome
-        selector = str(parsed.version) if parsed.version is not None else parsed.alias
-        failed = [error for key, error in self._errors.items() if key[0] == parsed.name and key in self._wanted]
-        if failed or (parsed.name, selector) not in self._routes:
-            why = self._unmet.get((parsed.name, selector), "not loaded")
+        async with self._lock:
+            parsed = await asyncio.to_thread(self._resolve, ref)
+            spec = Spec(ref=parsed)
+            added = spec not in self._specs
+            excluded = parsed.name in self._excluded
+            self._excluded.discard(parsed.name)
+            self._versions.retry(parsed.name)  # an explicit load retries a failed version
             if added:
-                self._specs.remove(spec)
-            if excluded:
-                self._excluded.add(parsed.name)
-            await self._apply(snapshot)  # route as before the attempt (its failure stays in status)
-            raise failed[0] if failed else ModelNotReady(f"model {parsed} could not be loaded: {why}")
+                self._specs.append(spec)
+            await self._apply()  # the watcher may have run this load first: look at the outcome
+            selector = str(parsed.version) if parsed.version is not None else parsed.alias
+            failed = self._failures(parsed.name)
+            if failed or self._table.get(parsed.name, selector) is None:
+                why = self._table.unmet.get((parsed.name, selector), "not loaded")
+                if added:
+                    self._specs.remove(spec)
+                if excluded:
+                    self._excluded.add(parsed.name)
+                await self._apply()  # route as before the attempt (its failure stays in status)
+                raise failed[0] if failed else ModelNotReady(f"model {parsed} could not be loaded: {why}")
 
     async def unload_model(self, name: str) -> None:
         """Stop serving every version of ``name``: route away, drain in-flight requests, unload."""
-        if not any(key[0] == name for key in self._status):
-            raise NotFound(f"model {name!r} is not served (served: {', '.join(self.names()) or 'none'})")
-        self._excluded.add(name)
-        self._specs = [s for s in self._specs if s.ref is None or s.ref.name != name]
-        await self._apply(await asyncio.to_thread(self._snapshot))
+        async with self._lock:
+            if not self._versions.knows(name):
+                raise NotFound(f"model {name!r} is not served (served: {', '.join(self.names()) or 'none'})")
+            self._excluded.add(name)
+            self._specs = [s for s in self._specs if s.ref is None or s.ref.name != name]
+            await self._apply()
 
     def _resolve(self, ref: str | Reference) -> Reference:
         parsed = parse_reference(ref) if isinstance(ref, str) else ref
-        version = self.source.resolve(parsed)  # NotFound, with what exists, for an unknown reference
-        if not isinstance(self.source, WatchableSource):
-            known = self._static.get(version.name, ModelRouting(()))
-            aliases = dict(known.aliases)
-            for alias in version.aliases:
-                aliases.setdefault(alias, AliasTarget(version.version))
-            if parsed.alias is not None:
-                aliases[parsed.alias] = AliasTarget(version.version)
-            numbers = tuple(sorted({*known.versions, version.version}))
-            self._static[version.name] = ModelRouting(numbers, aliases)
-            self._static_versions[(version.name, version.version)] = version
+        self._source.resolve(parsed)  # NotFound, with what exists, for an unknown reference
         return parsed
 
-    def _snapshot(self) -> Snapshot:
-        return self.source.routing() if isinstance(self.source, WatchableSource) else dict(self._static)
+    def _failures(self, name: str) -> list[ModelportError]:
+        """Why the versions of ``name`` the plans want failed to load."""
+        failures = []
+        for key in self._wanted:
+            record = self._versions.get(key)
+            if key[0] == name and record is not None and record.error is not None and record.blocked:
+                failures.append(record.error)
+        return failures
 
-    # -- applying a snapshot ------------------------------------------------------------------
+    # -- applying a snapshot (under the lock) ------------------------------------------------
 
-    def _plan(self, snapshot: Snapshot) -> tuple[dict[str, Plan], list[Key], dict[tuple[str, str | None], str]]:
+    async def _apply(self) -> list[ModelportError]:
+        """Follow the source's snapshot; the load errors of versions that failed now."""
+        snapshot = await asyncio.to_thread(self._source.routing)
         plans, missing = build_plans(self._specs, snapshot, self._excluded)
-        wanted = [(name, v) for name, plan in plans.items() for v in sorted(plan.versions())]
-        self._blocked &= set(wanted)
-        self._wanted = set(wanted)
+        self._wanted = [(name, v) for name, plan in plans.items() for v in sorted(plan.versions())]
         unmet = {
             (text.partition("@")[0], text.partition("@")[2] or None): f"{text} is not in the registry"
             for text in missing
         }
-        return plans, [key for key in wanted if key not in self._loaded and key not in self._blocked], unmet
-
-    def _apply_sync(self, snapshot: Snapshot) -> list[tuple[Key, ModelportError]]:
-        plans, to_load, unmet = self._plan(snapshot)
-        errors: list[tuple[Key, ModelportError]] = []
-        for key in to_load:
-            self._mark(key, VersionState.LOADING)
+        errors: list[ModelportError] = []
+        for key in self._versions.to_load(self._wanted):
+            self._versions.loading(key)
             try:
-                self._adopt(self._open(key))
+                self._versions.ready(await asyncio.to_thread(self._open, key))
             except ModelportError as exc:
-                errors.append((key, self._fail(key, exc)))
-        for model in self._switch(plans, unmet):
-            self._unload(model)
+                errors.append(self._versions.failed(key, exc))
+        loaded = self._versions.loaded
+        self._table = build_table(plans, unmet, loaded, self._versions.errors(), self._table, self.chance)
+        used = self._table.used()
+        for model in [m for key, m in loaded.items() if key not in used]:
+            await self._versions.retire(model)
+            await asyncio.to_thread(self._versions.unloaded, model)
         return errors
 
-    async def _apply(self, snapshot: Snapshot) -> list[tuple[Key, ModelportError]]:
-        if self._guard is None:
-            self._guard = asyncio.Lock()
-        async with self._guard:
-            plans, to_load, unmet = self._plan(snapshot)
-            errors: list[tuple[Key, ModelportError]] = []
-            for key in to_load:
-                self._mark(key, VersionState.LOADING)
-                try:
-                    self._adopt(await asyncio.to_thread(self._open, key))
-                except ModelportError as exc:
-                    errors.append((key, self._fail(key, exc)))
-            retired = self._switch(plans, unmet)
-            for model in retired:
-                await self._drain(model)
-                await asyncio.to_thread(self._unload, model)
-            return errors
-
     def _open(self, key: Key) -> ServingModel:
-        """Open and warm one version (runs in a thread for a live server)."""
-        version = self._static_versions.get(key) or self.source.resolve(Reference(key[0], version=key[1]))
-        runtime = self.source.open(version)
+        """Open and warm one version (in a thread)."""
+        version = self._source.resolve(Reference(key[0], version=key[1]))
+        runtime = self._source.open(version)
         model = ServingModel(version, runtime)
         if not runtime.capabilities.thread_safe:
             model.lock = threading.Lock()
@@ -269,109 +254,14 @@ class ModelManager:
         model.max_queue_wait = defaults.queue_wait_for(version.batching)
         batching = defaults.for_version(version.batching)
         if batching is not None and runtime.capabilities.batch_rows:
-            model.batcher = Batcher(lambda inputs: self._execute(model, inputs), batching, cost=model.estimate)
+            execute = self._inference.execute
+            model.batcher = Batcher(lambda inputs: execute(model, inputs), batching, cost=model.estimate)
         try:
-            self._warm(model)
+            warm(model)
         except BaseException:
             runtime.unload()
             raise
         return model
-
-    def _adopt(self, model: ServingModel) -> None:
-        model.state = VersionState.READY
-        self._errors.pop(model.key, None)
-        self._loaded[model.key] = model
-        self._mark(model.key, VersionState.READY)
-        logger.info("serving %s (runtime %s)", model.version.ref, model.version.runtime)
-
-    def _fail(self, key: Key, exc: ModelportError) -> ModelportError:
-        """Mark ``key`` FAILED. The log keeps the whole message; what clients see (status endpoints,
-        the errors raised here) names files by their base name, never by a path on this server."""
-        logger.error("model %s@%d failed to load: %s", key[0], key[1], exc.message)
-        exc.message = without_paths(exc.message)
-        exc.args = (exc.message,)
-        self._blocked.add(key)
-        self._errors[key] = exc
-        self._mark(key, VersionState.FAILED, exc.message)
-        return exc
-
-    def _mark(self, key: Key, state: VersionState, error: str | None = None) -> None:
-        self._status[key] = VersionStatus(key[0], key[1], state, error)
-
-    def _warm(self, model: ServingModel) -> None:
-        signature = model.version.signature
-        if signature.example is None:
-            return
-        try:
-            inputs = validate_inputs(signature, to_inputs(signature, signature.example))
-            outputs = model.predict(inputs)
-            model.forget_costs()  # the first call pays for lazy set-up: time one row, then all
-            model.predict({name: arr[:1] if arr.ndim else arr for name, arr in inputs.items()})
-            if count_rows(inputs) > 1:
-                model.predict(inputs)
-        except Exception as exc:
-            raise InvalidModel(
-                f"model {model.version.ref} failed its warm-up prediction on the registered example: "
-                f"{type(exc).__name__}: {exc}; check the artifact and its runtime ({model.version.runtime})"
-            ) from exc
-        missing = [spec.name for spec in signature.outputs if spec.name not in outputs]
-        if missing:
-            raise InvalidModel(
-                f"model {model.version.ref}: the runtime returned no output {missing[0]!r} "
-                f"(returned: {', '.join(outputs) or 'nothing'})"
-            )
-
-    def _switch(self, plans: dict[str, Plan], unmet: dict[tuple[str, str | None], str]) -> list[ServingModel]:
-        """Build the new routing table, assign it in one step; return the loaded versions it retires."""
-        routes: dict[tuple[str, str | None], Route] = {}
-        for name, plan in plans.items():
-            for selector, targets in plan.routes.items():
-                route = self._route(name, selector, targets, plan)
-                if route is not None:
-                    routes[(name, selector)] = route
-                elif selector in plan.required:
-                    errors = [self._status[(name, v)].error for v, _ in targets if (name, v) in self._status]
-                    unmet[(name, selector)] = "; ".join(e for e in errors if e) or "not loaded yet"
-        self._routes = routes
-        self._unmet = unmet
-        used = {m.key for route in routes.values() for m in (*route.models, *(s for s, _ in route.shadows))}
-        return [model for key, model in self._loaded.items() if key not in used]
-
-    def _route(self, name: str, selector: str | None, targets: tuple[tuple[int, int], ...], plan: Plan) -> Route | None:
-        shadows = tuple(
-            (self._loaded[(name, v)], fraction)
-            for v, fraction in plan.shadows.get(selector, ())
-            if (name, v) in self._loaded
-        )
-        label = plan.labels.get(selector, "")
-        ready = [(self._loaded[(name, v)], w) for v, w in targets if (name, v) in self._loaded]
-        if len(ready) < len(targets):  # a target failed or is loading: keep the old route while it works
-            old = self._routes.get((name, selector))
-            if old is not None and all(m.key in self._loaded for m in old.models):
-                return replace(old, shadows=shadows, label=label)
-        if not ready:
-            return None
-        models = tuple(m for m, _ in ready)
-        return Route(models, tuple(accumulate(w for _, w in ready)), shadows, label, targets)
-
-    async def _drain(self, model: ServingModel) -> None:
-        model.state = VersionState.UNLOADING
-        self._mark(model.key, VersionState.UNLOADING)
-        deadline = time.monotonic() + DRAIN_SECONDS
-        while model.inflight > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-        if model.inflight > 0:
-            logger.warning("unloading %s with %d requests still in flight", model.version.ref, model.inflight)
-
-    def _unload(self, model: ServingModel) -> None:
-        model.state = VersionState.UNLOADED
-        self._loaded.pop(model.key, None)
-        self._mark(model.key, VersionState.UNLOADED)
-        try:
-            model.runtime.unload()
-        except Exception:
-            logger.exception("unloading %s failed", model.version.ref)
-        logger.info("unloaded %s", model.version.ref)
 
     # -- lookup ------------------------------------------------------------------------------
 
@@ -384,49 +274,47 @@ class ModelManager:
         """Why the server is not ready, or None when it is (``overload`` False: loaded is ready)."""
         if self._closed:
             return "the server is shutting down"
-        if self._unmet:
+        if self._table.unmet:
             return "the configured models are not all loaded yet"
         if overload and self.overload_unready:
             now = time.monotonic()
-            shedding = sorted(m.version.ref for m in self._loaded.values() if m.shedding(now, OVERLOAD_WINDOW))
+            loaded = self._versions.loaded.values()
+            shedding = sorted(m.version.ref for m in loaded if m.shedding(now, OVERLOAD_WINDOW))
             if shedding:
                 return f"overloaded: {', '.join(shedding)} refused requests in the last {OVERLOAD_WINDOW:g} s"
         return None
 
     def status(self, name: str | None = None) -> list[VersionStatus]:
         """Every version this manager has seen (loading, ready, failed, unloaded), by name and number."""
-        if name is not None and not any(key[0] == name for key in self._status):
+        if name is not None and not self._versions.knows(name):
             raise NotFound(f"model {name!r} is not served (served: {', '.join(self.names()) or 'none'})")
-        return [s for key, s in sorted(self._status.items()) if name is None or key[0] == name]
+        return self._versions.status(name)
 
     def names(self) -> list[str]:
-        return sorted({name for name, _ in self._routes})
+        return self._table.names()
 
     def model_ready(self, name: str, selector: str | None = None) -> bool:
         """Whether the version is ready; NotFound when it is not served at all."""
         return self.get(name, selector).ready
 
     def get(self, name: str, selector: str | None = None) -> ServingModel:
-        route = self._routes.get((name, selector))
-        if route is not None:
-            return route.primary
-        raise self._not_routed(name, selector)
+        return self.route(name, selector).primary
 
     def route(self, name: str, selector: str | None = None) -> Route:
-        route = self._routes.get((name, selector))
+        route = self._table.routes.get((name, selector))
         if route is not None:
             return route
         raise self._not_routed(name, selector)
 
     def _not_routed(self, name: str, selector: str | None) -> ModelportError:
         ref = parse_selector(name, selector) if selector is not None else Reference(name)
-        why = self._unmet.get((name, selector))
-        failed = self._status.get((name, ref.version or 0))
-        if failed is not None and failed.state is VersionState.FAILED:
-            why = failed.error
+        why = self._table.unmet.get((name, selector))
+        record = self._versions.get((name, ref.version or 0))
+        if record is not None and record.error is not None and record.state is VersionState.FAILED:
+            why = record.error.message
         if why is not None:
             return ModelNotReady(f"model {ref} is not ready: {why}")
-        models = [m for m in self._loaded.values() if m.name == name]
+        models = [m for m in self._versions.loaded.values() if m.name == name]
         if not models:
             served = ", ".join(self.names()) or "none"
             return NotFound(f"model {name!r} is not served (served: {served})")
@@ -437,21 +325,21 @@ class ModelManager:
         else:
             what = "a default version"
         versions = ", ".join(str(m.version.version) for m in sorted(models, key=lambda m: m.version.version))
-        aliases = sorted(s for (n, s) in self._routes if n == name and s and not s.isdigit() and s != "latest")
+        aliases = self._table.aliases(name)
         alias_text = f"; aliases: {', '.join(aliases)}" if aliases else ""
         return NotFound(f"model {name!r} has no {what} served (versions: {versions}{alias_text})")
 
     def served(self) -> list[ServingModel]:
-        return list(self._loaded.values())
+        return list(self._versions.loaded.values())
 
     def versions(self, name: str) -> list[ServingModel]:
         """Every served version of ``name``, default first; NotFound when none."""
         default = self.get(name)
-        return [default, *(m for m in self._loaded.values() if m.name == name and m is not default)]
+        return [default, *(m for m in self._versions.loaded.values() if m.name == name and m is not default)]
 
     def shadow_report(self, name: str, alias: str) -> dict[str, Any]:
         """Agreement between the alias's primary answers and each shadow version's, seen by this process."""
-        route = self._routes.get((name, alias))
+        route = self._table.get(name, alias)
         fractions = {m.version.version: f for m, f in route.shadows} if route is not None else {}
         numbers = sorted({*fractions, *(v for (n, a, v) in self.shadows.totals if (n, a) == (name, alias))})
         if route is None and not numbers:
@@ -465,8 +353,9 @@ class ModelManager:
     # -- inference ---------------------------------------------------------------------------
 
     def pick(self, name: str, selector: str | None, routing_key: str | None = None) -> tuple[Route, ServingModel]:
-        """The route ``name`` + ``selector`` takes and the version it picks (by weight, sticky by key)."""
-        route = self._routes.get((name, selector))
+        """The route ``name`` + ``selector`` takes and the version it picks (by weight, sticky by key).
+        Protocols that decode against the picked version's signature then call :attr:`run`."""
+        route = self._table.routes.get((name, selector))
         if route is None:
             raise self._not_routed(name, selector)
         return route, route.pick(routing_key)
@@ -478,164 +367,10 @@ class ModelManager:
         route, model = self.pick(name, selector, routing_key)
         return await self.run(route, model, request)
 
-    async def run(self, route: Route, model: ServingModel, request: InferRequest) -> InferResult:
-        """Run ``request`` on ``model``, picked from ``route`` by :meth:`pick` (protocols that decode
-        against the picked version's signature call the two steps themselves)."""
-        signature = model.version.signature
-        requested = request.outputs
-        if requested is not None:
-            select_outputs(dict.fromkeys(model.outputs), requested)  # unknown names fail before any work
-        inputs = request.inputs if request.checked is signature else validate_inputs(signature, request.inputs)
-        deadline = self._deadline(request.timeout)
-        model.inflight += 1
-        try:
-            outputs = await self._predict(model, inputs, deadline)
-        except DeadlineExceeded:
-            raise self._deadline_exceeded(model, deadline) from None
-        except Overloaded:
-            model.shed_at = time.monotonic()
-            raise
-        finally:
-            model.inflight -= 1
-        if route.shadows:
-            self._mirror(route, inputs, select_outputs(outputs, model.outputs))
-        return InferResult(
-            model_name=model.version.name,
-            model_version=model.version.version,
-            outputs=select_outputs(outputs, model.outputs if requested is None else requested),
-            signature=signature,
-            id=request.id,
-            parameters={},
-        )
-
-    def _deadline_exceeded(self, model: ServingModel, deadline: float | None) -> DeadlineExceeded:
-        deadline = deadline or 0.0
-        whose = DEADLINE_SETTING if deadline == self.timeout else "the request's own timeout"
-        return DeadlineExceeded(
-            f"model {model.version.ref} did not answer within the deadline of {deadline:g} s ({whose}); the "
-            "request was dropped: send smaller batches, retry later, or raise the deadline"
-        )
-
-    def _deadline(self, asked: float | None) -> float | None:
-        """Seconds this request may take: the server's deadline, or less if the request asks."""
-        server = self.timeout if self.timeout > 0 else None
-        if asked is None or asked <= 0:
-            return server
-        return asked if server is None else min(server, asked)
-
-    async def _predict(
-        self, model: ServingModel, inputs: Mapping[str, np.ndarray], timeout: float | None
-    ) -> dict[str, np.ndarray]:
-        """The outputs, within ``timeout`` seconds (DeadlineExceeded past it). The batcher keeps one
-        timer for all its requests; a call that runs inline needs none (nothing can interrupt it,
-        and it was measured cheap); a call in the pool is waited for at most that long."""
-        if model.batcher is not None:
-            return await model.batcher.submit(inputs, timeout=timeout)
-        if model.backlog > 0:
-            wait = model.queue_wait()
-            if wait > model.max_queue_wait:
-                raise Overloaded(
-                    f"model {model.version.ref} is overloaded: about {wait:.2g} s of work is queued ahead of this "
-                    f"request (the limit is {model.max_queue_wait:g} s: MODELPORT_MAX_QUEUE_WAIT_MS); "
-                    "retry shortly or add capacity",
-                    retry_after=wait,
-                )
-        return await self._execute(model, inputs, timeout)
-
-    async def _execute(
-        self, model: ServingModel, inputs: Mapping[str, np.ndarray], timeout: float | None = None
-    ) -> dict[str, np.ndarray]:
-        """Run the runtime: inline when measured cheaper than a thread hand-off, else in the pool.
-
-        Work sent to the pool counts in the version's backlog until its thread finishes (even
-        when the caller stopped waiting for it), so admission sees what the pool really holds.
-        """
-        rows = count_rows(inputs)
-        try:
-            if model.runs_inline(rows) and (model.lock is None or model.lock.acquire(blocking=False)):
-                start = time.perf_counter()
-                try:
-                    return model.timed_predict(inputs)
-                finally:
-                    if model.lock is not None:
-                        model.lock.release()
-                    self._check_overrun(model, time.perf_counter() - start)
-            return await self._in_pool(model, inputs, rows, timeout)
-        except ModelportError:
-            raise
-        except Exception as exc:
-            logger.exception("model %s failed to predict", model.version.ref)
-            raise PredictionFailed(f"model {model.version.ref} failed to predict: {type(exc).__name__}: {exc}") from exc
-
-    async def _in_pool(
-        self, model: ServingModel, inputs: Mapping[str, np.ndarray], rows: int, timeout: float | None
-    ) -> dict[str, np.ndarray]:
-        expected = model.estimate(rows)
-        expected = expected if math.isfinite(expected) else 0.0
-        loop = asyncio.get_running_loop()
-
-        def finished(_: Any) -> None:  # in the worker thread: account on the loop
-            loop.call_soon_threadsafe(release)
-
-        def release() -> None:
-            model.backlog = max(0.0, model.backlog - expected)
-
-        model.backlog += expected
-        work = self._pool().submit(model.predict, inputs)
-        work.add_done_callback(finished)
-        if timeout is None:
-            return await asyncio.wrap_future(work)
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(work), timeout)
-        except TimeoutError:
-            raise DeadlineExceeded("the request's deadline passed") from None
-
-    @staticmethod
-    def _check_overrun(model: ServingModel, seconds: float) -> None:
-        if seconds > OVERRUN_SECONDS and model.inline:
-            model.inline = False
-            logger.info(
-                "%s: a prediction took %.0f ms on the event loop; its predictions run in the thread pool from now on",
-                model.version.ref,
-                seconds * 1000,
-            )
-
-    def _mirror(self, route: Route, inputs: Any, primary: Any) -> None:
-        for shadow, fraction in route.shadows:
-            if not shadow.ready or not self.shadows.sampled(fraction):
-                continue
-            shadow.inflight += 1
-            done = _releaser(shadow)
-            key = (shadow.name, route.label, shadow.version.version)
-            self.shadows.offer(Job(key, shadow.predict, inputs, primary, done))
-
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="modelport-predict")
-        return self._executor
-
     def close(self) -> None:
         """Unload every model and stop the prediction threads."""
         self._closed = True
-        self.shadows.close()
-        self._routes = {}
-        for model in list(self._loaded.values()):
-            self._unload(model)
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-
-
-_PATH = re.compile(r"(?<![\w/.~-])(?:~|/)(?:[^\s/'\"]*/)+([^\s/'\"]*)")
-
-
-def without_paths(message: str) -> str:
-    """``message`` with every absolute path replaced by its last part (``/srv/a/model.skops`` -> ``model.skops``)."""
-    return _PATH.sub(lambda match: match.group(1) or "…", message)
-
-
-def _releaser(model: ServingModel) -> Callable[[], None]:
-    def done() -> None:
-        model.inflight -= 1
-
-    return done
+        self._table = RoutingTable()
+        self._inference.close()
+        for model in list(self._versions.loaded.values()):
+            self._versions.unloaded(model)

@@ -6,13 +6,12 @@ for every model (``--alias production``), or a version policy (``latest:2``, ``a
 its aliases, each with a primary version, weighted extra targets and shadows. :func:`build_plans`
 combines them into one :class:`Plan` per model: for each selector (``None`` is the model's
 default, then ``"3"``, ``"production"``, ``"latest"``) the weighted versions it routes to. The
-manager loads what the plans name and swaps its routing table in one assignment.
+manager loads what the plans name and swaps its routing table
+(:mod:`modelport.serving.routes`) in one assignment.
 """
 
 from __future__ import annotations
 
-import random
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -171,17 +170,3 @@ def _complete(plan: Plan, model: ModelRouting | None) -> None:
         weighted = target.weighted()
         if alias not in plan.routes and all(v in served for v, _ in weighted):
             plan.routes[alias] = weighted
-
-
-def pick(bounds: Sequence[int], key: str | None) -> int:
-    """The index of the target that serves a request: by weight, at random or by a sticky key.
-
-    ``bounds`` are cumulative weights. A key always maps to the same target (a stable hash, the
-    same in every process); no key draws at random.
-    """
-    total = bounds[-1]
-    point = zlib.crc32(key.encode()) % total if key is not None else random.randrange(total)
-    for index, bound in enumerate(bounds):
-        if point < bound:
-            return index
-    return len(bounds) - 1  # pragma: no cover - point < total == bounds[-1]

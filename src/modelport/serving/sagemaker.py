@@ -143,7 +143,7 @@ class SageMakerEndpoint:
         self._model: str | None = None  # single-model mode: the served name
         self._urls: dict[str, str] = {}  # multi-model mode: name -> url as SageMaker gave it, in load order
 
-    def start(self) -> ModelManager:
+    async def start(self) -> ModelManager:
         """Make the manager; in single-model mode load and warm the model first."""
         manager = ModelManager(
             self.source,
@@ -155,7 +155,7 @@ class SageMakerEndpoint:
         try:
             if not self.multi_model:
                 version = self.source.add(self.settings.sagemaker_model_dir)
-                manager.load([Reference(version.name)])
+                await manager.load([Reference(version.name)])
                 self._model = version.name
         except BaseException:
             manager.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from modelport.registry.traffic import empty, merge
+from modelport.serving.routes import RANDOM, Chance
 
 logger = logging.getLogger("modelport")
 
@@ -62,8 +62,9 @@ class Job:
 class ShadowRunner:
     """A bounded queue of shadow jobs and the one task that runs them; totals and unflushed deltas."""
 
-    def __init__(self, queue_size: int = QUEUE_SIZE) -> None:
+    def __init__(self, queue_size: int = QUEUE_SIZE, chance: Chance = RANDOM) -> None:
         self.queue_size = queue_size
+        self.chance = chance
         self.totals: dict[Key, dict[str, Any]] = {}
         self.deltas: dict[Key, dict[str, Any]] = {}
         self._queue: asyncio.Queue[Job] | None = None
@@ -71,7 +72,7 @@ class ShadowRunner:
         self._pool: ThreadPoolExecutor | None = None
 
     def sampled(self, fraction: float) -> bool:
-        return fraction >= 1.0 or random.random() < fraction
+        return fraction >= 1.0 or self.chance.random() < fraction
 
     def offer(self, job: Job) -> bool:
         """Queue ``job`` unless the queue is full (then count it dropped). Never waits."""

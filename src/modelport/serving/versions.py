@@ -6,6 +6,7 @@ show about any version the manager has seen, including ones that failed to load.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -120,6 +121,7 @@ class ServingModel:
     max_queue_wait: float = field(default=1.0, repr=False)
     shed_at: float = field(default=-math.inf, repr=False)
     inline: bool = field(init=False, repr=False)  # may a cheap call run on the event loop at all
+    drained: asyncio.Event | None = field(default=None, repr=False)  # set when a retiring version's last request ends
 
     def __post_init__(self) -> None:
         self.outputs = tuple(spec.name for spec in self.version.signature.outputs)
@@ -136,6 +138,12 @@ class ServingModel:
     @property
     def ready(self) -> bool:
         return self.state is State.READY
+
+    def leave(self) -> None:
+        """One request (or shadow job) stopped using this version (on the event loop)."""
+        self.inflight -= 1
+        if self.inflight == 0 and self.drained is not None:
+            self.drained.set()
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Predict, holding the lock when the runtime is not thread-safe."""

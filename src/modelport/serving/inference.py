@@ -1,0 +1,177 @@
+"""One request on one loaded version: validation, the deadline, overload admission, inline or in
+the thread pool, and the shadow copies. Knows no wire format and no routing (the manager picks)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from modelport.errors import DeadlineExceeded, ModelportError, Overloaded, PredictionFailed
+from modelport.serving.routes import Route
+from modelport.serving.shadow import Job, ShadowRunner
+from modelport.serving.versions import OVERRUN_SECONDS, ServingModel
+from modelport.signature import count_rows, select_outputs, validate_inputs
+from modelport.types import InferRequest, InferResult
+
+logger = logging.getLogger("modelport")
+
+DEADLINE_SETTING = "the server's: MODELPORT_REQUEST_TIMEOUT, or SAGEMAKER_MODEL_SERVER_TIMEOUT in SageMaker mode"
+
+
+class Inference:
+    """Runs requests on loaded versions. ``threads`` sizes the prediction pool; ``timeout`` is
+    every request's deadline in seconds (0: none; a request may ask for less)."""
+
+    def __init__(self, threads: int, timeout: float, shadows: ShadowRunner) -> None:
+        self.threads = threads
+        self.timeout = timeout
+        self.shadows = shadows
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def run(self, route: Route, model: ServingModel, request: InferRequest) -> InferResult:
+        """Run ``request`` on ``model``, picked from ``route``."""
+        signature = model.version.signature
+        requested = request.outputs
+        if requested is not None:
+            select_outputs(dict.fromkeys(model.outputs), requested)  # unknown names fail before any work
+        inputs = request.inputs if request.checked is signature else validate_inputs(signature, request.inputs)
+        deadline = self.deadline(request.timeout)
+        model.inflight += 1
+        try:
+            outputs = await self._predict(model, inputs, deadline)
+        except DeadlineExceeded:
+            raise self._deadline_exceeded(model, deadline) from None
+        except Overloaded:
+            model.shed_at = time.monotonic()
+            raise
+        finally:
+            model.leave()
+        if route.shadows:
+            self._mirror(route, inputs, select_outputs(outputs, model.outputs))
+        return InferResult(
+            model_name=model.version.name,
+            model_version=model.version.version,
+            outputs=select_outputs(outputs, model.outputs if requested is None else requested),
+            signature=signature,
+            id=request.id,
+            parameters={},
+        )
+
+    def deadline(self, asked: float | None) -> float | None:
+        """Seconds a request may take: the server's deadline, or less if the request asks."""
+        server = self.timeout if self.timeout > 0 else None
+        if asked is None or asked <= 0:
+            return server
+        return asked if server is None else min(server, asked)
+
+    def _deadline_exceeded(self, model: ServingModel, deadline: float | None) -> DeadlineExceeded:
+        deadline = deadline or 0.0
+        whose = DEADLINE_SETTING if deadline == self.timeout else "the request's own timeout"
+        return DeadlineExceeded(
+            f"model {model.version.ref} did not answer within the deadline of {deadline:g} s ({whose}); the "
+            "request was dropped: send smaller batches, retry later, or raise the deadline"
+        )
+
+    async def _predict(
+        self, model: ServingModel, inputs: Mapping[str, np.ndarray], timeout: float | None
+    ) -> dict[str, np.ndarray]:
+        """The outputs, within ``timeout`` seconds (DeadlineExceeded past it). The batcher keeps one
+        timer for all its requests; a call that runs inline needs none (nothing can interrupt it,
+        and it was measured cheap); a call in the pool is waited for at most that long."""
+        if model.batcher is not None:
+            return await model.batcher.submit(inputs, timeout=timeout)
+        if model.backlog > 0:
+            wait = model.queue_wait()
+            if wait > model.max_queue_wait:
+                raise Overloaded(
+                    f"model {model.version.ref} is overloaded: about {wait:.2g} s of work is queued ahead of this "
+                    f"request (the limit is {model.max_queue_wait:g} s: MODELPORT_MAX_QUEUE_WAIT_MS); "
+                    "retry shortly or add capacity",
+                    retry_after=wait,
+                )
+        return await self.execute(model, inputs, timeout)
+
+    async def execute(
+        self, model: ServingModel, inputs: Mapping[str, np.ndarray], timeout: float | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run the runtime: inline when measured cheaper than a thread hand-off, else in the pool.
+
+        Work sent to the pool counts in the version's backlog until its thread finishes (even
+        when the caller stopped waiting for it), so admission sees what the pool really holds.
+        """
+        rows = count_rows(inputs)
+        try:
+            if model.runs_inline(rows) and (model.lock is None or model.lock.acquire(blocking=False)):
+                start = time.perf_counter()
+                try:
+                    return model.timed_predict(inputs)
+                finally:
+                    if model.lock is not None:
+                        model.lock.release()
+                    _check_overrun(model, time.perf_counter() - start)
+            return await self._in_pool(model, inputs, rows, timeout)
+        except ModelportError:
+            raise
+        except Exception as exc:
+            logger.exception("model %s failed to predict", model.version.ref)
+            raise PredictionFailed(f"model {model.version.ref} failed to predict: {type(exc).__name__}: {exc}") from exc
+
+    async def _in_pool(
+        self, model: ServingModel, inputs: Mapping[str, np.ndarray], rows: int, timeout: float | None
+    ) -> dict[str, np.ndarray]:
+        expected = model.estimate(rows)
+        expected = expected if math.isfinite(expected) else 0.0
+        loop = asyncio.get_running_loop()
+
+        def finished(_: Any) -> None:  # in the worker thread: account on the loop
+            loop.call_soon_threadsafe(release)
+
+        def release() -> None:
+            model.backlog = max(0.0, model.backlog - expected)
+
+        model.backlog += expected
+        work = self._pool().submit(model.predict, inputs)
+        work.add_done_callback(finished)
+        if timeout is None:
+            return await asyncio.wrap_future(work)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(work), timeout)
+        except TimeoutError:
+            raise DeadlineExceeded("the request's deadline passed") from None
+
+    def _mirror(self, route: Route, inputs: Any, primary: Any) -> None:
+        for shadow, fraction in route.shadows:
+            if not shadow.ready or not self.shadows.sampled(fraction):
+                continue
+            shadow.inflight += 1
+            key = (shadow.name, route.label, shadow.version.version)
+            self.shadows.offer(Job(key, shadow.predict, inputs, primary, shadow.leave))
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="modelport-predict")
+        return self._executor
+
+    def close(self) -> None:
+        """Stop the shadow task and the prediction threads (waiting for the running ones)."""
+        self.shadows.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+
+def _check_overrun(model: ServingModel, seconds: float) -> None:
+    if seconds > OVERRUN_SECONDS and model.inline:
+        model.inline = False
+        logger.info(
+            "%s: a prediction took %.0f ms on the event loop; its predictions run in the thread pool from now on",
+            model.version.ref,
+            seconds * 1000,
+        )
