@@ -6,7 +6,8 @@ sideways between two components of one layer. Imports under ``if TYPE_CHECKING:`
 (they never run); lazy imports inside functions do. The core (DESIGN.md: types, errors, serving,
 batching, runtimes, registry, stores) also reaches no web framework, HTTP client or metrics
 library, checked statically and in a fresh interpreter. Every third-party import is a declared
-dependency (base or extra), and every base dependency is imported.
+dependency (base or extra), and every base dependency is imported. No module imports itself
+through others (a loop broken only by an import inside a function counts as a loop).
 """
 
 from __future__ import annotations
@@ -192,3 +193,51 @@ def test_every_base_dependency_is_used() -> None:
     imported = {canonicalize_name(d) for top, _ in third_party_imports() for d in providers.get(top, [])}
     # uvloop is the event loop uvicorn is told to use by name (server/http.py: loop="uvloop")
     assert base - imported - {"uvloop"} == set(), "pyproject.toml declares dependencies nothing imports"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the modelport modules it imports at run time (lazy imports in functions included)."""
+    files = dict(modules())
+    graph: dict[str, set[str]] = {name: set() for name in files}
+    for name, path in files.items():
+        for imported, _ in runtime_imports(path):
+            if imported in files:
+                graph[name].add(imported)
+            elif imported.rpartition(".")[0] in files:  # from package import name (a function or class)
+                graph[name].add(imported.rpartition(".")[0])
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each import cycle once (as found by a depth-first walk), packages importing their own
+    modules left out (``package/__init__`` re-exporting is not a loop)."""
+    found: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the walk's path, 2: done
+    path: list[str] = []
+
+    def walk(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph[node]):
+            if target.startswith(node + ".") or node.startswith(target + "."):
+                continue
+            if state.get(target) == 1:
+                found.append([*path[path.index(target) :], target])
+            elif target not in state:
+                walk(target)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            walk(node)
+    return found
+
+
+def test_no_module_imports_itself_round_about() -> None:
+    assert cycles(import_graph()) == [], "break the loop: move what both need into a module both import"
+
+
+def test_the_cycle_finder_sees_a_loop() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "p": {"p.x"}, "p.x": {"p"}}
+    assert cycles(graph) == [["a", "b", "c", "a"]]

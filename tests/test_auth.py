@@ -12,8 +12,9 @@ import jwt
 import pytest
 from sqlalchemy import create_engine, text
 
-from modelport.auth.authenticator import Authenticator, Principal, build_authenticator, check_exposure, parse_scopes
+from modelport.auth.authenticator import Authenticator, build_authenticator, check_exposure
 from modelport.auth.keys import KeyStore
+from modelport.auth.principal import Principal, parse_scopes
 from modelport.auth.tokens import TokenVerifier
 from modelport.errors import InvalidScope, InvalidSetting, ModelportError, NotFound, Unauthenticated
 from modelport.registry.registry import Registry

@@ -18,84 +18,24 @@ here logs or repeats key material or tokens in a message.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from modelport.errors import InvalidReference, InvalidScope, InvalidSetting, Unauthenticated
-from modelport.reference import parse_name
+from modelport.auth.keys import KeyStore, StoredKey
+from modelport.auth.principal import KEY_PREFIX, Principal, hash_secret, split_key
+from modelport.auth.tokens import JwksFetch, TokenVerifier
+from modelport.errors import InvalidSetting, Unauthenticated
 from modelport.settings import Settings
 
 if TYPE_CHECKING:
-    from modelport.auth.keys import StoredKey
-    from modelport.auth.tokens import JwksFetch, TokenVerifier
     from modelport.registry.registry import Registry
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "mp_"
-INFER = "infer"
-MANAGE = "manage"
-SCOPE_HELP = f"a scope is {INFER!r} (every model), '{INFER}:<model>' (one model) or {MANAGE!r}"
 CREDENTIALS_HELP = "send an API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>', or an OAuth2 bearer token"
-
-
-def parse_scope(text: str) -> str:
-    """A valid scope, or :class:`InvalidScope` saying what a scope looks like."""
-    scope = text.strip()
-    if scope in (INFER, MANAGE):
-        return scope
-    kind, sep, model = scope.partition(":")
-    if kind == INFER and sep:
-        try:
-            return f"{INFER}:{parse_name(model)}"
-        except InvalidReference:
-            pass
-    raise InvalidScope(f"invalid scope {text!r}: {SCOPE_HELP}, e.g. --scope infer:iris")
-
-
-def parse_scopes(items: Iterable[str]) -> tuple[str, ...]:
-    """Valid, distinct, sorted scopes; at least one."""
-    scopes = tuple(sorted({parse_scope(item) for item in items}))
-    if not scopes:
-        raise InvalidScope(f"give at least one scope: {SCOPE_HELP}")
-    return scopes
-
-
-def hash_secret(secret: str) -> str:
-    """The stored form of a key's secret: SHA-256, hex (the secret is 256 random bits)."""
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def split_key(text: str) -> tuple[str, str]:
-    """``mp_<id>_<secret>`` -> (id, secret); :class:`Unauthenticated` when it is not shaped so."""
-    key_id, sep, secret = text.removeprefix(KEY_PREFIX).partition("_")
-    if not text.startswith(KEY_PREFIX) or not sep or not key_id.isalnum() or not secret:
-        raise Unauthenticated("malformed API key: modelport keys look like mp_<id>_<secret>")
-    return key_id, secret
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """An authenticated caller: a subject (``key:<id>`` or a token's ``sub``) and its scopes."""
-
-    subject: str
-    scopes: frozenset[str]
-
-    def may_infer(self, model: str) -> bool:
-        """Inference and metadata of ``model``: scope ``infer``, ``infer:<model>`` or ``manage``."""
-        return INFER in self.scopes or MANAGE in self.scopes or f"{INFER}:{model}" in self.scopes
-
-    def may_infer_any(self) -> bool:
-        """Inference where the request names no model (SageMaker ``/invocations``): ``infer`` or ``manage``."""
-        return INFER in self.scopes or MANAGE in self.scopes
-
-    def may_manage(self) -> bool:
-        return MANAGE in self.scopes
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,13 +160,9 @@ def build_authenticator(
     """
     tokens = None
     if settings.jwt_public_key is not None or settings.jwt_jwks is not None or settings.jwt_discovery:
-        from modelport.auth.tokens import TokenVerifier
-
         tokens = TokenVerifier.from_settings(settings, jwks_fetch)
     keys = None
     if registry is not None:
-        from modelport.auth.keys import KeyStore
-
         keys = KeyStore(registry.engine)
     authenticator = Authenticator(keys, tokens)
     authenticator.refresh()

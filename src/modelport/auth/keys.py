@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, Row, insert, select, update
 
-from modelport.auth.authenticator import KEY_PREFIX, hash_secret, parse_scopes
+from modelport.auth.principal import KEY_PREFIX, hash_secret, parse_scopes
 from modelport.errors import NotFound
 from modelport.registry.database import api_keys, reading, writing
 

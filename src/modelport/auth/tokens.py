@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from modelport.auth.authenticator import Principal
+from modelport.auth.principal import Principal
 from modelport.errors import ModelportError, Unauthenticated
 from modelport.settings import Settings
 

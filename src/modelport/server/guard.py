@@ -33,16 +33,9 @@ from typing import TYPE_CHECKING
 
 from starlette.types import Scope
 
-from modelport.auth.authenticator import (
-    CREDENTIALS_HELP,
-    INFER,
-    MANAGE,
-    Authenticator,
-    Principal,
-    build_authenticator,
-    check_exposure,
-)
+from modelport.auth.authenticator import CREDENTIALS_HELP, Authenticator, build_authenticator, check_exposure
 from modelport.auth.oidc import jwks_fetcher
+from modelport.auth.principal import INFER, MANAGE, Principal
 from modelport.errors import Forbidden, ModelNotReady, ModelportError, NotFound, Unauthenticated
 from modelport.settings import Settings
 
