@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup quickstart test lint typecheck unit bench bench-quick clean
+.PHONY: setup quickstart test lint typecheck unit unit-fast bench bench-quick clean
 
 setup:
 	scripts/setup.sh
@@ -23,6 +23,11 @@ typecheck:
 
 unit:
 	$(PY) -m pytest
+
+# The inner loop (about a minute): in-process tests only, no real sockets, processes, PostgreSQL
+# or browser. `make test` stays the whole suite.
+unit-fast: setup
+	$(PY) -m pytest -q -m "not slow and not postgres"
 
 # Side by side with the peers (benchmarks/config.py); writes docs/benchmarks.md and .png.
 # Run `bench` on a quiet machine; `bench-quick` is a 2 s-per-case smoke run.

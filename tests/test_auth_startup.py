@@ -48,6 +48,7 @@ def serve(home: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(command, env=env_for(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [

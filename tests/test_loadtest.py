@@ -226,6 +226,7 @@ def test_locustfile_is_valid_python_posting_the_payload_to_the_endpoint() -> Non
     assert "--host http://10.0.0.5:8080" in source
 
 
+@pytest.mark.slow
 def test_histogram_png_is_skipped_with_install_advice_without_matplotlib(tmp_path: Path) -> None:
     code = (
         "import sys; sys.modules['matplotlib'] = None\n"

@@ -11,9 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from modelport.registry.registry import Registry
 from modelport.stores.local import LocalStore, content_key
 from modelport.types import Signature, TensorSpec
+
+pytestmark = pytest.mark.slow  # real processes
 
 SIGNATURE = Signature(inputs=(TensorSpec("x", "FP32", (-1, 2)),), outputs=(TensorSpec("y", "FP32", (-1,)),))
 

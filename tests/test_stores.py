@@ -140,6 +140,7 @@ print(LocalStore(Path(sys.argv[1])).put(Path(sys.argv[2])))
 """
 
 
+@pytest.mark.slow
 def test_processes_putting_the_same_content_at_once_all_get_one_key(tmp_path: Path) -> None:
     source = _artifact(tmp_path / "src", {f"part{i}.bin": os.urandom(200_000) for i in range(5)})
     procs = [
