@@ -150,41 +150,39 @@ def build_app(
     return ModelportApp(router, lane, gate, holder, max_body_bytes=settings.max_body_bytes)
 
 
-class ModelportApp:
-    """The ASGI app: every HTTP request passes :class:`~modelport.server.admission.HttpAdmission`,
-    then inference POSTs go to the :class:`FastLane` and everything else to the router.
+class ModelportApp(HttpAdmission):
+    """The ASGI app: admission (:class:`~modelport.server.admission.HttpAdmission`, which every
+    HTTP request passes), then inference POSTs go to the :class:`FastLane` and everything else to
+    the router. The app is the admission rather than wrapping it: one call fewer per request.
 
     A start-up that fails with a domain error (a model that cannot load, a refused setting) is
     reported to the server as one line, ``cannot start: <reason>``, instead of a traceback.
     """
 
     def __init__(self, router: Router, lane: FastLane, gate: Gate, holder: _Holder, *, max_body_bytes: int) -> None:
+        super().__init__(self._dispatch, gate, max_body_bytes=max_body_bytes)
         self.router = router
         self.lane = lane
         self._holder = holder
-        self._admission = HttpAdmission(self._dispatch, gate, max_body_bytes=max_body_bytes)
 
     @property
     def grpc_port(self) -> int | None:
         """The port the gRPC endpoint is bound to while the app runs (None without gRPC)."""
         return self._holder.grpc_port
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope["app"] = self  # the router then raises its 404/405 for admission to answer as JSON
-            await self._admission(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            await self.router(scope, receive, self._lifespan_send(send))
-        else:
-            await self.router(scope, receive, send)
-
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """After admission (HTTP), or for anything else (lifespan)."""
+        if scope["type"] != "http":
+            lifespan = scope["type"] == "lifespan"
+            await self.router(scope, receive, self._lifespan_send(send) if lifespan else send)
+            return
         if scope["method"] == "POST":
             target = self.lane.target(scope["path"])
             if target is not None:
                 await self.lane.serve(target, scope, send)
                 return
         admitted: Admitted = scope[ADMITTED]
+        scope["app"] = self  # the router then raises its 404/405 for admission to answer as JSON
         await self.router(scope, admitted.receiving(receive), admitted.sending(send))
 
     def _lifespan_send(self, send: Send) -> Send:
