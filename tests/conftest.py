@@ -42,16 +42,24 @@ def iris() -> tuple[pd.DataFrame, np.ndarray]:
 
 
 _SERVER_LOGGERS = ("modelport", "uvicorn", "uvicorn.error", "uvicorn.access")
+_PRISTINE = [
+    (lg, lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in map(logging.getLogger, _SERVER_LOGGERS)
+]
 
 
 @pytest.fixture(autouse=True)
 def _server_loggers_restored() -> Iterator[None]:
-    """A server started in-process configures its loggers (handlers, no propagation): put them back
-    after each test, so a later test's ``caplog`` sees its records whatever ran before."""
-    loggers = [logging.getLogger(name) for name in _SERVER_LOGGERS]
-    saved = [(lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in loggers]
+    """A server started in-process, or the CLI run by ``CliRunner``, configures these loggers
+    (handlers on streams that are closed afterwards, no propagation). Before and after each test
+    they are put back as they were when the session started, whatever ran before (module-scoped
+    fixtures included), so ``caplog`` sees every record and no handler writes to a closed stream."""
+    _restore()
     yield
-    for lg, (handlers, level, propagate, disabled) in zip(loggers, saved, strict=True):
+    _restore()
+
+
+def _restore() -> None:
+    for lg, handlers, level, propagate, disabled in _PRISTINE:
         lg.handlers[:] = handlers
         lg.setLevel(level)
         lg.propagate = propagate

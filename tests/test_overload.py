@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -200,11 +201,13 @@ async def test_a_call_that_overruns_on_the_event_loop_moves_the_model_to_the_poo
     manager = ModelManager(source, threads=1)
     await manager.load(["iris"])
     model = manager.get("iris")
-    assert model.runs_inline(1)
+    model.forget_costs()
+    model.observe(0.0001, 1)  # measured cheap (set here: a loaded machine's warm-up may be slower)
+    assert model.runs_inline(len(ROWS))
     with caplog.at_level(logging.INFO, logger="modelport"):
-        await manager.infer("iris", None, InferRequest({"input": ROWS + 1000}))  # 20 ms, on the loop
+        await manager.infer("iris", None, InferRequest({"input": ROWS + 1000}))  # >= 20 ms, on the loop
     assert not model.inline
-    assert "a prediction took 20 ms on the event loop; its predictions run in the thread pool" in caplog.text
+    assert re.search(r"a prediction took \d+ ms on the event loop; its predictions run in the thread pool", caplog.text)
     OverrunRuntime.threads.clear()
     await manager.infer("iris", None, InferRequest({"input": ROWS}))
     assert OverrunRuntime.threads == [OverrunRuntime.threads[0]]
