@@ -15,7 +15,7 @@ import numpy as np
 from modelport.registry.registry import Registry
 from modelport.runtimes.fake import write_artifact
 from modelport.serving.manager import ModelManager, RegistrySource
-from modelport.serving.routes import RANDOM, Chance
+from modelport.serving.routes import Chance
 from modelport.types import ModelVersion, Signature, TensorSpec
 from tests.serving import BIAS, CLASSES, FEATURES, WEIGHTS
 
@@ -92,7 +92,7 @@ def register_python(
     )
 
 
-def following(registry: Registry, chance: Chance = RANDOM) -> ModelManager:
+def following(registry: Registry, chance: Chance | None = None) -> ModelManager:
     return ModelManager(RegistrySource(registry), chance=chance)
 
 

@@ -27,11 +27,10 @@ Key = tuple[str, int]
 
 @dataclass(eq=False, slots=True)
 class VersionRecord:
-    """One version: its state, its loaded model while it has one, why it failed if it did."""
+    """One version: its state, why it failed if it did (the loaded model is in ``Lifecycle.loaded``)."""
 
     key: Key
     state: VersionState
-    model: ServingModel | None = None
     error: ModelportError | None = None
     blocked: bool = False  # failed while wanted: not retried until unwanted or loaded explicitly
 
@@ -76,7 +75,7 @@ class Lifecycle:
 
     def ready(self, model: ServingModel) -> None:
         model.state = VersionState.READY
-        self._records[model.key] = VersionRecord(model.key, VersionState.READY, model)
+        self._records[model.key] = VersionRecord(model.key, VersionState.READY)
         self.loaded[model.key] = model
         logger.info("serving %s (runtime %s)", model.version.ref, model.version.runtime)
 
@@ -103,9 +102,6 @@ class Lifecycle:
         """UNLOADED: forget the model and release its runtime (may run in a thread)."""
         self.loaded.pop(model.key, None)
         self._set(model, VersionState.UNLOADED)
-        record = self._records.get(model.key)
-        if record is not None:
-            record.model = None
         try:
             model.runtime.unload()
         except Exception:
@@ -113,10 +109,8 @@ class Lifecycle:
         logger.info("unloaded %s", model.version.ref)
 
     def _set(self, model: ServingModel, state: VersionState) -> None:
-        model.state = state
-        record = self._records.get(model.key)
-        if record is not None and record.model is model:
-            record.state = state
+        model.state = state  # what the request path reads
+        self._records[model.key].state = state
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -128,6 +122,11 @@ class Lifecycle:
 
     def get(self, key: Key) -> VersionRecord | None:
         return self._records.get(key)
+
+    def failures(self, name: str) -> list[ModelportError]:
+        """Why the versions of ``name`` the last plans wanted failed to load (blocked ones: a failed
+        version stays blocked only while wanted)."""
+        return [r.error for key, r in self._records.items() if key[0] == name and r.blocked and r.error is not None]
 
     def errors(self) -> dict[Key, str]:
         """Why each FAILED version failed."""

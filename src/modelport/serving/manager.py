@@ -23,6 +23,7 @@ version.
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,7 +37,7 @@ from modelport.serving.batching import Batcher, BatchSettings
 from modelport.serving.inference import Inference
 from modelport.serving.lifecycle import Lifecycle, warm
 from modelport.serving.plans import Spec, build_plans
-from modelport.serving.routes import RANDOM, Chance, Route, RoutingTable, build_table
+from modelport.serving.routes import Chance, Route, RoutingTable, build_table
 from modelport.serving.shadow import ShadowRunner
 from modelport.serving.versions import (
     INLINE_SECONDS,
@@ -121,19 +122,18 @@ class ModelManager:
         batching: BatchSettings | None = None,
         timeout: float = 0.0,
         overload_unready: bool = False,
-        chance: Chance = RANDOM,
+        chance: Chance | None = None,
     ) -> None:
         self.source = source
         self.threads = max(1, threads)
         self.batching = batching
         self.timeout = timeout
         self.overload_unready = overload_unready
-        self.chance = chance
-        self.shadows = ShadowRunner(chance=chance)
+        self.chance = chance if chance is not None else random.Random()
+        self.shadows = ShadowRunner(chance=self.chance)
         self._source: WatchableSource | Pinned = source if isinstance(source, WatchableSource) else Pinned(source)
         self._specs: list[Spec] = []
         self._excluded: set[str] = set()  # names unloaded on request, left out of every spec
-        self._wanted: list[Key] = []  # the versions the last plans named
         self._versions = Lifecycle()
         self._table = RoutingTable()
         self._lock = asyncio.Lock()  # one change at a time: every edit of specs, versions and table
@@ -183,7 +183,7 @@ class ModelManager:
                 self._specs.append(spec)
             await self._apply()  # the watcher may have run this load first: look at the outcome
             selector = str(parsed.version) if parsed.version is not None else parsed.alias
-            failed = self._failures(parsed.name)
+            failed = self._versions.failures(parsed.name)
             if failed or self._table.get(parsed.name, selector) is None:
                 why = self._table.unmet.get((parsed.name, selector), "not loaded")
                 if added:
@@ -207,28 +207,19 @@ class ModelManager:
         self._source.resolve(parsed)  # NotFound, with what exists, for an unknown reference
         return parsed
 
-    def _failures(self, name: str) -> list[ModelportError]:
-        """Why the versions of ``name`` the plans want failed to load."""
-        failures = []
-        for key in self._wanted:
-            record = self._versions.get(key)
-            if key[0] == name and record is not None and record.error is not None and record.blocked:
-                failures.append(record.error)
-        return failures
-
     # -- applying a snapshot (under the lock) ------------------------------------------------
 
     async def _apply(self) -> list[ModelportError]:
         """Follow the source's snapshot; the load errors of versions that failed now."""
         snapshot = await asyncio.to_thread(self._source.routing)
         plans, missing = build_plans(self._specs, snapshot, self._excluded)
-        self._wanted = [(name, v) for name, plan in plans.items() for v in sorted(plan.versions())]
+        wanted = [(name, v) for name, plan in plans.items() for v in sorted(plan.versions())]
         unmet = {
             (text.partition("@")[0], text.partition("@")[2] or None): f"{text} is not in the registry"
             for text in missing
         }
         errors: list[ModelportError] = []
-        for key in self._versions.to_load(self._wanted):
+        for key in self._versions.to_load(wanted):
             self._versions.loading(key)
             try:
                 self._versions.ready(await asyncio.to_thread(self._open, key))

@@ -3,12 +3,12 @@
 A :class:`RoutingTable` is immutable; the manager builds a new one with :func:`build_table` and
 replaces the old one in one assignment, so a request sees either the old table or the new one.
 A :class:`Route` picks one of its weighted versions per request (:func:`pick`): by a stable hash
-of a routing key, else with the table's ``Chance`` (``random`` unless a test injects its own).
+of a routing key, else with the manager's ``Chance`` (a ``random.Random`` of its own unless a
+test injects an exact one).
 """
 
 from __future__ import annotations
 
-import random
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,10 +32,7 @@ class Chance(Protocol):
     def random(self) -> float: ...
 
 
-RANDOM: Chance = random.Random()
-
-
-def pick(bounds: Sequence[int], key: str | None, chance: Chance = RANDOM) -> int:
+def pick(bounds: Sequence[int], key: str | None, chance: Chance) -> int:
     """The index of the target that serves a request: by weight, at random or by a sticky key.
 
     ``bounds`` are cumulative weights. A key always maps to the same target (a stable hash, the
@@ -55,10 +52,9 @@ class Route:
 
     models: tuple[ServingModel, ...]
     bounds: tuple[int, ...]  # cumulative weights
+    chance: Chance = field(repr=False)  # draws the weighted pick when there is no routing key
     shadows: tuple[tuple[ServingModel, float], ...] = ()
     label: str = ""  # the alias shadow statistics are recorded under
-    targets: Targets = field(default=(), repr=False)
-    chance: Chance = field(default=RANDOM, repr=False)
 
     @property
     def primary(self) -> ServingModel:
@@ -97,7 +93,7 @@ def build_table(
     loaded: Mapping[Key, ServingModel],
     errors: Mapping[Key, str],
     old: RoutingTable,
-    chance: Chance = RANDOM,
+    chance: Chance,
 ) -> RoutingTable:
     """The table for ``plans`` over the ``loaded`` versions. A route whose targets are not all
     loaded keeps its ``old`` route while that one's versions are loaded; a required route left
@@ -136,4 +132,4 @@ def _route(
     if not ready:
         return None
     models = tuple(m for m, _ in ready)
-    return Route(models, tuple(accumulate(w for _, w in ready)), shadows, label, targets, chance)
+    return Route(models, tuple(accumulate(w for _, w in ready)), chance, shadows, label)

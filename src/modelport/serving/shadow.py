@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from modelport.registry.traffic import empty, merge
-from modelport.serving.routes import RANDOM, Chance
+from modelport.serving.routes import Chance
 
 logger = logging.getLogger("modelport")
 
@@ -62,9 +63,9 @@ class Job:
 class ShadowRunner:
     """A bounded queue of shadow jobs and the one task that runs them; totals and unflushed deltas."""
 
-    def __init__(self, queue_size: int = QUEUE_SIZE, chance: Chance = RANDOM) -> None:
+    def __init__(self, queue_size: int = QUEUE_SIZE, chance: Chance | None = None) -> None:
         self.queue_size = queue_size
-        self.chance = chance
+        self.chance = chance if chance is not None else random.Random()
         self.totals: dict[Key, dict[str, Any]] = {}
         self.deltas: dict[Key, dict[str, Any]] = {}
         self._queue: asyncio.Queue[Job] | None = None
