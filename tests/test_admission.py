@@ -70,7 +70,7 @@ async def test_malformed_json_to_the_repository_index_is_400_not_500(tmp_path: P
 
 async def test_other_methods_on_the_inference_paths_are_405(manager: ModelManager, settings: Settings) -> None:
     async with client_for(build_app(settings, manager=manager)) as client:
-        for path in ("/v2/models/iris/infer", "/v2/models/iris/versions/1/infer"):
+        for path in ("/v2/models/iris/infer", "/v2/models/iris/versions/1/infer", "/v1/models/iris:predict"):
             response = await client.get(path)
             assert response.status_code == 405, (path, response.text)
             assert response.headers["allow"] == "POST"

@@ -140,7 +140,6 @@ def build_app(
         *v2.routes(holder.get, management=settings.enable_management),
         *tfserving.routes(holder.get),
         *_doc_routes(holder),
-        *_lane_routes(lane),
     ]
     if endpoint is not None:
         routes += sagemaker.routes(endpoint)
@@ -176,11 +175,12 @@ class ModelportApp(HttpAdmission):
             lifespan = scope["type"] == "lifespan"
             await self.router(scope, receive, self._lifespan_send(send) if lifespan else send)
             return
-        if scope["method"] == "POST":
-            target = self.lane.target(scope["path"])
-            if target is not None:
-                await self.lane.serve(target, scope, send)
-                return
+        target = self.lane.target(scope["path"])
+        if target is not None:
+            if scope["method"] != "POST":  # inference paths take POST only (admission answers the JSON 405)
+                raise HTTPException(405, headers={"Allow": "POST"})
+            await self.lane.serve(target, scope, send)
+            return
         admitted: Admitted = scope[ADMITTED]
         scope["app"] = self  # the router then raises its 404/405 for admission to answer as JSON
         await self.router(scope, admitted.receiving(receive), admitted.sending(send))
@@ -193,26 +193,6 @@ class ModelportApp(HttpAdmission):
             await send(message)
 
         return reporting
-
-
-class _LaneApp:
-    """The lane as a router endpoint (an ASGI app, not a request handler)."""
-
-    def __init__(self, lane: FastLane) -> None:
-        self.lane = lane
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        target = self.lane.target(scope["path"])
-        if target is None:
-            raise HTTPException(404)
-        await self.lane.serve(target, scope, send)
-
-
-def _lane_routes(lane: FastLane) -> list[Route]:
-    """The lane's V2 paths in the router too, so that other methods are answered 405 (POST never
-    gets here: the app hands it to the lane first)."""
-    paths = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
-    return [Route(path, _LaneApp(lane), methods=["POST"]) for path in paths]
 
 
 @contextmanager
