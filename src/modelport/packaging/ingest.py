@@ -542,7 +542,7 @@ def _package_directory(path: Path, kind: str, *, workdir: Path, sample: object |
         what = (
             f"a custom Python model: loading it runs the code in {ENTRYPOINT}"
             if custom
-            else (f"served by the {kind} runtime, which runs code from the artifact when it loads")
+            else f"served by the {kind} runtime, which runs code from the artifact when it loads"
         )
         raise UntrustedArtifact(f"{path.name} is {what}. {TRUST_HINT}.")
     if sample is None:
@@ -585,7 +585,7 @@ def _package_directory(path: Path, kind: str, *, workdir: Path, sample: object |
     first = (
         f"custom Python model: runs {ENTRYPOINT} from the artifact when loaded"
         if custom
-        else (f"served by the {kind} runtime plugin ({KINDS.plugins.get(kind, '?')})")
+        else f"served by the {kind} runtime plugin ({KINDS.plugins[kind].value})"
     )
     notes = (first, f"outputs inferred from {rows} sample rows: {', '.join(outputs)}")
     return Packaged(directory, kind, kind, signature, environment.capture(kind), notes, runs_code)

@@ -14,10 +14,9 @@ used, so importing this package pulls in neither ONNX Runtime nor scikit-learn n
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Iterator, Mapping
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 from modelport.errors import InvalidModel, NotFound
 from modelport.runtimes.base import Capabilities, Runtime
@@ -41,31 +40,30 @@ class Kinds(Mapping[str, type[Runtime]]):
     on first use), each class imported on first access and checked to be a runtime."""
 
     def __init__(self, builtins: Mapping[str, str], group: str = ENTRY_POINTS) -> None:
-        self._builtins = dict(builtins)
+        self._builtins = {kind: EntryPoint(kind, target, group) for kind, target in builtins.items()}
         self._group = group
-        self._plugins: dict[str, str] | None = None
+        self._plugins: dict[str, EntryPoint] | None = None
         self._loaded: dict[str, type[Runtime]] = {}
 
     @property
-    def plugins(self) -> dict[str, str]:
-        """Installed plugin kinds -> where their class is (``module:Class``)."""
+    def plugins(self) -> dict[str, EntryPoint]:
+        """Installed plugin kinds -> their entry point (``value`` says where the class is)."""
         if self._plugins is None:
-            found: dict[str, str] = {}
+            found: dict[str, EntryPoint] = {}
             for point in entry_points(group=self._group):
                 if point.name in self._builtins:
                     log.warning("the runtime plugin %r (%s) is ignored: %r is a built-in kind", point.value, point.name)
                     continue
-                found[point.name] = point.value
+                found[point.name] = point
             self._plugins = found
         return self._plugins
 
-    def _targets(self) -> dict[str, str]:
+    def _targets(self) -> dict[str, EntryPoint]:
         return {**self._builtins, **self.plugins}
 
     def __getitem__(self, kind: str) -> type[Runtime]:
         if kind not in self._loaded:
-            target = self._targets()[kind]
-            self._loaded[kind] = _runtime_class(kind, target)
+            self._loaded[kind] = _runtime_class(self._targets()[kind])
         return self._loaded[kind]
 
     def __iter__(self) -> Iterator[str]:
@@ -83,10 +81,10 @@ class Kinds(Mapping[str, type[Runtime]]):
         return f"{text}; installed plugins: {', '.join(sorted(self.plugins))}" if self.plugins else text
 
 
-def _runtime_class(kind: str, target: str) -> type[Runtime]:
-    module_name, _, attr = target.partition(":")
+def _runtime_class(point: EntryPoint) -> type[Runtime]:
+    kind, target = point.name, point.value
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
+        cls = point.load()
     except (ImportError, AttributeError) as exc:
         raise InvalidModel(f"the {kind!r} runtime ({target}) cannot be imported: {type(exc).__name__}: {exc}") from None
     missing = [name for name in ("load", "predict", "unload", "capabilities") if not hasattr(cls, name)]

@@ -26,7 +26,7 @@ def open_version(
     if version.runtime not in KINDS:
         raise InvalidModel(
             f"{version.ref} needs the {version.runtime!r} runtime, which this server does not have "
-            f"(available: {', '.join(sorted(KINDS))})"
+            f"(the kinds are: {KINDS.describe()})"
         )
     cls = KINDS[version.runtime]
     pickled = _check_trust(version, artifact, runs_code=cls.capabilities.runs_code)

@@ -13,8 +13,7 @@ checks a store against the seam's promises (and the garbage collection ones, whe
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -29,9 +28,9 @@ VARIABLE = "MODELPORT_ARTIFACTS"
 PLANNED = {"s3": "an S3 (or S3-compatible) store is not part of this modelport version yet"}
 
 
-def store_schemes() -> dict[str, str]:
-    """The URL schemes of installed store plugins -> where their class is (``module:Class``)."""
-    return {point.name: point.value for point in entry_points(group=ENTRY_POINTS) if point.name != "file"}
+def store_schemes() -> dict[str, EntryPoint]:
+    """The URL schemes of installed store plugins -> their entry point."""
+    return {point.name: point for point in entry_points(group=ENTRY_POINTS) if point.name != "file"}
 
 
 def open_store(location: str) -> ArtifactStore:
@@ -46,14 +45,14 @@ def open_store(location: str) -> ArtifactStore:
             raise InvalidSetting(f"{VARIABLE}={location!r}: a file:// URL names a local folder, file:///path")
         return LocalStore(Path(unquote(parts.path)))
     plugins = store_schemes()
-    target = plugins.get(scheme)
-    if target is None:
+    point = plugins.get(scheme)
+    if point is None:
         known = ", ".join(["a folder path", "file://", *(f"{s}://" for s in sorted(plugins))])
         why = PLANNED.get(scheme, f"no installed store serves {scheme}:// URLs")
         raise InvalidSetting(f"{VARIABLE}={location!r}: {why}; give {known}")
-    module_name, _, attr = target.partition(":")
+    target = point.value
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
+        cls = point.load()
         store = cls.from_url(location) if hasattr(cls, "from_url") else cls(location)
     except InvalidSetting:
         raise
