@@ -11,6 +11,7 @@ import pytest
 
 import modelport
 from modelport.server.app import build_app
+from modelport.server.guard import Access, Gate, Need
 from modelport.serving.manager import ModelManager
 from modelport.settings import Settings
 from tests.serving import DirectorySource, client_for, fake_version
@@ -96,3 +97,12 @@ def test_protocol_modules_map_no_errors_themselves() -> None:
                 if "ModelportError" in names:
                     catching.append(f"{path.relative_to(PROTOCOLS)}:{node.lineno}")
     assert catching == []
+
+
+def test_the_gate_remembers_a_bounded_number_of_paths(settings: Settings) -> None:
+    """Paths are the caller's to choose: the policy cache may not grow with them."""
+    gate = Gate(settings, lambda: None)
+    for n in range(3 * Gate.CACHE_PATHS):
+        assert gate.need(f"/v2/models/m{n}/infer") == Need(Access.INFER, f"m{n}")
+        assert len(gate._needs) <= Gate.CACHE_PATHS
+    assert gate.need("/v2/health/live") == Need(Access.OPEN)

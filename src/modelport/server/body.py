@@ -42,33 +42,26 @@ def decode_body(body: bytes, encoding: str, limit: int) -> bytes:
         raise UnsupportedEncoding(
             f"Content-Encoding {encoding[:40]!r} is not supported; send the body uncompressed, or gzip or deflate"
         )
-    inflater = zlib.decompressobj(wbits)
     try:
-        data = inflater.decompress(body, limit + 1)
-        if len(data) <= limit and not inflater.unconsumed_tail:
-            data += inflater.flush(limit + 1 - len(data))
+        return _inflate(body, wbits, coding, limit)
     except zlib.error as exc:
-        if (coding == "deflate" and not body[:1]) or coding != "deflate":
+        if coding != "deflate" or not body:
             raise InvalidInput(f"the {coding} request body cannot be decompressed: {exc}") from None
-        return _raw_deflate(body, limit)
+    try:  # deflate without the zlib wrapper, which some clients send as "deflate"
+        return _inflate(body, -zlib.MAX_WBITS, coding, limit)
+    except zlib.error as exc:
+        raise InvalidInput(f"the deflate request body cannot be decompressed: {exc}") from None
+
+
+def _inflate(body: bytes, wbits: int, coding: str, limit: int) -> bytes:
+    inflater = zlib.decompressobj(wbits)
+    data = inflater.decompress(body, limit + 1)
+    if len(data) <= limit and not inflater.unconsumed_tail:
+        data += inflater.flush(limit + 1 - len(data))
     if len(data) > limit or inflater.unconsumed_tail:
         raise BodyTooLarge
     if not inflater.eof:
         raise InvalidInput(f"the {coding} request body is truncated; send the whole compressed body")
-    return data
-
-
-def _raw_deflate(body: bytes, limit: int) -> bytes:
-    """Deflate without the zlib wrapper, which some clients send as ``deflate``."""
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    try:
-        data = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise InvalidInput(f"the deflate request body cannot be decompressed: {exc}") from None
-    if len(data) > limit or inflater.unconsumed_tail:
-        raise BodyTooLarge
-    if not inflater.eof:
-        raise InvalidInput("the deflate request body is truncated; send the whole compressed body")
     return data
 
 

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from starlette.types import Scope
 
@@ -108,32 +108,19 @@ def _listed(principal: Principal) -> str:
 class Gate:
     """Who may call what: :func:`requirement` per path (cached) and the credentials check.
 
-    The auth guard middleware and the fast lane share one gate, so both apply the same policy.
+    HTTP admission and the gRPC interceptor share one gate, so both apply the same policy.
     """
 
-    CACHE_PATHS = 4096  # distinct paths remembered; the cache starts over past that
+    CACHE_PATHS = 4096  # distinct paths (and local addresses) remembered; a cache starts over past that
 
     def __init__(self, settings: Settings, authenticator: Callable[[], Authenticator | None]) -> None:
         self.settings = settings
         self.authenticator = authenticator
-        self._needs: dict[str, Need] = {}
-        self._loopbacks: dict[str, bool] = {}
-
-    def _loopback(self, host: str) -> bool:
-        known = self._loopbacks.get(host)
-        if known is None:
-            if len(self._loopbacks) >= self.CACHE_PATHS:
-                self._loopbacks.clear()
-            known = self._loopbacks[host] = is_loopback(host)
-        return known
+        self._needs = _Memo(lambda path: requirement(path, settings), self.CACHE_PATHS)
+        self._loopbacks = _Memo(is_loopback, self.CACHE_PATHS)
 
     def need(self, path: str) -> Need:
-        need = self._needs.get(path)
-        if need is None:
-            if len(self._needs) >= self.CACHE_PATHS:
-                self._needs.clear()
-            need = self._needs[path] = requirement(path, self.settings)
-        return need
+        return self._needs[path]
 
     def admit(
         self, need: Need, authorization: str | None, api_key: str | None, server: Address | None
@@ -149,7 +136,7 @@ class Gate:
         if authenticator is None:
             raise ModelNotReady("the server is starting: models are still loading; retry shortly")
         if not authenticator.enabled and not need.always:
-            if server is not None and not self.settings.insecure_open and not self._loopback(server[0]):
+            if server is not None and not self.settings.insecure_open and not self._loopbacks[server[0]]:
                 raise Forbidden(
                     f"this server has no authentication configured, so it answers only requests that arrive on "
                     f"a loopback address (this one arrived on {server[0]}); create an API key (modelport keys "
@@ -165,6 +152,22 @@ class Gate:
 
 
 Address = tuple[str, int | None]
+_V = TypeVar("_V")
+
+
+class _Memo(dict[str, _V]):
+    """``make(key)`` remembered per key (a hit is a plain dict lookup); starts over at ``size`` keys."""
+
+    def __init__(self, make: Callable[[str], _V], size: int) -> None:
+        super().__init__()
+        self.make = make
+        self.size = size
+
+    def __missing__(self, key: str) -> _V:
+        if len(self) >= self.size:
+            self.clear()
+        value = self[key] = self.make(key)
+        return value
 
 
 def is_loopback(host: str) -> bool:
