@@ -127,6 +127,11 @@ def test_a_plugin_that_is_not_a_runtime_is_refused_by_name(tmp_path: Path) -> No
     broken = Kinds({"missing": "no_such_module:Thing"})
     with pytest.raises(InvalidModel, match=r"the 'missing' runtime \(no_such_module:Thing\) cannot be imported"):
         broken["missing"]
+    failing = Kinds({"boom": "broken_runtime:Boom"})  # its module raises while imported
+    with pytest.raises(
+        InvalidModel, match=r"the 'boom' runtime .* cannot be imported: RuntimeError: this plugin is broken"
+    ):
+        failing["boom"]
 
 
 def test_a_plugin_that_runs_code_needs_trust(tmp_path: Path) -> None:

@@ -85,7 +85,7 @@ def _runtime_class(point: EntryPoint) -> type[Runtime]:
     kind, target = point.name, point.value
     try:
         cls = point.load()
-    except (ImportError, AttributeError) as exc:
+    except Exception as exc:  # a plugin's module raises what it raises while imported
         raise InvalidModel(f"the {kind!r} runtime ({target}) cannot be imported: {type(exc).__name__}: {exc}") from None
     missing = [name for name in ("load", "predict", "unload", "capabilities") if not hasattr(cls, name)]
     if not isinstance(cls, type) or missing or not isinstance(getattr(cls, "capabilities", None), Capabilities):
