@@ -15,6 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
 from modelport.cli.main import app
+from modelport.settings import Settings
 
 COMMANDS = [
     *("register", "models", "show", "alias", "delete", "promote", "rollback"),
@@ -189,6 +190,13 @@ def test_pickled_npy_is_refused(run, tmp_path: Path) -> None:  # type: ignore[no
 @pytest.mark.parametrize(
     ("variable", "value", "code", "fragment"),
     [
+        (
+            "MODELPORT_CAPTURE_RATE",
+            "1.5",
+            2,
+            "MODELPORT_CAPTURE_RATE='1.5' is not valid: give a number from 0 (off) to 1",
+        ),
+        ("MODELPORT_CAPTURE_RATE", "often", 2, "MODELPORT_CAPTURE_RATE='often' is not valid"),
         ("MODELPORT_DATABASE_URL", "nonsense", 2, "is not a database URL"),
         ("MODELPORT_DATABASE_URL", "mysql://user@host/db", 2, "is not installed"),
         ("MODELPORT_DATABASE_URL", "postgresql+psycopg://user:secret@127.0.0.1:1/db", 1, "cannot open the registry"),
@@ -201,6 +209,45 @@ def test_bad_settings_are_one_line(tmp_path: Path, variable: str, value: str, co
     result = CliRunner().invoke(app, ["models"], env=env)
     one_line_error(result, code, fragment)
     assert "secret" not in result.output
+
+
+def test_a_version_s_capture_rate_is_stored_shown_and_exported(run, files: dict[str, Path], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    register = ("register", str(files["skops"]), "--name", "iris", "--sample", str(files["csv"]))
+    assert run(*register, "--capture-rate", "0.05").exit_code == 0
+    assert run(*register).exit_code == 0
+    assert "capture       rate 0.05 (this version's)" in run("show", "iris@1").output
+    assert "capture       the server's rate" in run("show", "iris@2").output
+    assert orjson.loads(run("show", "iris@1", "--json").output)["capture_rate"] == 0.05
+    assert orjson.loads(run("show", "iris@2", "--json").output)["capture_rate"] is None
+    assert run("export", "iris@1", str(tmp_path / "out")).exit_code == 0
+    assert orjson.loads((tmp_path / "out" / "modelport.json").read_bytes())["capture_rate"] == 0.05
+
+
+@pytest.mark.parametrize("rate", ["1.5", "-0.1"])
+def test_capture_rates_outside_0_to_1_are_usage_errors(run, files: dict[str, Path], rate: str) -> None:  # type: ignore[no-untyped-def]
+    registered = run("register", str(files["skops"]), "--name", "iris", "--capture-rate", rate)
+    assert registered.exit_code == 2
+    assert "--capture-rate" in registered.output
+    served = run("serve", "iris", "--capture-rate", rate)
+    assert served.exit_code == 2
+    assert "--capture-rate" in served.output
+    assert run("models").output.startswith("no models registered yet")
+
+
+def test_serve_capture_options_become_the_server_s_settings(  # type: ignore[no-untyped-def]
+    run, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelport.cli import main
+
+    started: list[Settings] = []
+    monkeypatch.setattr(main, "_run_uvicorn", lambda settings, **_: started.append(settings))
+    assert run("register", str(files["skops"]), "--name", "iris", "--sample", str(files["csv"])).exit_code == 0
+    result = run("serve", "iris", "--capture-rate", "0.25", "--capture-redact", "ssn, email,")
+    assert result.exit_code == 0, result.output
+    assert (started[0].capture_rate, started[0].capture_redact) == (0.25, ("ssn", "email"))
+    assert started[0].capture_root == started[0].home / "capture"
+    assert run("serve", "iris").exit_code == 0
+    assert (started[1].capture_rate, started[1].capture_redact) == (0.0, ())
 
 
 def test_promote_refuses_a_misspelled_alias_unless_told_to_create_it(run, files: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]

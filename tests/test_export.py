@@ -112,6 +112,30 @@ def test_the_record_carries_the_version_s_batching_settings(settings: Settings, 
     assert files == ["model.onnx"]
 
 
+def test_the_record_carries_the_version_s_capture_rate(settings: Settings, iris: Any) -> None:
+    version, _ = register_iris(settings, iris)
+    record = record_of(replace(version, capture_rate=0.05), ["model.onnx"])
+    again, _ = version_from_record(orjson.loads(orjson.dumps(record)), Path("x"))
+    assert again.capture_rate == 0.05
+    assert version_from_record(record_of(version, ["model.onnx"]), Path("x"))[0].capture_rate is None
+    older = {key: value for key, value in record.items() if key != "capture_rate"}  # exported before the field
+    assert version_from_record(older, Path("x"))[0].capture_rate is None
+    with pytest.raises(InvalidModel, match="capture_rate is the share of requests captured"):
+        version_from_record({**record, "capture_rate": 2}, Path("x"))
+
+
+def test_an_exported_directory_keeps_the_capture_rate(settings: Settings, iris: Any, tmp_path: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    frame, labels = iris
+    model = LogisticRegression(max_iter=500).fit(frame, labels)
+    version = register(model, name="iris", sample_input=frame.head(20), capture_rate=0.2, settings=settings)
+    assert version.capture_rate == 0.2
+    with Registry.open(settings) as registry:
+        export_version(version, registry.artifact_path(version), tmp_path / "out")
+    assert read_export(tmp_path / "out").capture_rate == 0.2
+
+
 def test_changed_artifact_file_is_refused_with_its_reason(settings: Settings, iris: Any, tmp_path: Path) -> None:
     export_iris(settings, iris, tmp_path / "out")
     (tmp_path / "out" / "model.onnx").write_bytes(b"not a model")

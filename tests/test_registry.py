@@ -12,16 +12,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, inspect, text
 
 from modelport.errors import Conflict, InvalidModel, InvalidReference, ModelportError, NotFound
 from modelport.reference import Reference
 from modelport.registry import registry as registry_module
-from modelport.registry.database import SCHEMA_REVISION, VERSION_TABLE, metadata
+from modelport.registry.database import SCHEMA_REVISION, VERSION_TABLE, metadata, writing
 from modelport.registry.registry import Registry
 from modelport.settings import Settings
 from modelport.signature import example_of, input_specs, output_specs, sample_arrays
@@ -277,9 +278,13 @@ def test_metadata_roundtrips(registry: Registry, artifacts: Artifacts, signature
         notes=["converted to ONNX; max |Δp| 3e-8 on the sample"],
         trusted_code=True,
         batching=Batching(max_batch_size=8, max_wait_ms=2.5),
+        capture_rate=0.125,
     )
     loaded = registry.get("iris@1")
     assert loaded.batching == Batching(max_batch_size=8, max_wait_ms=2.5)
+    assert loaded.capture_rate == 0.125
+    assert registry.versions("iris")[0].capture_rate == 0.125
+    assert _register(registry, artifacts, signature).capture_rate is None
     assert loaded.signature.inputs == with_nan.inputs
     assert loaded.signature.outputs == with_nan.outputs
     assert loaded.signature.inputs[0].allow_nan
@@ -312,6 +317,9 @@ def test_metadata_roundtrips(registry: Registry, artifacts: Artifacts, signature
         ("runtime", "", "runtime must be a short non-empty string"),
         ("notes", "one note", "notes must be a sequence of strings"),
         ("batching", {"max_batch_size": 8}, "batching must be a modelport.types.Batching"),
+        ("capture_rate", 1.5, "capture_rate is the share of requests captured, a number from 0 to 1"),
+        ("capture_rate", True, "capture_rate is the share of requests captured"),
+        ("capture_rate", "0.1", "capture_rate is the share of requests captured"),
     ],
 )
 def test_invalid_metadata_is_refused_before_anything_is_stored(
@@ -413,6 +421,31 @@ def test_migrations_create_exactly_the_schema_of_the_metadata(registry: Registry
             assert conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar_one() == SCHEMA_REVISION
     finally:
         engine.dispose()
+
+
+def _migrate(engine: Engine, direction: str, target: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(Path(registry_module.__file__).with_name("migrations")))
+    config.set_main_option("path_separator", "os")
+    with writing(engine) as conn:
+        config.attributes["connection"] = conn
+        getattr(command, direction)(config, target)
+
+
+def test_the_capture_migration_adds_a_nullable_rate_to_existing_versions_and_takes_it_back(
+    database_url: str, tmp_path: Path, artifacts: Artifacts, signature: Signature
+) -> None:
+    store = LocalStore(tmp_path / "artifacts")
+    with Registry(database_url, store) as registry:
+        _register(registry, artifacts, signature, capture_rate=0.5)
+        _migrate(registry.engine, "downgrade", "0004")
+        columns = {c["name"] for c in inspect(registry.engine).get_columns("modelport_versions")}
+        assert "batching" in columns
+        assert "capture_rate" not in columns
+    with Registry(database_url, store) as upgraded:  # opening brings the schema back to the head
+        assert upgraded.get("iris@1").capture_rate is None  # a version from before 0005 takes the server's rate
+        assert _register(upgraded, artifacts, signature, capture_rate=0.0).capture_rate == 0.0
+        assert upgraded.get("iris@2").capture_rate == 0.0
 
 
 def test_schema_revision_is_the_head_of_the_shipped_migrations() -> None:

@@ -3,6 +3,9 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
+import pytest
+
+from modelport.errors import InvalidSetting
 from modelport.settings import ENVIRONMENT, Settings
 
 
@@ -20,6 +23,8 @@ def test_settings_roundtrip_through_the_environment(tmp_path: Path) -> None:
         grpc_port=9001,
         jwt_issuer="https://issuer.example",
         poll_seconds=0.25,
+        capture_rate=0.05,
+        capture_redact=("ssn", "email"),
     )
     assert Settings.from_env(settings.to_env()) == settings
 
@@ -44,3 +49,25 @@ def test_compute_threads_never_oversubscribe_cores() -> None:
     one = Settings(workers=1).compute_threads
     assert Settings(workers=2).compute_threads == max(1, one // 2)
     assert Settings(threads=5).compute_threads == 5
+
+
+def test_capture_is_off_by_default_and_writes_under_the_home(tmp_path: Path) -> None:
+    settings = Settings.from_env({"MODELPORT_HOME": str(tmp_path)})
+    assert (settings.capture_rate, settings.capture_redact) == (0.0, ())
+    assert settings.capture_root == tmp_path / "capture"
+    chosen = Settings.from_env({"MODELPORT_CAPTURE_RATE": "0.1", "MODELPORT_CAPTURE_REDACT": " ssn, ,email "})
+    assert (chosen.capture_rate, chosen.capture_redact) == (0.1, ("ssn", "email"))
+
+
+@pytest.mark.parametrize("text", ["1.01", "-0.5", "nan", "ten percent", ""])
+def test_a_capture_rate_outside_0_to_1_is_refused_naming_the_variable(text: str) -> None:
+    with pytest.raises(
+        InvalidSetting, match=r"MODELPORT_CAPTURE_RATE=.* is not valid: give a number from 0 \(off\) to 1"
+    ):
+        Settings.from_env({"MODELPORT_CAPTURE_RATE": text})
+
+
+@pytest.mark.parametrize("rate", [1.5, -1, float("inf"), True])
+def test_a_capture_rate_given_in_code_is_checked_too(rate: float) -> None:
+    with pytest.raises(InvalidSetting, match=r"MODELPORT_CAPTURE_RATE=.* is not valid: give the share of requests"):
+        Settings(capture_rate=rate)

@@ -33,6 +33,7 @@ def register(
     trust_pickle: bool = False,
     runtime: str | None = None,
     batching: Batching | None = None,
+    capture_rate: float | None = None,
     settings: Settings | None = None,
 ) -> ModelVersion:
     """Register ``model`` as the next version of ``name`` and return that version.
@@ -44,7 +45,8 @@ def register(
     need ``trust_pickle=True``. ``runtime="sklearn"`` serves a scikit-learn model natively
     instead of converting it; ``runtime="onnx"`` makes a failed conversion an error.
     ``batching`` (a :class:`~modelport.types.Batching`) sets this version's own adaptive-batching
-    settings; a server uses them instead of its own defaults.
+    settings; a server uses them instead of its own defaults. ``capture_rate`` (0 to 1) is the
+    share of this version's requests that payload capture writes, instead of the server's rate.
     """
     parse_name(name)
     aliases = [alias] if isinstance(alias, str) else list(alias)
@@ -72,6 +74,7 @@ def register(
                 trusted_code=packaged.trusted_code,
                 aliases=aliases,
                 batching=batching,
+                capture_rate=capture_rate,
             )
         finally:
             registry.close()

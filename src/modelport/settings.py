@@ -89,6 +89,15 @@ class Settings:
         it the request is dropped from the queue, or its answer abandoned, and answered 504. A
         request may ask for less (V2 ``parameters.timeout`` in microseconds, as Triton's client
         sends it; the ``modelport-timeout`` header in seconds; a gRPC deadline).
+    capture_rate: payload capture: the share of answered requests written (0 to 1, default 0:
+        off), as JSON lines under ``capture_root`` (``home/capture``): one folder per model and
+        version, files rotated at 64 MiB, at most 50 kept per version. A version registered
+        with its own rate (``register --capture-rate``) uses that instead. Samples are written
+        in the background through a bounded queue: when it is full a sample is dropped
+        (counted), never a request slowed or failed.
+    capture_redact: names (comma-separated) whose values capture never writes: an input or
+        output with that name, or a 2-D input with a feature of that name, is written as
+        ``"[redacted]"`` (the whole tensor).
     log_level / log_format: ``debug``, ``info``, ``warning`` or ``error``; ``text`` or ``json``
         (one object per line), for the ``modelport`` logger and uvicorn's alike.
     max_header_bytes / header_timeout / max_connections: per connection, before any request
@@ -150,6 +159,8 @@ class Settings:
     tls_keyfile: Path | None = None
     tls_client_ca: Path | None = None
     request_timeout: float = 60.0
+    capture_rate: float = 0.0
+    capture_redact: tuple[str, ...] = ()
     sagemaker_model_dir: Path = Path("/opt/ml/model")
     sagemaker_models_dir: Path = Path("/opt/ml/models")
     sagemaker: bool = False
@@ -164,6 +175,14 @@ class Settings:
 
                 variable = ENVIRONMENT[name][0]
                 raise InvalidSetting(f"{variable}={getattr(self, name)!r} is not valid: choose {', '.join(allowed)}")
+        rate = self.capture_rate
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+            from modelport.errors import InvalidSetting
+
+            raise InvalidSetting(
+                f"MODELPORT_CAPTURE_RATE={rate!r} is not valid: give the share of requests captured, a number "
+                "from 0 (off) to 1 (every request), e.g. 0.01"
+            )
         home = Path(self.home).expanduser().absolute()
         object.__setattr__(self, "home", home)
         if not self.database_url:
@@ -178,6 +197,11 @@ class Settings:
         """Where artifacts are stored, as given: a folder or a URL (see ``artifacts``)."""
         assert self.artifacts is not None  # set in __post_init__
         return str(self.artifacts)
+
+    @property
+    def capture_root(self) -> Path:
+        """Where payload capture writes: ``home/capture/<model>/<version>/*.jsonl``."""
+        return self.home / "capture"
 
     @property
     def loopback(self) -> bool:
@@ -303,6 +327,8 @@ ENVIRONMENT: dict[str, _Entry] = {
     "tls_keyfile": ("MODELPORT_TLS_KEYFILE", _optional_path, _text),
     "tls_client_ca": ("MODELPORT_TLS_CLIENT_CA", _optional_path, _text),
     "request_timeout": ("MODELPORT_REQUEST_TIMEOUT", float, _text),
+    "capture_rate": ("MODELPORT_CAPTURE_RATE", lambda t: _share(float(t)), _text),
+    "capture_redact": ("MODELPORT_CAPTURE_REDACT", _refs, ",".join),
     "sagemaker_model_dir": ("MODELPORT_SAGEMAKER_MODEL_DIR", Path, _text),
     "sagemaker_models_dir": ("MODELPORT_SAGEMAKER_MODELS_DIR", Path, _text),
     "sagemaker": ("MODELPORT_SAGEMAKER", _bool, _flag),
@@ -345,9 +371,16 @@ _KIND = {
             "jwt_jwks_refetch_seconds",
         ),
         "switch (on or off)": ("batching",),
+        "number from 0 (off) to 1 (every request), e.g. 0.01": ("capture_rate",),
     }.items()
     for name in names
 }
+
+
+def _share(value: float) -> float:
+    if not 0 <= value <= 1:
+        raise ValueError(value)
+    return value
 
 
 def _positive_int(text: str) -> int:

@@ -163,6 +163,15 @@ class Batching:
 BATCHING_KEYS = ("enabled", "max_batch_size", "max_wait_ms", "max_queue_wait_ms")
 
 
+def capture_rate_of(value: object) -> float | None:
+    """A version's own payload-capture rate: None (the server's), or a share from 0 to 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"capture_rate is the share of requests captured, a number from 0 to 1, got {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True, slots=True)
 class ModelVersion:
     """One immutable registered version, as the registry reports it."""
@@ -183,6 +192,7 @@ class ModelVersion:
     notes: tuple[str, ...] = ()  # e.g. "converted to ONNX; max |Δp| 3e-8 on the sample"
     trusted_code: bool = False  # artifact runs arbitrary code (pickle, custom Python)
     batching: Batching = field(default_factory=Batching)  # its own batching settings, if any
+    capture_rate: float | None = None  # its own payload-capture rate (0 to 1); None: the server's
 
     @property
     def ref(self) -> str:

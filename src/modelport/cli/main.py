@@ -224,11 +224,19 @@ def register(
             help="This version's expected queue wait past which requests get 503 (server default: 1000).",
         ),
     ] = None,
+    capture_rate: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of this version's requests payload capture writes, 0 to 1 (server default: 0, off).",
+        ),
+    ] = None,
 ) -> None:
     """Register a model file or directory as the next version of NAME.
 
-    Batching and queue options are stored with the version: a server uses them instead of its
-    own defaults for this version.
+    Batching, queue and capture options are stored with the version: a server uses them instead
+    of its own defaults for this version.
     """
     from modelport.api import register as register_model
 
@@ -246,6 +254,7 @@ def register(
         trust_pickle=trust_pickle,
         runtime=runtime,
         batching=Batching(batching, max_batch_size, max_batch_wait_ms, max_queue_wait_ms),
+        capture_rate=capture_rate,
     )
     _print_registered(version)
 
@@ -308,6 +317,8 @@ def show(
     facts.add_row("trusted code", "yes (pickle or custom code)" if version.trusted_code else "no")
     own = version.batching.to_dict()
     facts.add_row("batching", ", ".join(f"{k}={v}" for k, v in own.items()) if own else "the server's settings")
+    rate = version.capture_rate
+    facts.add_row("capture", f"rate {rate:g} (this version's)" if rate is not None else "the server's rate")
     for title, values in (("tags", version.tags), ("metrics", version.metrics), ("params", version.params)):
         if values:
             facts.add_row(title, escape(", ".join(f"{k}={v}" for k, v in values.items())))
@@ -373,6 +384,7 @@ def _version_dict(version: ModelVersion) -> dict[str, Any]:
         "notes": list(version.notes),
         "trusted_code": version.trusted_code,
         "batching": version.batching.to_dict(),
+        "capture_rate": version.capture_rate,
         "signature": version.signature.to_dict(),
     }
 
@@ -545,6 +557,22 @@ def serve(
         float | None,
         typer.Option(min=0.0, help="Deadline of every inference request in seconds, then 504 (60; 0: none)."),
     ] = None,
+    capture_rate: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Write this share of answered requests (0 to 1) under MODELPORT_HOME/capture (0: off; "
+            "a version's own rate wins).",
+        ),
+    ] = None,
+    capture_redact: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAMES",
+            help="Comma-separated input, output or feature names whose tensors capture writes as \\[redacted].",
+        ),
+    ] = None,
 ) -> None:
     """Serve models over the Open Inference Protocol (V2) and TF Serving REST APIs.
 
@@ -573,6 +601,8 @@ def serve(
         max_batch_wait_ms=max_batch_wait_ms,
         max_queue_wait_ms=max_queue_wait_ms,
         request_timeout=request_timeout,
+        capture_rate=capture_rate,
+        capture_redact=tuple(n.strip() for n in capture_redact.split(",") if n.strip()) if capture_redact else None,
     )
     settings = settings.with_(  # flags only switch on; MODELPORT_* variables may have set them already
         insecure_open=insecure_open or settings.insecure_open,

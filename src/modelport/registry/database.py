@@ -50,7 +50,7 @@ from modelport.errors import InvalidSetting, ModelportError
 log = logging.getLogger("modelport")
 
 VERSION_TABLE = "modelport_alembic_version"
-SCHEMA_REVISION = "0004"  # the head of modelport/registry/migrations/versions; a test keeps them equal
+SCHEMA_REVISION = "0005"  # the head of modelport/registry/migrations/versions; a test keeps them equal
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT = 30.0  # seconds a SQLite writer waits for another process's transaction
 _MIGRATION_LOCK = 0x6D6F64656C706F72  # "modelpor": the PostgreSQL advisory lock that serializes upgrades
@@ -129,6 +129,7 @@ versions = Table(
     Column("trusted_code", Boolean, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("batching", JSONText, nullable=False, server_default="{}"),  # the version's own settings
+    Column("capture_rate", Float, nullable=True),  # its own payload-capture rate; NULL: the server's
     UniqueConstraint("model_id", "version"),
     Index("ix_modelport_versions_artifact", "artifact"),
 )

@@ -43,7 +43,7 @@ from modelport.registry.traffic import ModelRouting
 from modelport.settings import Settings
 from modelport.stores import open_store
 from modelport.stores.base import ArtifactStore, CollectableStore
-from modelport.types import Batching, ModelVersion, Signature
+from modelport.types import Batching, ModelVersion, Signature, capture_rate_of
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,7 @@ class Registry:
         trusted_code: bool = False,
         aliases: Sequence[str] = (),
         batching: Batching | None = None,
+        capture_rate: float | None = None,
     ) -> ModelVersion:
         """Store ``artifact_dir`` and record it as the next version of ``name``."""
         parse_name(name)
@@ -140,6 +141,7 @@ class Registry:
             "description": _text("description", description),
             "trusted_code": bool(trusted_code),
             "batching": _batching(batching),
+            "capture_rate": _capture_rate(capture_rate),
         }
         key = self.store.put(Path(artifact_dir))
         now = datetime.now(UTC)
@@ -585,6 +587,7 @@ def _model_version(name: str, row: Row[Any], alias_names: Sequence[str]) -> Mode
         notes=tuple(row.notes),
         trusted_code=row.trusted_code,
         batching=Batching.from_dict(row.batching),
+        capture_rate=row.capture_rate,
     )
 
 
@@ -625,6 +628,13 @@ def _batching(batching: Batching | None) -> dict[str, Any]:
     if batching is not None and not isinstance(batching, Batching):
         raise InvalidModel(f"batching must be a modelport.types.Batching, got {type(batching).__name__}")
     return batching.to_dict() if batching is not None else {}
+
+
+def _capture_rate(rate: float | None) -> float | None:
+    try:
+        return capture_rate_of(rate)
+    except ValueError as exc:
+        raise InvalidModel(str(exc)) from None
 
 
 def _notes(notes: Sequence[str]) -> list[str]:
