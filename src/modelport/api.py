@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -10,14 +11,19 @@ from typing import Any
 
 import numpy as np
 
-from modelport.packaging.ingest import package
+from modelport.errors import InvalidInput, InvalidModel, ModelportError
+from modelport.observability.profile import build_profile, write_profile
+from modelport.packaging.ingest import Packaged, package
 from modelport.reference import parse_name, validate_alias
 from modelport.registry.registry import Registry
+from modelport.runtimes import KINDS
 from modelport.runtimes.base import Runtime
 from modelport.serving.loading import open_version
 from modelport.settings import Settings
 from modelport.signature import select_outputs, to_inputs, validate_inputs
 from modelport.types import Batching, ModelVersion, Signature
+
+log = logging.getLogger("modelport")
 
 
 def register(
@@ -25,6 +31,7 @@ def register(
     *,
     name: str,
     sample_input: Any = None,
+    reference_data: Any = None,
     alias: str | Sequence[str] = (),
     tags: Mapping[str, str] | None = None,
     metrics: Mapping[str, float | str] | None = None,
@@ -42,7 +49,10 @@ def register(
     ``.skops`` or pickle file, or to a directory holding a custom Python model. scikit-learn
     models are converted to ONNX and verified on ``sample_input`` (an ndarray, a DataFrame whose
     columns become named features, or a list of row dicts); pickles and custom Python code
-    need ``trust_pickle=True``. ``runtime="sklearn"`` serves a scikit-learn model natively
+    need ``trust_pickle=True``. ``reference_data`` (same forms as ``sample_input``; ideally a
+    few thousand rows of training data) is what ``modelport drift`` compares traffic with: its
+    profile and the model's predictions on it are stored with the version; without it the sample
+    input is profiled, with a warning that it is small. ``runtime="sklearn"`` serves a scikit-learn model natively
     instead of converting it; ``runtime="onnx"`` makes a failed conversion an error.
     ``batching`` (a :class:`~modelport.types.Batching`) sets this version's own adaptive-batching
     settings; a server uses them instead of its own defaults. ``capture_rate`` (0 to 1) is the
@@ -57,6 +67,7 @@ def register(
         packaged = package(
             model, workdir=Path(workdir), sample_input=sample_input, trust_pickle=trust_pickle, runtime=runtime
         )
+        _keep_reference_profile(packaged, reference_data, sample_input)
         registry = Registry.open(settings)
         try:
             return registry.register(
@@ -78,6 +89,57 @@ def register(
             )
         finally:
             registry.close()
+
+
+def _keep_reference_profile(packaged: Packaged, reference_data: Any, sample_input: Any) -> None:
+    """Write the version's reference profile (for drift) into the packaged directory: from
+    ``reference_data``, else from the sample input with a warning, else none (warned too)."""
+    hint = "pass reference_data= (Python) or --reference data.csv (CLI) with a few thousand rows of training data"
+    if reference_data is None and sample_input is None:
+        log.warning("no reference profile kept for drift (no reference data and no sample input); %s", hint)
+        return
+    given = reference_data is not None
+    what = "the reference data" if given else "the sample input"
+    signature = packaged.signature
+    try:
+        data = reference_data if given else sample_input
+        only = signature.inputs[0] if len(signature.inputs) == 1 else None
+        if hasattr(data, "columns") and only is not None and len(only.shape) == 2 and not only.feature_names:
+            data = data.to_numpy()  # a table for a model without feature names: its columns in order
+        inputs = validate_inputs(signature, to_inputs(signature, data))
+        outputs = _predict(packaged, inputs, what)
+        profile = build_profile(signature, inputs, outputs, source="reference_data" if given else "sample_input")
+    except ModelportError as exc:
+        if given and isinstance(exc, InvalidInput):
+            raise InvalidInput(f"{what} does not fit the model's inputs: {exc}") from None
+        if given:
+            raise
+        log.warning("no reference profile kept for drift: %s cannot be profiled (%s); %s", what, exc, hint)
+        return
+    if not given:
+        log.warning(
+            "the reference profile for drift comes from the sample input (%d rows), too few to tell drift "
+            "from chance well; %s",
+            profile.rows,
+            hint,
+        )
+    write_profile(packaged.directory, profile)
+
+
+def _predict(packaged: Packaged, inputs: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
+    """The packaged model's outputs on ``inputs``, loaded from its directory as a server would."""
+    runtime = KINDS[packaged.runtime]()
+    try:
+        runtime.load(packaged.directory, packaged.signature)
+        return runtime.predict(inputs)
+    except InvalidInput:
+        raise
+    except ModelportError as exc:
+        raise InvalidModel(f"the model failed on {what}: {exc}") from exc
+    except Exception as exc:  # a runtime raises what its library raises
+        raise InvalidModel(f"the model failed on {what}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        runtime.unload()
 
 
 class LoadedModel:

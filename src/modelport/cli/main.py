@@ -190,6 +190,13 @@ def register(
     sample: Annotated[
         str | None, typer.Option(help="Sample input (.csv with header, .json, .npy) for signature and checks.")
     ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            help="Reference data for drift (.csv with header, .json, .npy): a few thousand training rows "
+            "(default: the sample, with a warning)."
+        ),
+    ] = None,
     alias: Annotated[list[str] | None, typer.Option(help="Alias to point at the new version (repeatable).")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="Tag KEY=VALUE (repeatable).")] = None,
     metric: Annotated[list[str] | None, typer.Option(help="Metric KEY=VALUE (repeatable).")] = None,
@@ -246,6 +253,7 @@ def register(
         path,
         name=name,
         sample_input=read_data(sample) if sample else None,
+        reference_data=read_data(reference) if reference else None,
         alias=alias or (),
         tags=_pairs(tag, "tag", numeric=False),
         metrics=_pairs(metric, "metric", numeric=True),
@@ -699,6 +707,23 @@ def export(
     out.print(f"exported [bold]{version.ref}[/] ({version.runtime} runtime) to {escape(str(directory))}")
     out.print(f"  {escape(str(archive))}: {archive.stat().st_size} bytes, the model data to upload to S3 for SageMaker")
     out.print(f"  serve it here: MODELPORT_SAGEMAKER_MODEL_DIR={escape(str(directory))} modelport serve")
+
+
+@app.command()
+@_handled
+def drift(
+    ref: Annotated[str, typer.Argument(help="The version to check: NAME, NAME@VERSION or NAME@ALIAS.")],
+    since: Annotated[str | None, typer.Option(help="Only traffic captured since: 30m, 1h, 2d or an ISO time.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    html: Annotated[Path | None, typer.Option(help="Also write a self-contained HTML report to this file.")] = None,
+    capture_dir: Annotated[
+        Path | None, typer.Option(help="The capture root (default: MODELPORT_HOME/capture).")
+    ] = None,
+) -> None:
+    """Compare a version's captured traffic with its reference profile: PSI and a KS or χ² test per feature."""
+    from modelport.cli.drift import run
+
+    raise typer.Exit(run(ref, since=since, as_json=as_json, html_path=html, capture_dir=capture_dir, out=out, err=err))
 
 
 def _require_grpc() -> None:
