@@ -36,6 +36,7 @@ LAYERS: list[set[str]] = [
     {"cli"},
     {"api", "bench"},
     {"server"},
+    {"observability"},  # metrics, capture, drift: hooks on serving, never inside it
     {"protocols"},
     {"serving"},
     {"packaging", "auth"},

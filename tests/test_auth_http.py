@@ -68,6 +68,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, iris: tuple[pd.DataFrame, np
         store = KeyStore(registry.engine)
         keys = {scope: store.create([scope], f"test {scope}")[1] for scope in ("infer", "infer:iris", "infer:other")}
         keys["manage"] = store.create(["manage"], "ops")[1]
+        keys["metrics"] = store.create(["metrics"], "prometheus")[1]
     return World(settings, signer, keys)
 
 
@@ -270,3 +271,35 @@ async def test_openapi_shows_a_key_scoped_to_one_model_only_that_model(tmp_path:
         assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
         infer = doc["paths"][f"/v2/models/{next(iter(shown))}/infer"]["post"]
         assert {"401", "403"} <= set(infer["responses"])
+
+
+async def test_metrics_need_the_metrics_scope_and_count_callers_and_refusals(world: World) -> None:
+    from tests.test_metrics import samples, value
+
+    infer, _ = PROTOCOLS["v2"]
+    async with client_for(build_app(world.settings)) as client:
+        assert_unauthenticated(await client.get("/metrics"), "this endpoint needs credentials")
+        refused = await client.get("/metrics", headers=bearer(world.keys["infer"]))
+        assert refused.status_code == 403
+        assert "needs scope 'metrics' or 'manage'" in refused.json()["error"]
+        scraper = bearer(world.keys["metrics"])
+        assert (await send(client, infer, scraper)).status_code == 403  # a scraping key cannot call a model
+        assert (await send(client, infer, bearer(world.keys["infer"]))).status_code == 200
+        assert (await send(client, infer, bearer(world.keys["infer"]))).status_code == 200
+        assert (await send(client, infer, bearer(world.keys["infer"] + "x"))).status_code == 401
+        assert (await client.get("/metrics", headers=bearer(world.keys["manage"]))).status_code == 200
+        scrape = await client.get("/metrics", headers=scraper)
+    assert scrape.status_code == 200
+    found = samples(scrape.text)
+    infer_id = world.keys["infer"].split("_")[1]
+    metrics_id = world.keys["metrics"].split("_")[1]
+    assert value(found, "modelport_client_requests_total", client=infer_id) == 2  # refused calls are not the client's
+    manage_id = world.keys["manage"].split("_")[1]
+    assert value(found, "modelport_client_requests_total", client=manage_id) == 1
+    # the scraper's refused call is not counted as its request, and this scrape is not done yet
+    assert ("modelport_client_requests_total", (("client", metrics_id),)) not in found
+    assert value(found, "modelport_auth_failures_total", reason="missing") == 1
+    assert value(found, "modelport_auth_failures_total", reason="invalid") == 1
+    assert value(found, "modelport_auth_failures_total", reason="forbidden") == 2
+    assert value(found, "modelport_auth_failures_total", reason="not_loopback") == 0
+    assert all(world.keys["infer"] not in line for line in scrape.text.splitlines())  # ids, never keys

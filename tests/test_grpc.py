@@ -247,3 +247,43 @@ def test_every_call_carries_a_request_id_in_its_trailing_metadata(served: tuple[
         assert len(dict(call.trailing_metadata())["x-request-id"]) == 16
         _, call = stub.ModelReady.with_call(pb.ModelReadyRequest(name="iris"), metadata=(("x-request-id", "r-7"),))
         assert dict(call.trailing_metadata())["x-request-id"] == "r-7"
+
+
+def test_grpc_calls_are_counted_and_logged_like_rest(
+    registered: tuple[Settings, Any], iris: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import httpx
+
+    from tests.test_metrics import samples, value
+
+    settings, _ = registered
+    app = build_app(settings.with_(models=("iris@production",), grpc_port=0, access_log=True, log_format="json"))
+    rows = iris[0].iloc[0:3].to_numpy(dtype=np.float32)
+    with running(app) as base, caplog.at_level("INFO", logger="modelport.access"):
+        client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{app.grpc_port}")
+        try:
+            for _ in range(2):
+                client.infer("iris", [_tensor(rows)], headers={"x-request-id": "grpc-call-1"})
+            with pytest.raises(InferenceServerException):
+                client.infer("nothing-here", [_tensor(rows)])
+        finally:
+            client.close()
+        found = samples(httpx.get(f"http://{base}/metrics", timeout=10).text)
+    assert value(found, "modelport_requests_total", protocol="grpc", model="iris", version="1", code="2xx") == 2
+    assert value(found, "modelport_requests_total", protocol="grpc", model="(unknown)", version="", code="4xx") == 1
+    assert value(found, "modelport_request_duration_seconds_count", protocol="grpc", model="iris", version="1") == 2
+    lines = [r.access for r in caplog.records if r.name == "modelport.access" and r.access["protocol"] == "grpc"]
+    assert len(lines) == 3
+    first = lines[0]
+    assert (first["request_id"], first["status"], first["model"], first["version"], first["rows"]) == (
+        "grpc-call-1",
+        200,
+        "iris",
+        1,
+        3,
+    )
+    assert first["method"] == "gRPC"
+    assert first["path"].endswith("/ModelInfer")
+    assert first["client"] == "127.0.0.1"
+    assert lines[2]["status"] == 404
+    assert lines[2]["version"] is None

@@ -100,6 +100,12 @@ class Settings:
         ``"[redacted]"`` (the whole tensor).
     log_level / log_format: ``debug``, ``info``, ``warning`` or ``error``; ``text`` or ``json``
         (one object per line), for the ``modelport`` logger and uvicorn's alike.
+    access_log: one line per request on stdout (``modelport.access`` logger, in ``log_format``):
+        time, request id, client address, API key id, method, path, protocol, model, version,
+        status, latency and rows. Off by default.
+    metrics: ``GET /metrics`` in the Prometheus text format (default on; ``MODELPORT_METRICS=0``
+        turns it off, and it is then 404). metrics_dir: where the workers of one server exchange
+        their counts; ``serve --workers N`` makes one for the run (see docs/monitoring.md).
     max_header_bytes / header_timeout / max_connections: per connection, before any request
         reaches the app (so before authentication): request line and headers larger than this
         are answered 431 (``MODELPORT_MAX_HEADER_KB``, default 64); headers must arrive within
@@ -159,6 +165,9 @@ class Settings:
     tls_keyfile: Path | None = None
     tls_client_ca: Path | None = None
     request_timeout: float = 60.0
+    access_log: bool = False
+    metrics: bool = True
+    metrics_dir: Path | None = None
     capture_rate: float = 0.0
     capture_redact: tuple[str, ...] = ()
     sagemaker_model_dir: Path = Path("/opt/ml/model")
@@ -327,6 +336,9 @@ ENVIRONMENT: dict[str, _Entry] = {
     "tls_keyfile": ("MODELPORT_TLS_KEYFILE", _optional_path, _text),
     "tls_client_ca": ("MODELPORT_TLS_CLIENT_CA", _optional_path, _text),
     "request_timeout": ("MODELPORT_REQUEST_TIMEOUT", float, _text),
+    "access_log": ("MODELPORT_ACCESS_LOG", _bool, _flag),
+    "metrics": ("MODELPORT_METRICS", _bool, _flag),
+    "metrics_dir": ("MODELPORT_METRICS_DIR", _optional_path, _text),
     "capture_rate": ("MODELPORT_CAPTURE_RATE", lambda t: _share(float(t)), _text),
     "capture_redact": ("MODELPORT_CAPTURE_REDACT", _refs, ",".join),
     "sagemaker_model_dir": ("MODELPORT_SAGEMAKER_MODEL_DIR", Path, _text),

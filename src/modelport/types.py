@@ -215,6 +215,26 @@ class InferRequest:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     checked: Signature | None = field(default=None, repr=False, compare=False)
     timeout: float | None = None  # seconds the caller allows (its own deadline); None: the server's
+    request_id: str | None = None  # the server's id of the request, when the protocol knows it
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What one request turned out to be, noted as it goes through (for metrics and the access log).
+
+    ``protocol`` is ``v2``, ``tfserving``, ``sagemaker``, ``grpc`` or ``other``; ``model`` is the
+    name the request asked for (caller-chosen text: metrics check it against what is served),
+    ``version`` the version that answered it and ``rows`` its batch size, once known.
+    """
+
+    protocol: str = "other"
+    model: str = ""
+    version: int | None = None
+    rows: int = 0
+    request_id: str = ""  # the server's id of the request (X-Request-ID), for what is logged or captured
+
+
+EXCHANGE = "modelport.exchange"  # the ASGI scope key of a request's Exchange
 
 
 @dataclass(slots=True)

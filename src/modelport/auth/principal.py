@@ -14,13 +14,16 @@ from modelport.reference import parse_name
 KEY_PREFIX = "mp_"
 INFER = "infer"
 MANAGE = "manage"
-SCOPE_HELP = f"a scope is {INFER!r} (every model), '{INFER}:<model>' (one model) or {MANAGE!r}"
+METRICS = "metrics"
+SCOPE_HELP = (
+    f"a scope is {INFER!r} (every model), '{INFER}:<model>' (one model), {MANAGE!r} or {METRICS!r} (scraping /metrics)"
+)
 
 
 def parse_scope(text: str) -> str:
     """A valid scope, or :class:`InvalidScope` saying what a scope looks like."""
     scope = text.strip()
-    if scope in (INFER, MANAGE):
+    if scope in (INFER, MANAGE, METRICS):
         return scope
     kind, sep, model = scope.partition(":")
     if kind == INFER and sep:
@@ -69,3 +72,7 @@ class Principal:
 
     def may_manage(self) -> bool:
         return MANAGE in self.scopes
+
+    def may_scrape(self) -> bool:
+        """``GET /metrics``: scope ``metrics`` or ``manage``."""
+        return METRICS in self.scopes or MANAGE in self.scopes

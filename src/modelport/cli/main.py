@@ -503,7 +503,9 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the port.")] = 1,
     threads: Annotated[int, typer.Option(min=0, help="Compute threads per worker (0: cores / workers).")] = 0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
-    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    access_log: Annotated[
+        bool, typer.Option(help="One line per request on stdout (text or json, as MODELPORT_LOG_FORMAT).")
+    ] = False,
     insecure_open: Annotated[
         bool, typer.Option("--insecure-open", help="Serve a non-loopback address WITHOUT authentication.")
     ] = False,
@@ -658,15 +660,16 @@ def _run_uvicorn(settings: Settings, *, log_level: str, access_log: bool, **opti
     from modelport.server import http as httpserver
     from modelport.server.tls import uvicorn_options
 
-    settings = settings.with_(log_level=log_level)
+    settings = settings.with_(log_level=log_level, access_log=access_log or settings.access_log)
     common: dict[str, Any] = {**uvicorn_options(settings), **options}
     if settings.workers == 1:
         from modelport.server.app import build_app
 
-        httpserver.run(build_app(settings), settings, access_log=access_log, **common)
+        httpserver.run(build_app(settings), settings, **common)
         return
-    os.environ.update(settings.to_env())  # each worker process builds the same app from these
-    httpserver.run("modelport.server.app:create_app", settings, access_log=access_log, factory=True, **common)
+    with httpserver.metrics_directory(settings) as settings:
+        os.environ.update(settings.to_env())  # each worker process builds the same app from these
+        httpserver.run("modelport.server.app:create_app", settings, factory=True, **common)
 
 
 def _serve_sagemaker(*, log_level: str, access_log: bool) -> None:
@@ -868,7 +871,8 @@ app.add_typer(keys_app, name="keys")
 @_handled
 def keys_create(
     scope: Annotated[
-        list[str], typer.Option("--scope", "-s", help="infer (every model), infer:MODEL or manage (repeatable).")
+        list[str],
+        typer.Option("--scope", "-s", help="infer (every model), infer:MODEL, manage or metrics (repeatable)."),
     ],
     description: Annotated[str, typer.Option(help="What the key is for (shown by keys list).")] = "",
 ) -> None:

@@ -28,8 +28,8 @@ from modelport.protocols.tfserving import decode_document, encode_predict
 from modelport.protocols.v2 import VERSION_HEADER
 from modelport.serving.manager import ServingModel
 from modelport.serving.sagemaker import SageMakerEndpoint
-from modelport.signature import to_inputs
-from modelport.types import InferRequest, InferResult, Signature
+from modelport.signature import count_rows, to_inputs
+from modelport.types import EXCHANGE, Exchange, InferRequest, InferResult, Signature
 
 CSV = "text/csv"
 _ACCEPTED = {JSON: JSON, "application/*": JSON, "*/*": JSON, CSV: CSV, "text/*": CSV}
@@ -181,8 +181,16 @@ def routes(endpoint: SageMakerEndpoint) -> list[Route]:
         media = content_type(request.headers.get("content-type"))
         manager = endpoint.manager
         name = endpoint.model_name if name is None else name
+        exchange: Exchange | None = request.scope.get(EXCHANGE)
+        if exchange is not None:
+            exchange.protocol, exchange.model = "sagemaker", name
         infer_request, row_format = decode(await request.body(), media, manager.get(name))
-        return encode(await manager.infer(name, None, infer_request), answer, row_format)
+        if exchange is not None:
+            infer_request.request_id = exchange.request_id
+        result = await manager.infer(name, None, infer_request)
+        if exchange is not None:
+            exchange.version, exchange.rows = result.model_version, count_rows(infer_request.inputs)
+        return encode(result, answer, row_format)
 
     async def ping(request: Request) -> Response:
         if endpoint.healthy():

@@ -32,8 +32,8 @@ from modelport.protocols.codec import (
 from modelport.protocols.errors import JSON, Payload, error_response
 from modelport.reference import parse_name, parse_reference, parse_selector
 from modelport.serving.manager import ModelManager, ServingModel, VersionState, VersionStatus
-from modelport.signature import to_inputs, validate_inputs
-from modelport.types import InferRequest, InferResult, Signature, TensorSpec, datatype_of
+from modelport.signature import count_rows, to_inputs, validate_inputs
+from modelport.types import Exchange, InferRequest, InferResult, Signature, TensorSpec, datatype_of
 
 HEADER_LENGTH = "inference-header-content-length"
 VERSION_HEADER = "modelport-model-version"
@@ -194,11 +194,17 @@ async def infer(
     header_length: str | None,
     routing_key: str | None,
     timeout: float | None = None,
+    exchange: Exchange | None = None,
 ) -> Payload:
     """``POST /v2/models/{name}[/versions/{selector}]/infer``: pick the version, decode and check
-    against its signature, run, encode. ``timeout``: seconds from the ``modelport-timeout`` header."""
+    against its signature, run, encode. ``timeout``: seconds from the ``modelport-timeout`` header;
+    ``exchange`` is told the version and the rows."""
     route, model = manager.pick(name, selector, routing_key)
     infer_request, binary = decode_request(body, header_length, model.version.signature)
+    if exchange is not None:
+        exchange.version = model.version.version
+        exchange.rows = count_rows(infer_request.inputs)
+        infer_request.request_id = exchange.request_id
     if timeout is not None:
         infer_request.timeout = earliest(infer_request.timeout, timeout)
     result = await manager.run(route, model, infer_request)

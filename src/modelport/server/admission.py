@@ -17,8 +17,10 @@ lane and the router alike), so no request skips it:
 After admission the app sends the answer itself (the fast lane with :func:`send_payload`, the
 router through :meth:`Admitted.sending`), so the request id is on every answer.
 
-Metrics, the access log and tracing hook in here when they come. gRPC gets the same steps
-from :class:`modelport.server.grpc.AdmissionInterceptor`.
+5. when the answer is sent: the request is counted in the metrics (its protocol, model, version
+   and status class, its duration, its caller) and, when on, written to the access log.
+
+gRPC gets the same steps from :class:`modelport.server.grpc.AdmissionInterceptor`.
 """
 
 from __future__ import annotations
@@ -27,17 +29,24 @@ import itertools
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelport.errors import ModelportError
+from modelport.auth.principal import Principal
+from modelport.errors import Forbidden, ModelportError, Unauthenticated
 from modelport.protocols.errors import JSON, Payload, error_payload, too_large, unsupported_encoding
 from modelport.server.body import BodyTooLarge, ClientGone, UnsupportedEncoding, decode_body, read_body
-from modelport.server.guard import Access, Gate, absent, refused
+from modelport.server.guard import Access, Gate, NotLoopback, absent, refused
+from modelport.server.logs import AccessLog
+from modelport.types import EXCHANGE, Exchange
+
+if TYPE_CHECKING:
+    from modelport.observability.metrics import Metrics
 
 logger = logging.getLogger("modelport")
 
@@ -46,18 +55,21 @@ _REQUEST_ID = REQUEST_ID.encode("latin-1")
 _SANE_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _JSON = JSON.encode("latin-1")
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
-ADMITTED = "modelport.admitted"  # the scope key of a request's Admitted
+ADMITTED = EXCHANGE  # the scope key of a request's Admitted (protocols note what it was there)
+CLOSED = 499  # the status counted for a request whose client left before the answer
 
 
-@dataclass(slots=True)
-class Admitted:
-    """One request past admission: its id, its headers by (lower-case) name, its whole body, and
-    whether its answer has started (then an error can no longer be answered)."""
+@dataclass(slots=True, kw_only=True)
+class Admitted(Exchange):
+    """One request in admission: its id, its headers by (lower-case) name, its whole body, its
+    caller, whether its answer has started (then an error can no longer be answered) and with
+    which status; the :class:`~modelport.types.Exchange` fields say what it turned out to be."""
 
-    request_id: str
     headers: dict[bytes, bytes]
-    body: bytes
+    body: bytes = b""
+    principal: Principal | None = None
     started: bool = False
+    status: int = CLOSED
 
     def sending(self, send: Send) -> Send:
         """``send`` for the router: the request id goes on the answer, its start is noted."""
@@ -65,6 +77,7 @@ class Admitted:
         async def answering(message: Message) -> None:
             if message["type"] == "http.response.start":
                 self.started = True
+                self.status = message["status"]
                 message["headers"] = [*message.get("headers", ()), (_REQUEST_ID, self.request_id.encode("ascii"))]
             await send(message)
 
@@ -91,6 +104,21 @@ def request_id(given: bytes | None) -> str:
     return f"{_PREFIX}{next(_COUNTER) & 0xFFFFFFFF:08x}"
 
 
+def client_of(principal: Principal) -> str:
+    """The metrics label of a caller: its API key's id, or ``(token)`` for an OAuth2 token (whose
+    subjects are not a bounded set)."""
+    subject = principal.subject
+    return subject[4:] if subject.startswith("key:") else "(token)"
+
+
+def refusal(error: ModelportError, bare: bool) -> str:
+    """Why a caller was refused, for the metrics: ``missing`` or ``invalid`` credentials (401),
+    ``not_loopback`` (403 while authentication is off), or ``forbidden`` (a scope is missing)."""
+    if isinstance(error, Unauthenticated):
+        return "missing" if bare else "invalid"
+    return "not_loopback" if isinstance(error, NotLoopback) else "forbidden"
+
+
 async def send_payload(send: Send, payload: Payload, request_id: str) -> None:
     """A finished answer, with its request id, in two ``send`` calls."""
     media_type = _JSON if payload.media_type == JSON else payload.media_type.encode("latin-1")
@@ -107,23 +135,36 @@ async def send_payload(send: Send, payload: Payload, request_id: str) -> None:
 
 
 class HttpAdmission:
-    """Plain ASGI: admit every HTTP request (see the module docstring), then call ``app``."""
+    """Plain ASGI: admit every HTTP request (see the module docstring), then call ``app``.
 
-    def __init__(self, app: ASGIApp, gate: Gate, *, max_body_bytes: int) -> None:
+    ``metrics`` (None: off) counts every answered request; ``access_log`` (None: off) writes its line.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        gate: Gate,
+        *,
+        max_body_bytes: int,
+        metrics: Metrics | None = None,
+        access_log: AccessLog | None = None,
+    ) -> None:
         self.app = app
         self.gate = gate
         self.max_body = max_body_bytes
+        self.metrics = metrics
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        start = time.perf_counter()
         headers = dict(scope["headers"])
         rid = request_id(headers.get(_REQUEST_ID))
-        admitted = None
+        admitted = scope[ADMITTED] = Admitted(request_id=rid, headers=headers)
         try:
-            self._check(scope, headers, rid)
-            body = b""
+            self._check(scope, admitted)
             if scope["method"] in _WITH_BODY:  # read here, not in a helper: one coroutine fewer per request
                 length = headers.get(b"content-length")
                 if length is not None and (not length.isdigit() or int(length) > self.max_body):
@@ -132,23 +173,52 @@ class HttpAdmission:
                 encoding = headers.get(b"content-encoding")
                 if encoding is not None:
                     body = decode_body(body, encoding.decode("latin-1"), self.max_body)
-            admitted = scope[ADMITTED] = Admitted(rid, headers, body)
+                admitted.body = body
             await self.app(scope, receive, send)
         except Exception as exc:
             payload = self._error(scope, exc, rid)
             if payload is None:
                 return  # the client left
-            if admitted is not None and admitted.started:
+            if admitted.started:
                 raise
+            admitted.status = payload.status
             await send_payload(send, payload, rid)
+        finally:
+            self._answered(scope, admitted, time.perf_counter() - start)
 
-    def _check(self, scope: Scope, headers: dict[bytes, bytes], rid: str) -> None:
+    def _answered(self, scope: Scope, admitted: Admitted, seconds: float) -> None:
+        """Count the request, and write its access-log line."""
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.request(admitted, admitted.status, seconds)
+            principal = admitted.principal
+            if principal is not None:
+                metrics.client(client_of(principal))
+        if self.access_log is not None:
+            client = scope.get("client")
+            principal = admitted.principal
+            self.access_log.write(
+                request_id=admitted.request_id,
+                client=client[0] if client else "-",
+                key=client_of(principal) if principal is not None else None,
+                method=scope["method"],
+                path=scope["path"],
+                protocol=admitted.protocol,
+                model=admitted.model,
+                version=admitted.version,
+                status=admitted.status,
+                seconds=seconds,
+                rows=admitted.rows,
+            )
+
+    def _check(self, scope: Scope, admitted: Admitted) -> None:
         """The gate: raise when the caller may not make this request; note the principal."""
         need = self.gate.need(scope["path"])
         if need.access is Access.OPEN:
             return
         if need.access is Access.ABSENT:
             raise absent(scope)
+        headers = admitted.headers
         authorization = headers.get(b"authorization")
         api_key = headers.get(b"x-api-key")
         try:
@@ -159,9 +229,12 @@ class HttpAdmission:
                 scope.get("server"),
             )
         except ModelportError as exc:
-            refused(scope, exc, rid)
+            refused(scope, exc, admitted.request_id)
+            if self.metrics is not None and isinstance(exc, Unauthenticated | Forbidden):
+                self.metrics.refused(refusal(exc, authorization is None and api_key is None))
             raise
         if principal is not None:
+            admitted.principal = principal
             scope.setdefault("state", {})["principal"] = principal
 
     def _error(self, scope: Scope, exc: Exception, rid: str) -> Payload | None:

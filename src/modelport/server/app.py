@@ -22,15 +22,17 @@ from starlette.types import Message, Receive, Scope, Send
 
 from modelport.auth.authenticator import Authenticator
 from modelport.errors import ModelNotReady, ModelportError
+from modelport.observability.capture import Capture
+from modelport.observability.metrics import CONTENT_TYPE, Metrics
 from modelport.protocols import openapi, sagemaker, tfserving, v2
 from modelport.protocols.codec import dumps
 from modelport.protocols.errors import JSON
 from modelport.server import docs
 from modelport.server.admission import ADMITTED, Admitted, HttpAdmission
 from modelport.server.fastlane import FastLane
-from modelport.server.guard import Gate, authentication, is_loopback
+from modelport.server.guard import METRICS_PATH, Gate, authentication, is_loopback
 from modelport.server.http import listening_addresses
-from modelport.server.logs import configure_modelport
+from modelport.server.logs import AccessLog, configure_modelport
 from modelport.serving.batching import BatchSettings
 from modelport.serving.manager import ModelManager, RegistrySource
 from modelport.serving.plans import specs_from
@@ -70,6 +72,12 @@ def build_app(
     """
     holder = _Holder(manager)
     gate = Gate(settings, lambda: holder.authenticator)  # one policy for HTTP and gRPC
+    # The app's own metrics (no process-wide registry); versions are watched even with /metrics
+    # off, for payload capture. Capture runs from the lifespan (it has a writer thread).
+    metrics = Metrics(directory=settings.metrics_dir)
+    metrics.manager = lambda: holder.manager
+    counting = metrics if settings.metrics else None
+    access_log = AccessLog(settings.log_format) if settings.access_log else None
     # SageMaker mode serves /opt/ml/model (or a multi-model endpoint), not the registry.
     endpoint = SageMakerEndpoint(settings) if settings.sagemaker and manager is None else None
 
@@ -84,19 +92,26 @@ def build_app(
 
     @asynccontextmanager
     async def serving(app: Any) -> AsyncIterator[None]:
+        with capturing(settings, metrics):
+            async with metrics.flushing(), models(app):
+                yield
+
+    @asynccontextmanager
+    async def models(app: Any) -> AsyncIterator[None]:
         if manager is not None:
+            manager.watch_with(metrics)
             async with authentication(settings, None, authenticator) as auth:
                 holder.authenticator = auth
                 if settings.models:
                     await manager.load(settings.models)
-                async with _grpc(settings, holder, gate), exposure_check(settings, holder):
+                async with _grpc(settings, holder, gate, counting, access_log), exposure_check(settings, holder):
                     with frozen_heap():
                         yield
             return
         if endpoint is not None:
             async with authentication(settings, None, authenticator) as auth:
                 holder.authenticator = auth
-                holder.manager = await endpoint.start()
+                holder.manager = await endpoint.start(metrics)
                 try:
                     with frozen_heap():
                         yield
@@ -115,6 +130,7 @@ def build_app(
             batching=BatchSettings.from_settings(settings),
             timeout=settings.request_timeout,
             overload_unready=settings.overload_unready,
+            watching=metrics,
         )
         try:
             async with authentication(settings, registry, authenticator) as auth:
@@ -124,7 +140,7 @@ def build_app(
                     logger.warning("no models configured to serve; pass model references, --alias or --policy")
                 holder.manager = own
                 async with (
-                    _grpc(settings, holder, gate),
+                    _grpc(settings, holder, gate, counting, access_log),
                     watching(own, registry, settings.poll_seconds),
                     exposure_check(settings, holder),
                 ):
@@ -140,13 +156,22 @@ def build_app(
         *v2.routes(holder.get, management=settings.enable_management),
         *tfserving.routes(holder.get),
         *_doc_routes(holder),
+        *_metrics_routes(metrics, settings),
     ]
     if endpoint is not None:
         routes += sagemaker.routes(endpoint)
     # A plain router, not a Starlette app: admission is the one middleware and the one error
     # handler, and the protocols bring their own routes and OpenAPI document.
     router = Router(routes, lifespan=lifespan)
-    return ModelportApp(router, lane, gate, holder, max_body_bytes=settings.max_body_bytes)
+    return ModelportApp(
+        router,
+        lane,
+        gate,
+        holder,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=counting,
+        access_log=access_log,
+    )
 
 
 class ModelportApp(HttpAdmission):
@@ -158,8 +183,18 @@ class ModelportApp(HttpAdmission):
     reported to the server as one line, ``cannot start: <reason>``, instead of a traceback.
     """
 
-    def __init__(self, router: Router, lane: FastLane, gate: Gate, holder: _Holder, *, max_body_bytes: int) -> None:
-        super().__init__(self._dispatch, gate, max_body_bytes=max_body_bytes)
+    def __init__(
+        self,
+        router: Router,
+        lane: FastLane,
+        gate: Gate,
+        holder: _Holder,
+        *,
+        max_body_bytes: int,
+        metrics: Metrics | None = None,
+        access_log: AccessLog | None = None,
+    ) -> None:
+        super().__init__(self._dispatch, gate, max_body_bytes=max_body_bytes, metrics=metrics, access_log=access_log)
         self.router = router
         self.lane = lane
         self._holder = holder
@@ -243,7 +278,9 @@ async def exposure_check(settings: Settings, holder: _Holder) -> AsyncIterator[N
 
 
 @asynccontextmanager
-async def _grpc(settings: Settings, holder: _Holder, gate: Gate) -> AsyncIterator[None]:
+async def _grpc(
+    settings: Settings, holder: _Holder, gate: Gate, metrics: Metrics | None, access_log: AccessLog | None
+) -> AsyncIterator[None]:
     """The V2 gRPC endpoint on ``settings.grpc_port`` while the app runs (none when it is None; port 0:
     one the system picks, in ``ModelportApp.grpc_port``)."""
     if settings.grpc_port is None:
@@ -255,7 +292,7 @@ async def _grpc(settings: Settings, holder: _Holder, gate: Gate) -> AsyncIterato
         raise ModelportError(
             f"gRPC needs the grpc extra ({exc.name} is not installed): pip install 'modelport[grpc]'"
         ) from None
-    async with grpc_endpoint(settings, holder.get, gate) as port:
+    async with grpc_endpoint(settings, holder.get, gate, metrics=metrics, access_log=access_log) as port:
         holder.grpc_port = port
         try:
             yield
@@ -274,6 +311,28 @@ def _doc_routes(holder: _Holder) -> list[Route]:
         return Response(dumps(document), media_type=JSON)
 
     return [Route("/openapi.json", spec, methods=["GET"]), *docs.routes()]
+
+
+@contextmanager
+def capturing(settings: Settings, metrics: Metrics) -> Iterator[None]:
+    """Payload capture while the app runs (its writer thread), for the server's rate and every
+    version registered with its own; drained and stopped at shutdown."""
+    capture = Capture(settings.capture_root, rate=settings.capture_rate, redact=settings.capture_redact)
+    metrics.capture = capture
+    try:
+        yield
+    finally:
+        metrics.capture = None
+        capture.close()
+
+
+def _metrics_routes(metrics: Metrics, settings: Settings) -> list[Route]:
+    """``GET /metrics`` (admission refuses it, 404, when metrics are off)."""
+
+    async def scrape(request: Request) -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+
+    return [Route(METRICS_PATH, scrape, methods=["GET"])] if settings.metrics else []
 
 
 def create_app() -> ModelportApp:

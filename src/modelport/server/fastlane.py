@@ -68,6 +68,8 @@ class FastLane:
         manager = self.get_manager()
         if isinstance(target, tuple):
             name, selector = target
+            admitted.protocol = "v2"
+            admitted.model = name
             header_length = headers.get(_HEADER_LENGTH)
             payload = await v2.infer(
                 manager,
@@ -77,9 +79,14 @@ class FastLane:
                 header_length.decode("latin-1") if header_length is not None else None,
                 routing_key.decode("latin-1") if routing_key is not None else None,
                 seconds,
+                admitted,
             )
         else:
             key = routing_key.decode("latin-1") if routing_key is not None else None
-            payload = await tfserving.predict(manager, tfserving.parse_path(target), admitted.body, key, seconds)
+            path = tfserving.parse_path(target)
+            admitted.protocol = "tfserving"
+            admitted.model = path.name
+            payload = await tfserving.predict(manager, path, admitted.body, key, seconds, admitted)
         admitted.started = True
+        admitted.status = payload.status
         await send_payload(send, payload, admitted.request_id)

@@ -15,21 +15,26 @@ certificate (:mod:`modelport.server.tls`), requiring client certificates with a 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
 
-from modelport.errors import ModelportError
+from modelport.auth.principal import Principal
+from modelport.errors import Forbidden, ModelportError, Unauthenticated
+from modelport.observability.metrics import Metrics
 from modelport.protocols.errors import status_of
 from modelport.protocols.grpc.proto.grpc_predict_v2_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
 from modelport.protocols.grpc.servicer import InferenceServicer, metadata_of
 from modelport.protocols.v2 import GetManager
-from modelport.server.admission import REQUEST_ID, request_id
+from modelport.server.admission import REQUEST_ID, client_of, refusal, request_id
 from modelport.server.guard import Access, Gate, Need
+from modelport.server.logs import AccessLog
 from modelport.server.tls import server_tls
 from modelport.settings import Settings
+from modelport.types import Exchange
 
 logger = logging.getLogger("modelport")
 
@@ -69,36 +74,57 @@ def code_of(error: ModelportError) -> grpc.StatusCode:
 
 
 class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types
-    """Admission for every gRPC method (see the module docstring); ``gate`` None: no credential check."""
+    """Admission for every gRPC method (see the module docstring); ``gate`` None: no credential check.
+    ``metrics`` and ``access_log`` (None: off) see every call as REST requests are seen: a model
+    inference is protocol ``grpc``, its status class the HTTP one of its outcome."""
 
-    def __init__(self, gate: Gate | None) -> None:
+    def __init__(self, gate: Gate | None, metrics: Metrics | None = None, access_log: AccessLog | None = None) -> None:
         self.gate = gate
+        self.metrics = metrics
+        self.access_log = access_log
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = await continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler
-        method = str(details.method).rpartition("/")[2]
-        admitted = self._admitted(handler.unary_unary, NEEDS.get(method, lambda request: Need(Access.ANY)))
+        path = str(details.method)
+        method = path.rpartition("/")[2]
+        admitted = self._admitted(handler.unary_unary, NEEDS.get(method, lambda request: Need(Access.ANY)), path)
         return grpc.unary_unary_rpc_method_handler(
             admitted,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
-    def _admitted(self, behavior: Behavior, need_of: Callable[[Any], Need]) -> Behavior:
+    def _admitted(self, behavior: Behavior, need_of: Callable[[Any], Need], path: str) -> Behavior:
         gate = self.gate
+        inference = path.endswith("/ModelInfer")
 
         async def admitted(request: Any, context: Any) -> Any:
+            start = time.perf_counter()
             metadata = metadata_of(context)
             rid = request_id(metadata.get(REQUEST_ID, "").encode("latin-1") or None)
             context.set_trailing_metadata(((REQUEST_ID, rid),))
+            exchange = Exchange("grpc", request.model_name, request_id=rid) if inference else Exchange(request_id=rid)
+            status, principal = 500, None
             try:
                 need = need_of(request)
                 if gate is not None and need.access is not Access.OPEN:
-                    gate.admit(need, metadata.get("authorization"), metadata.get("x-api-key"), None)
-                return await behavior(request, context)
+                    credentials = metadata.get("authorization"), metadata.get("x-api-key")
+                    try:
+                        principal = gate.admit(need, *credentials, None)
+                    except (Unauthenticated, Forbidden) as exc:
+                        if self.metrics is not None:
+                            self.metrics.refused(refusal(exc, credentials == (None, None)))
+                        raise
+                response = await behavior(request, context)
+                if inference and response.model_version.isdigit():
+                    exchange.version = int(response.model_version)
+                    exchange.rows = max((int(o.shape[0]) for o in response.outputs if o.shape), default=0)
+                status = 200
+                return response
             except ModelportError as exc:
+                status = status_of(exc)
                 await context.abort(code_of(exc), exc.message)
             except grpc.aio.AbortError:
                 raise
@@ -107,8 +133,48 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  #
                 await context.abort(
                     grpc.StatusCode.INTERNAL, f"internal server error: {type(exc).__name__}; see the server log"
                 )
+            finally:
+                self._answered(exchange, status, principal, rid, path, context, time.perf_counter() - start)
 
         return admitted
+
+    def _answered(
+        self,
+        exchange: Exchange,
+        status: int,
+        principal: Principal | None,
+        rid: str,
+        path: str,
+        context: Any,
+        seconds: float,
+    ) -> None:
+        if self.metrics is not None:
+            self.metrics.request(exchange, status, seconds)
+            if principal is not None:
+                self.metrics.client(client_of(principal))
+        if self.access_log is not None:
+            self.access_log.write(
+                request_id=rid,
+                client=_peer(context),
+                key=client_of(principal) if principal is not None else None,
+                method="gRPC",
+                path=path,
+                protocol=exchange.protocol,
+                model=exchange.model,
+                version=exchange.version,
+                status=status,
+                seconds=seconds,
+                rows=exchange.rows,
+            )
+
+
+def _peer(context: Any) -> str:
+    """The client's address from gRPC's peer text (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``)."""
+    peer = str(context.peer() or "-")
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        return rest.rpartition(":")[0].strip("[]")
+    return peer
 
 
 def _address(host: str, port: int) -> str:
@@ -116,7 +182,14 @@ def _address(host: str, port: int) -> str:
 
 
 @asynccontextmanager
-async def grpc_endpoint(settings: Settings, get_manager: GetManager, gate: Gate | None = None) -> AsyncIterator[int]:
+async def grpc_endpoint(
+    settings: Settings,
+    get_manager: GetManager,
+    gate: Gate | None = None,
+    *,
+    metrics: Metrics | None = None,
+    access_log: AccessLog | None = None,
+) -> AsyncIterator[int]:
     """Serve gRPC on ``settings.host``:``settings.grpc_port`` while the block runs; yields the bound port.
 
     ``gate``: the app's (shared with HTTP); None checks no credentials. Several workers share the
@@ -133,7 +206,7 @@ async def grpc_endpoint(settings: Settings, get_manager: GetManager, gate: Gate 
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ("grpc.max_receive_message_length", settings.max_body_bytes),
     ]
-    server = grpc.aio.server(options=options, interceptors=[AdmissionInterceptor(gate)])
+    server = grpc.aio.server(options=options, interceptors=[AdmissionInterceptor(gate, metrics, access_log)])
     servicer = InferenceServicer(get_manager, sticky_header=settings.sticky_header)
     add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]  # generated code
     address = _address(settings.host, settings.grpc_port)

@@ -11,6 +11,8 @@ Policy, when authentication is enabled (see :class:`modelport.auth.authenticator
   credential check) and always needs ``manage``, even if authentication were not enabled; in
   SageMaker mode the platform calls ``/models`` itself, so there it needs ``manage`` only when
   authentication is enabled;
+- ``/metrics`` needs scope ``metrics`` (or ``manage``), so a Prometheus can scrape with a key
+  that cannot call a model; it is absent (404) with ``MODELPORT_METRICS=0``;
 - everything else (``/v2``, ``/docs``, ``/openapi.json``) needs any valid credentials.
 
 401 (with ``WWW-Authenticate: Bearer``) when credentials are missing or bad, 403 when they are
@@ -35,7 +37,7 @@ from starlette.types import Scope
 
 from modelport.auth.authenticator import CREDENTIALS_HELP, Authenticator, build_authenticator, check_exposure
 from modelport.auth.oidc import jwks_fetcher
-from modelport.auth.principal import INFER, MANAGE, Principal
+from modelport.auth.principal import INFER, MANAGE, METRICS, Principal
 from modelport.errors import Forbidden, ModelNotReady, ModelportError, NotFound, Unauthenticated
 from modelport.settings import Settings
 
@@ -45,8 +47,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("modelport")
 
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/ping"})
+METRICS_PATH = "/metrics"
 _MODEL_PATH = re.compile(r"/v[12]/models/([^/:]+)")
 _SAGEMAKER_INVOKE = re.compile(r"/models/([^/]+)/invoke")
+
+
+class NotLoopback(Forbidden):
+    """A request on a non-loopback address while no authentication is configured."""
 
 
 class Access(Enum):
@@ -55,6 +62,7 @@ class Access(Enum):
     INFER = "infer"
     INFER_ANY = "infer (every model)"
     MANAGE = "manage"
+    METRICS = "metrics"
     ABSENT = "absent"
 
 
@@ -69,6 +77,8 @@ def requirement(path: str, settings: Settings) -> Need:
     """What a request to ``path`` needs."""
     if path in OPEN_PATHS:
         return Need(Access.OPEN)
+    if path == METRICS_PATH:
+        return Need(Access.METRICS) if settings.metrics else Need(Access.ABSENT)
     if path == "/v2/repository" or path.startswith("/v2/repository/"):
         return Need(Access.MANAGE, always=True) if settings.enable_management else Need(Access.ABSENT)
     if match := _MODEL_PATH.match(path):
@@ -94,6 +104,11 @@ def check(principal: Principal, need: Need) -> None:
     if need.access is Access.INFER_ANY and not principal.may_infer_any():
         raise Forbidden(
             f"{principal.subject} may not call this endpoint: it needs scope {INFER!r} ({_listed(principal)})"
+        )
+    if need.access is Access.METRICS and not principal.may_scrape():
+        raise Forbidden(
+            f"{principal.subject} may not read /metrics: that needs scope {METRICS!r} or {MANAGE!r} "
+            f"({_listed(principal)})"
         )
     if need.access is Access.MANAGE and not principal.may_manage():
         raise Forbidden(
@@ -137,7 +152,7 @@ class Gate:
             raise ModelNotReady("the server is starting: models are still loading; retry shortly")
         if not authenticator.enabled and not need.always:
             if server is not None and not self.settings.insecure_open and not self._loopbacks[server[0]]:
-                raise Forbidden(
+                raise NotLoopback(
                     f"this server has no authentication configured, so it answers only requests that arrive on "
                     f"a loopback address (this one arrived on {server[0]}); create an API key (modelport keys "
                     "create --scope infer) or configure OAuth2 tokens, or set MODELPORT_INSECURE_OPEN=1 to serve "
@@ -194,6 +209,8 @@ def refused(scope: Scope, exc: ModelportError, request_id: str) -> None:
 
 
 def absent(scope: Scope) -> ModelportError:
+    if scope["path"] == METRICS_PATH:
+        return NotFound("no such endpoint: metrics are off on this server (MODELPORT_METRICS=0)")
     return NotFound(
         f"no such endpoint: {scope['method']} {scope['path']}; management endpoints are off "
         "(start the server with --enable-management and a key with scope 'manage')"

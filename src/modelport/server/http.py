@@ -25,11 +25,15 @@ import asyncio
 import logging
 import os
 import resource
+import shutil
 import signal
 import socket
 import stat
-from contextlib import suppress
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -277,7 +281,27 @@ class ModelportServer(Server):
             self.should_exit = True
 
 
-def run(app: Any, settings: Settings, *, access_log: bool = False, factory: bool = False, **options: Any) -> None:
+@contextmanager
+def metrics_directory(settings: Settings) -> Iterator[Settings]:
+    """For a server of several workers: the directory where they exchange metrics (see
+    :mod:`modelport.observability.metrics`), made for this run (or ``settings.metrics_dir``,
+    emptied of an earlier run's files) and removed at the end."""
+    if not settings.metrics:
+        yield settings
+        return
+    given = settings.metrics_dir
+    directory = Path(tempfile.mkdtemp(prefix="modelport-metrics-")) if given is None else Path(given)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in [*directory.glob("*.json"), *directory.glob(".*.tmp")]:
+        stale.unlink(missing_ok=True)
+    try:
+        yield settings.with_(metrics_dir=directory)
+    finally:
+        if given is None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def run(app: Any, settings: Settings, *, factory: bool = False, **options: Any) -> None:
     """Serve ``app`` on ``settings.host``:``settings.port`` until SIGTERM/SIGINT, then drain and return.
 
     ``app`` is an ASGI app, or with ``settings.workers > 1`` an import string (each worker
@@ -300,9 +324,9 @@ def run(app: Any, settings: Settings, *, access_log: bool = False, factory: bool
         ws="none",  # no WebSocket routes: an upgrade request is answered as plain HTTP
         workers=settings.workers,
         factory=factory,
-        log_config=logging_config(settings.log_level, settings.log_format, access_log=access_log),
+        log_config=logging_config(settings.log_level, settings.log_format),
         log_level=settings.log_level,
-        access_log=access_log,
+        access_log=False,  # modelport's own (settings.access_log), written by admission
         timeout_graceful_shutdown=30,
         # modelport reads no X-Forwarded-* header, and the Server header only advertises versions
         proxy_headers=False,

@@ -1,8 +1,15 @@
 """Logging, configured once when a server starts: the ``modelport`` logger and uvicorn's.
 
 ``text`` lines read ``2026-11-30 12:00:00,123 INFO    modelport: serving iris@3 (runtime onnx)``;
-``json`` writes one JSON object per line (``time``, ``level``, ``logger``, ``message``, and for
-access lines ``client``, ``method``, ``path``, ``status``), for log collectors.
+``json`` writes one JSON object per line (``time``, ``level``, ``logger``, ``message``), for log
+collectors.
+
+The access log (:class:`AccessLog`, on with ``--access-log``) writes one line per request, HTTP
+and gRPC alike, to stdout through the ``modelport.access`` logger: in ``text``
+``... access: 127.0.0.1 "POST /v2/models/iris/infer" 200 0.84ms id=9f2c... key=ab12 model=iris
+version=3 protocol=v2 rows=1``; in ``json`` an object with ``request_id``, ``client``, ``key``,
+``method``, ``path``, ``protocol``, ``model``, ``version``, ``status``, ``latency_ms``, ``rows``.
+uvicorn's own access log stays off: it knows none of these.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ import orjson
 FORMATS = ("text", "json")
 LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 TEXT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-ACCESS_TEXT = '%(asctime)s %(levelname)-7s access: %(client_addr)s "%(request_line)s" %(status_code)s'
+ACCESS_TEXT = "%(asctime)s %(levelname)-7s access: %(message)s"
+ACCESS_LOGGER = "modelport.access"
 
 
 class ShortNames(logging.Filter):
@@ -38,10 +46,9 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
         }
-        args = record.args
-        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
-            client, method, path, version, status = args
-            entry.update(client=client, method=method, path=path, http_version=version, status=status)
+        access = getattr(record, "access", None)
+        if access is not None:
+            entry.update(access)
         else:
             entry["message"] = record.getMessage()
         if record.exc_info:
@@ -49,7 +56,64 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def logging_config(level: str = "info", format: str = "text", *, access_log: bool = False) -> dict[str, Any]:
+class AccessLog:
+    """Writes the access-log line of one request (see the module docstring), in ``format``."""
+
+    def __init__(self, format: str = "text") -> None:
+        self.json = format == "json"
+        self.logger = logging.getLogger(ACCESS_LOGGER)
+
+    def write(
+        self,
+        *,
+        request_id: str,
+        client: str,
+        key: str | None,
+        method: str,
+        path: str,
+        protocol: str,
+        model: str,
+        version: int | None,
+        status: int,
+        seconds: float,
+        rows: int,
+    ) -> None:
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        if self.json:
+            fields = {
+                "request_id": request_id,
+                "client": client,
+                "key": key,
+                "method": method,
+                "path": path,
+                "protocol": protocol,
+                "model": model or None,
+                "version": version,
+                "status": status,
+                "latency_ms": round(seconds * 1000, 3),
+                "rows": rows,
+            }
+            logger.info("access", extra={"access": fields})
+            return
+        logger.info(
+            '%s "%s %s" %d %.2fms id=%s key=%s model=%s version=%s protocol=%s rows=%d',
+            client,
+            method,
+            path,
+            status,
+            seconds * 1000,
+            request_id,
+            key or "-",
+            model or "-",
+            "-" if version is None else version,
+            protocol,
+            rows,
+        )
+
+
+def logging_config(level: str = "info", format: str = "text") -> dict[str, Any]:
     """A ``logging.config.dictConfig`` document for uvicorn (its ``log_config``) and ``modelport``."""
     if format not in FORMATS:
         raise ValueError(f"log format {format!r}: choose {' or '.join(FORMATS)}")
@@ -58,10 +122,7 @@ def logging_config(level: str = "info", format: str = "text", *, access_log: boo
     formatters: dict[str, Any] = (
         {"plain": {"()": JsonFormatter}, "access": {"()": JsonFormatter}}
         if json
-        else {
-            "plain": {"format": TEXT},
-            "access": {"()": "uvicorn.logging.AccessFormatter", "fmt": ACCESS_TEXT, "use_colors": False},
-        }
+        else {"plain": {"format": TEXT}, "access": {"format": ACCESS_TEXT}}
     )
     handlers = {
         "plain": {
@@ -82,11 +143,8 @@ def logging_config(level: str = "info", format: str = "text", *, access_log: boo
             "modelport": {"handlers": ["plain"], "level": level_name, "propagate": False},
             "uvicorn": {"handlers": ["plain"], "level": level_name, "propagate": False},
             "uvicorn.error": {"level": level_name},
-            "uvicorn.access": {
-                "handlers": ["access"] if access_log else [],
-                "level": "INFO" if access_log else "WARNING",
-                "propagate": False,
-            },
+            ACCESS_LOGGER: {"handlers": ["access"], "level": "INFO", "propagate": False},
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},  # modelport's instead
         },
     }
 

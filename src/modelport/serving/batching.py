@@ -153,9 +153,16 @@ class Batcher:
     """Queue in front of one model version's ``run`` coroutine (one batch in flight at a time)."""
 
     def __init__(
-        self, run: Run, settings: BatchSettings, *, cost: Cost | None = None, clock: Clock | None = None
+        self,
+        run: Run,
+        settings: BatchSettings,
+        *,
+        cost: Cost | None = None,
+        clock: Clock | None = None,
+        queued: Callable[[float], None] | None = None,
     ) -> None:
         self._run = run
+        self._queued = queued  # told each request's wait when its batch starts
         self.settings = settings
         self._cost = cost
         self._clock = clock or MonotonicClock()
@@ -325,6 +332,10 @@ class Batcher:
         return batch
 
     async def _execute(self, batch: list[_Pending]) -> None:
+        if self._queued is not None:
+            now = self._clock.now()
+            for pending in batch:
+                self._queued(now - pending.arrived)
         try:
             merged, sizes = merge([p.inputs for p in batch])
             self._count(sum(sizes))

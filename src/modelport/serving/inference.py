@@ -47,18 +47,22 @@ class Inference:
         try:
             outputs = await self._predict(model, inputs, deadline)
         except DeadlineExceeded:
+            model.timed_out += 1
             raise self._deadline_exceeded(model, deadline) from None
         except Overloaded:
             model.shed_at = time.monotonic()
+            model.overloaded += 1
             raise
         finally:
             model.leave()
         if route.shadows:
             self._mirror(route, inputs, select_outputs(outputs, model.outputs))
+        answer = select_outputs(outputs, model.outputs if requested is None else requested)
+        model.watch.answered(request.request_id or request.id, inputs, answer)
         return InferResult(
             model_name=model.version.name,
             model_version=model.version.version,
-            outputs=select_outputs(outputs, model.outputs if requested is None else requested),
+            outputs=answer,
             signature=signature,
             id=request.id,
             parameters={},
@@ -96,19 +100,28 @@ class Inference:
                     "retry shortly or add capacity",
                     retry_after=wait,
                 )
-        return await self.execute(model, inputs, timeout)
+        return await self.execute(model, inputs, timeout, alone=True)
 
     async def execute(
-        self, model: ServingModel, inputs: Mapping[str, np.ndarray], timeout: float | None = None
+        self,
+        model: ServingModel,
+        inputs: Mapping[str, np.ndarray],
+        timeout: float | None = None,
+        *,
+        alone: bool = False,
     ) -> dict[str, np.ndarray]:
         """Run the runtime: inline when measured cheaper than a thread hand-off, else in the pool.
 
         Work sent to the pool counts in the version's backlog until its thread finishes (even
         when the caller stopped waiting for it), so admission sees what the pool really holds.
+        ``alone``: one request, not a batch (whose requests' waits the batcher reports): its wait
+        for a thread is reported to the version's watch (none inline).
         """
         rows = count_rows(inputs)
         try:
             if model.runs_inline(rows) and (model.lock is None or model.lock.acquire(blocking=False)):
+                if alone:
+                    model.watch.queued(0.0)
                 start = time.perf_counter()
                 try:
                     return model.timed_predict(inputs)
@@ -116,7 +129,7 @@ class Inference:
                     if model.lock is not None:
                         model.lock.release()
                     _check_overrun(model, time.perf_counter() - start)
-            return await self._in_pool(model, inputs, rows, timeout)
+            return await self._in_pool(model, inputs, rows, timeout, alone)
         except ModelportError:
             raise
         except Exception as exc:
@@ -124,7 +137,7 @@ class Inference:
             raise PredictionFailed(f"model {model.version.ref} failed to predict: {type(exc).__name__}: {exc}") from exc
 
     async def _in_pool(
-        self, model: ServingModel, inputs: Mapping[str, np.ndarray], rows: int, timeout: float | None
+        self, model: ServingModel, inputs: Mapping[str, np.ndarray], rows: int, timeout: float | None, alone: bool
     ) -> dict[str, np.ndarray]:
         expected = model.estimate(rows)
         expected = expected if math.isfinite(expected) else 0.0
@@ -137,7 +150,16 @@ class Inference:
             model.backlog = max(0.0, model.backlog - expected)
 
         model.backlog += expected
-        work = self._pool().submit(model.predict, inputs)
+        if alone:
+            submitted = time.perf_counter()
+
+            def predict(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:  # in the worker thread
+                model.watch.queued(time.perf_counter() - submitted)
+                return model.predict(inputs)
+
+            work = self._pool().submit(predict, inputs)
+        else:
+            work = self._pool().submit(model.predict, inputs)
         work.add_done_callback(finished)
         if timeout is None:
             return await asyncio.wrap_future(work)

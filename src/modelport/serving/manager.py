@@ -49,6 +49,7 @@ from modelport.serving.versions import (
     VersionStatus,
     WatchableSource,
 )
+from modelport.serving.watch import UNWATCHED, Watching
 from modelport.types import InferRequest, InferResult, ModelVersion
 
 __all__ = [
@@ -112,6 +113,8 @@ class ModelManager:
     batched or not. ``timeout`` is every request's deadline in seconds (0: none; a request may
     ask for less). ``overload_unready``: :meth:`ready` is False while a version sheds load.
     ``chance`` is where traffic splits and shadow sampling draw from (tests pass an exact one).
+    ``watching`` gives each loaded version its :class:`~modelport.serving.watch.VersionWatch`
+    (metrics, payload capture); :attr:`swaps` counts, per model, routes moved to other versions.
     """
 
     def __init__(
@@ -123,8 +126,11 @@ class ModelManager:
         timeout: float = 0.0,
         overload_unready: bool = False,
         chance: Chance | None = None,
+        watching: Watching = UNWATCHED,
     ) -> None:
         self.source = source
+        self.watching = watching
+        self.swaps: dict[str, int] = {}
         self.threads = max(1, threads)
         self.batching = batching
         self.timeout = timeout
@@ -226,15 +232,31 @@ class ModelManager:
             except ModelportError as exc:
                 errors.append(self._versions.failed(key, exc))
         loaded = self._versions.loaded
-        self._table = build_table(plans, unmet, loaded, self._versions.errors(), self._table, self.chance)
+        old, self._table = (
+            self._table,
+            build_table(plans, unmet, loaded, self._versions.errors(), self._table, self.chance),
+        )
+        self._count_swaps(old, self._table)
         used = self._table.used()
         for model in [m for key, m in loaded.items() if key not in used]:
             await self._versions.retire(model)
             await asyncio.to_thread(self._versions.unloaded, model)
         return errors
 
+    def _count_swaps(self, old: RoutingTable, new: RoutingTable) -> None:
+        """A change that moves any route of a model, which served before, to other versions is one
+        hot swap of that model (an alias move also moves its default route: still one swap)."""
+        swapped = set()
+        for selector, route in new.routes.items():
+            before = old.routes.get(selector)
+            if before is not None and [m.key for m in before.models] != [m.key for m in route.models]:
+                swapped.add(selector[0])
+        for name in swapped:
+            self.swaps[name] = self.swaps.get(name, 0) + 1
+
     def _open(self, key: Key) -> ServingModel:
         """Open and warm one version (in a thread)."""
+        started = time.perf_counter()
         version = self._source.resolve(Reference(key[0], version=key[1]))
         runtime = self._source.open(version)
         model = ServingModel(version, runtime)
@@ -246,12 +268,19 @@ class ModelManager:
         batching = defaults.for_version(version.batching)
         if batching is not None and runtime.capabilities.batch_rows:
             execute = self._inference.execute
-            model.batcher = Batcher(lambda inputs: execute(model, inputs), batching, cost=model.estimate)
+            model.batcher = Batcher(
+                lambda inputs: execute(model, inputs),
+                batching,
+                cost=model.estimate,
+                queued=lambda seconds: model.watch.queued(seconds),
+            )
         try:
             warm(model)
         except BaseException:
             runtime.unload()
             raise
+        model.watch = self.watching.version(version)  # after warming: warm-up calls are not traffic
+        model.load_seconds = time.perf_counter() - started
         return model
 
     # -- lookup ------------------------------------------------------------------------------
@@ -280,6 +309,10 @@ class ModelManager:
         if name is not None and not self._versions.knows(name):
             raise NotFound(f"model {name!r} is not served (served: {', '.join(self.names()) or 'none'})")
         return self._versions.status(name)
+
+    def serves(self, name: str) -> bool:
+        """Whether ``name`` is a model this manager has loaded or tried to load."""
+        return self._versions.knows(name)
 
     def names(self) -> list[str]:
         return self._table.names()
@@ -327,6 +360,26 @@ class ModelManager:
         """Every served version of ``name``, default first; NotFound when none."""
         default = self.get(name)
         return [default, *(m for m in self._versions.loaded.values() if m.name == name and m is not default)]
+
+    def watch_with(self, watching: Watching) -> None:
+        """Watch every version with ``watching`` from now on, the ones loaded already included."""
+        self.watching = watching
+        for model in self._versions.loaded.values():
+            model.watch = watching.version(model.version)
+
+    def traffic(self) -> list[tuple[str, str, int, float]]:
+        """(model, alias, version, share of the alias's traffic) of every alias target routed now."""
+        table = self._table
+        shares = []
+        for name in table.names():
+            for alias in table.aliases(name):
+                route = table.routes[(name, alias)]
+                total = route.bounds[-1]
+                previous = 0
+                for model, bound in zip(route.models, route.bounds, strict=True):
+                    shares.append((name, alias, model.version.version, (bound - previous) / total))
+                    previous = bound
+        return shares
 
     def shadow_report(self, name: str, alias: str) -> dict[str, Any]:
         """Agreement between the alias's primary answers and each shadow version's, seen by this process."""

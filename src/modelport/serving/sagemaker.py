@@ -32,6 +32,7 @@ from modelport.runtimes.base import Runtime
 from modelport.serving.batching import BatchSettings
 from modelport.serving.loading import open_version
 from modelport.serving.manager import ModelManager
+from modelport.serving.watch import UNWATCHED, Watching
 from modelport.settings import ENVIRONMENT, MIB, Settings
 from modelport.types import ModelVersion
 
@@ -143,14 +144,16 @@ class SageMakerEndpoint:
         self._model: str | None = None  # single-model mode: the served name
         self._urls: dict[str, str] = {}  # multi-model mode: name -> url as SageMaker gave it, in load order
 
-    async def start(self) -> ModelManager:
-        """Make the manager; in single-model mode load and warm the model first."""
+    async def start(self, watching: Watching = UNWATCHED) -> ModelManager:
+        """Make the manager (its versions watched by ``watching``); in single-model mode load and
+        warm the model first."""
         manager = ModelManager(
             self.source,
             threads=self.settings.compute_threads,
             batching=BatchSettings.from_settings(self.settings),
             timeout=self.settings.request_timeout,
             overload_unready=self.settings.overload_unready,
+            watching=watching,
         )
         try:
             if not self.multi_model:

@@ -20,6 +20,7 @@ import numpy as np
 from modelport.reference import Reference
 from modelport.registry.traffic import Snapshot
 from modelport.runtimes.base import Runtime
+from modelport.serving.watch import UNWATCHED, VersionWatch
 from modelport.signature import count_rows
 from modelport.types import ModelVersion
 
@@ -122,6 +123,10 @@ class ServingModel:
     shed_at: float = field(default=-math.inf, repr=False)
     inline: bool = field(init=False, repr=False)  # may a cheap call run on the event loop at all
     drained: asyncio.Event | None = field(default=None, repr=False)  # set when a retiring version's last request ends
+    watch: VersionWatch = field(default=UNWATCHED, repr=False)  # observability's hooks (metrics, capture)
+    load_seconds: float = field(default=0.0, repr=False)  # how long opening and warming it took
+    overloaded: int = field(default=0, repr=False)  # requests refused as overload (503)
+    timed_out: int = field(default=0, repr=False)  # requests dropped past their deadline (504)
 
     def __post_init__(self) -> None:
         self.outputs = tuple(spec.name for spec in self.version.signature.outputs)
@@ -156,7 +161,10 @@ class ServingModel:
         """Predict (caller holds the lock if any) and update the cost model."""
         start = time.perf_counter()
         outputs = self.runtime.predict(inputs)
-        self.observe(time.perf_counter() - start, count_rows(inputs))
+        seconds = time.perf_counter() - start
+        rows = count_rows(inputs)
+        self.observe(seconds, rows)
+        self.watch.ran(rows, seconds)
         return outputs
 
     def observe(self, seconds: float, rows: int) -> None:
