@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything modelport needs in ./.venv (idempotent).
 #   scripts/setup.sh           the Python environment (uv into .venv, project + extras + dev tools)
-#   scripts/setup.sh --test    also what the test suite uses (PostgreSQL binaries and Chromium, via apt)
+#   scripts/setup.sh --test    also what the test suite uses (PostgreSQL binaries, Chromium and Prometheus, via apt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,4 +48,5 @@ apt_install() {
 if [ "${1:-}" = "--test" ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql "the registry's PostgreSQL tests"
   command -v chromium >/dev/null || apt_install chromium "the /docs browser test"
+  command -v promtool >/dev/null || apt_install prometheus "the monitoring tests (promtool and a real Prometheus)"
 fi

@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from modelport import __version__
+from modelport.cli.monitoring import commands as monitoring_commands
 from modelport.errors import InvalidReference, InvalidScope, InvalidSetting, ModelportError
 from modelport.reference import parse_reference
 from modelport.settings import DEFAULT_HOST, DEFAULT_PORT, Settings
@@ -865,6 +866,7 @@ keys_app = typer.Typer(
     help="API keys: create (shown once, stored hashed), list, revoke.", no_args_is_help=True, add_completion=False
 )
 app.add_typer(keys_app, name="keys")
+app.add_typer(monitoring_commands(_handled), name="monitoring")
 
 
 @keys_app.command("create")
