@@ -280,3 +280,24 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_its_traceback(  # type:
     one_line_error(run("models"), 1, "unexpected RuntimeError: a bug in modelport (run modelport --debug")
     debug = run("--debug", "models")
     assert isinstance(debug.exception, RuntimeError)
+
+
+def test_cli_log_lines_go_to_the_stderr_of_each_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process runs (CliRunner, notebooks) swap sys.stderr: a warning of the second run must not
+    go to the first run's closed stream ("Logging error")."""
+    import io
+    import logging
+    import sys
+
+    from modelport.cli.main import configure_cli_logging
+
+    configure_cli_logging(False)
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    logging.getLogger("modelport").warning("one")
+    assert first.getvalue() == "WARNING: one\n"
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("modelport").warning("two")
+    assert second.getvalue() == "WARNING: two\n"

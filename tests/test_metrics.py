@@ -246,3 +246,29 @@ async def test_capture_writes_sampled_requests_and_counts_them(manager: ModelMan
     assert lines[0]["model"] == "iris"
     assert lines[0]["version"] == 1
     assert "label" in lines[0]["outputs"]
+
+
+async def test_the_server_exports_drift_of_captured_traffic(settings: Settings, iris: Any) -> None:
+    import asyncio
+
+    from tests.serving import register_iris
+
+    register_iris(settings, iris)  # its reference profile: the 20-row sample
+    frame = iris[0]
+    shifted = frame.iloc[:60].to_numpy(dtype="float32").copy()
+    shifted[:, 2] += 6.0  # petal_length far beyond anything in the reference
+    served = settings.with_(models=("iris@production",), capture_rate=1.0, drift_interval=0.05)
+    key = ("modelport_drift_detected", (("feature", "petal_length"), ("model", "iris"), ("version", "1")))
+    async with client_for(build_app(served)) as client:
+        for start in range(0, 60, 10):
+            body = {"instances": shifted[start : start + 10].tolist()}
+            assert (await client.post("/v1/models/iris:predict", json=body)).status_code == 200
+        for _ in range(500):  # capture writes, then the next refresh compares: bounded, not timed
+            found = samples((await client.get("/metrics")).text)
+            if key in found:
+                break
+            await asyncio.sleep(0.02)
+    assert found[key] == 1
+    assert value(found, "modelport_drift_psi", model="iris", version="1", feature="petal_length") > 0.2
+    assert value(found, "modelport_drift_detected", model="iris", version="1", feature="sepal_width") == 0
+    assert ("modelport_drift_detected", (("feature", "(prediction)"), ("model", "iris"), ("version", "1"))) in found

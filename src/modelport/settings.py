@@ -106,6 +106,9 @@ class Settings:
     metrics: ``GET /metrics`` in the Prometheus text format (default on; ``MODELPORT_METRICS=0``
         turns it off, and it is then 404). metrics_dir: where the workers of one server exchange
         their counts; ``serve --workers N`` makes one for the run (see docs/monitoring.md).
+    drift_interval / drift_window: every ``drift_interval`` seconds (default 60; 0: never) the
+        server compares each served version's captured traffic of the last ``drift_window``
+        seconds (default 3600) with its reference profile, for the ``modelport_drift_*`` gauges.
     max_header_bytes / header_timeout / max_connections: per connection, before any request
         reaches the app (so before authentication): request line and headers larger than this
         are answered 431 (``MODELPORT_MAX_HEADER_KB``, default 64); headers must arrive within
@@ -168,6 +171,8 @@ class Settings:
     access_log: bool = False
     metrics: bool = True
     metrics_dir: Path | None = None
+    drift_interval: float = 60.0
+    drift_window: float = 3600.0
     capture_rate: float = 0.0
     capture_redact: tuple[str, ...] = ()
     sagemaker_model_dir: Path = Path("/opt/ml/model")
@@ -192,6 +197,11 @@ class Settings:
                 f"MODELPORT_CAPTURE_RATE={rate!r} is not valid: give the share of requests captured, a number "
                 "from 0 (off) to 1 (every request), e.g. 0.01"
             )
+        for name in ("drift_interval", "drift_window"):
+            if getattr(self, name) < 0:
+                from modelport.errors import InvalidSetting
+
+                raise InvalidSetting(f"{ENVIRONMENT[name][0]}={getattr(self, name)!r} is not valid: give seconds, >= 0")
         home = Path(self.home).expanduser().absolute()
         object.__setattr__(self, "home", home)
         if not self.database_url:
@@ -339,6 +349,8 @@ ENVIRONMENT: dict[str, _Entry] = {
     "access_log": ("MODELPORT_ACCESS_LOG", _bool, _flag),
     "metrics": ("MODELPORT_METRICS", _bool, _flag),
     "metrics_dir": ("MODELPORT_METRICS_DIR", _optional_path, _text),
+    "drift_interval": ("MODELPORT_DRIFT_INTERVAL", float, _text),
+    "drift_window": ("MODELPORT_DRIFT_WINDOW", float, _text),
     "capture_rate": ("MODELPORT_CAPTURE_RATE", lambda t: _share(float(t)), _text),
     "capture_redact": ("MODELPORT_CAPTURE_REDACT", _refs, ",".join),
     "sagemaker_model_dir": ("MODELPORT_SAGEMAKER_MODEL_DIR", Path, _text),

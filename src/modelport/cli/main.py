@@ -152,9 +152,23 @@ def configure_cli_logging(debug: bool) -> None:
     """The ``modelport`` logger's warnings (and, with --debug, everything) as plain lines on stderr."""
     import logging
 
+    class CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+        """Writes to the ``sys.stderr`` of the moment (an in-process run, e.g. a test's, swaps it)."""
+
+        def __init__(self) -> None:
+            logging.Handler.__init__(self)
+
+        @property
+        def stream(self) -> Any:
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value: Any) -> None:
+            pass
+
     logger = logging.getLogger("modelport")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = CurrentStderr()
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False

@@ -29,17 +29,20 @@ per request: ``{"time", "model", "version", "request_id", "inputs": {name: rows}
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 
-from modelport.errors import InvalidInput
+from modelport.errors import InvalidInput, ModelportError
 from modelport.observability.profile import (
     MISSING,
     NUMERIC,
@@ -47,8 +50,11 @@ from modelport.observability.profile import (
     Profile,
     features,
     prediction_values,
+    read_profile,
 )
-from modelport.types import Signature
+from modelport.types import ModelVersion, Signature
+
+logger = logging.getLogger("modelport")
 
 PSI_THRESHOLD = 0.2
 P_VALUE = 0.01
@@ -333,3 +339,82 @@ def _parse(line: bytes) -> dict[str, Any] | None:
         return None
     record["time"] = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
     return record
+
+
+class DriftGauges:
+    """The server's drift gauges: every ``interval`` seconds, each served version that has a
+    reference profile is compared with the traffic captured in the last ``window`` seconds; the
+    results are what ``/metrics`` shows as ``modelport_drift_psi`` and ``modelport_drift_detected``
+    (the prediction as feature ``(prediction)``). Versions without a profile or without captured
+    traffic in the window have no gauges."""
+
+    PREDICTION = "(prediction)"
+
+    def __init__(
+        self,
+        artifact: Callable[[ModelVersion], Path],
+        capture_root: Path,
+        *,
+        interval: float = 60.0,
+        window: float = 3600.0,
+    ) -> None:
+        self.artifact = artifact
+        self.capture_root = capture_root
+        self.interval = interval
+        self.window = window
+        self._profiles: dict[tuple[str, int], Profile | None] = {}
+        self._reports: dict[tuple[str, int], DriftReport] = {}
+
+    def refresh(self, versions: Iterable[ModelVersion]) -> None:
+        """Recompute the reports of ``versions`` (in a thread: it reads files)."""
+        since = datetime.now(UTC) - timedelta(seconds=self.window)
+        reports: dict[tuple[str, int], DriftReport] = {}
+        for version in versions:
+            key = (version.name, version.version)
+            if key not in self._profiles:
+                try:
+                    self._profiles[key] = read_profile(self.artifact(version))
+                except ModelportError as exc:
+                    logger.warning("drift of %s: %s", version.ref, exc.message)
+                    self._profiles[key] = None
+            profile = self._profiles[key]
+            if profile is None:
+                continue
+            report = compute_drift(profile, iter_captured(self.capture_root, version.name, version.version, since))
+            if report.rows:
+                reports[key] = report
+        self._reports = reports
+
+    def samples(self) -> Iterator[tuple[str, tuple[str, ...], float]]:
+        """(family, labels, value) for the metrics."""
+        for (name, number), report in list(self._reports.items()):
+            features = [*report.features, *([report.prediction] if report.prediction is not None else [])]
+            for feature in features:
+                label = self.PREDICTION if feature is report.prediction else feature.name
+                labels = (name, str(number), label)
+                if feature.psi is not None:
+                    yield "modelport_drift_psi", labels, feature.psi
+                yield "modelport_drift_detected", labels, 1.0 if feature.drifted else 0.0
+
+    @contextlib.asynccontextmanager
+    async def running(self, served: Callable[[], Iterable[ModelVersion]]) -> AsyncIterator[None]:
+        """Refresh every ``interval`` seconds while the block runs (0: never)."""
+        if self.interval <= 0:
+            yield
+            return
+
+        async def forever() -> None:
+            while True:
+                try:
+                    await asyncio.to_thread(self.refresh, list(served()))
+                except Exception as exc:  # a bad capture file must not end the loop
+                    logger.warning("cannot compute drift: %s: %s", type(exc).__name__, exc)
+                await asyncio.sleep(self.interval)
+
+        task = asyncio.create_task(forever(), name="modelport-drift")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

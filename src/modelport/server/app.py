@@ -23,6 +23,7 @@ from starlette.types import Message, Receive, Scope, Send
 from modelport.auth.authenticator import Authenticator
 from modelport.errors import ModelNotReady, ModelportError
 from modelport.observability.capture import Capture
+from modelport.observability.drift import DriftGauges
 from modelport.observability.metrics import CONTENT_TYPE, Metrics
 from modelport.protocols import openapi, sagemaker, tfserving, v2
 from modelport.protocols.codec import dumps
@@ -139,10 +140,18 @@ def build_app(
                 if not (settings.models or settings.serve_alias or settings.version_policy):
                     logger.warning("no models configured to serve; pass model references, --alias or --policy")
                 holder.manager = own
+                drift = DriftGauges(
+                    registry.artifact_path,
+                    settings.capture_root,
+                    interval=settings.drift_interval,
+                    window=settings.drift_window,
+                )
+                metrics.extras.append(drift.samples)
                 async with (
                     _grpc(settings, holder, gate, counting, access_log),
                     watching(own, registry, settings.poll_seconds),
                     exposure_check(settings, holder),
+                    drift.running(lambda: [model.version for model in own.served()]),
                 ):
                     with frozen_heap():
                         yield
