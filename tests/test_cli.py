@@ -19,7 +19,7 @@ from modelport.settings import Settings
 
 COMMANDS = [
     *("register", "models", "show", "alias", "delete", "promote", "rollback"),
-    *("serve", "export", "predict", "bench", "keys", "quickstart"),
+    *("serve", "export", "predict", "bench", "keys", "quickstart", "drift", "monitoring"),
 ]
 
 
