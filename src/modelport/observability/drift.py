@@ -52,6 +52,7 @@ from modelport.observability.profile import (
     prediction_values,
     read_profile,
 )
+from modelport.serving.tasks import in_background
 from modelport.types import ModelVersion, Signature
 
 logger = logging.getLogger("modelport")
@@ -411,10 +412,5 @@ class DriftGauges:
                     logger.warning("cannot compute drift: %s: %s", type(exc).__name__, exc)
                 await asyncio.sleep(self.interval)
 
-        task = asyncio.create_task(forever(), name="modelport-drift")
-        try:
+        async with in_background(forever(), "modelport-drift"):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

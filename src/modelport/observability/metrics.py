@@ -31,7 +31,7 @@ from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -39,8 +39,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from modelport.observability.capture import Capture
+from modelport.serving.tasks import in_background
 from modelport.serving.versions import VersionState
-from modelport.types import Exchange, ModelVersion, Signature
+from modelport.types import Exchange, ModelVersion
 
 if TYPE_CHECKING:
     from modelport.serving.manager import ModelManager
@@ -75,25 +77,6 @@ class Histogram:
         return [*self.counts, self.sum]
 
 
-class Sampler(Protocol):
-    """Payload capture as metrics see it (:class:`modelport.observability.capture.Capture`)."""
-
-    rate: float
-
-    def offer(
-        self,
-        model: str,
-        version: int,
-        rate: float | None,
-        request_id: str | None,
-        inputs: Mapping[str, np.ndarray],
-        outputs: Mapping[str, np.ndarray],
-        signature: Signature | None = None,
-    ) -> None: ...
-
-    def counts(self) -> dict[tuple[str, int], tuple[int, int]]: ...
-
-
 class VersionMetrics:
     """One version's :class:`~modelport.serving.watch.VersionWatch`: runtime calls, queue waits
     (locked: prediction threads report too) and, when its capture rate is above 0, the answered
@@ -101,7 +84,7 @@ class VersionMetrics:
 
     __slots__ = ("_lock", "capture", "inference", "queue_wait", "rows", "version")
 
-    def __init__(self, version: ModelVersion, capture: Sampler | None) -> None:
+    def __init__(self, version: ModelVersion, capture: Capture | None) -> None:
         self.version = version
         self._lock = threading.Lock()
         self.queue_wait = Histogram(DURATION_BUCKETS)
@@ -218,7 +201,7 @@ class Metrics:
     ``capture``: called with every answered request of every version (payload capture).
     """
 
-    def __init__(self, *, directory: Path | None = None, capture: Sampler | None = None) -> None:
+    def __init__(self, *, directory: Path | None = None, capture: Capture | None = None) -> None:
         self.directory = directory
         self.capture = capture
         self.manager: Callable[[], ModelManager | None] = lambda: None  # bound by the app
@@ -371,13 +354,10 @@ class Metrics:
                     logger.warning("cannot write metrics for the other workers: %s", exc)
                 await asyncio.sleep(FLUSH_SECONDS)
 
-        task = asyncio.create_task(forever(), name="modelport-metrics-flush")
         try:
-            yield
+            async with in_background(forever(), "modelport-metrics-flush"):
+                yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             with contextlib.suppress(OSError):
                 self.flush()
 

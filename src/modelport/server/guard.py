@@ -28,7 +28,7 @@ import ipaddress
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, TypeVar
@@ -39,6 +39,7 @@ from modelport.auth.authenticator import CREDENTIALS_HELP, Authenticator, build_
 from modelport.auth.oidc import jwks_fetcher
 from modelport.auth.principal import INFER, MANAGE, METRICS, Principal
 from modelport.errors import Forbidden, ModelNotReady, ModelportError, NotFound, Unauthenticated
+from modelport.serving.tasks import in_background
 from modelport.settings import Settings
 
 if TYPE_CHECKING:
@@ -235,13 +236,8 @@ async def authentication(
         log.warning(
             "serving %s WITHOUT authentication (insecure open): anyone who can reach it can call it", settings.host
         )
-    task = asyncio.create_task(_refresh_forever(authenticator, settings.poll_seconds), name="modelport-key-refresh")
-    try:
+    async with in_background(_refresh_forever(authenticator, settings.poll_seconds), "modelport-key-refresh"):
         yield authenticator
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
 
 
 async def _refresh_forever(authenticator: Authenticator, seconds: float) -> None:

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from modelport.serving.manager import ModelManager
+from modelport.serving.tasks import in_background
 
 if TYPE_CHECKING:
     from modelport.registry.registry import Registry
@@ -67,12 +68,9 @@ class Watcher:
 async def watching(manager: ModelManager, registry: Registry, poll_seconds: float) -> AsyncIterator[Watcher]:
     """Run a :class:`Watcher` while the block runs (a server's lifespan); flush once more at the end."""
     watcher = Watcher(manager, registry, poll_seconds)
-    task = asyncio.get_running_loop().create_task(watcher.run(), name="modelport-watcher")
     try:
-        yield watcher
+        async with in_background(watcher.run(), "modelport-watcher"):
+            yield watcher
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         with contextlib.suppress(Exception):
             await watcher.flush()
