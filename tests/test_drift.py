@@ -529,3 +529,28 @@ def test_a_model_without_feature_names_is_profiled_per_column(home: Home) -> Non
     profile = home.profile(version)
     assert [f.name for f in profile.features] == ["input[0]", "input[1]", "input[2]", "input[3]"]
     assert profile.features[1].edges == home.profile(home.full).features[1].edges
+
+
+def test_float32_traffic_written_by_capture_matches_its_own_profile(tmp_path: Path, iris: Any) -> None:
+    """Capture writes a float32 2.8 as ``2.8``; the profile keeps the float32 itself (2.7999999523).
+    Read back unrounded, every such value fell one bin off: the reference data, captured, drifted."""
+    from modelport.observability.capture import line_of
+
+    frame, labels = iris
+    settings = Settings(home=tmp_path / "home")
+    model = LogisticRegression(max_iter=500).fit(frame, labels)
+    version = modelport.register(
+        model, name="iris", sample_input=frame.head(20), reference_data=frame, settings=settings
+    )
+    with Registry.open(settings) as registry:
+        profile = read_profile(registry.artifact_path(version))
+    assert profile is not None
+    rows = frame.to_numpy(dtype=np.float32)
+    records = [
+        orjson.loads(line_of((0.0, "iris", 1, None, {"input": rows[i : i + 5]}, {}, None), frozenset()))
+        for i in range(0, len(rows), 5)
+    ]
+    report = compute_drift(profile, records)
+    assert report.rows == len(rows)
+    assert report.drifted == []
+    assert max(feature.psi or 0.0 for feature in report.features) < 0.01, [(f.name, f.psi) for f in report.features]

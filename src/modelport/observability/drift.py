@@ -53,7 +53,7 @@ from modelport.observability.profile import (
     read_profile,
 )
 from modelport.serving.tasks import in_background
-from modelport.types import ModelVersion, Signature
+from modelport.types import ModelVersion, Signature, TensorSpec, dtype_of
 
 logger = logging.getLogger("modelport")
 
@@ -146,11 +146,22 @@ def _record_features(
     if missing:
         raise InvalidInput(f"missing input {missing[0]!r}")
     shown = tuple(spec for spec in signature.inputs if not _redacted(given[spec.name]))
-    arrays = {spec.name: np.array(given[spec.name], dtype=object) for spec in shown}
+    arrays = {spec.name: _as_received(given[spec.name], spec) for spec in shown}
     got = {name: _typed(values, kinds[name]) for name, values in features(Signature(shown, ()), arrays).items()}
     if len({len(values) for values in got.values()}) > 1:
         raise InvalidInput("inputs with different numbers of rows")
     return got
+
+
+def _as_received(value: Any, spec: TensorSpec) -> np.ndarray:
+    """Captured values as the model received them: a float input in its own precision. Capture
+    writes a float32 2.8 as ``2.8`` (the shortest text that reads back as that float32), while the
+    profile holds the float32 itself (2.799999952...); compared unrounded, every such value would
+    fall one bin off and identical traffic would look drifted."""
+    dtype = dtype_of(spec.datatype)
+    if dtype.kind == "f":
+        return np.array(value, dtype=dtype)  # null -> NaN (missing)
+    return np.array(value, dtype=object)
 
 
 def _redacted(value: Any) -> bool:
