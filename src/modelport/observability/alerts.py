@@ -74,6 +74,11 @@ ALERTS: tuple[Alert, ...] = (
                 f'modelport_requests_total{{{_SERIES},protocol="v2",model="healthy",version="1",code="4xx"}}': (
                     "0+30x40"
                 ),
+                # no model's traffic: a failing /docs (model "") and requests for unserved models
+                f'modelport_requests_total{{{_SERIES},protocol="other",model="",version="",code="5xx"}}': "0+60x40",
+                f'modelport_requests_total{{{_SERIES},protocol="v2",model="(unknown)",version="",code="5xx"}}': (
+                    "0+60x40"
+                ),
             },
             {"model": "broken"},
             "100%",
@@ -102,6 +107,12 @@ ALERTS: tuple[Alert, ...] = (
                     f'modelport_request_duration_seconds_bucket{{{_SERIES},protocol="v2",model="fast",version="1",'
                     f'le="{le}"}}': "0+60x40"
                     for le in ("0.0005", "10", "+Inf")
+                },
+                # no model's requests (a slow /metrics scrape: model ""), however slow, are not a model's
+                **{
+                    f'modelport_request_duration_seconds_bucket{{{_SERIES},protocol="other",model="",version="",'
+                    f'le="{le}"}}': values
+                    for le, values in (("0.0005", "0x40"), ("10", "0x40"), ("+Inf", "0+60x40"))
                 },
             },
             {"model": "slow"},

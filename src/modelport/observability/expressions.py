@@ -31,19 +31,24 @@ def expressions(job: str = DEFAULT_JOB) -> dict[str, str]:
     version where the metric has them). Process figures and ``up`` are selected by ``job``:
     other exporters, Prometheus itself included, have series of those names too."""
     w = WINDOW
-    requests = f"sum by (model) (rate(modelport_requests_total[{w}]))"
+    # Requests that name no model (health, /metrics, /docs: model="") are not a model's traffic,
+    # and those for models the server does not serve ("(unknown)", all 404) are shown as a rate
+    # only: in a ratio or a latency they would stand for no model and trip the alerts.
+    served = 'model!="",model!="(unknown)"'
+    requests = f"sum by (model) (rate(modelport_requests_total{{{served}}}[{w}]))"
     return {
-        "request_rate": requests,
+        "request_rate": f'sum by (model) (rate(modelport_requests_total{{model!=""}}[{w}]))',
         "error_ratio": (
-            f'sum by (model, code) (rate(modelport_requests_total{{code=~"4xx|5xx"}}[{w}]))'
+            f'sum by (model, code) (rate(modelport_requests_total{{code=~"4xx|5xx",{served}}}[{w}]))'
             f" / ignoring (code) group_left {requests}"
         ),
         # 0 rather than no data while a model has had no server error at all
         "server_error_ratio": (
-            f'(sum by (model) (rate(modelport_requests_total{{code="5xx"}}[{w}])) or 0 * {requests}) / {requests}'
+            f'(sum by (model) (rate(modelport_requests_total{{code="5xx",{served}}}[{w}])) or 0 * {requests})'
+            f" / {requests}"
         ),
-        "latency_p50": _quantile(0.5, "modelport_request_duration_seconds", "model"),
-        "latency_p99": _quantile(0.99, "modelport_request_duration_seconds", "model"),
+        "latency_p50": _quantile(0.5, "modelport_request_duration_seconds", "model", served),
+        "latency_p99": _quantile(0.99, "modelport_request_duration_seconds", "model", served),
         "queue_wait_p99": _quantile(0.99, "modelport_queue_wait_seconds", "model, version"),
         "inference_p99": _quantile(0.99, "modelport_inference_duration_seconds", "model, version"),
         "batch_rows_mean": (
@@ -76,8 +81,9 @@ def expressions(job: str = DEFAULT_JOB) -> dict[str, str]:
     }
 
 
-def _quantile(q: float, histogram: str, by: str) -> str:
-    return f"histogram_quantile({q}, sum by ({by}, le) (rate({histogram}_bucket[{WINDOW}])))"
+def _quantile(q: float, histogram: str, by: str, selector: str = "") -> str:
+    series = f"{histogram}_bucket{{{selector}}}" if selector else f"{histogram}_bucket"
+    return f"histogram_quantile({q}, sum by ({by}, le) (rate({series}[{WINDOW}])))"
 
 
 EXPRESSIONS = expressions()
