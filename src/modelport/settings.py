@@ -115,6 +115,16 @@ class Settings:
         ``header_timeout`` seconds (default 10, else 408); at most ``max_connections`` per worker
         (0, the default: as many as the open-files limit allows, up to 4096), the longest-idle
         connection making way for a new one at the cap.
+    tracing: OpenTelemetry tracing (``MODELPORT_TRACING=1``; needs the ``tracing`` extra): a server
+        span per request with its decode, queue, inference and encode steps as children, a
+        caller's W3C ``traceparent`` continued and the answer's sent back. The exporter is named
+        by the standard ``OTEL_TRACES_EXPORTER`` (tracing_exporter: ``otlp``, the default, needs
+        ``opentelemetry-exporter-otlp`` and reads ``OTEL_EXPORTER_OTLP_*``; ``console``; ``none``);
+        the other ``OTEL_*`` variables (service name, resource, sampler, batching) are the SDK's
+        own. See docs/monitoring.md.
+    sentry_dsn: report faults (answers of 500, gRPC INTERNAL) and failed model loads to Sentry
+        (the standard ``SENTRY_DSN``; needs the ``sentry`` extra). Bodies, headers, query strings,
+        frame variables, API keys and tokens are never sent.
     sagemaker_model_dir / sagemaker_models_dir: where SageMaker puts the single model, and the
         root of multi-model endpoint models.
     sagemaker: serve the SageMaker container contract (``/ping``, ``/invocations``) with the model
@@ -175,6 +185,9 @@ class Settings:
     drift_window: float = 3600.0
     capture_rate: float = 0.0
     capture_redact: tuple[str, ...] = ()
+    tracing: bool = False
+    tracing_exporter: str = "otlp"
+    sentry_dsn: str | None = None
     sagemaker_model_dir: Path = Path("/opt/ml/model")
     sagemaker_models_dir: Path = Path("/opt/ml/models")
     sagemaker: bool = False
@@ -353,6 +366,9 @@ ENVIRONMENT: dict[str, _Entry] = {
     "drift_window": ("MODELPORT_DRIFT_WINDOW", float, _text),
     "capture_rate": ("MODELPORT_CAPTURE_RATE", lambda t: _share(float(t)), _text),
     "capture_redact": ("MODELPORT_CAPTURE_REDACT", _refs, ",".join),
+    "tracing": ("MODELPORT_TRACING", _bool, _flag),
+    "tracing_exporter": ("OTEL_TRACES_EXPORTER", lambda t: t.strip().lower() or "otlp", _text),
+    "sentry_dsn": ("SENTRY_DSN", lambda t: t.strip() or None, _text),
     "sagemaker_model_dir": ("MODELPORT_SAGEMAKER_MODEL_DIR", Path, _text),
     "sagemaker_models_dir": ("MODELPORT_SAGEMAKER_MODELS_DIR", Path, _text),
     "sagemaker": ("MODELPORT_SAGEMAKER", _bool, _flag),

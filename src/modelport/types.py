@@ -199,6 +199,25 @@ class ModelVersion:
         return f"{self.name}@{self.version}"
 
 
+@dataclass(slots=True)
+class Marks:
+    """When one traced request reached each step, in ``time.time_ns()`` (0: not reached).
+
+    Only a traced request has one (:attr:`Exchange.marks` and :attr:`InferRequest.marks` are None
+    otherwise, and nothing is noted): the protocol hands it from the exchange to the request,
+    serving notes plain numbers on it, and tracing makes the spans from them afterwards
+    (:mod:`modelport.observability.tracing`), so serving knows no tracing library.
+    """
+
+    begun: int = 0  # decoding began (the version is picked, the body parsed and checked)
+    submitted: int = 0  # serving took the decoded request
+    started: int = 0  # the runtime call that serves it began (a batch's, when batched)
+    ended: int = 0  # that runtime call ended
+    rows: int = 0  # the rows of that runtime call (the whole batch)
+    answered: int = 0  # serving returned its outputs
+    encoded: int = 0  # the answer is encoded
+
+
 # The two per-request types are plain (not frozen) slotted dataclasses: a frozen one's __init__
 # costs three times as much, on every request.
 @dataclass(slots=True)
@@ -216,6 +235,7 @@ class InferRequest:
     checked: Signature | None = field(default=None, repr=False, compare=False)
     timeout: float | None = None  # seconds the caller allows (its own deadline); None: the server's
     request_id: str | None = None  # the server's id of the request, when the protocol knows it
+    marks: Marks | None = field(default=None, repr=False, compare=False)  # when traced: serving notes its steps
 
 
 @dataclass(slots=True)
@@ -232,6 +252,7 @@ class Exchange:
     version: int | None = None
     rows: int = 0
     request_id: str = ""  # the server's id of the request (X-Request-ID), for what is logged or captured
+    marks: Marks | None = None  # when the request is traced: when it reached each step
 
 
 EXCHANGE = "modelport.exchange"  # the ASGI scope key of a request's Exchange

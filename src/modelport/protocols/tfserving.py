@@ -196,6 +196,7 @@ async def predict(
         exchange.version = model.version.version
         exchange.rows = count_rows(infer_request.inputs)
         infer_request.request_id = exchange.request_id
+        infer_request.marks = exchange.marks  # None unless traced
     infer_request.timeout = timeout
     result = await manager.run(route, model, infer_request)
     return encode_predict(result, row_format)

@@ -205,6 +205,7 @@ async def infer(
         exchange.version = model.version.version
         exchange.rows = count_rows(infer_request.inputs)
         infer_request.request_id = exchange.request_id
+        infer_request.marks = exchange.marks  # None unless traced
     if timeout is not None:
         infer_request.timeout = earliest(infer_request.timeout, timeout)
     result = await manager.run(route, model, infer_request)

@@ -18,7 +18,11 @@ After admission the app sends the answer itself (the fast lane with :func:`send_
 router through :meth:`Admitted.sending`), so the request id is on every answer.
 
 5. when the answer is sent: the request is counted in the metrics (its protocol, model, version
-   and status class, its duration, its caller) and, when on, written to the access log.
+   and status class, its duration, its caller) and, when on, written to the access log;
+6. when tracing is on (:mod:`modelport.observability.tracing`), a server span from the first
+   step to the answer, continuing the caller's ``traceparent`` and sending its own back; a fault
+   (an answer of 500) is also reported to Sentry when ``SENTRY_DSN`` is set
+   (:mod:`modelport.observability.errors`). Off, each costs one ``is None`` check.
 
 gRPC gets the same steps from :class:`modelport.server.grpc.AdmissionInterceptor`.
 """
@@ -46,12 +50,16 @@ from modelport.server.logs import AccessLog
 from modelport.types import EXCHANGE, Exchange
 
 if TYPE_CHECKING:
+    from modelport.observability.errors import ErrorReports
     from modelport.observability.metrics import Metrics
+    from modelport.observability.tracing import Trace, Tracing
 
 logger = logging.getLogger("modelport")
 
 REQUEST_ID = "x-request-id"
 _REQUEST_ID = REQUEST_ID.encode("latin-1")
+_TRACEPARENT = b"traceparent"
+INTERNAL = 500  # the status of a fault on our side: the answers that are reported
 _SANE_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _JSON = JSON.encode("latin-1")
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
@@ -63,13 +71,15 @@ CLOSED = 499  # the status counted for a request whose client left before the an
 class Admitted(Exchange):
     """One request in admission: its id, its headers by (lower-case) name, its whole body, its
     caller, whether its answer has started (then an error can no longer be answered) and with
-    which status; the :class:`~modelport.types.Exchange` fields say what it turned out to be."""
+    which status, its trace when traced; the :class:`~modelport.types.Exchange` fields say what
+    it turned out to be."""
 
     headers: dict[bytes, bytes]
     body: bytes = b""
     principal: Principal | None = None
     started: bool = False
     status: int = CLOSED
+    trace: Trace | None = None
 
     def sending(self, send: Send) -> Send:
         """``send`` for the router: the request id goes on the answer, its start is noted."""
@@ -79,6 +89,8 @@ class Admitted(Exchange):
                 self.started = True
                 self.status = message["status"]
                 message["headers"] = [*message.get("headers", ()), (_REQUEST_ID, self.request_id.encode("ascii"))]
+                if self.trace is not None:
+                    message["headers"].append((_TRACEPARENT, self.trace.traceparent.encode("ascii")))
             await send(message)
 
         return answering
@@ -119,14 +131,16 @@ def refusal(error: ModelportError, bare: bool) -> str:
     return "not_loopback" if isinstance(error, NotLoopback) else "forbidden"
 
 
-async def send_payload(send: Send, payload: Payload, request_id: str) -> None:
-    """A finished answer, with its request id, in two ``send`` calls."""
+async def send_payload(send: Send, payload: Payload, request_id: str, trace: Trace | None = None) -> None:
+    """A finished answer, with its request id (and its ``traceparent`` when traced), in two ``send`` calls."""
     media_type = _JSON if payload.media_type == JSON else payload.media_type.encode("latin-1")
     headers = [
         (b"content-type", media_type),
         (b"content-length", b"%d" % len(payload.body)),
         (_REQUEST_ID, request_id.encode("ascii")),
     ]
+    if trace is not None:
+        headers.append((_TRACEPARENT, trace.traceparent.encode("ascii")))
     if payload.headers:
         headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in payload.headers.items()]
     start: Message = {"type": "http.response.start", "status": payload.status, "headers": headers}
@@ -137,7 +151,8 @@ async def send_payload(send: Send, payload: Payload, request_id: str) -> None:
 class HttpAdmission:
     """Plain ASGI: admit every HTTP request (see the module docstring), then call ``app``.
 
-    ``metrics`` (None: off) counts every answered request; ``access_log`` (None: off) writes its line.
+    ``metrics`` (None: off) counts every answered request; ``access_log`` (None: off) writes its
+    line; ``tracing`` (None: off) traces it; ``errors`` (None: off) reports its fault.
     """
 
     def __init__(
@@ -148,12 +163,16 @@ class HttpAdmission:
         max_body_bytes: int,
         metrics: Metrics | None = None,
         access_log: AccessLog | None = None,
+        tracing: Tracing | None = None,
+        errors: ErrorReports | None = None,
     ) -> None:
         self.app = app
         self.gate = gate
         self.max_body = max_body_bytes
         self.metrics = metrics
         self.access_log = access_log
+        self.tracing = tracing
+        self.errors = errors
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -163,6 +182,10 @@ class HttpAdmission:
         headers = dict(scope["headers"])
         rid = request_id(headers.get(_REQUEST_ID))
         admitted = scope[ADMITTED] = Admitted(request_id=rid, headers=headers)
+        if self.tracing is not None:
+            trace = admitted.trace = self.tracing.start_http(scope["method"], scope["path"], headers)
+            if trace is not None:
+                admitted.marks = trace.marks  # None when sampled out: serving then notes nothing
         try:
             self._check(scope, admitted)
             if scope["method"] in _WITH_BODY:  # read here, not in a helper: one coroutine fewer per request
@@ -179,10 +202,12 @@ class HttpAdmission:
             payload = self._error(scope, exc, rid)
             if payload is None:
                 return  # the client left
+            if payload.status == INTERNAL:
+                self._fault(scope, admitted, exc)
             if admitted.started:
                 raise
             admitted.status = payload.status
-            await send_payload(send, payload, rid)
+            await send_payload(send, payload, rid, admitted.trace)
         finally:
             self._answered(scope, admitted, time.perf_counter() - start)
 
@@ -209,6 +234,32 @@ class HttpAdmission:
                 status=admitted.status,
                 seconds=seconds,
                 rows=admitted.rows,
+            )
+        if self.tracing is not None and admitted.trace is not None:
+            route = scope.get("route")
+            client = scope.get("client")
+            self.tracing.finish_http(
+                admitted.trace,
+                admitted,
+                method=scope["method"],
+                path=scope["path"],
+                route=getattr(route, "path", None),
+                status=admitted.status,
+                client=client[0] if client else None,
+            )
+
+    def _fault(self, scope: Scope, admitted: Admitted, exc: Exception) -> None:
+        """A request answered 500: its span records the exception, and Sentry hears of it."""
+        trace = admitted.trace
+        if trace is not None:
+            trace.error = exc
+        if self.errors is not None:
+            self.errors.request_failed(
+                exc,
+                admitted,
+                method=scope["method"],
+                path=scope["path"],
+                trace_id=trace.trace_id if trace is not None else None,
             )
 
     def _check(self, scope: Scope, admitted: Admitted) -> None:

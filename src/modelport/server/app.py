@@ -1,7 +1,8 @@
 """The ASGI app: one factory wires settings, registry, manager and protocols together.
 
 ``build_app(settings)`` builds the app; its lifespan opens the registry, loads
-``settings.models`` and closes everything at shutdown. ``create_app()`` is the same from the
+``settings.models`` and closes everything at shutdown (and starts and stops tracing's exporter
+and the Sentry client, when on). ``create_app()`` is the same from the
 environment, for ``uvicorn --factory modelport.app:create_app`` (each worker process builds one).
 """
 
@@ -12,7 +13,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -21,9 +22,10 @@ from starlette.routing import Route, Router
 from starlette.types import Message, Receive, Scope, Send
 
 from modelport.auth.authenticator import Authenticator
-from modelport.errors import ModelNotReady, ModelportError
+from modelport.errors import InvalidSetting, ModelNotReady, ModelportError
 from modelport.observability.capture import Capture
 from modelport.observability.drift import DriftGauges
+from modelport.observability.errors import ErrorReports
 from modelport.observability.metrics import CONTENT_TYPE, Metrics
 from modelport.protocols import openapi, sagemaker, tfserving, v2
 from modelport.protocols.codec import dumps
@@ -40,6 +42,11 @@ from modelport.serving.plans import specs_from
 from modelport.serving.sagemaker import SageMakerEndpoint
 from modelport.serving.watcher import watching
 from modelport.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+    from modelport.observability.tracing import Tracing
 
 logger = logging.getLogger("modelport")
 
@@ -63,15 +70,26 @@ class _Holder:
 
 
 def build_app(
-    settings: Settings, *, manager: ModelManager | None = None, authenticator: Authenticator | None = None
+    settings: Settings,
+    *,
+    manager: ModelManager | None = None,
+    authenticator: Authenticator | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> ModelportApp:
     """The modelport ASGI app. Pass ``manager`` to serve one you built (it stays yours to close).
 
     The lifespan builds the authenticator (API keys from the registry, JWT per ``settings``)
     unless one is given, and refuses to start when the startup rules are broken
     (:func:`modelport.auth.authenticator.check_exposure`).
+
+    Tracing is on with ``settings.tracing`` (a provider built from the ``OTEL_*`` variables, shut
+    down with the app) or when ``tracer_provider`` is given (it stays yours); the process-wide
+    provider is never used. With ``settings.sentry_dsn`` the lifespan starts the app's own Sentry
+    client (in each worker process: the SDK's sending thread does not survive a fork) and closes it.
     """
     holder = _Holder(manager)
+    tracing = _tracing(settings, tracer_provider)  # None: off
+    reports = ErrorReports(settings.sentry_dsn) if settings.sentry_dsn else None  # None: off
     gate = Gate(settings, lambda: holder.authenticator)  # one policy for HTTP and gRPC
     # The app's own metrics (no process-wide registry); versions are watched even with /metrics
     # off, for payload capture. Capture runs from the lifespan (it has a writer thread).
@@ -93,7 +111,7 @@ def build_app(
 
     @asynccontextmanager
     async def serving(app: Any) -> AsyncIterator[None]:
-        with capturing(settings, metrics):
+        with capturing(settings, metrics), observing(tracing, reports):
             async with metrics.flushing(), models(app):
                 yield
 
@@ -101,11 +119,16 @@ def build_app(
     async def models(app: Any) -> AsyncIterator[None]:
         if manager is not None:
             manager.watch_with(metrics)
+            if reports is not None:
+                manager.load_failed = reports.load_failed
             async with authentication(settings, None, authenticator) as auth:
                 holder.authenticator = auth
                 if settings.models:
                     await manager.load(settings.models)
-                async with _grpc(settings, holder, gate, counting, access_log), exposure_check(settings, holder):
+                async with (
+                    _grpc(settings, holder, gate, counting, access_log, tracing=tracing, errors=reports),
+                    exposure_check(settings, holder),
+                ):
                     with frozen_heap():
                         yield
             return
@@ -132,6 +155,7 @@ def build_app(
             timeout=settings.request_timeout,
             overload_unready=settings.overload_unready,
             watching=metrics,
+            load_failed=reports.load_failed if reports is not None else None,
         )
         try:
             async with authentication(settings, registry, authenticator) as auth:
@@ -148,7 +172,7 @@ def build_app(
                 )
                 metrics.extras.append(drift.samples)
                 async with (
-                    _grpc(settings, holder, gate, counting, access_log),
+                    _grpc(settings, holder, gate, counting, access_log, tracing=tracing, errors=reports),
                     watching(own, registry, settings.poll_seconds),
                     exposure_check(settings, holder),
                     drift.running(lambda: [model.version for model in own.served()]),
@@ -180,6 +204,8 @@ def build_app(
         max_body_bytes=settings.max_body_bytes,
         metrics=counting,
         access_log=access_log,
+        tracing=tracing,
+        errors=reports,
     )
 
 
@@ -202,8 +228,18 @@ class ModelportApp(HttpAdmission):
         max_body_bytes: int,
         metrics: Metrics | None = None,
         access_log: AccessLog | None = None,
+        tracing: Tracing | None = None,
+        errors: ErrorReports | None = None,
     ) -> None:
-        super().__init__(self._dispatch, gate, max_body_bytes=max_body_bytes, metrics=metrics, access_log=access_log)
+        super().__init__(
+            self._dispatch,
+            gate,
+            max_body_bytes=max_body_bytes,
+            metrics=metrics,
+            access_log=access_log,
+            tracing=tracing,
+            errors=errors,
+        )
         self.router = router
         self.lane = lane
         self._holder = holder
@@ -288,7 +324,14 @@ async def exposure_check(settings: Settings, holder: _Holder) -> AsyncIterator[N
 
 @asynccontextmanager
 async def _grpc(
-    settings: Settings, holder: _Holder, gate: Gate, metrics: Metrics | None, access_log: AccessLog | None
+    settings: Settings,
+    holder: _Holder,
+    gate: Gate,
+    metrics: Metrics | None,
+    access_log: AccessLog | None,
+    *,
+    tracing: Tracing | None = None,
+    errors: ErrorReports | None = None,
 ) -> AsyncIterator[None]:
     """The V2 gRPC endpoint on ``settings.grpc_port`` while the app runs (none when it is None; port 0:
     one the system picks, in ``ModelportApp.grpc_port``)."""
@@ -301,12 +344,46 @@ async def _grpc(
         raise ModelportError(
             f"gRPC needs the grpc extra ({exc.name} is not installed): pip install 'modelport[grpc]'"
         ) from None
-    async with grpc_endpoint(settings, holder.get, gate, metrics=metrics, access_log=access_log) as port:
+    async with grpc_endpoint(
+        settings, holder.get, gate, metrics=metrics, access_log=access_log, tracing=tracing, errors=errors
+    ) as port:
         holder.grpc_port = port
         try:
             yield
         finally:
             holder.grpc_port = None
+
+
+def _tracing(settings: Settings, provider: TracerProvider | None) -> Tracing | None:
+    """Tracing with ``provider``, or with one built from the ``OTEL_*`` variables when
+    ``settings.tracing`` is on (None: off); a clear error when the extra is not installed."""
+    if provider is None and not settings.tracing:
+        return None
+    try:
+        from modelport.observability.tracing import Tracing, provider_from_environment
+    except ImportError as exc:
+        raise InvalidSetting(
+            f"MODELPORT_TRACING is on but the tracing extra is not installed ({exc.name} is missing): "
+            "pip install 'modelport[tracing]'"
+        ) from None
+    if provider is not None:
+        return Tracing(provider)
+    return Tracing(provider_from_environment(settings.tracing_exporter), owned=True)
+
+
+@contextmanager
+def observing(tracing: Tracing | None, reports: ErrorReports | None) -> Iterator[None]:
+    """While the app runs: the Sentry client (made here, in the worker process; a clear error
+    when the extra is missing); at shutdown, queued reports and spans are sent."""
+    if reports is not None:
+        reports.start()
+    try:
+        yield
+    finally:
+        if reports is not None:
+            reports.close()
+        if tracing is not None:
+            tracing.shutdown()
 
 
 def _doc_routes(holder: _Holder) -> list[Route]:

@@ -4,11 +4,13 @@ The app (:class:`modelport.server.app.ModelportApp`) hands admitted inference PO
 instead of the router: no routing, no request or response objects. Admission
 (:mod:`modelport.server.admission`) has already checked the caller, read and decoded the body
 and parsed the headers; the lane lets the protocol module decode the body, the manager run it,
-and sends the encoded answer in two ``send`` calls. Errors are admission's to answer.
+and sends the encoded answer in two ``send`` calls. Errors are admission's to answer. A traced
+request's marks (:class:`~modelport.types.Marks`) are told when decoding began and encoding ended.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from starlette.types import Scope, Send
@@ -66,6 +68,9 @@ class FastLane:
         timeout = headers.get(_TIMEOUT)
         seconds = None if timeout is None else timeout_header(timeout.decode("latin-1"))
         manager = self.get_manager()
+        marks = admitted.marks  # None unless traced
+        if marks is not None:
+            marks.begun = time.time_ns()
         if isinstance(target, tuple):
             name, selector = target
             admitted.protocol = "v2"
@@ -87,6 +92,8 @@ class FastLane:
             admitted.protocol = "tfserving"
             admitted.model = path.name
             payload = await tfserving.predict(manager, path, admitted.body, key, seconds, admitted)
+        if marks is not None:
+            marks.encoded = time.time_ns()
         admitted.started = True
         admitted.status = payload.status
-        await send_payload(send, payload, admitted.request_id)
+        await send_payload(send, payload, admitted.request_id, admitted.trace)

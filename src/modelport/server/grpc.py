@@ -6,7 +6,10 @@
 policy: ServerLive and ServerReady are open, ServerMetadata needs any valid credentials, the
 model methods need a caller allowed to use the model), and one error handler: a domain error
 becomes the gRPC status of its HTTP status (the one table in :mod:`modelport.protocols.errors`),
-with the same message as REST; anything else is logged and answered INTERNAL.
+with the same message as REST; anything else is logged and answered INTERNAL. When on, it traces
+the call as HTTP requests are traced (a ``traceparent`` in the metadata is continued, the span's
+is sent back in the trailing metadata; ModelInfer is given the call's exchange, whose marks
+serving fills in) and reports an INTERNAL answer to Sentry.
 
 :func:`grpc_endpoint` serves it for the life of the app, over TLS when ``settings`` give a
 certificate (:mod:`modelport.server.tls`), requiring client certificates with a client CA.
@@ -18,7 +21,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -35,6 +38,10 @@ from modelport.server.logs import AccessLog
 from modelport.server.tls import server_tls
 from modelport.settings import Settings
 from modelport.types import Exchange
+
+if TYPE_CHECKING:
+    from modelport.observability.errors import ErrorReports
+    from modelport.observability.tracing import Trace, Tracing
 
 logger = logging.getLogger("modelport")
 
@@ -65,7 +72,7 @@ NEEDS: dict[str, Callable[[Any], Need]] = {
     "ModelInfer": lambda request: Need(Access.INFER, request.model_name),
 }
 
-Behavior = Callable[[Any, Any], Awaitable[Any]]
+Behavior = Callable[..., Awaitable[Any]]  # (request, context), ModelInfer also (request, context, exchange)
 
 
 def code_of(error: ModelportError) -> grpc.StatusCode:
@@ -75,13 +82,24 @@ def code_of(error: ModelportError) -> grpc.StatusCode:
 
 class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types
     """Admission for every gRPC method (see the module docstring); ``gate`` None: no credential check.
-    ``metrics`` and ``access_log`` (None: off) see every call as REST requests are seen: a model
-    inference is protocol ``grpc``, its status class the HTTP one of its outcome."""
+    ``metrics``, ``access_log``, ``tracing`` and ``errors`` (None: off) see every call as REST
+    requests are seen: a model inference is protocol ``grpc``, its status class the HTTP one of
+    its outcome."""
 
-    def __init__(self, gate: Gate | None, metrics: Metrics | None = None, access_log: AccessLog | None = None) -> None:
+    def __init__(
+        self,
+        gate: Gate | None,
+        metrics: Metrics | None = None,
+        access_log: AccessLog | None = None,
+        *,
+        tracing: Tracing | None = None,
+        errors: ErrorReports | None = None,
+    ) -> None:
         self.gate = gate
         self.metrics = metrics
         self.access_log = access_log
+        self.tracing = tracing
+        self.errors = errors
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = await continuation(details)
@@ -104,8 +122,13 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  #
             start = time.perf_counter()
             metadata = metadata_of(context)
             rid = request_id(metadata.get(REQUEST_ID, "").encode("latin-1") or None)
-            context.set_trailing_metadata(((REQUEST_ID, rid),))
             exchange = Exchange("grpc", request.model_name, request_id=rid) if inference else Exchange(request_id=rid)
+            trace = None if self.tracing is None else self.tracing.start_grpc(path, metadata)
+            if trace is None:
+                context.set_trailing_metadata(((REQUEST_ID, rid),))
+            else:
+                context.set_trailing_metadata(((REQUEST_ID, rid), ("traceparent", trace.traceparent)))
+                exchange.marks = trace.marks
             status, principal = 500, None
             try:
                 need = need_of(request)
@@ -117,7 +140,13 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  #
                         if self.metrics is not None:
                             self.metrics.refused(refusal(exc, credentials == (None, None)))
                         raise
-                response = await behavior(request, context)
+                marks = exchange.marks
+                if marks is not None and inference:  # traced: ModelInfer takes the exchange, to note steps
+                    marks.begun = time.time_ns()
+                    response = await behavior(request, context, exchange)
+                    marks.encoded = time.time_ns()
+                else:
+                    response = await behavior(request, context)
                 if inference and response.model_version.isdigit():
                     exchange.version = int(response.model_version)
                     exchange.rows = max((int(o.shape[0]) for o in response.outputs if o.shape), default=0)
@@ -125,18 +154,32 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  #
                 return response
             except ModelportError as exc:
                 status = status_of(exc)
+                if status == 500:
+                    self._fault(exc, exchange, path, trace)
                 await context.abort(code_of(exc), exc.message)
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
                 logger.error("unhandled error in a gRPC call (request %s)", rid, exc_info=exc)
+                self._fault(exc, exchange, path, trace)
                 await context.abort(
                     grpc.StatusCode.INTERNAL, f"internal server error: {type(exc).__name__}; see the server log"
                 )
             finally:
                 self._answered(exchange, status, principal, rid, path, context, time.perf_counter() - start)
+                if trace is not None and self.tracing is not None:
+                    code = grpc.StatusCode.OK if status == 200 else _CODES.get(status, grpc.StatusCode.INTERNAL)
+                    self.tracing.finish_grpc(trace, exchange, path=path, status=status, code=code.value[0])
 
         return admitted
+
+    def _fault(self, exc: Exception, exchange: Exchange, path: str, trace: Trace | None) -> None:
+        """A call answered INTERNAL: its span records the exception, and Sentry hears of it."""
+        if trace is not None:
+            trace.error = exc
+        if self.errors is not None:
+            trace_id = trace.trace_id if trace is not None else None
+            self.errors.request_failed(exc, exchange, method="gRPC", path=path, trace_id=trace_id)
 
     def _answered(
         self,
@@ -189,6 +232,8 @@ async def grpc_endpoint(
     *,
     metrics: Metrics | None = None,
     access_log: AccessLog | None = None,
+    tracing: Tracing | None = None,
+    errors: ErrorReports | None = None,
 ) -> AsyncIterator[int]:
     """Serve gRPC on ``settings.host``:``settings.grpc_port`` while the block runs; yields the bound port.
 
@@ -206,7 +251,8 @@ async def grpc_endpoint(
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ("grpc.max_receive_message_length", settings.max_body_bytes),
     ]
-    server = grpc.aio.server(options=options, interceptors=[AdmissionInterceptor(gate, metrics, access_log)])
+    interceptor = AdmissionInterceptor(gate, metrics, access_log, tracing=tracing, errors=errors)
+    server = grpc.aio.server(options=options, interceptors=[interceptor])
     servicer = InferenceServicer(get_manager, sticky_header=settings.sticky_header)
     add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]  # generated code
     address = _address(settings.host, settings.grpc_port)

@@ -40,7 +40,7 @@ import numpy as np
 from modelport.errors import DeadlineExceeded, Overloaded
 from modelport.settings import Settings
 from modelport.signature import count_rows, select_outputs
-from modelport.types import Batching
+from modelport.types import Batching, Marks
 
 Arrays = Mapping[str, np.ndarray]
 Run = Callable[[dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
@@ -144,6 +144,7 @@ class _Pending:
     future: asyncio.Future[dict[str, np.ndarray]] = field(repr=False)
     queued: bool = True  # its rows count in the queue (until taken, or dropped by its caller)
     deadline: float = math.inf  # clock time past which it is answered DeadlineExceeded
+    marks: Marks | None = None  # a traced request's: told when its runtime call started and ended
 
     def __lt__(self, other: _Pending) -> bool:  # heap order: earliest deadline first
         return self.deadline < other.deadline
@@ -219,20 +220,26 @@ class Batcher:
         raise Overloaded(f"the model is overloaded: {why}; retry shortly or add capacity", retry_after=wait)
 
     async def submit(
-        self, inputs: Arrays, outputs: Sequence[str] | None = None, *, timeout: float | None = None
+        self,
+        inputs: Arrays,
+        outputs: Sequence[str] | None = None,
+        *,
+        timeout: float | None = None,
+        marks: Marks | None = None,
     ) -> dict[str, np.ndarray]:
         """Predict ``inputs`` (validated) and return the selected outputs for exactly these rows.
 
         ``timeout``: seconds after which the request fails with ``DeadlineExceeded``, at that
         moment, whether it is still queued (it then never reaches the runtime) or in a batch
-        being computed (its answer is abandoned).
+        being computed (its answer is abandoned). ``marks`` (a traced request's) are told when
+        the runtime call serving it started and ended, and its rows.
         """
         rows = count_rows(inputs)
         self._admit(rows)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
         now = self._clock.now()
-        pending = _Pending(inputs, outputs, rows, now, future)
+        pending = _Pending(inputs, outputs, rows, now, future, marks=marks)
         self._queue.append(pending)
         self._queued_rows += rows
         if timeout is not None:
@@ -341,10 +348,12 @@ class Batcher:
             self._count(sum(sizes))
             if self._cost is not None:
                 self._running_until = self._clock.now() + self._cost(sum(sizes))
+            _mark(batch, sum(sizes))
             try:
                 outputs = await self._run(merged)
             finally:
                 self._running_until = None
+                _mark(batch)
             parts = split(outputs, sizes, [p.outputs for p in batch])
         except Exception as exc:
             if len(batch) == 1:
@@ -361,11 +370,28 @@ class Batcher:
         """The merged call failed: isolate the culprit by running each request alone."""
         for pending in batch:
             self._count(pending.rows)
+            _mark([pending], pending.rows)
             try:
                 outputs = await self._run(dict(pending.inputs))
                 _settle(pending, result=split(outputs, [pending.rows], [pending.outputs])[0])
             except Exception as exc:
                 _settle(pending, error=exc)
+            finally:
+                _mark([pending])
+
+
+def _mark(batch: Sequence[_Pending], rows: int | None = None) -> None:
+    """Tell the traced requests of ``batch`` that its runtime call started (of ``rows`` rows), or
+    with ``rows`` None that it ended (a loop of None checks when nothing is traced)."""
+    now = 0
+    for pending in batch:
+        marks = pending.marks
+        if marks is not None:
+            now = now or time.time_ns()
+            if rows is None:
+                marks.ended = now
+            else:
+                marks.started, marks.rows = now, rows
 
 
 def _settle(

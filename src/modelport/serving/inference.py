@@ -18,7 +18,7 @@ from modelport.serving.routes import Route
 from modelport.serving.shadow import Job, ShadowRunner
 from modelport.serving.versions import OVERRUN_SECONDS, ServingModel
 from modelport.signature import count_rows, select_outputs, validate_inputs
-from modelport.types import InferRequest, InferResult
+from modelport.types import InferRequest, InferResult, Marks
 
 logger = logging.getLogger("modelport")
 
@@ -43,9 +43,12 @@ class Inference:
             select_outputs(dict.fromkeys(model.outputs), requested)  # unknown names fail before any work
         inputs = request.inputs if request.checked is signature else validate_inputs(signature, request.inputs)
         deadline = self.deadline(request.timeout)
+        marks = request.marks  # None unless the request is traced
+        if marks is not None:
+            marks.submitted = time.time_ns()
         model.inflight += 1
         try:
-            outputs = await self._predict(model, inputs, deadline)
+            outputs = await self._predict(model, inputs, deadline, marks)
         except DeadlineExceeded:
             model.timed_out += 1
             raise self._deadline_exceeded(model, deadline) from None
@@ -59,6 +62,8 @@ class Inference:
             self._mirror(route, inputs, select_outputs(outputs, model.outputs))
         answer = select_outputs(outputs, model.outputs if requested is None else requested)
         model.watch.answered(request.request_id or request.id, inputs, answer)
+        if marks is not None:
+            marks.answered = time.time_ns()
         return InferResult(
             model_name=model.version.name,
             model_version=model.version.version,
@@ -84,13 +89,14 @@ class Inference:
         )
 
     async def _predict(
-        self, model: ServingModel, inputs: Mapping[str, np.ndarray], timeout: float | None
+        self, model: ServingModel, inputs: Mapping[str, np.ndarray], timeout: float | None, marks: Marks | None
     ) -> dict[str, np.ndarray]:
         """The outputs, within ``timeout`` seconds (DeadlineExceeded past it). The batcher keeps one
         timer for all its requests; a call that runs inline needs none (nothing can interrupt it,
-        and it was measured cheap); a call in the pool is waited for at most that long."""
+        and it was measured cheap); a call in the pool is waited for at most that long. ``marks``
+        (a traced request's) are told when its runtime call started and ended."""
         if model.batcher is not None:
-            return await model.batcher.submit(inputs, timeout=timeout)
+            return await model.batcher.submit(inputs, timeout=timeout, marks=marks)
         if model.backlog > 0:
             wait = model.queue_wait()
             if wait > model.max_queue_wait:
@@ -100,7 +106,7 @@ class Inference:
                     "retry shortly or add capacity",
                     retry_after=wait,
                 )
-        return await self.execute(model, inputs, timeout, alone=True)
+        return await self.execute(model, inputs, timeout, alone=True, marks=marks)
 
     async def execute(
         self,
@@ -109,6 +115,7 @@ class Inference:
         timeout: float | None = None,
         *,
         alone: bool = False,
+        marks: Marks | None = None,
     ) -> dict[str, np.ndarray]:
         """Run the runtime: inline when measured cheaper than a thread hand-off, else in the pool.
 
@@ -122,6 +129,8 @@ class Inference:
             if model.runs_inline(rows) and (model.lock is None or model.lock.acquire(blocking=False)):
                 if alone:
                     model.watch.queued(0.0)
+                if marks is not None:
+                    marks.started, marks.rows = time.time_ns(), rows
                 start = time.perf_counter()
                 try:
                     return model.timed_predict(inputs)
@@ -129,7 +138,9 @@ class Inference:
                     if model.lock is not None:
                         model.lock.release()
                     _check_overrun(model, time.perf_counter() - start)
-            return await self._in_pool(model, inputs, rows, timeout, alone)
+                    if marks is not None:
+                        marks.ended = time.time_ns()
+            return await self._in_pool(model, inputs, rows, timeout, alone, marks)
         except ModelportError:
             raise
         except Exception as exc:
@@ -137,7 +148,13 @@ class Inference:
             raise PredictionFailed(f"model {model.version.ref} failed to predict: {type(exc).__name__}: {exc}") from exc
 
     async def _in_pool(
-        self, model: ServingModel, inputs: Mapping[str, np.ndarray], rows: int, timeout: float | None, alone: bool
+        self,
+        model: ServingModel,
+        inputs: Mapping[str, np.ndarray],
+        rows: int,
+        timeout: float | None,
+        alone: bool,
+        marks: Marks | None = None,
     ) -> dict[str, np.ndarray]:
         expected = model.estimate(rows)
         expected = expected if math.isfinite(expected) else 0.0
@@ -155,7 +172,13 @@ class Inference:
 
             def predict(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:  # in the worker thread
                 model.watch.queued(time.perf_counter() - submitted)
-                return model.predict(inputs)
+                if marks is None:
+                    return model.predict(inputs)
+                marks.started, marks.rows = time.time_ns(), rows
+                try:
+                    return model.predict(inputs)
+                finally:
+                    marks.ended = time.time_ns()
 
             work = self._pool().submit(predict, inputs)
         else:

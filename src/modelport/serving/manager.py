@@ -67,6 +67,7 @@ __all__ = [
 
 OVERLOAD_WINDOW = 1.0  # seconds after a refusal during which an overload_unready server is not ready
 Key = tuple[str, int]
+LoadFailed = Callable[[str, int, ModelportError], None]  # a version (name, number) failed to load: why
 
 
 class Pinned:
@@ -115,6 +116,8 @@ class ModelManager:
     ``chance`` is where traffic splits and shadow sampling draw from (tests pass an exact one).
     ``watching`` gives each loaded version its :class:`~modelport.serving.watch.VersionWatch`
     (metrics, payload capture); :attr:`swaps` counts, per model, routes moved to other versions.
+    ``load_failed`` (settable later, as the app does for a manager it is given) hears of every
+    version that fails to load or warm up: its name, number and error (error reports).
     """
 
     def __init__(
@@ -127,9 +130,11 @@ class ModelManager:
         overload_unready: bool = False,
         chance: Chance | None = None,
         watching: Watching = UNWATCHED,
+        load_failed: LoadFailed | None = None,
     ) -> None:
         self.source = source
         self.watching = watching
+        self.load_failed = load_failed
         self.swaps: dict[str, int] = {}
         self.threads = max(1, threads)
         self.batching = batching
@@ -231,6 +236,8 @@ class ModelManager:
                 self._versions.ready(await asyncio.to_thread(self._open, key))
             except ModelportError as exc:
                 errors.append(self._versions.failed(key, exc))
+                if self.load_failed is not None:
+                    self.load_failed(key[0], key[1], exc)
         loaded = self._versions.loaded
         old, self._table = (
             self._table,

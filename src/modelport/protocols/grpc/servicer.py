@@ -17,6 +17,7 @@ from modelport.protocols.codec import earliest, timeout_parameter
 from modelport.protocols.grpc.codec import decode_infer_request, encode_infer_result
 from modelport.protocols.grpc.proto import grpc_predict_v2_pb2 as pb
 from modelport.protocols.v2 import EXTENSIONS, VERSION_HEADER, GetManager, model_metadata
+from modelport.types import Exchange
 
 
 class InferenceServicer:
@@ -63,7 +64,10 @@ class InferenceServicer:
             outputs=[tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"]) for t in meta["outputs"]],
         )
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: Any, exchange: Exchange | None = None
+    ) -> pb.ModelInferResponse:
+        """``exchange``: the call's, from the admission interceptor (which passes it when tracing)."""
         manager = self._get_manager()
         route, model = manager.pick(
             request.model_name, request.model_version or None, metadata_of(context).get(self._sticky_header)
@@ -71,6 +75,8 @@ class InferenceServicer:
         infer_request = decode_infer_request(request, model.version.signature)
         # the client's gRPC deadline, and Triton's "timeout" request parameter (microseconds)
         infer_request.timeout = earliest(timeout_parameter(infer_request.parameters), context.time_remaining())
+        if exchange is not None:
+            infer_request.marks = exchange.marks
         result = await manager.run(route, model, infer_request)
         response = encode_infer_result(result, raw=bool(request.raw_input_contents))
         await context.send_initial_metadata(((VERSION_HEADER, response.model_version),))
