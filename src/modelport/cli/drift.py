@@ -75,7 +75,7 @@ def run(
             f"{version.ref} has no reference profile (it was registered before modelport kept one); register "
             "the model again with --reference data.csv (CLI) or reference_data= (Python) to compare traffic with it"
         )
-    root = capture_dir or settings.home / "capture"
+    root = capture_dir or settings.capture_root
     captured = iter_captured(root, version.name, version.version, start)
     report = compute_drift(profile, captured)
     skipped = captured.skipped + report.skipped

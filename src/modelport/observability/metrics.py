@@ -93,10 +93,12 @@ class VersionMetrics:
         rate = version.capture_rate if version.capture_rate is not None else capture.rate if capture else 0.0
         self.capture = capture if rate > 0 else None
 
-    def ran(self, rows: int, seconds: float) -> None:
+    def ran(self, rows: int, seconds: float, waited: float | None = None) -> None:
         with self._lock:
             self.inference.observe(seconds)
             self.rows.observe(rows)
+            if waited is not None:
+                self.queue_wait.observe(waited)
 
     def queued(self, seconds: float) -> None:
         with self._lock:

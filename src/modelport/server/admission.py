@@ -34,7 +34,6 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -47,7 +46,7 @@ from modelport.protocols.errors import JSON, Payload, error_payload, too_large, 
 from modelport.server.body import BodyTooLarge, ClientGone, UnsupportedEncoding, decode_body, read_body
 from modelport.server.guard import Access, Gate, NotLoopback, absent, refused
 from modelport.server.logs import AccessLog
-from modelport.types import EXCHANGE, Exchange
+from modelport.types import EXCHANGE, Exchange, Marks
 
 if TYPE_CHECKING:
     from modelport.observability.errors import ErrorReports
@@ -67,19 +66,28 @@ ADMITTED = EXCHANGE  # the scope key of a request's Admitted (protocols note wha
 CLOSED = 499  # the status counted for a request whose client left before the answer
 
 
-@dataclass(slots=True, kw_only=True)
 class Admitted(Exchange):
     """One request in admission: its id, its headers by (lower-case) name, its whole body, its
     caller, whether its answer has started (then an error can no longer be answered) and with
     which status, its trace when traced; the :class:`~modelport.types.Exchange` fields say what
-    it turned out to be."""
+    it turned out to be. (A plain class: one is made per request, and a dataclass ``__init__``
+    with keyword-only fields costs twice as much.)"""
 
-    headers: dict[bytes, bytes]
-    body: bytes = b""
-    principal: Principal | None = None
-    started: bool = False
-    status: int = CLOSED
-    trace: Trace | None = None
+    __slots__ = ("body", "headers", "principal", "started", "status", "trace")
+
+    def __init__(self, request_id: str, headers: dict[bytes, bytes]) -> None:
+        self.protocol = "other"
+        self.model = ""
+        self.version: int | None = None
+        self.rows = 0
+        self.request_id = request_id
+        self.marks: Marks | None = None
+        self.headers = headers
+        self.body = b""
+        self.principal: Principal | None = None
+        self.started = False
+        self.status = CLOSED
+        self.trace: Trace | None = None
 
     def sending(self, send: Send) -> Send:
         """``send`` for the router: the request id goes on the answer, its start is noted."""
@@ -181,7 +189,7 @@ class HttpAdmission:
         start = time.perf_counter()
         headers = dict(scope["headers"])
         rid = request_id(headers.get(_REQUEST_ID))
-        admitted = scope[ADMITTED] = Admitted(request_id=rid, headers=headers)
+        admitted = scope[ADMITTED] = Admitted(rid, headers)
         if self.tracing is not None:
             trace = admitted.trace = self.tracing.start_http(scope["method"], scope["path"], headers)
             if trace is not None:

@@ -122,18 +122,16 @@ class Inference:
         Work sent to the pool counts in the version's backlog until its thread finishes (even
         when the caller stopped waiting for it), so admission sees what the pool really holds.
         ``alone``: one request, not a batch (whose requests' waits the batcher reports): its wait
-        for a thread is reported to the version's watch (none inline).
+        (for a thread; none inline) is reported to the version's watch with the call.
         """
         rows = count_rows(inputs)
         try:
             if model.runs_inline(rows) and (model.lock is None or model.lock.acquire(blocking=False)):
-                if alone:
-                    model.watch.queued(0.0)
                 if marks is not None:
                     marks.started, marks.rows = time.time_ns(), rows
                 start = time.perf_counter()
                 try:
-                    return model.timed_predict(inputs)
+                    return model.timed_predict(inputs, 0.0 if alone else None)
                 finally:
                     if model.lock is not None:
                         model.lock.release()
@@ -171,12 +169,12 @@ class Inference:
             submitted = time.perf_counter()
 
             def predict(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:  # in the worker thread
-                model.watch.queued(time.perf_counter() - submitted)
+                waited = time.perf_counter() - submitted
                 if marks is None:
-                    return model.predict(inputs)
+                    return model.predict(inputs, waited)
                 marks.started, marks.rows = time.time_ns(), rows
                 try:
-                    return model.predict(inputs)
+                    return model.predict(inputs, waited)
                 finally:
                     marks.ended = time.time_ns()
 

@@ -150,21 +150,22 @@ class ServingModel:
         if self.inflight == 0 and self.drained is not None:
             self.drained.set()
 
-    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Predict, holding the lock when the runtime is not thread-safe."""
+    def predict(self, inputs: Mapping[str, np.ndarray], waited: float | None = None) -> dict[str, np.ndarray]:
+        """Predict, holding the lock when the runtime is not thread-safe (``waited``: see :meth:`timed_predict`)."""
         if self.lock is None:
-            return self.timed_predict(inputs)
+            return self.timed_predict(inputs, waited)
         with self.lock:
-            return self.timed_predict(inputs)
+            return self.timed_predict(inputs, waited)
 
-    def timed_predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Predict (caller holds the lock if any) and update the cost model."""
+    def timed_predict(self, inputs: Mapping[str, np.ndarray], waited: float | None = None) -> dict[str, np.ndarray]:
+        """Predict (caller holds the lock if any), update the cost model and tell the watch;
+        ``waited``: how long the one request this call serves waited for it (None: a batch)."""
         start = time.perf_counter()
         outputs = self.runtime.predict(inputs)
         seconds = time.perf_counter() - start
         rows = count_rows(inputs)
         self.observe(seconds, rows)
-        self.watch.ran(rows, seconds)
+        self.watch.ran(rows, seconds, waited)
         return outputs
 
     def observe(self, seconds: float, rows: int) -> None:

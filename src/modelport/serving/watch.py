@@ -19,8 +19,9 @@ class VersionWatch(Protocol):
     """What happens to one loaded version. ``ran`` and ``queued`` may be called from prediction
     threads; ``answered`` is called on the event loop, for every answered request."""
 
-    def ran(self, rows: int, seconds: float) -> None:
-        """One runtime call of ``rows`` rows took ``seconds``."""
+    def ran(self, rows: int, seconds: float, waited: float | None = None) -> None:
+        """One runtime call of ``rows`` rows took ``seconds``; ``waited``: the wait before it of
+        the one request it served alone (None: a batch, whose requests' waits come by :meth:`queued`)."""
 
     def queued(self, seconds: float) -> None:
         """A request waited ``seconds`` before the runtime call that serves it started."""
@@ -40,7 +41,7 @@ class Watching(Protocol):
 class Unwatched:
     """Watches nothing (the default)."""
 
-    def ran(self, rows: int, seconds: float) -> None:
+    def ran(self, rows: int, seconds: float, waited: float | None = None) -> None:
         pass
 
     def queued(self, seconds: float) -> None:
