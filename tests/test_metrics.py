@@ -255,12 +255,12 @@ async def test_the_server_exports_drift_of_captured_traffic(settings: Settings, 
 
     register_iris(settings, iris)  # its reference profile: the 20-row sample
     frame = iris[0]
-    shifted = frame.iloc[:60].to_numpy(dtype="float32").copy()
+    shifted = frame.iloc[:120].to_numpy(dtype="float32").copy()
     shifted[:, 2] += 6.0  # petal_length far beyond anything in the reference
     served = settings.with_(models=("iris@production",), capture_rate=1.0, drift_interval=0.05)
     key = ("modelport_drift_detected", (("feature", "petal_length"), ("model", "iris"), ("version", "1")))
     async with client_for(build_app(served)) as client:
-        for start in range(0, 60, 10):
+        for start in range(0, 120, 10):
             body = {"instances": shifted[start : start + 10].tolist()}
             assert (await client.post("/v1/models/iris:predict", json=body)).status_code == 200
         for _ in range(500):  # capture writes, then the next refresh compares: bounded, not timed

@@ -357,8 +357,8 @@ class DriftGauges:
     """The server's drift gauges: every ``interval`` seconds, each served version that has a
     reference profile is compared with the traffic captured in the last ``window`` seconds; the
     results are what ``/metrics`` shows as ``modelport_drift_psi`` and ``modelport_drift_detected``
-    (the prediction as feature ``(prediction)``). Versions without a profile or without captured
-    traffic in the window have no gauges."""
+    (the prediction as feature ``(prediction)``). Versions without a profile, or with fewer than
+    ``min_rows`` captured rows in the window (a handful of rows flags chance), have no gauges."""
 
     PREDICTION = "(prediction)"
 
@@ -369,8 +369,10 @@ class DriftGauges:
         *,
         interval: float = 60.0,
         window: float = 3600.0,
+        min_rows: int = 100,
     ) -> None:
         self.artifact = artifact
+        self.min_rows = min_rows
         self.capture_root = capture_root
         self.interval = interval
         self.window = window
@@ -393,7 +395,7 @@ class DriftGauges:
             if profile is None:
                 continue
             report = compute_drift(profile, iter_captured(self.capture_root, version.name, version.version, since))
-            if report.rows:
+            if report.rows >= self.min_rows:
                 reports[key] = report
         self._reports = reports
 

@@ -20,7 +20,7 @@ DEFAULT_SLO_P99_SECONDS = 0.5
 DEFAULT_ERROR_RATE = 0.01
 WINDOW = "5m"  # every rate() and quantile looks back this far
 # The request-duration histogram's buckets end at 10 s: a p99 past them reads as 10 s, and one
-# below the first bucket (0.5 ms) cannot be told apart, so an SLO must lie between the two.
+# below the first buckets (0.1 ms, 0.25 ms) cannot be told apart, so an SLO must lie between the two.
 SLO_RANGE = (0.001, 10.0)
 _JOB = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _TARGET = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")
@@ -112,7 +112,7 @@ class MonitoringOptions:
         if not (math.isfinite(self.slo_p99_seconds) and low <= self.slo_p99_seconds < high):
             raise InvalidSetting(
                 f"--slo-p99-seconds {self.slo_p99_seconds:g}: give at least {low:g} and less than {high:g} "
-                "(the latency histogram's buckets span 0.5 ms to 10 s)"
+                "(the latency histogram's buckets span 0.1 ms to 10 s)"
             )
         if not (math.isfinite(self.error_rate) and 0 < self.error_rate < 1):
             raise InvalidSetting(f"--error-rate {self.error_rate:g}: give a share between 0 and 1, e.g. 0.01 for 1%")
