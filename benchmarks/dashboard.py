@@ -44,7 +44,7 @@ import numpy as np
 from modelport.observability.dashboard import ROWS, Panel
 from modelport.observability.expressions import WINDOW, MonitoringOptions, expressions
 from modelport.registry.registry import Registry
-from modelport.server.launcher import serving
+from modelport.server.launcher import listening_ports, serving
 from modelport.settings import Settings
 
 JOB = "modelport"
@@ -154,25 +154,6 @@ def export_monitoring(home: Path, directory: Path, port: int) -> Path:
     fast = config.with_name("prometheus-1s.yml")
     fast.write_text(text)
     return fast
-
-
-def listening_ports(pid: int) -> set[int]:
-    """The TCP ports process ``pid`` listens on (its sockets found in the kernel's socket table)."""
-    inodes, ports = set(), set()
-    try:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            with contextlib.suppress(OSError):
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    inodes.add(target[len("socket:[") : -1])
-        for table in ("tcp", "tcp6"):
-            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-                fields = line.split()
-                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
-                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    except FileNotFoundError:
-        return set()
-    return ports
 
 
 @contextlib.contextmanager

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
+import numpy as np
 import uvicorn
 from starlette.applications import Starlette
 
@@ -20,7 +21,7 @@ from modelport.errors import NotFound
 from modelport.reference import Reference
 from modelport.runtimes import create
 from modelport.runtimes.base import Runtime
-from modelport.runtimes.fake import write_artifact
+from modelport.runtimes.fake import FakeRuntime, write_artifact
 from modelport.settings import Settings
 from modelport.types import ModelVersion, Signature
 
@@ -61,6 +62,26 @@ class DirectorySource:
         runtime = create(version.runtime)
         runtime.load(path, version.signature)
         self.opened += 1
+        return runtime
+
+
+class ExplodingRuntime(FakeRuntime):
+    """The fake model, failing on rows whose first feature is negative (a real runtime fault: 500)."""
+
+    kind: ClassVar[str] = "exploding"
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if float(next(iter(inputs.values()))[0, 0]) < 0:
+            raise FloatingPointError("cannot score negative lengths")
+        return super().predict(inputs)
+
+
+class ExplodingSource(DirectorySource):
+    """A :class:`DirectorySource` whose versions all open as :class:`ExplodingRuntime`."""
+
+    def open(self, version: ModelVersion) -> Runtime:
+        runtime = ExplodingRuntime()
+        runtime.load(next(p for v, p in self.versions if v is version), version.signature)
         return runtime
 
 

@@ -22,7 +22,16 @@ from modelport.server.app import build_app
 from modelport.serving.manager import ModelManager
 from modelport.settings import Settings
 from modelport.types import InferRequest, ModelVersion, Signature
-from tests.serving import BIAS, CLASSES, WEIGHTS, DirectorySource, client_for, fake_version, register_iris
+from tests.serving import (
+    BIAS,
+    CLASSES,
+    WEIGHTS,
+    DirectorySource,
+    ExplodingSource,
+    client_for,
+    fake_version,
+    register_iris,
+)
 
 ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
 
@@ -122,24 +131,6 @@ async def test_inputs_checked_for_another_signature_are_checked_again(source: Di
     result = await manager.run(route, model, checked)
     assert result.outputs["label"].tolist() == expected_labels(ROWS)
     manager.close()
-
-
-class ExplodingRuntime(FakeRuntime):
-    """The fake model, failing on rows whose first feature is negative (a real runtime fault)."""
-
-    kind: ClassVar[str] = "exploding"
-
-    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if float(next(iter(inputs.values()))[0, 0]) < 0:
-            raise FloatingPointError("cannot score negative lengths")
-        return super().predict(inputs)
-
-
-class ExplodingSource(DirectorySource):
-    def open(self, version: ModelVersion) -> Runtime:
-        runtime = ExplodingRuntime()
-        runtime.load(self.versions[0][1], version.signature)
-        return runtime
 
 
 async def test_runtime_failure_becomes_prediction_failed_and_is_logged(

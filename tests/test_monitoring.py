@@ -4,7 +4,6 @@ scraping a real ``modelport serve``, the dashboard's structure, and the command'
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -32,7 +31,7 @@ from modelport.observability.expressions import EXPRESSIONS, MonitoringOptions, 
 from modelport.observability.metrics import FAMILIES
 from modelport.observability.monitoring import export, files, kubernetes_config, to_yaml
 from modelport.registry.registry import Registry
-from modelport.server.launcher import serving
+from modelport.server.launcher import listening_ports, serving
 from modelport.settings import Settings
 from tests.serving import register_iris
 
@@ -346,26 +345,6 @@ def test_promtool_unit_tests_catch_a_rule_that_would_not_fire(tmp_path: Path) ->
 # must have numbers. None today: the server below captures its traffic and measures drift every
 # second, mirrors to a shadow and splits an alias, so even those views have data.
 NO_DATA_HERE: dict[str, str] = {}
-
-
-def listening_ports(pid: int) -> set[int]:
-    """The TCP ports process ``pid`` listens on, from its sockets and the kernel's socket table: a
-    server started on port 0 is found where it really bound, with no port picked beforehand."""
-    inodes, ports = set(), set()
-    try:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            with contextlib.suppress(OSError):  # closed meanwhile
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    inodes.add(target[len("socket:[") : -1])
-        for table in ("tcp", "tcp6"):
-            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-                fields = line.split()
-                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
-                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    except FileNotFoundError:  # the process has exited
-        return set()
-    return ports
 
 
 def deadline_loop(seconds: float, interval: float) -> Iterator[float]:

@@ -4,11 +4,10 @@ continued and returned, gRPC, and nothing at all when tracing is off."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-import numpy as np
 import pytest
 
 pytest.importorskip("opentelemetry.sdk")
@@ -20,38 +19,17 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from modelport.errors import InvalidSetting
-from modelport.runtimes.base import Runtime
-from modelport.runtimes.fake import FakeRuntime
 from modelport.server.app import build_app
 from modelport.serving.batching import BatchSettings
 from modelport.serving.manager import ModelManager
 from modelport.settings import Settings
-from modelport.types import ModelVersion
-from tests.serving import DirectorySource, client_for, fake_version
+from tests.serving import ExplodingSource, client_for, fake_version
 
 BODY = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
 TWO_ROWS = {"instances": [[1, 2, 3, 4], [4, 3, 2, 1]]}
 STEPS = ["decode", "queue", "inference", "encode"]
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
-
-
-class ExplodingRuntime(FakeRuntime):
-    """The fake model, failing on rows whose first feature is negative (a runtime fault: 500)."""
-
-    kind: ClassVar[str] = "exploding"
-
-    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if float(next(iter(inputs.values()))[0, 0]) < 0:
-            raise FloatingPointError("cannot score negative lengths")
-        return super().predict(inputs)
-
-
-class ExplodingSource(DirectorySource):
-    def open(self, version: ModelVersion) -> Runtime:
-        runtime = ExplodingRuntime()
-        runtime.load(next(p for v, p in self.versions if v is version), version.signature)
-        return runtime
 
 
 @pytest.fixture

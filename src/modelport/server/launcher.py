@@ -16,8 +16,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -88,6 +89,27 @@ class ServerOutput:
         if self.process.stdout is not None and not self._thread.is_alive():
             self.process.stdout.close()
         return self.text
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports process ``pid`` listens on, from its sockets and the kernel's socket table
+    (Linux ``/proc``): a server started on port 0 is found where it really bound, with no port
+    picked beforehand. Empty once the process has exited."""
+    inodes, ports = set(), set()
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with suppress(OSError):  # closed meanwhile
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[len("socket:[") : -1])
+        for table in ("tcp", "tcp6"):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    except FileNotFoundError:
+        return set()
+    return ports
 
 
 def port_free(port: int) -> bool:
