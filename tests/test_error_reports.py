@@ -145,9 +145,9 @@ async def test_a_fault_is_reported_with_its_tags_and_without_body_keys_or_query(
     try:
         app = build_app(settings.with_(sentry_dsn=dsn), manager=manager)
         async with client_for(app) as client:
-            assert app.errors is not None
-            assert app.errors.client is not None
-            options = app.errors.client.options  # PII off (the SDK's scrubber on too), no frame variables
+            assert app.watchers.errors is not None
+            assert app.watchers.errors.client is not None
+            options = app.watchers.errors.client.options  # PII off (the SDK's scrubber on too), no frame variables
             assert not options["send_default_pii"]
             assert options["event_scrubber"] is not None
             assert (options["include_local_variables"], options["default_integrations"]) == (False, False)
@@ -172,7 +172,7 @@ async def test_a_fault_is_reported_with_its_tags_and_without_body_keys_or_query(
     for secret in SECRETS:
         assert secret.encode() not in raw, secret
     # nothing process-wide: the app's client was its own, and it is closed
-    assert app.errors.client is None
+    assert app.watchers.errors.client is None
     assert not sentry_sdk.get_client().is_active()
 
 

@@ -34,6 +34,7 @@ import logging
 import os
 import re
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -156,31 +157,73 @@ async def send_payload(send: Send, payload: Payload, request_id: str, trace: Tra
     await send({"type": "http.response.body", "body": payload.body})
 
 
-class HttpAdmission:
-    """Plain ASGI: admit every HTTP request (see the module docstring), then call ``app``.
+@dataclass(frozen=True, slots=True)
+class Watchers:
+    """What sees every request, on every transport (HTTP admission and the gRPC interceptor share
+    one): ``metrics`` count it, ``access_log`` writes its line, ``tracing`` traces it (each
+    transport starts and ends its own spans), ``errors`` report its fault. Each None: off."""
 
-    ``metrics`` (None: off) counts every answered request; ``access_log`` (None: off) writes its
-    line; ``tracing`` (None: off) traces it; ``errors`` (None: off) reports its fault.
-    """
+    metrics: Metrics | None = None
+    access_log: AccessLog | None = None
+    tracing: Tracing | None = None
+    errors: ErrorReports | None = None
 
-    def __init__(
+    def refused(self, error: ModelportError, bare: bool) -> None:
+        """A caller was refused (``bare``: it sent no credentials at all)."""
+        if self.metrics is not None and isinstance(error, Unauthenticated | Forbidden):
+            self.metrics.refused(refusal(error, bare))
+
+    def fault(self, error: Exception, exchange: Exchange, *, method: str, path: str, trace: Trace | None) -> None:
+        """A request answered 500 (gRPC: INTERNAL): its span records the error, and Sentry hears of it."""
+        if trace is not None:
+            trace.error = error
+        if self.errors is not None:
+            trace_id = trace.trace_id if trace is not None else None
+            self.errors.request_failed(error, exchange, method=method, path=path, trace_id=trace_id)
+
+    def answered(
         self,
-        app: ASGIApp,
-        gate: Gate,
+        exchange: Exchange,
+        status: int,
+        principal: Principal | None,
+        seconds: float,
         *,
-        max_body_bytes: int,
-        metrics: Metrics | None = None,
-        access_log: AccessLog | None = None,
-        tracing: Tracing | None = None,
-        errors: ErrorReports | None = None,
+        client: str,
+        method: str,
+        path: str,
     ) -> None:
+        """Count the answered request and write its access-log line."""
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.request(exchange, status, seconds)
+            if principal is not None:
+                metrics.client(client_of(principal))
+        if self.access_log is not None:
+            self.access_log.write(
+                request_id=exchange.request_id,
+                client=client,
+                key=client_of(principal) if principal is not None else None,
+                method=method,
+                path=path,
+                protocol=exchange.protocol,
+                model=exchange.model,
+                version=exchange.version,
+                status=status,
+                seconds=seconds,
+                rows=exchange.rows,
+            )
+
+
+class HttpAdmission:
+    """Plain ASGI: admit every HTTP request (see the module docstring), then call ``app``;
+    ``watchers`` see each one."""
+
+    def __init__(self, app: ASGIApp, gate: Gate, *, max_body_bytes: int, watchers: Watchers | None = None) -> None:
         self.app = app
         self.gate = gate
         self.max_body = max_body_bytes
-        self.metrics = metrics
-        self.access_log = access_log
-        self.tracing = tracing
-        self.errors = errors
+        self.watchers = watchers if watchers is not None else Watchers()
+        self.tracing = self.watchers.tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -211,7 +254,7 @@ class HttpAdmission:
             if payload is None:
                 return  # the client left
             if payload.status == INTERNAL:
-                self._fault(scope, admitted, exc)
+                self.watchers.fault(exc, admitted, method=scope["method"], path=scope["path"], trace=admitted.trace)
             if admitted.started:
                 raise
             admitted.status = payload.status
@@ -220,54 +263,21 @@ class HttpAdmission:
             self._answered(scope, admitted, time.perf_counter() - start)
 
     def _answered(self, scope: Scope, admitted: Admitted, seconds: float) -> None:
-        """Count the request, and write its access-log line."""
-        metrics = self.metrics
-        if metrics is not None:
-            metrics.request(admitted, admitted.status, seconds)
-            principal = admitted.principal
-            if principal is not None:
-                metrics.client(client_of(principal))
-        if self.access_log is not None:
-            client = scope.get("client")
-            principal = admitted.principal
-            self.access_log.write(
-                request_id=admitted.request_id,
-                client=client[0] if client else "-",
-                key=client_of(principal) if principal is not None else None,
-                method=scope["method"],
-                path=scope["path"],
-                protocol=admitted.protocol,
-                model=admitted.model,
-                version=admitted.version,
-                status=admitted.status,
-                seconds=seconds,
-                rows=admitted.rows,
-            )
+        client = scope.get("client")
+        host = client[0] if client else "-"
+        method, path = scope["method"], scope["path"]
+        watchers = self.watchers
+        watchers.answered(admitted, admitted.status, admitted.principal, seconds, client=host, method=method, path=path)
         if self.tracing is not None and admitted.trace is not None:
             route = scope.get("route")
-            client = scope.get("client")
             self.tracing.finish_http(
                 admitted.trace,
                 admitted,
-                method=scope["method"],
-                path=scope["path"],
+                method=method,
+                path=path,
                 route=getattr(route, "path", None),
                 status=admitted.status,
                 client=client[0] if client else None,
-            )
-
-    def _fault(self, scope: Scope, admitted: Admitted, exc: Exception) -> None:
-        """A request answered 500: its span records the exception, and Sentry hears of it."""
-        trace = admitted.trace
-        if trace is not None:
-            trace.error = exc
-        if self.errors is not None:
-            self.errors.request_failed(
-                exc,
-                admitted,
-                method=scope["method"],
-                path=scope["path"],
-                trace_id=trace.trace_id if trace is not None else None,
             )
 
     def _check(self, scope: Scope, admitted: Admitted) -> None:
@@ -289,8 +299,7 @@ class HttpAdmission:
             )
         except ModelportError as exc:
             refused(scope, exc, admitted.request_id)
-            if self.metrics is not None and isinstance(exc, Unauthenticated | Forbidden):
-                self.metrics.refused(refusal(exc, authorization is None and api_key is None))
+            self.watchers.refused(exc, authorization is None and api_key is None)
             raise
         if principal is not None:
             admitted.principal = principal

@@ -31,7 +31,7 @@ from modelport.protocols import openapi, sagemaker, tfserving, v2
 from modelport.protocols.codec import dumps
 from modelport.protocols.errors import JSON
 from modelport.server import docs
-from modelport.server.admission import ADMITTED, Admitted, HttpAdmission
+from modelport.server.admission import ADMITTED, Admitted, HttpAdmission, Watchers
 from modelport.server.fastlane import FastLane
 from modelport.server.guard import METRICS_PATH, Gate, authentication, is_loopback
 from modelport.server.http import listening_addresses
@@ -95,8 +95,13 @@ def build_app(
     # off, for payload capture. Capture runs from the lifespan (it has a writer thread).
     metrics = Metrics(directory=settings.metrics_dir)
     metrics.manager = lambda: holder.manager
-    counting = metrics if settings.metrics else None
-    access_log = AccessLog(settings.log_format) if settings.access_log else None
+    # What sees every request, HTTP and gRPC alike
+    watchers = Watchers(
+        metrics if settings.metrics else None,
+        AccessLog(settings.log_format) if settings.access_log else None,
+        tracing,
+        reports,
+    )
     # SageMaker mode serves /opt/ml/model (or a multi-model endpoint), not the registry.
     endpoint = SageMakerEndpoint(settings) if settings.sagemaker and manager is None else None
 
@@ -126,7 +131,7 @@ def build_app(
                 if settings.models:
                     await manager.load(settings.models)
                 async with (
-                    _grpc(settings, holder, gate, counting, access_log, tracing=tracing, errors=reports),
+                    _grpc(settings, holder, gate, watchers),
                     exposure_check(settings, holder),
                 ):
                     with frozen_heap():
@@ -172,7 +177,7 @@ def build_app(
                 )
                 metrics.extras.append(drift.samples)
                 async with (
-                    _grpc(settings, holder, gate, counting, access_log, tracing=tracing, errors=reports),
+                    _grpc(settings, holder, gate, watchers),
                     watching(own, registry, settings.poll_seconds),
                     exposure_check(settings, holder),
                     drift.running(lambda: [model.version for model in own.served()]),
@@ -202,10 +207,7 @@ def build_app(
         gate,
         holder,
         max_body_bytes=settings.max_body_bytes,
-        metrics=counting,
-        access_log=access_log,
-        tracing=tracing,
-        errors=reports,
+        watchers=watchers,
     )
 
 
@@ -226,20 +228,9 @@ class ModelportApp(HttpAdmission):
         holder: _Holder,
         *,
         max_body_bytes: int,
-        metrics: Metrics | None = None,
-        access_log: AccessLog | None = None,
-        tracing: Tracing | None = None,
-        errors: ErrorReports | None = None,
+        watchers: Watchers | None = None,
     ) -> None:
-        super().__init__(
-            self._dispatch,
-            gate,
-            max_body_bytes=max_body_bytes,
-            metrics=metrics,
-            access_log=access_log,
-            tracing=tracing,
-            errors=errors,
-        )
+        super().__init__(self._dispatch, gate, max_body_bytes=max_body_bytes, watchers=watchers)
         self.router = router
         self.lane = lane
         self._holder = holder
@@ -327,11 +318,7 @@ async def _grpc(
     settings: Settings,
     holder: _Holder,
     gate: Gate,
-    metrics: Metrics | None,
-    access_log: AccessLog | None,
-    *,
-    tracing: Tracing | None = None,
-    errors: ErrorReports | None = None,
+    watchers: Watchers,
 ) -> AsyncIterator[None]:
     """The V2 gRPC endpoint on ``settings.grpc_port`` while the app runs (none when it is None; port 0:
     one the system picks, in ``ModelportApp.grpc_port``)."""
@@ -344,9 +331,7 @@ async def _grpc(
         raise ModelportError(
             f"gRPC needs the grpc extra ({exc.name} is not installed): pip install 'modelport[grpc]'"
         ) from None
-    async with grpc_endpoint(
-        settings, holder.get, gate, metrics=metrics, access_log=access_log, tracing=tracing, errors=errors
-    ) as port:
+    async with grpc_endpoint(settings, holder.get, gate, watchers) as port:
         holder.grpc_port = port
         try:
             yield

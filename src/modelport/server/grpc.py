@@ -25,23 +25,19 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from modelport.auth.principal import Principal
-from modelport.errors import Forbidden, ModelportError, Unauthenticated
-from modelport.observability.metrics import Metrics
+from modelport.errors import ModelportError
 from modelport.protocols.errors import status_of
 from modelport.protocols.grpc.proto.grpc_predict_v2_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
 from modelport.protocols.grpc.servicer import InferenceServicer, metadata_of
 from modelport.protocols.v2 import GetManager
-from modelport.server.admission import REQUEST_ID, client_of, refusal, request_id
+from modelport.server.admission import REQUEST_ID, Watchers, request_id
 from modelport.server.guard import Access, Gate, Need
-from modelport.server.logs import AccessLog
 from modelport.server.tls import server_tls
 from modelport.settings import Settings
 from modelport.types import Exchange
 
 if TYPE_CHECKING:
-    from modelport.observability.errors import ErrorReports
-    from modelport.observability.tracing import Trace, Tracing
+    pass
 
 logger = logging.getLogger("modelport")
 
@@ -82,24 +78,12 @@ def code_of(error: ModelportError) -> grpc.StatusCode:
 
 class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types
     """Admission for every gRPC method (see the module docstring); ``gate`` None: no credential check.
-    ``metrics``, ``access_log``, ``tracing`` and ``errors`` (None: off) see every call as REST
-    requests are seen: a model inference is protocol ``grpc``, its status class the HTTP one of
-    its outcome."""
+    ``watchers`` (the app's, shared with HTTP) see every call as REST requests are seen: a model
+    inference is protocol ``grpc``, its status class the HTTP one of its outcome."""
 
-    def __init__(
-        self,
-        gate: Gate | None,
-        metrics: Metrics | None = None,
-        access_log: AccessLog | None = None,
-        *,
-        tracing: Tracing | None = None,
-        errors: ErrorReports | None = None,
-    ) -> None:
+    def __init__(self, gate: Gate | None, watchers: Watchers | None = None) -> None:
         self.gate = gate
-        self.metrics = metrics
-        self.access_log = access_log
-        self.tracing = tracing
-        self.errors = errors
+        self.watchers = watchers if watchers is not None else Watchers()
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = await continuation(details)
@@ -123,7 +107,8 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  #
             metadata = metadata_of(context)
             rid = request_id(metadata.get(REQUEST_ID, "").encode("latin-1") or None)
             exchange = Exchange("grpc", request.model_name, request_id=rid) if inference else Exchange(request_id=rid)
-            trace = None if self.tracing is None else self.tracing.start_grpc(path, metadata)
+            tracing = self.watchers.tracing
+            trace = None if tracing is None else tracing.start_grpc(path, metadata)
             if trace is None:
                 context.set_trailing_metadata(((REQUEST_ID, rid),))
             else:
@@ -136,9 +121,8 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  #
                     credentials = metadata.get("authorization"), metadata.get("x-api-key")
                     try:
                         principal = gate.admit(need, *credentials, None)
-                    except (Unauthenticated, Forbidden) as exc:
-                        if self.metrics is not None:
-                            self.metrics.refused(refusal(exc, credentials == (None, None)))
+                    except ModelportError as exc:
+                        self.watchers.refused(exc, credentials == (None, None))
                         raise
                 marks = exchange.marks
                 if marks is not None and inference:  # traced: ModelInfer takes the exchange, to note steps
@@ -155,60 +139,26 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  #
             except ModelportError as exc:
                 status = status_of(exc)
                 if status == 500:
-                    self._fault(exc, exchange, path, trace)
+                    self.watchers.fault(exc, exchange, method="gRPC", path=path, trace=trace)
                 await context.abort(code_of(exc), exc.message)
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
                 logger.error("unhandled error in a gRPC call (request %s)", rid, exc_info=exc)
-                self._fault(exc, exchange, path, trace)
+                self.watchers.fault(exc, exchange, method="gRPC", path=path, trace=trace)
                 await context.abort(
                     grpc.StatusCode.INTERNAL, f"internal server error: {type(exc).__name__}; see the server log"
                 )
             finally:
-                self._answered(exchange, status, principal, rid, path, context, time.perf_counter() - start)
-                if trace is not None and self.tracing is not None:
+                seconds = time.perf_counter() - start
+                self.watchers.answered(
+                    exchange, status, principal, seconds, client=_peer(context), method="gRPC", path=path
+                )
+                if trace is not None and tracing is not None:
                     code = grpc.StatusCode.OK if status == 200 else _CODES.get(status, grpc.StatusCode.INTERNAL)
-                    self.tracing.finish_grpc(trace, exchange, path=path, status=status, code=code.value[0])
+                    tracing.finish_grpc(trace, exchange, path=path, status=status, code=code.value[0])
 
         return admitted
-
-    def _fault(self, exc: Exception, exchange: Exchange, path: str, trace: Trace | None) -> None:
-        """A call answered INTERNAL: its span records the exception, and Sentry hears of it."""
-        if trace is not None:
-            trace.error = exc
-        if self.errors is not None:
-            trace_id = trace.trace_id if trace is not None else None
-            self.errors.request_failed(exc, exchange, method="gRPC", path=path, trace_id=trace_id)
-
-    def _answered(
-        self,
-        exchange: Exchange,
-        status: int,
-        principal: Principal | None,
-        rid: str,
-        path: str,
-        context: Any,
-        seconds: float,
-    ) -> None:
-        if self.metrics is not None:
-            self.metrics.request(exchange, status, seconds)
-            if principal is not None:
-                self.metrics.client(client_of(principal))
-        if self.access_log is not None:
-            self.access_log.write(
-                request_id=rid,
-                client=_peer(context),
-                key=client_of(principal) if principal is not None else None,
-                method="gRPC",
-                path=path,
-                protocol=exchange.protocol,
-                model=exchange.model,
-                version=exchange.version,
-                status=status,
-                seconds=seconds,
-                rows=exchange.rows,
-            )
 
 
 def _peer(context: Any) -> str:
@@ -229,17 +179,13 @@ async def grpc_endpoint(
     settings: Settings,
     get_manager: GetManager,
     gate: Gate | None = None,
-    *,
-    metrics: Metrics | None = None,
-    access_log: AccessLog | None = None,
-    tracing: Tracing | None = None,
-    errors: ErrorReports | None = None,
+    watchers: Watchers | None = None,
 ) -> AsyncIterator[int]:
     """Serve gRPC on ``settings.host``:``settings.grpc_port`` while the block runs; yields the bound port.
 
-    ``gate``: the app's (shared with HTTP); None checks no credentials. Several workers share the
-    port through SO_REUSEPORT (only when ``settings.workers > 1``, so a single server still fails
-    loudly when the port is taken). Messages over ``settings.max_body_bytes`` are refused
+    ``gate`` and ``watchers``: the app's (shared with HTTP); a None gate checks no credentials.
+    Several workers share the port through SO_REUSEPORT (only when ``settings.workers > 1``, so a
+    single server still fails loudly when the port is taken). Messages over ``settings.max_body_bytes`` are refused
     (RESOURCE_EXHAUSTED), as REST refuses such bodies. With ``settings.tls_certfile``/
     ``tls_keyfile`` the port speaks TLS only (checked before it binds:
     :class:`~modelport.errors.InvalidSetting`), and with ``tls_client_ca`` a client without a
@@ -251,7 +197,7 @@ async def grpc_endpoint(
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ("grpc.max_receive_message_length", settings.max_body_bytes),
     ]
-    interceptor = AdmissionInterceptor(gate, metrics, access_log, tracing=tracing, errors=errors)
+    interceptor = AdmissionInterceptor(gate, watchers)
     server = grpc.aio.server(options=options, interceptors=[interceptor])
     servicer = InferenceServicer(get_manager, sticky_header=settings.sticky_header)
     add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]  # generated code
