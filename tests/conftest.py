@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,18 @@ IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 def settings(tmp_path: Path) -> Settings:
     """Settings whose registry and artifacts live in a fresh temporary home."""
     return Settings(home=tmp_path / "home")
+
+
+@pytest.fixture
+async def fake_manager(tmp_path: Path) -> AsyncIterator[Any]:
+    """A manager serving ``iris@1``, the fake linear model (tests.serving.fake_version), loaded."""
+    from modelport.serving.manager import ModelManager
+    from tests.serving import DirectorySource, fake_version
+
+    manager = ModelManager(DirectorySource([fake_version(tmp_path)]))
+    await manager.load(["iris"])
+    yield manager
+    manager.close()
 
 
 @pytest.fixture(scope="session")

@@ -14,18 +14,15 @@ from modelport.server.app import build_app
 from modelport.server.guard import Access, Gate, Need
 from modelport.serving.manager import ModelManager
 from modelport.settings import Settings
-from tests.serving import DirectorySource, client_for, fake_version
+from tests.serving import client_for
 
 PROTOCOLS = Path(modelport.__file__).parent / "protocols"
 BODY = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
 
 
 @pytest.fixture
-async def manager(tmp_path: Path) -> Any:
-    manager = ModelManager(DirectorySource([fake_version(tmp_path)]))
-    await manager.load(["iris"])
-    yield manager
-    manager.close()
+def manager(fake_manager: ModelManager) -> ModelManager:
+    return fake_manager
 
 
 @pytest.mark.parametrize(

@@ -33,11 +33,8 @@ def value(found: dict[Any, float], name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-async def manager(tmp_path: Path) -> Any:
-    manager = ModelManager(DirectorySource([fake_version(tmp_path)]))
-    await manager.load(["iris"])
-    yield manager
-    manager.close()
+def manager(fake_manager: ModelManager) -> ModelManager:
+    return fake_manager
 
 
 async def test_requests_are_counted_by_protocol_model_version_and_status_class(

@@ -26,7 +26,7 @@ from modelport.server.tls import server_tls, uvicorn_options
 from modelport.serving.manager import ModelManager
 from modelport.settings import Settings
 from tests.pki import Pki, make_pki
-from tests.serving import DirectorySource, fake_version, register_iris, running
+from tests.serving import register_iris, running
 
 grpc = pytest.importorskip("grpc")
 from modelport.protocols.grpc.proto import grpc_predict_v2_pb2 as pb  # noqa: E402
@@ -43,11 +43,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture
-async def manager(tmp_path: Path) -> Iterator[ModelManager]:
-    manager = ModelManager(DirectorySource([fake_version(tmp_path)]))
-    await manager.load(["iris"])
-    yield manager
-    manager.close()
+def manager(fake_manager: ModelManager) -> ModelManager:
+    return fake_manager
 
 
 def tls_settings(pki: Pki, tmp_path: Path, *, mutual: bool = False) -> Settings:

@@ -232,7 +232,7 @@ async def test_tracing_off_makes_no_span_and_sends_no_traceparent(
     manager: ModelManager, settings: Settings, exporter: InMemorySpanExporter
 ) -> None:
     app = build_app(settings, manager=manager)
-    assert app.tracing is None
+    assert app.watchers.tracing is None
     async with client_for(app) as client:
         response = await client.post("/v2/models/iris/infer", json=BODY)
     assert response.status_code == 200
@@ -246,8 +246,8 @@ async def test_tracing_from_settings_builds_its_own_provider_from_the_otel_varia
     manager: ModelManager, settings: Settings
 ) -> None:
     app = build_app(settings.with_(tracing=True, tracing_exporter="none"), manager=manager)
-    assert app.tracing is not None
-    assert app.tracing.owned
+    assert app.watchers.tracing is not None
+    assert app.watchers.tracing.owned
     async with client_for(app) as client:
         response = await client.post("/v2/models/iris/infer", json=BODY)
     assert response.headers["traceparent"].startswith("00-")

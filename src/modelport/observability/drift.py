@@ -43,6 +43,7 @@ import numpy as np
 import orjson
 
 from modelport.errors import InvalidInput, ModelportError
+from modelport.observability.capture import REDACTED  # what capture writes instead of a redacted tensor
 from modelport.observability.profile import (
     MISSING,
     NUMERIC,
@@ -60,7 +61,6 @@ logger = logging.getLogger("modelport")
 PSI_THRESHOLD = 0.2
 P_VALUE = 0.01
 SMOOTHING = 0.5  # added to every bin's count before shares are taken
-REDACTED = "[redacted]"  # what capture writes instead of a redacted tensor: its features have no values
 
 
 @dataclass(frozen=True)

@@ -223,7 +223,6 @@ class HttpAdmission:
         self.gate = gate
         self.max_body = max_body_bytes
         self.watchers = watchers if watchers is not None else Watchers()
-        self.tracing = self.watchers.tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -233,8 +232,9 @@ class HttpAdmission:
         headers = dict(scope["headers"])
         rid = request_id(headers.get(_REQUEST_ID))
         admitted = scope[ADMITTED] = Admitted(rid, headers)
-        if self.tracing is not None:
-            trace = admitted.trace = self.tracing.start_http(scope["method"], scope["path"], headers)
+        tracing = self.watchers.tracing
+        if tracing is not None:
+            trace = admitted.trace = tracing.start_http(scope["method"], scope["path"], headers)
             if trace is not None:
                 admitted.marks = trace.marks  # None when sampled out: serving then notes nothing
         try:
@@ -268,9 +268,9 @@ class HttpAdmission:
         method, path = scope["method"], scope["path"]
         watchers = self.watchers
         watchers.answered(admitted, admitted.status, admitted.principal, seconds, client=host, method=method, path=path)
-        if self.tracing is not None and admitted.trace is not None:
+        if watchers.tracing is not None and admitted.trace is not None:
             route = scope.get("route")
-            self.tracing.finish_http(
+            watchers.tracing.finish_http(
                 admitted.trace,
                 admitted,
                 method=method,
