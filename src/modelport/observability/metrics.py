@@ -14,7 +14,7 @@ others' files (:func:`merge`). Counters and histograms of a worker that died are
 gauges are dropped. Labels are bounded: ``model`` and ``version`` come from what the server
 serves, never from a caller's text (see :meth:`Metrics.request`).
 
-The exposition itself is prometheus-client's, from a collector registry of the app's own (no
+The exposition itself is prometheus-client's, from a collector registry made for each scrape (no
 process-wide registry).
 """
 
@@ -39,6 +39,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from modelport import __version__
 from modelport.observability.capture import Capture
 from modelport.serving.tasks import in_background
 from modelport.serving.versions import VersionState
@@ -218,8 +219,6 @@ class Metrics:
         self.auth_failures = dict.fromkeys(AUTH_REASONS, 0)
         self.pid = os.getpid()
         self.identity = _identity(self.pid)
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Exposition(self))
 
     # -- the request path -------------------------------------------------------------------
 
@@ -323,13 +322,18 @@ class Metrics:
             samples["modelport_shadow_compared_values"][labels] = sum(entry["total"] for entry in outputs)
             samples["modelport_shadow_agreed_values"][labels] = sum(entry["equal"] for entry in outputs)
 
-    def exposition(self) -> bytes:
-        """The text a scrape gets: this process merged with the other workers (see :func:`merge`)."""
-        return generate_latest(self.registry)
+    def exposition(self, own: dict[str, Any] | None = None) -> bytes:
+        """The text a scrape gets: ``own`` (this process's :meth:`snapshot`, taken now when None)
+        merged with the other workers' (see :func:`merge`). Reading the others' files may wait
+        for their lock: with a directory, take ``own`` on the event loop and call this in a thread."""
+        samples, workers = self.gathered(own)
+        registry = CollectorRegistry(auto_describe=False)  # this scrape's: no process-wide registry
+        registry.register(_Exposition(samples, workers))
+        return generate_latest(registry)
 
-    def gathered(self) -> tuple[Samples, int]:
+    def gathered(self, snapshot: dict[str, Any] | None = None) -> tuple[Samples, int]:
         """Every worker's samples merged, and how many workers are alive."""
-        own = _parse(self.snapshot())
+        own = _parse(snapshot if snapshot is not None else self.snapshot())
         if self.directory is None:
             return merge([own], []), 1
         others, dead = self._others()
@@ -495,14 +499,14 @@ def _process_figures() -> dict[str, float]:
 
 
 class _Exposition(Collector):
-    """prometheus-client's view of :meth:`Metrics.gathered`."""
+    """prometheus-client's view of merged samples (:meth:`Metrics.gathered`)."""
 
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
+    def __init__(self, samples: Samples, workers: int) -> None:
+        self.samples = samples
+        self.workers = workers
 
     def collect(self) -> Iterator[Any]:
-        samples, workers = self.metrics.gathered()
-        from modelport import __version__
+        samples, workers = self.samples, self.workers
 
         info = GaugeMetricFamily("modelport_build_info", "The modelport version; always 1.", labels=["version"])
         info.add_metric([__version__], 1.0)

@@ -401,7 +401,11 @@ def _metrics_routes(metrics: Metrics, settings: Settings) -> list[Route]:
     """``GET /metrics`` (admission refuses it, 404, when metrics are off)."""
 
     async def scrape(request: Request) -> Response:
-        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+        if metrics.directory is None:
+            return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+        own = metrics.snapshot()  # on the loop: it reads the serving state
+        text = await asyncio.to_thread(metrics.exposition, own)  # the other workers' files, off the loop
+        return Response(text, media_type=CONTENT_TYPE)
 
     return [Route(METRICS_PATH, scrape, methods=["GET"])] if settings.metrics else []
 
