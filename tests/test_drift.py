@@ -554,3 +554,36 @@ def test_float32_traffic_written_by_capture_matches_its_own_profile(tmp_path: Pa
     assert report.rows == len(rows)
     assert report.drifted == []
     assert max(feature.psi or 0.0 for feature in report.features) < 0.01, [(f.name, f.psi) for f in report.features]
+
+
+def test_the_servers_drift_gauges_wait_for_enough_rows(tmp_path: Path, iris: Any) -> None:
+    """A handful of captured rows flags chance: the gauges appear only from ``min_rows`` rows."""
+    import os
+
+    from modelport.observability.capture import file_name, line_of
+    from modelport.observability.drift import DriftGauges
+
+    frame, labels = iris
+    settings = Settings(home=tmp_path / "home")
+    model = LogisticRegression(max_iter=500).fit(frame, labels)
+    version = modelport.register(
+        model, name="iris", sample_input=frame.head(20), reference_data=frame, settings=settings
+    )
+    root = tmp_path / "capture"
+    folder = root / "iris" / "1"
+    folder.mkdir(parents=True)
+    rows = frame.sample(150, random_state=3).to_numpy(dtype=np.float32)
+    with Registry.open(settings) as registry:
+        gauges = DriftGauges(registry.artifact_path, root, min_rows=100)
+
+        def captured(part: np.ndarray, serial: int) -> None:
+            sample = (datetime.now(UTC).timestamp(), "iris", 1, None, {"input": part}, {}, None)
+            (folder / file_name(0, os.getpid(), serial)).write_bytes(line_of(sample, frozenset()))
+
+        captured(rows[:60], 1)
+        gauges.refresh([version])
+        assert list(gauges.samples()) == []  # 60 rows: not enough to judge
+        captured(rows[60:], 2)
+        gauges.refresh([version])
+        found = {key[2]: value for family, key, value in gauges.samples() if family == "modelport_drift_detected"}
+    assert found == dict.fromkeys([*frame.columns, DriftGauges.PREDICTION], 0.0)

@@ -62,6 +62,8 @@ async def test_requests_are_counted_by_protocol_model_version_and_status_class(
     assert value(found, "modelport_batch_rows_sum", **mv) == 5
     assert value(found, "modelport_batch_rows_bucket", le="1.0", **mv) == 3
     assert value(found, "modelport_queue_wait_seconds_count", **mv) == 4
+    # inline, they waited 0: the first bucket (0.1 ms) holds them, not an interpolated 0.5 ms p99
+    assert value(found, "modelport_queue_wait_seconds_bucket", le="0.0001", **mv) == 4
     assert value(found, "modelport_version_state", state="ready", worker=str(_pid()), **mv) == 1
     assert value(found, "modelport_version_state", state="failed", worker=str(_pid()), **mv) == 0
     assert value(found, "modelport_inflight_requests", **mv) == 0
