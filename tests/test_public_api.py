@@ -28,9 +28,12 @@ def test_the_cli_commands() -> None:
     assert commands == {
         "alias": [],
         "bench": [],
+        "build": [],
         "delete": [],
+        "deploy": ["k8s", "kserve"],
         "drift": [],
         "export": [],
+        "init-ci": [],
         "keys": ["create", "list", "revoke"],
         "models": [],
         "monitoring": ["export"],

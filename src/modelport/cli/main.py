@@ -22,6 +22,9 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from modelport import __version__
+from modelport.cli.build import register as register_build
+from modelport.cli.ci import register as register_ci
+from modelport.cli.deploy import commands as deploy_commands
 from modelport.cli.monitoring import commands as monitoring_commands
 from modelport.errors import InvalidReference, InvalidScope, InvalidSetting, ModelportError
 from modelport.reference import parse_reference
@@ -508,13 +511,21 @@ def serve(
         list[str] | None,
         typer.Argument(
             metavar="[REF...]",
-            help="Models to serve, e.g. iris@production churn@3. None: SageMaker mode (the model in /opt/ml/model).",
+            help="Models to serve, e.g. iris@production churn@3. None: those MODELPORT_MODELS (or _SERVE_ALIAS, "
+            "_VERSION_POLICY) names, else SageMaker mode (the model or bundle in /opt/ml/model).",
         ),
     ] = None,
-    host: Annotated[str, typer.Option(help="Address to bind.")] = DEFAULT_HOST,
+    host: Annotated[
+        str | None, typer.Option(help=f"Address to bind (default: MODELPORT_HOST, else {DEFAULT_HOST}).")
+    ] = None,
     port: Annotated[
-        int, typer.Option(min=0, max=65535, help="Port to bind (0: one the system picks, logged).")
-    ] = DEFAULT_PORT,
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help=f"Port to bind (0: one the system picks, logged; default: MODELPORT_PORT, else {DEFAULT_PORT}).",
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the port.")] = 1,
     threads: Annotated[int, typer.Option(min=0, help="Compute threads per worker (0: cores / workers).")] = 0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
@@ -604,12 +615,17 @@ def serve(
     The server follows the registry: when an alias it serves moves, or a version policy gains a
     version, it loads and warms the new version, switches traffic, drains and unloads the old one.
 
-    With no references, serve as a SageMaker container (how SageMaker starts an image: `serve`).
+    With no references, serve what MODELPORT_MODELS, MODELPORT_SERVE_ALIAS or MODELPORT_VERSION_POLICY
+    name; with none of those either, serve as a SageMaker container (how SageMaker starts an image:
+    `serve`): the model, or the bundle of models an image was built with, in /opt/ml/model.
     """
 
     if not refs and not serve_alias and not policy:
-        _serve_sagemaker(log_level=log_level, access_log=access_log)
-        return
+        named = Settings.from_env()  # MODELPORT_MODELS / _SERVE_ALIAS / _VERSION_POLICY: an image without models
+        if not (named.models or named.serve_alias or named.version_policy):
+            _serve_sagemaker(log_level=log_level, access_log=access_log)
+            return
+        refs, serve_alias, policy = list(named.models), named.serve_alias, named.version_policy or None
     refs = refs or []
     from modelport.serving.plans import specs_from
 
@@ -653,6 +669,7 @@ def serve(
         resolved = [registry.get(ref) for ref in refs]
         check_serving_exposure(settings, registry)
     # port 0: the system picks one when the server binds; uvicorn's "running on" line names it
+    host, port = settings.host, settings.port
     base = f"{'https' if tls else 'http'}://{'[' + host + ']' if ':' in host else host}:{port or '<port>'}"
     for ref, version in zip(refs, resolved, strict=True):
         out.print(f"serving [bold]{ref}[/] (version {version.version}, {version.runtime} runtime)")
@@ -697,8 +714,9 @@ def _serve_sagemaker(*, log_level: str, access_log: bool) -> None:
         what = f"the model in {settings.sagemaker_model_dir}"
         if not settings.sagemaker_model_dir.is_dir():
             raise UsageError(
-                f"no models to serve: give references (modelport serve iris@production), or --alias / --policy; "
-                f"with none, modelport serves as a SageMaker container, and {settings.sagemaker_model_dir} "
+                "no models to serve: give references (modelport serve iris@production), --alias / --policy or "
+                "MODELPORT_MODELS; with none, modelport serves as a SageMaker container, and "
+                f"{settings.sagemaker_model_dir} "
                 "(MODELPORT_SAGEMAKER_MODEL_DIR) holds no model directory"
             )
     from modelport.server.tls import server_tls
@@ -881,6 +899,9 @@ keys_app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 app.add_typer(monitoring_commands(_handled), name="monitoring")
+register_build(app, _handled)
+app.add_typer(deploy_commands(_handled), name="deploy")
+register_ci(app, _handled)
 
 
 @keys_app.command("create")

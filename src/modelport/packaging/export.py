@@ -10,6 +10,11 @@
 
 :func:`read_model_dir` reads such a directory back (checking every file against the artifact
 key), or packages a plain ``model.onnx`` / ``*.skops`` file found there instead.
+
+A *bundle* (what ``modelport build`` bakes into an image serving several models) is a directory
+with ``bundle.json`` listing its models in order and one export per model in a subdirectory of
+that name; :func:`model_directories` lists the directories to serve either way, the first being
+the one SageMaker's ``/invocations`` predicts with.
 :class:`~modelport.serving.sagemaker.ExportSource` serves such directories.
 """
 
@@ -35,6 +40,7 @@ log = logging.getLogger("modelport")
 
 RECORD = "modelport.json"
 ARCHIVE = "model.tar.gz"
+BUNDLE = "bundle.json"
 FORMAT = 1
 PLAIN_SUFFIXES = (".onnx", ".skops")
 SAMPLES = ("sample.json", "sample.csv")
@@ -67,10 +73,11 @@ def record_of(version: ModelVersion, files: list[str]) -> dict[str, Any]:
     }
 
 
-def export_version(version: ModelVersion, artifact: Path, directory: Path) -> Path:
+def export_version(version: ModelVersion, artifact: Path, directory: Path, *, archive: bool = True) -> Path:
     """Write the export layout of ``version`` (artifact files in ``artifact``) into ``directory``.
 
-    ``directory`` must be new or empty. Returns the path of ``model.tar.gz``.
+    ``directory`` must be new or empty. Returns the path of ``model.tar.gz``, or of the directory
+    when ``archive`` is False (an image needs the files, not the archive a second time).
     """
     directory = Path(directory)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
@@ -86,7 +93,39 @@ def export_version(version: ModelVersion, artifact: Path, directory: Path) -> Pa
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)  # store files are read-only; the copy need not be
     (directory / RECORD).write_bytes(orjson.dumps(record_of(version, names), option=orjson.OPT_INDENT_2))
-    return write_archive(directory, [RECORD, *names])
+    return write_archive(directory, [RECORD, *names]) if archive else directory
+
+
+def export_bundle(versions: list[tuple[ModelVersion, Path]], directory: Path) -> None:
+    """Export several versions (each with its artifact directory) as a bundle in ``directory``.
+
+    Model names must differ: each is served under its name.
+    """
+    names = [version.name for version, _ in versions]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InvalidModel(
+            f"model {repeated[0]!r} is given more than once; a bundle serves each model under its name, "
+            "so give one version of each model"
+        )
+    for version, artifact in versions:
+        export_version(version, artifact, directory / version.name, archive=False)
+    (directory / BUNDLE).write_bytes(orjson.dumps({"format": FORMAT, "models": names}, option=orjson.OPT_INDENT_2))
+
+
+def model_directories(directory: Path) -> list[Path]:
+    """The model directories to serve from ``directory``: the bundle's, in order, or ``directory`` itself."""
+    bundle = directory / BUNDLE
+    if not bundle.is_file():
+        return [directory]
+    try:
+        data = orjson.loads(bundle.read_bytes())
+        names = [parse_name(str(name)) for name in data["models"]]
+        if data.get("format") != FORMAT or not names:
+            raise ValueError(f"format {data.get('format')!r} with {len(names)} models")
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, ModelportError) as exc:
+        raise InvalidModel(f"{bundle} is not a valid bundle index ({exc}); build the image again") from None
+    return [directory / name for name in names]
 
 
 def write_archive(directory: Path, names: list[str]) -> Path:

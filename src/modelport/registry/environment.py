@@ -85,12 +85,15 @@ def _release(version: str, parts: int) -> tuple[int | str, ...]:
     return release[:parts]
 
 
-def compare(recorded: Mapping[str, str], *, runtime: str, pickled: bool = False) -> list[Mismatch]:
+def compare(
+    recorded: Mapping[str, str], *, runtime: str, pickled: bool = False, running: Mapping[str, str] | None = None
+) -> list[Mismatch]:
     """How the running versions differ from ``recorded`` for a model served by ``runtime``.
 
     ``pickled``: the artifact is a pickle (a NumPy major change breaks pickled arrays).
+    ``running``: the versions to compare with (default: this process's), e.g. an image's pins.
     """
-    running = running_versions(sorted(recorded))
+    running = {**running_versions(sorted(recorded)), **(running or {})}
     mismatches = []
     for library in sorted(recorded):
         was, now = recorded[library], running[library]

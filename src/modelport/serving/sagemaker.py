@@ -1,6 +1,8 @@
 """What a SageMaker container serves, without the wire format.
 
-Single-model mode serves the one model in ``settings.sagemaker_model_dir`` (``/opt/ml/model``).
+Single-model mode serves the one model in ``settings.sagemaker_model_dir`` (``/opt/ml/model``), or
+the models of a bundle there (an image built with several models): ``/invocations`` predicts with
+the first, and every one answers on the V2 and TF Serving routes by name.
 Multi-model mode (``SAGEMAKER_MULTI_MODEL=true``) starts empty and loads and unloads models from
 directories under ``settings.sagemaker_models_dir`` (``/opt/ml/models``) by the name SageMaker
 gives each; a load that would run the machine out of memory is refused.
@@ -26,7 +28,7 @@ from modelport.errors import (
     NotFound,
     UntrustedArtifact,
 )
-from modelport.packaging.export import read_model_dir
+from modelport.packaging.export import model_directories, read_model_dir
 from modelport.reference import NAME_PATTERN, Reference, parse_name
 from modelport.runtimes.base import Runtime
 from modelport.serving.batching import BatchSettings
@@ -157,9 +159,10 @@ class SageMakerEndpoint:
         )
         try:
             if not self.multi_model:
-                version = self.source.add(self.settings.sagemaker_model_dir)
-                await manager.load([Reference(version.name)])
-                self._model = version.name
+                directories = model_directories(self.settings.sagemaker_model_dir)
+                names = [self.source.add(directory).name for directory in directories]
+                await manager.load([Reference(name) for name in names])
+                self._model = names[0]
         except BaseException:
             manager.close()
             self.source.close()
@@ -187,7 +190,7 @@ class SageMakerEndpoint:
 
     @property
     def model_name(self) -> str:
-        """The single model's served name (what ``/invocations`` predicts with)."""
+        """The single model's served name (what ``/invocations`` predicts with; a bundle's first)."""
         if self.multi_model:
             raise NotFound(
                 "this is a multi-model endpoint: invoke a loaded model with POST /models/{model_name}/invoke"

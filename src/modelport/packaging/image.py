@@ -1,0 +1,242 @@
+"""The build context of a modelport image: Dockerfile, pinned requirements, wheels, models.
+
+``modelport build`` writes::
+
+    CONTEXT/Dockerfile        two stages: a virtual environment installed from wheels/ with no
+                              network, then the base image with that environment, the models,
+                              a non-root user, a HEALTHCHECK and ``ENTRYPOINT ["modelport"]``
+    CONTEXT/.dockerignore     only what the Dockerfile copies reaches the engine
+    CONTEXT/requirements.txt  every distribution installed, pinned (see requirements.py)
+    CONTEXT/wheels/           their wheels for the image's platform, and modelport's own
+    CONTEXT/model/            the baked models (an export, or a bundle of exports); absent with
+                              ``--models registry``
+
+The image keeps the contract in :mod:`modelport.packaging.container`.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from modelport.errors import InvalidSetting, ModelportError
+from modelport.packaging import container
+from modelport.packaging.export import export_bundle, export_version
+from modelport.packaging.requirements import Requirements, image_requirements, machine
+from modelport.types import ModelVersion
+
+log = logging.getLogger("modelport")
+
+DEFAULT_BASE_IMAGE = f"python:{sys.version_info.major}.{sys.version_info.minor}-slim"
+MODES = ("baked", "registry")
+# manylinux tags pip may take for each architecture, newest first
+PLATFORM_TAGS = {
+    arch: [f"manylinux_2_{minor}_{arch}" for minor in (28, 27, 24, 17)] + [f"manylinux2014_{arch}"]
+    for arch in ("x86_64", "aarch64")
+}
+Progress = Callable[[str], None]
+
+
+class BuildFailed(ModelportError):
+    """A step of making the image failed (downloading wheels, the engine's build, a push)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSpec:
+    """What to build: the versions (with their artifact directories) and how."""
+
+    versions: list[tuple[ModelVersion, Path]]
+    refs: list[str]  # as the user gave them: an image without models serves these from the registry
+    tag: str
+    models: str = "baked"
+    base_image: str = DEFAULT_BASE_IMAGE
+    platform: str | None = None  # linux/amd64 style; None: this machine's
+    extra: list[str] = field(default_factory=list)  # more distributions to install, by name
+
+    def __post_init__(self) -> None:
+        if self.models not in MODES:
+            raise InvalidSetting(f"--models {self.models!r}: give baked (models in the image) or registry")
+        if not self.versions:
+            raise InvalidSetting("give at least one model reference to build an image for")
+
+
+def write_context(spec: ImageSpec, directory: Path, progress: Progress = log.info) -> Requirements:
+    """Write the build context of ``spec`` into ``directory`` (new or empty); returns the requirements."""
+    directory = Path(directory)
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise InvalidSetting(f"{directory} is not an empty directory; give a new or empty one for the build context")
+    registry = spec.models == "registry"
+    arch = machine(spec.platform)
+    directory.mkdir(parents=True, exist_ok=True)
+    wheels = directory / "wheels"
+    wheels.mkdir()
+    own = _modelport_wheel(wheels, progress)
+    requirements = image_requirements(
+        (version for version, _ in spec.versions), own=own, registry=registry, extra=spec.extra, arch=arch
+    )
+    for note in requirements.notes:
+        progress(f"note: {note}")
+    if not registry:
+        progress(f"exporting {', '.join(v.ref for v, _ in spec.versions)} into the context")
+        if len(spec.versions) == 1:
+            version, artifact = spec.versions[0]
+            export_version(version, artifact, directory / "model", archive=False)
+        else:
+            export_bundle(spec.versions, directory / "model")
+    (directory / "requirements.txt").write_text(
+        "# Installed in the image, pinned (modelport build): the versions recorded at registration where\n"
+        "# the models recorded them, the versions installed where modelport build ran otherwise.\n"
+        + "\n".join(requirements.lines())
+        + "\n"
+    )
+    _download_wheels(requirements, wheels, arch, progress)
+    (directory / ".dockerignore").write_text("*\n!Dockerfile\n!requirements.txt\n!wheels/\n!model/\n")
+    (directory / "Dockerfile").write_text(dockerfile(spec))
+    return requirements
+
+
+def dockerfile(spec: ImageSpec) -> str:
+    """The Dockerfile of ``spec`` (its ``BASE_IMAGE`` build argument defaults to ``spec.base_image``)."""
+    venv = container.VENV
+    models = ", ".join(version.ref for version, _ in spec.versions)
+    env = {
+        "PATH": f"{venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "HOME": "/tmp",
+        "MODELPORT_HOME": container.HOME,
+        "MODELPORT_HOST": "0.0.0.0",
+        "MODELPORT_PORT": str(container.PORT),
+    }
+    if spec.models == "registry":
+        env["MODELPORT_MODELS"] = ",".join(spec.refs)
+    healthcheck = (
+        "import os, urllib.request; "
+        "port = os.environ.get('SAGEMAKER_BIND_TO_PORT') or os.environ.get('MODELPORT_PORT') or "
+        f"'{container.PORT}'; "
+        f"urllib.request.urlopen('http://127.0.0.1:' + port + '{container.READY_PATH}', timeout=4)"
+    )
+    lines = [
+        "# syntax=docker/dockerfile:1",
+        f"# modelport {metadata.version('modelport')} image serving {models}",
+        f"# ({'from the registry the MODELPORT_* variables name' if spec.models == 'registry' else 'baked in'}).",
+        "# Written by modelport build; the build needs no network: everything is installed from wheels/.",
+        f"ARG BASE_IMAGE={spec.base_image}",
+        "",
+        "FROM ${BASE_IMAGE} AS venv",
+        "COPY requirements.txt /build/requirements.txt",
+        "COPY wheels/ /build/wheels/",
+        f"RUN python3 -m venv {venv} \\",
+        f"    && {venv}/bin/python -m pip install --no-index --no-cache-dir --disable-pip-version-check \\",
+        "       --find-links /build/wheels --requirement /build/requirements.txt \\",
+        f"    && {venv}/bin/python -m pip uninstall --yes --quiet pip setuptools",
+        "",
+        "FROM ${BASE_IMAGE}",
+        "LABEL org.opencontainers.image.title=" + json.dumps(f"modelport: {models}"),
+        f"LABEL io.modelport.models={json.dumps(models)} io.modelport.mode={json.dumps(spec.models)}",
+        "ENV " + " \\\n    ".join(f"{key}={json.dumps(value)}" for key, value in env.items()),
+        f"COPY --from=venv {venv} {venv}",
+    ]
+    if spec.models == "baked":
+        lines.append(f"COPY model/ {container.MODEL_DIR}/")
+    lines += [
+        f"USER {container.USER}:{container.GROUP}",
+        "WORKDIR /tmp",
+        f"EXPOSE {container.PORT}",
+        "HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \\",
+        f"    CMD {json.dumps([f'{venv}/bin/python', '-c', healthcheck])}",
+        f"ENTRYPOINT {json.dumps(list(container.ENTRYPOINT))}",
+        f"CMD {json.dumps(list(container.COMMAND))}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _modelport_wheel(wheels: Path, progress: Progress) -> tuple[str, list[str]]:
+    """modelport's own wheel, built from the source tree it runs from, else downloaded at the
+    installed version; returns the wheel's version and ``Requires-Dist`` lines."""
+    source = _source_tree()
+    if source is not None:
+        progress(f"building the modelport wheel from {source}")
+        _pip(["wheel", "--no-deps", "--quiet", "--wheel-dir", str(wheels), str(source)], "build the modelport wheel")
+    else:
+        version = metadata.version("modelport")
+        progress(f"downloading modelport {version}")
+        _pip(["download", "--no-deps", "--quiet", "--dest", str(wheels), f"modelport=={version}"], "download modelport")
+    (wheel,) = wheels.glob("modelport-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        fields = email.parser.BytesParser().parsebytes(archive.read(name))
+    return str(fields["Version"]), [str(line) for line in fields.get_all("Requires-Dist") or []]
+
+
+def _source_tree() -> Path | None:
+    """The directory modelport was installed from (an editable or local-directory install), if any."""
+    try:
+        text = metadata.distribution("modelport").read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        return None
+    if not text:
+        return None
+    url = json.loads(text).get("url", "")
+    parsed = urlparse(url)
+    if parsed.scheme != "file":
+        return None
+    path = Path(unquote(parsed.path))
+    return path if (path / "pyproject.toml").is_file() else None
+
+
+def _download_wheels(requirements: Requirements, wheels: Path, arch: str, progress: Progress) -> None:
+    pins = [line for line in requirements.lines() if not line.startswith("modelport==")]
+    progress(
+        f"downloading {len(pins)} wheels for linux/{arch}, Python {sys.version_info.major}.{sys.version_info.minor}"
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
+        handle.write("\n".join(pins) + "\n")
+    try:
+        platforms = [arg for tag in PLATFORM_TAGS[arch] for arg in ("--platform", tag)]
+        _pip(
+            [
+                "download",
+                "--quiet",
+                "--only-binary=:all:",
+                "--python-version",
+                f"{sys.version_info.major}.{sys.version_info.minor}",
+                "--implementation",
+                "cp",
+                *platforms,
+                "--dest",
+                str(wheels),
+                "--requirement",
+                handle.name,
+            ],
+            "download the wheels the image installs",
+        )
+    finally:
+        os.unlink(handle.name)
+
+
+def _pip(arguments: list[str], what: str) -> None:
+    command = [sys.executable, "-m", "pip", "--disable-pip-version-check", *arguments]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
+    except FileNotFoundError:
+        raise BuildFailed(f"cannot {what}: {sys.executable} is gone") from None
+    except subprocess.TimeoutExpired:
+        raise BuildFailed(f"cannot {what}: pip took longer than 30 minutes") from None
+    if done.returncode != 0:
+        if "No module named pip" in done.stderr:
+            raise BuildFailed(f"cannot {what}: pip is not installed in {sys.prefix}; run {sys.executable} -m ensurepip")
+        last = [line for line in done.stderr.splitlines() if line.strip()][-3:]
+        raise BuildFailed(f"cannot {what} (pip exited {done.returncode}): " + " | ".join(last))

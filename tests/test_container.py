@@ -1,0 +1,225 @@
+"""`modelport build` for real: podman builds the image (no network in its RUN steps), runs it read-only
+as the non-root user, and the server in it answers /ping, /v2/health/ready and correct predictions.
+
+No image can be pulled here, so the base is a minimal Debian with Python made by debootstrap
+(scripts/base-image.sh, cached in ~/.cache/modelport) and imported as localhost/py311-base:bookworm.
+podman runs with tests/containers/containers.conf (runc, ulimits the sandbox allows).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from rich.console import Console
+
+from modelport.api import load
+from modelport.cli.quickstart import train_and_register
+from modelport.packaging import container
+from modelport.registry.registry import Registry
+from modelport.settings import Settings
+
+pytestmark = [pytest.mark.slow, pytest.mark.container]
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE_IMAGE = "localhost/py311-base:bookworm"
+ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+
+
+@pytest.fixture(scope="module")
+def podman_env() -> dict[str, str]:
+    """The environment podman runs with; makes the debootstrap base image once (minutes) if missing."""
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed (scripts/setup.sh --test installs it, as root)")
+    env = {**os.environ, "CONTAINERS_CONF": str(ROOT / "tests" / "containers" / "containers.conf"), "NO_COLOR": "1"}
+    subprocess.run([str(ROOT / "scripts" / "base-image.sh")], env=env, check=True, timeout=1200)
+    return env
+
+
+def podman(env: dict[str, str], *args: str, timeout: float = 120) -> str:
+    done = subprocess.run(["podman", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    assert done.returncode == 0, f"podman {' '.join(args)}: {done.stderr}"
+    return done.stdout.strip()
+
+
+def build(env: dict[str, str], home: Path, *args: str) -> tuple[str, str]:
+    """`modelport build ARGS` with the test base image; returns (tag, output)."""
+    tag = f"localhost/modelport-test-{uuid.uuid4().hex[:10]}:1"
+    command = [sys.executable, "-m", "modelport", "build", *args, "--tag", tag, "--base-image", BASE_IMAGE]
+    done = subprocess.run(
+        [*command, "--engine", "podman"],
+        env={**env, "MODELPORT_HOME": str(home), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return tag, done.stdout
+
+
+@pytest.fixture
+def images(podman_env: dict[str, str]) -> Iterator[list[str]]:
+    """Tags to remove after the test (with their containers)."""
+    tags: list[str] = []
+    yield tags
+    for tag in tags:
+        subprocess.run(["podman", "rmi", "--force", tag], env=podman_env, capture_output=True, check=False)
+
+
+class Running:
+    """A container started by the test, published on a loopback port the engine picks."""
+
+    def __init__(self, env: dict[str, str], tag: str, *options: str, command: tuple[str, ...] = ()) -> None:
+        self.env = env
+        self.id = podman(env, "run", "--detach", "--publish", f"127.0.0.1::{container.PORT}", *options, tag, *command)
+        published = podman(env, "port", self.id, f"{container.PORT}/tcp")
+        self.base = f"http://127.0.0.1:{published.splitlines()[0].rsplit(':', 1)[1]}"
+
+    def wait_ready(self, path: str = container.READY_PATH, timeout: float = 90) -> float:
+        """Seconds until ``path`` answers 200 (bounded); fails with the container's log."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            try:
+                if httpx.get(self.base + path, timeout=2).status_code == 200:
+                    return time.monotonic() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        pytest.fail(f"{path} never answered 200:\n{self.logs()}")
+
+    def logs(self) -> str:
+        done = subprocess.run(["podman", "logs", self.id], env=self.env, capture_output=True, text=True, check=False)
+        return (done.stdout + done.stderr)[-4000:]
+
+    def exec(self, *command: str) -> str:
+        return podman(self.env, "exec", self.id, *command)
+
+    def remove(self) -> None:
+        subprocess.run(["podman", "rm", "--force", self.id], env=self.env, capture_output=True, check=False)
+
+
+def v2_body(rows: list[list[float]]) -> dict[str, Any]:
+    return {"inputs": [{"name": "input", "shape": [len(rows), 4], "datatype": "FP32", "data": rows}]}
+
+
+def test_quickstart_image_serves_correct_predictions_read_only_as_non_root(
+    tmp_path: Path, podman_env: dict[str, str], images: list[str]
+) -> None:
+    settings = Settings(home=tmp_path / "home")
+    version = train_and_register(settings, Console(quiet=True))
+    tag, output = build(podman_env, settings.home, "iris@production")
+    images.append(tag)
+    assert f"built {tag}" in output
+    expected = load("iris@production", settings=settings).predict({"input": np.asarray(ROWS, dtype=np.float32)})
+
+    running = Running(podman_env, tag, "--read-only")
+    try:
+        running.wait_ready()
+        assert httpx.get(running.base + "/ping", timeout=5).json() == {"status": "Healthy"}
+        answer = httpx.post(f"{running.base}/v2/models/iris/infer", json=v2_body(ROWS), timeout=30)
+        assert answer.status_code == 200, answer.text
+        outputs = {o["name"]: o["data"] for o in answer.json()["outputs"]}
+        assert outputs["label"] == list(expected["label"])
+        np.testing.assert_allclose(np.reshape(outputs["probabilities"], (3, 3)), expected["probabilities"], atol=1e-6)
+        # TF Serving and SageMaker's /invocations answer from the same baked model
+        tf = httpx.post(f"{running.base}/v1/models/iris:predict", json={"instances": ROWS}, timeout=30)
+        assert [p["label"] for p in tf.json()["predictions"]] == list(expected["label"])
+        assert running.exec("id", "-u") == str(container.USER)
+        assert running.exec("id", "-g") == str(container.GROUP)
+        # the root filesystem is read-only (/tmp is the tmpfs podman mounts with --read-only)
+        refused = subprocess.run(
+            ["podman", "exec", running.id, "touch", "/opt/venv/x"], env=podman_env, capture_output=True, check=False
+        )
+        assert refused.returncode != 0
+        # no compilers, no test tools, no pip in the image
+        missing = running.exec(
+            "/opt/venv/bin/python",
+            "-c",
+            "import importlib.util, shutil; print([m for m in ('pip', 'pytest', 'setuptools', 'sklearn') "
+            "if importlib.util.find_spec(m)], [c for c in ('gcc', 'cc', 'g++', 'make') if shutil.which(c)])",
+        )
+        assert missing == "[] []"
+        # the image's HEALTHCHECK passes (podman runs it on demand where no systemd timer does)
+        podman(podman_env, "healthcheck", "run", running.id)
+    finally:
+        running.remove()
+    assert version.runtime == "onnx"
+
+
+def test_the_image_runs_as_sagemaker_starts_it_with_serve(
+    tmp_path: Path, podman_env: dict[str, str], images: list[str]
+) -> None:
+    settings = Settings(home=tmp_path / "home")
+    train_and_register(settings, Console(quiet=True))
+    tag, _ = build(podman_env, settings.home, "iris@production")
+    images.append(tag)
+    running = Running(podman_env, tag, "--read-only", "--env", "SAGEMAKER_MODEL_SERVER_WORKERS=2", command=("serve",))
+    try:
+        running.wait_ready("/ping")
+        csv = "".join(",".join(map(str, row)) + "\n" for row in ROWS)
+        answer = httpx.post(running.base + "/invocations", content=csv, headers={"Content-Type": "text/csv"})
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["predictions"]) == len(ROWS)
+    finally:
+        running.remove()
+
+
+def test_registry_image_serves_the_alias_from_a_mounted_registry_and_follows_its_moves(
+    tmp_path: Path, podman_env: dict[str, str], images: list[str], iris: Any
+) -> None:
+    """--models registry: no models in the image; MODELPORT_* variables name the registry, and the
+    replica switches when the alias moves (here a SQLite registry on a volume; PostgreSQL in production)."""
+    from tests.serving import register_iris
+
+    home = tmp_path / "home"
+    settings = Settings(home=home)
+    first, _ = register_iris(settings, iris)
+    tag, _ = build(podman_env, home, "iris@production", "--models", "registry")
+    images.append(tag)
+    for path in [home, *home.rglob("*")]:
+        os.chown(path, container.USER, container.GROUP)  # the container's user writes SQLite's journal
+    options = (
+        "--read-only",
+        "--volume",
+        f"{home}:/registry:Z",
+        "--env",
+        "MODELPORT_HOME=/registry",
+        "--env",
+        "MODELPORT_INSECURE_OPEN=1",
+        "--env",
+        "MODELPORT_POLL_SECONDS=0.5",
+    )
+    running = Running(podman_env, tag, *options)
+    try:
+        running.wait_ready()
+        assert httpx.get(running.base + "/v2/models/iris", timeout=5).json()["versions"] == [str(first.version)]
+        second, model = register_iris(settings, iris, aliases=(), strength=0.05)
+        with Registry.open(settings) as registry:
+            registry.set_alias(second.ref, "production")
+        deadline = time.monotonic() + 60
+        served: list[str] = []
+        while time.monotonic() < deadline:
+            served = httpx.get(running.base + "/v2/models/iris", timeout=5).json()["versions"]
+            if served == [str(second.version)]:
+                break
+            time.sleep(0.2)
+        assert served == [str(second.version)], running.logs()
+        answer = httpx.post(f"{running.base}/v2/models/iris/infer", json=v2_body(ROWS), timeout=30)
+        outputs = {o["name"]: o["data"] for o in answer.json()["outputs"]}
+        import pandas as pd
+
+        expected = model.predict_proba(pd.DataFrame(ROWS, columns=iris[0].columns))
+        np.testing.assert_allclose(np.reshape(outputs["probabilities"], expected.shape), expected, atol=1e-5)
+    finally:
+        running.remove()
