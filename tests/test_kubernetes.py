@@ -29,6 +29,7 @@ from typer.testing import CliRunner
 
 from modelport.cli.main import app
 from modelport.packaging import container
+from modelport.packaging.container import default_image
 from modelport.packaging.export import export_version
 from modelport.packaging.kserve import kserve_files
 from modelport.packaging.kubernetes import (
@@ -37,7 +38,6 @@ from modelport.packaging.kubernetes import (
     INFLIGHT_METRIC,
     PRESTOP_SECONDS,
     KubernetesOptions,
-    default_image,
     kustomize_layout,
     write_files,
 )

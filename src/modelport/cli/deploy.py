@@ -83,7 +83,8 @@ def commands(handled: Handled) -> typer.Typer:
         force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
     ) -> None:
         """Write a kustomize layout: base/, overlays/dev, prod, prod-inflight, registry, and components/."""
-        from modelport.packaging.kubernetes import KubernetesOptions, default_image, kustomize_layout, write_files
+        from modelport.packaging.container import default_image
+        from modelport.packaging.kubernetes import KubernetesOptions, kustomize_layout, write_files
         from modelport.reference import parse_reference
 
         reference = parse_reference(ref)
@@ -127,8 +128,9 @@ def commands(handled: Handled) -> typer.Typer:
         force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
     ) -> None:
         """Write a KServe InferenceService (custom V2 predictor) and its canary variant."""
+        from modelport.packaging.container import default_image
         from modelport.packaging.kserve import kserve_files
-        from modelport.packaging.kubernetes import default_image, write_files
+        from modelport.packaging.kubernetes import write_files
         from modelport.reference import parse_reference
 
         reference = parse_reference(ref)

@@ -9,7 +9,6 @@ docs/kubernetes.md explains each object.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import yaml
 from modelport import __version__
 from modelport.errors import InvalidSetting
 from modelport.packaging import container
+from modelport.packaging.container import default_image, slug
 from modelport.reference import Reference
 from modelport.types import ModelVersion
 
@@ -34,22 +34,6 @@ COMPONENT = "kustomize.config.k8s.io/v1alpha1"
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _CPU = re.compile(r"(\d+(?:\.\d+)?)(m?)")
 _MEMORY = re.compile(r"\d+(?:\.\d+)?(?:Ki|Mi|Gi|Ti|k|M|G|T)?")
-
-
-def default_image(version: ModelVersion, models: str = "baked") -> str:
-    """The image ``modelport build`` tags by default: ``localhost/modelport-<name>:<version>`` with
-    the model baked in, ``localhost/modelport-<name>:registry`` for ``--models registry``."""
-    return f"localhost/modelport-{slug(version.name)}:{version.version if models == 'baked' else 'registry'}"
-
-
-def slug(name: str) -> str:
-    """A model name as a DNS label part (lower case, ``-`` for ``_`` and ``.``, at most 40
-    characters); a short hash of the name is added when the name had to change, so two names
-    never share a slug."""
-    text = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:40].strip("-") or "model"
-    if text == name:
-        return text
-    return f"{text}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"
 
 
 @dataclass(frozen=True, slots=True)
