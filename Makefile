@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup quickstart test lint typecheck unit unit-fast bench bench-quick clean
+.PHONY: setup quickstart test lint typecheck unit unit-fast test-containers bench bench-quick clean
 
 setup:
 	scripts/setup.sh
@@ -12,7 +12,7 @@ quickstart: setup
 
 test: setup
 	scripts/setup.sh --test
-	$(MAKE) lint typecheck unit
+	$(MAKE) lint typecheck unit test-containers
 
 lint:
 	$(PY) -m ruff check src tests
@@ -22,7 +22,12 @@ typecheck:
 	$(PY) -m mypy src
 
 unit:
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not container"
+
+# modelport build for real: podman builds and runs images (about 3 minutes, plus about 2 the first
+# time on a machine, for the debootstrap base image scripts/base-image.sh caches in ~/.cache/modelport)
+test-containers:
+	$(PY) -m pytest -m container
 
 # The inner loop (about a minute): in-process tests only, no real sockets, processes, PostgreSQL
 # or browser. `make test` stays the whole suite.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything modelport needs in ./.venv (idempotent).
 #   scripts/setup.sh           the Python environment (uv into .venv, project + extras + dev tools)
-#   scripts/setup.sh --test    also what the test suite uses (PostgreSQL binaries, Chromium and Prometheus, via apt)
+#   scripts/setup.sh --test    also what the test suite uses, via apt: PostgreSQL binaries, Chromium, Prometheus,
+#                              podman + runc + debootstrap (image builds) and docker-registry (image pushes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,7 +39,7 @@ apt_install() {
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "==> installing $1 (Debian package) for $2"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >/dev/null
+    if [ -z "${APT_UPDATED:-}" ]; then apt-get update -q >/dev/null; APT_UPDATED=1; fi
     apt-get install -y -q --no-install-recommends "$1" >/dev/null
   else
     echo "==> $1 not found and cannot install it here (needs root and apt-get): $2 will be skipped" >&2
@@ -49,4 +50,10 @@ if [ "${1:-}" = "--test" ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql "the registry's PostgreSQL tests"
   command -v chromium >/dev/null || apt_install chromium "the /docs browser test"
   command -v promtool >/dev/null || apt_install prometheus "the monitoring tests (promtool and a real Prometheus)"
+  for tool in podman runc debootstrap; do
+    command -v "$tool" >/dev/null || apt_install "$tool" "the container image tests (modelport build)"
+  done
+  # debootstrap checks Debian's signatures (a Debian machine has the keyring; Ubuntu runners may not)
+  [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || apt_install debian-archive-keyring "the debootstrap base image"
+  command -v docker-registry >/dev/null || apt_install docker-registry "the image push test (modelport build --push)"
 fi

@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from modelport.api import load
 from modelport.cli.quickstart import train_and_register
 from modelport.packaging import container
 from modelport.registry.registry import Registry
+from modelport.server.launcher import listening_ports
 from modelport.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.container]
@@ -52,9 +54,9 @@ def podman(env: dict[str, str], *args: str, timeout: float = 120) -> str:
     return done.stdout.strip()
 
 
-def build(env: dict[str, str], home: Path, *args: str) -> tuple[str, str]:
+def build(env: dict[str, str], home: Path, *args: str, tag: str | None = None) -> tuple[str, str]:
     """`modelport build ARGS` with the test base image; returns (tag, output)."""
-    tag = f"localhost/modelport-test-{uuid.uuid4().hex[:10]}:1"
+    tag = tag or f"localhost/modelport-test-{uuid.uuid4().hex[:10]}:1"
     command = [sys.executable, "-m", "modelport", "build", *args, "--tag", tag, "--base-image", BASE_IMAGE]
     done = subprocess.run(
         [*command, "--engine", "podman"],
@@ -113,16 +115,23 @@ def v2_body(rows: list[list[float]]) -> dict[str, Any]:
     return {"inputs": [{"name": "input", "shape": [len(rows), 4], "datatype": "FP32", "data": rows}]}
 
 
-def test_quickstart_image_serves_correct_predictions_read_only_as_non_root(
-    tmp_path: Path, podman_env: dict[str, str], images: list[str]
-) -> None:
-    settings = Settings(home=tmp_path / "home")
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory: pytest.TempPathFactory, podman_env: dict[str, str]) -> Iterator[tuple[Settings, str]]:
+    """The quickstart model registered (iris@production) and its image, built once for the module."""
+    settings = Settings(home=tmp_path_factory.mktemp("quickstart") / "home")
     version = train_and_register(settings, Console(quiet=True))
+    assert version.runtime == "onnx"
     tag, output = build(podman_env, settings.home, "iris@production")
-    images.append(tag)
     assert f"built {tag}" in output
-    expected = load("iris@production", settings=settings).predict({"input": np.asarray(ROWS, dtype=np.float32)})
+    yield settings, tag
+    subprocess.run(["podman", "rmi", "--force", tag], env=podman_env, capture_output=True, check=False)
 
+
+def test_quickstart_image_serves_correct_predictions_read_only_as_non_root(
+    quickstart: tuple[Settings, str], podman_env: dict[str, str]
+) -> None:
+    settings, tag = quickstart
+    expected = load("iris@production", settings=settings).predict({"input": np.asarray(ROWS, dtype=np.float32)})
     running = Running(podman_env, tag, "--read-only")
     try:
         running.wait_ready()
@@ -132,7 +141,7 @@ def test_quickstart_image_serves_correct_predictions_read_only_as_non_root(
         outputs = {o["name"]: o["data"] for o in answer.json()["outputs"]}
         assert outputs["label"] == list(expected["label"])
         np.testing.assert_allclose(np.reshape(outputs["probabilities"], (3, 3)), expected["probabilities"], atol=1e-6)
-        # TF Serving and SageMaker's /invocations answer from the same baked model
+        # TF Serving answers from the same baked model
         tf = httpx.post(f"{running.base}/v1/models/iris:predict", json={"instances": ROWS}, timeout=30)
         assert [p["label"] for p in tf.json()["predictions"]] == list(expected["label"])
         assert running.exec("id", "-u") == str(container.USER)
@@ -154,16 +163,12 @@ def test_quickstart_image_serves_correct_predictions_read_only_as_non_root(
         podman(podman_env, "healthcheck", "run", running.id)
     finally:
         running.remove()
-    assert version.runtime == "onnx"
 
 
 def test_the_image_runs_as_sagemaker_starts_it_with_serve(
-    tmp_path: Path, podman_env: dict[str, str], images: list[str]
+    quickstart: tuple[Settings, str], podman_env: dict[str, str]
 ) -> None:
-    settings = Settings(home=tmp_path / "home")
-    train_and_register(settings, Console(quiet=True))
-    tag, _ = build(podman_env, settings.home, "iris@production")
-    images.append(tag)
+    _, tag = quickstart
     running = Running(podman_env, tag, "--read-only", "--env", "SAGEMAKER_MODEL_SERVER_WORKERS=2", command=("serve",))
     try:
         running.wait_ready("/ping")
@@ -173,6 +178,58 @@ def test_the_image_runs_as_sagemaker_starts_it_with_serve(
         assert len(answer.json()["predictions"]) == len(ROWS)
     finally:
         running.remove()
+
+
+def test_push_sends_the_image_to_its_registry(
+    quickstart: tuple[Settings, str], podman_env: dict[str, str], tmp_path: Path, images: list[str]
+) -> None:
+    """--push against a real registry (Debian's docker-registry, the CNCF distribution server) on loopback."""
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry is not installed (scripts/setup.sh --test installs it, as root)")
+    settings, _ = quickstart
+    with local_registry(tmp_path) as address:
+        conf = tmp_path / "registries.conf"
+        conf.write_text(f'[[registry]]\nlocation = "{address}"\ninsecure = true\n')
+        env = {**podman_env, "CONTAINERS_REGISTRIES_CONF": str(conf)}
+        tag = f"{address}/models/iris:{uuid.uuid4().hex[:8]}"
+        images.append(tag)
+        _, output = build(env, settings.home, "iris@production", "--push", tag=tag)
+        assert f"pushed {tag}" in output
+        reference = tag.split("/", 1)[1].rsplit(":", 1)
+        tags = httpx.get(f"http://{address}/v2/{reference[0]}/tags/list", timeout=10).json()["tags"]
+        assert tags == [reference[1]]
+        manifest = httpx.get(
+            f"http://{address}/v2/{reference[0]}/manifests/{reference[1]}",
+            headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+            timeout=10,
+        ).json()
+        config = httpx.get(f"http://{address}/v2/{reference[0]}/blobs/{manifest['config']['digest']}", timeout=10)
+        assert config.json()["config"]["Labels"]["io.modelport.models"] == "iris@1"
+        assert config.json()["config"]["Healthcheck"]["Test"][0] == "CMD"  # kept: built in docker format
+
+
+@contextmanager
+def local_registry(root: Path) -> Iterator[str]:
+    """docker-registry on 127.0.0.1, a port the system picks (read back from /proc); stopped by its PID."""
+    config = root / "registry.yml"
+    config.write_text(
+        "version: 0.1\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'registry-data'}\n"
+        "http:\n  addr: 127.0.0.1:0\n"
+    )
+    with open(root / "registry.log", "wb") as sink:
+        process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        ports: set[int] = set()
+        while not ports and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+            ports = listening_ports(process.pid)
+        assert ports, (root / "registry.log").read_text()
+        yield f"127.0.0.1:{min(ports)}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def test_registry_image_serves_the_alias_from_a_mounted_registry_and_follows_its_moves(

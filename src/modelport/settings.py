@@ -10,6 +10,7 @@ from typing import Any
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+DRAIN_SECONDS = 30  # on SIGTERM, requests in progress get this long to finish (orchestrators wait longer)
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 MIB = 1024 * 1024
 

@@ -21,7 +21,7 @@ Handled = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 OUT_HELP = "Directory to write into (created). One that is not empty is refused unless --force."
 FORCE_HELP = "Write into a non-empty --out: the files modelport writes are replaced, others left as they are."
-IMAGE_HELP = "Image serving the model (default: localhost/modelport-NAME:VERSION, a local podman build's name)."
+IMAGE_HELP = "Image serving the model (default: localhost/modelport-NAME:VERSION, what modelport build tags)."
 
 
 def _registered(ref: str) -> ModelVersion:

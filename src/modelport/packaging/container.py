@@ -22,9 +22,11 @@ from __future__ import annotations
 import hashlib
 import re
 
+from modelport.settings import DEFAULT_PORT
+from modelport.settings import DRAIN_SECONDS as DRAIN_SECONDS  # how long the server drains on SIGTERM
 from modelport.types import ModelVersion
 
-PORT = 8080
+PORT = DEFAULT_PORT
 USER = 10001
 GROUP = 10001
 VENV = "/opt/venv"
@@ -35,7 +37,6 @@ HOME = "/tmp/modelport"  # MODELPORT_HOME: the only place the server writes (cap
 LIVE_PATH = "/v2/health/live"
 READY_PATH = "/v2/health/ready"
 METRICS_PATH = "/metrics"
-DRAIN_SECONDS = 30  # uvicorn's graceful shutdown in modelport.server.http
 # What an image without models (``--models registry``) reads to find its registry and models.
 REGISTRY_VARIABLES = ("MODELPORT_DATABASE_URL", "MODELPORT_ARTIFACTS", "MODELPORT_MODELS", "MODELPORT_SERVE_ALIAS")
 

@@ -41,7 +41,7 @@ import httptools
 from uvicorn import Config, Server
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from modelport.settings import Settings
+from modelport.settings import DRAIN_SECONDS, Settings
 
 log = logging.getLogger("modelport")
 
@@ -327,7 +327,7 @@ def run(app: Any, settings: Settings, *, factory: bool = False, **options: Any) 
         log_config=logging_config(settings.log_level, settings.log_format),
         log_level=settings.log_level,
         access_log=False,  # modelport's own (settings.access_log), written by admission
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=DRAIN_SECONDS,
         # modelport reads no X-Forwarded-* header, and the Server header only advertises versions
         proxy_headers=False,
         server_header=False,
