@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,14 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from modelport.auth.keys import KeyFile
 from modelport.cli.main import app
 from modelport.packaging import container
 from modelport.packaging.container import default_image
 from modelport.packaging.export import export_version
 from modelport.packaging.kserve import kserve_files
 from modelport.packaging.kubernetes import (
+    API_KEYS_DIR,
     ARTIFACTS_MOUNT,
     GRACE_SECONDS,
     INFLIGHT_METRIC,
@@ -270,32 +273,64 @@ def http_paths(rendered: dict[str, list[dict[str, Any]]], layout: Path) -> set[s
     return paths
 
 
-def answers(base: str, paths: set[str]) -> dict[str, int]:
-    return {path: httpx.get(base + path, timeout=10).status_code for path in sorted(paths)}
+def answers(base: str, paths: set[str], scrape_key: str) -> dict[str, int]:
+    """Each path's status as the cluster calls it: probes without credentials, /metrics with the
+    ServiceMonitor's key (scope metrics)."""
+    headers = {container.METRICS_PATH: {"Authorization": f"Bearer {scrape_key}"}}
+    return {path: httpx.get(base + path, headers=headers.get(path), timeout=10).status_code for path in sorted(paths)}
+
+
+@dataclass(frozen=True)
+class MountedKeys:
+    """The API keys Secret as a pod sees it: the keys file at the path the ConfigMap names."""
+
+    settings: dict[str, str]  # the ConfigMap's data with the keys file's path on this machine
+    infer: str
+    scrape: str
+
+
+def mount_keys(objects: list[dict[str, Any]], directory: Path) -> MountedKeys:
+    (settings_map,) = of_kind(objects, "ConfigMap")
+    (deployment,) = of_kind(objects, "Deployment")
+    (server,) = deployment["spec"]["template"]["spec"]["containers"]
+    path = Path(settings_map["data"]["MODELPORT_API_KEYS_FILE"])
+    mounts = {m["name"]: m["mountPath"] for m in server["volumeMounts"]}
+    assert path.parent == Path(mounts["api-keys"]) == Path(API_KEYS_DIR)  # the Secret is mounted where it is read
+    (monitor,) = of_kind(objects, "ServiceMonitor")
+    assert all(endpoint["authorization"]["type"] == "Bearer" for endpoint in monitor["spec"]["endpoints"])
+    keys = KeyFile(directory / path.name)
+    _, infer = keys.create(["infer"], "client")
+    _, scrape = keys.create(["metrics"], "prometheus")
+    return MountedKeys({**settings_map["data"], "MODELPORT_API_KEYS_FILE": str(keys.path)}, infer, scrape)
 
 
 @pytest.fixture
-def server_env(rendered: dict[str, list[dict[str, Any]]], registered: tuple[Settings, ModelVersion]) -> dict[str, str]:
+def server_env(
+    rendered: dict[str, list[dict[str, Any]]], registered: tuple[Settings, ModelVersion], tmp_path: Path
+) -> tuple[dict[str, str], MountedKeys]:
     """The registry variant's settings as its pods get them, with this test's registry in place of
-    the cluster's (database and artifacts) and the address given on the command line."""
+    the cluster's (database and artifacts), the keys Secret's file and the address given on the command line."""
     settings, _ = registered
-    (settings_map,) = of_kind(rendered["overlays/registry"], "ConfigMap")
-    data = {k: v for k, v in settings_map["data"].items() if k not in ("MODELPORT_HOST", "MODELPORT_ARTIFACTS")}
-    return {**os.environ, **data, "MODELPORT_HOME": str(settings.home), "NO_COLOR": "1"}
+    mounted = mount_keys(rendered["overlays/registry"], tmp_path)
+    data = {k: v for k, v in mounted.settings.items() if k not in ("MODELPORT_HOST", "MODELPORT_ARTIFACTS")}
+    return {**os.environ, **data, "MODELPORT_HOME": str(settings.home), "NO_COLOR": "1"}, mounted
 
 
 @pytest.mark.slow
 def test_every_probe_and_scrape_path_answers_on_a_real_registry_server(
-    rendered: dict[str, list[dict[str, Any]]], layout: Path, server_env: dict[str, str]
+    rendered: dict[str, list[dict[str, Any]]], layout: Path, server_env: tuple[dict[str, str], MountedKeys]
 ) -> None:
+    env, keys = server_env
     paths = http_paths(rendered, layout)
     assert paths == {container.LIVE_PATH, container.READY_PATH, container.METRICS_PATH}
-    with serving([server_env["MODELPORT_MODELS"]], env=server_env) as server:
+    with serving([env["MODELPORT_MODELS"]], env=env) as server:
         assert server.port != container.PORT  # never the cluster's port on this machine
-        assert answers(server.base, paths) == dict.fromkeys(sorted(paths), 200)
+        assert answers(server.base, paths, keys.scrape) == dict.fromkeys(sorted(paths), 200)
         body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.9, 3.0, 5.1, 1.8]}]}
-        assert httpx.post(f"{server.base}/v2/models/iris/infer", json=body).status_code == 200
-        metrics = httpx.get(server.base + container.METRICS_PATH).text
+        assert httpx.post(f"{server.base}/v2/models/iris/infer", json=body).status_code == 401  # keys are on
+        infer = httpx.post(f"{server.base}/v2/models/iris/infer", json=body, headers={"X-API-Key": keys.infer})
+        assert infer.status_code == 200
+        metrics = httpx.get(server.base + container.METRICS_PATH, headers={"X-API-Key": keys.scrape}).text
     assert f"{INFLIGHT_METRIC}{{" in metrics  # the in-flight autoscaler's metric is the server's gauge
 
 
@@ -311,10 +346,13 @@ def test_every_probe_and_scrape_path_answers_on_a_baked_model_server(
     with Registry.open(settings) as registry:
         model_dir = tmp_path / "opt" / "ml" / "model"
         export_version(version, registry.artifact_path(version), model_dir, archive=False)
-    (settings_map,) = of_kind(rendered["base"], "ConfigMap")
-    with sagemaker_serve(**settings_map["data"], MODELPORT_SAGEMAKER_MODEL_DIR=str(model_dir)) as base:
+    keys = mount_keys(rendered["base"], tmp_path)
+    with sagemaker_serve(**keys.settings, MODELPORT_SAGEMAKER_MODEL_DIR=str(model_dir)) as base:
         paths = http_paths(rendered, layout)
-        assert answers(base, paths) == dict.fromkeys(sorted(paths), 200)
+        assert answers(base, paths, keys.scrape) == dict.fromkeys(sorted(paths), 200)
+        body = {"instances": [[5.9, 3.0, 5.1, 1.8]]}
+        assert httpx.post(f"{base}/invocations", json=body).status_code == 401  # the baked image is not open
+        assert httpx.post(f"{base}/invocations", json=body, headers={"X-API-Key": keys.infer}).status_code == 200
 
 
 # -- the command line ---------------------------------------------------------------------------
@@ -390,3 +428,18 @@ def test_a_non_empty_out_is_refused_unless_forced(run: Any, tmp_path: Path) -> N
     assert forced.exit_code == 0, forced.output
     assert (out / "mine.txt").read_text() == "keep me"
     assert (out / "inferenceservice.yaml").is_file()
+
+
+def test_open_leaves_the_api_keys_out_and_scrapes_without_a_key(registered: tuple[Settings, ModelVersion]) -> None:
+    _, version = registered
+    files = {
+        open_: kustomize_layout(version, parse_reference(REF), KubernetesOptions(open=open_)) for open_ in (False, True)
+    }
+    for open_, layout_files in files.items():
+        deployment = yaml.safe_load(layout_files["base/deployment.yaml"])
+        volumes = {v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        settings = yaml.safe_load(layout_files["base/configmap.yaml"])["data"]
+        (endpoint,) = yaml.safe_load(layout_files["base/servicemonitor.yaml"])["spec"]["endpoints"]
+        assert ("api-keys" in volumes) is not open_
+        assert ("MODELPORT_API_KEYS_FILE" in settings) is not open_
+        assert ("authorization" in endpoint) is not open_

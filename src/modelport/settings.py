@@ -74,6 +74,10 @@ class Settings:
     insecure_open: allow a non-loopback bind without authentication (prints a loud warning).
     enable_management: expose management endpoints (repository load/unload); they always need
         the ``manage`` scope.
+    api_keys_file: a file of API key hashes (``modelport keys create --file``), checked besides
+        the registry's keys and re-read every ``poll_seconds``: how an image without a registry
+        (baked models, a Kubernetes Secret mounted as a file) gets keys. Naming one turns
+        authentication on, even while it lists no key.
     jwt_public_key / jwt_jwks: PEM public key file, or JWKS file, that verifies OAuth2/OIDC
         bearer tokens. jwt_issuer / jwt_audience: required ``iss`` / ``aud`` claims.
         jwt_scope_claim: the claim holding scopes (space-separated string or list).
@@ -166,6 +170,7 @@ class Settings:
     grpc_port: int | None = None
     insecure_open: bool = False
     enable_management: bool = False
+    api_keys_file: Path | None = None
     jwt_public_key: Path | None = None
     jwt_jwks: Path | None = None
     jwt_issuer: str | None = None
@@ -347,6 +352,7 @@ ENVIRONMENT: dict[str, _Entry] = {
     "grpc_port": ("MODELPORT_GRPC_PORT", lambda t: int(t) if t else None, _text),
     "insecure_open": ("MODELPORT_INSECURE_OPEN", _bool, _flag),
     "enable_management": ("MODELPORT_ENABLE_MANAGEMENT", _bool, _flag),
+    "api_keys_file": ("MODELPORT_API_KEYS_FILE", _optional_path, _text),
     "jwt_public_key": ("MODELPORT_JWT_PUBLIC_KEY", _optional_path, _text),
     "jwt_jwks": ("MODELPORT_JWT_JWKS", _optional_path, _text),
     "jwt_issuer": ("MODELPORT_JWT_ISSUER", lambda t: t or None, _text),

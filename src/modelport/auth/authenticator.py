@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from modelport.auth.keys import KeyStore, StoredKey
+from modelport.auth.keys import KeyFile, Keys, KeyStore, StoredKey
 from modelport.auth.principal import KEY_PREFIX, Principal, hash_secret, split_key
 from modelport.auth.tokens import JwksFetch, TokenVerifier
 from modelport.errors import InvalidSetting, Unauthenticated
@@ -59,11 +59,13 @@ class Authenticator:
     opening it.
     """
 
-    def __init__(self, keys: KeySource | None = None, tokens: TokenVerifier | None = None) -> None:
+    def __init__(
+        self, keys: KeySource | None = None, tokens: TokenVerifier | None = None, *, required: bool = False
+    ) -> None:
         self._source = keys
         self._tokens = tokens
         self._keys: dict[str, _Entry] = {}
-        self._enabled = tokens is not None
+        self._enabled = tokens is not None or required
         self._lock = threading.Lock()  # refreshes from several threads apply one at a time
 
     @property
@@ -151,7 +153,8 @@ def check_exposure(settings: Settings, authenticator: Authenticator) -> None:
 def build_authenticator(
     settings: Settings, registry: Registry | None, jwks_fetch: JwksFetch | None = None
 ) -> Authenticator:
-    """The authenticator for ``settings``: keys from ``registry``'s database, tokens per the JWT settings.
+    """The authenticator for ``settings``: keys from ``registry``'s database and the API keys file,
+    tokens per the JWT settings.
 
     Loads the key snapshot once; raises :class:`~modelport.errors.ModelportError` when a
     configured JWT key file cannot be used. With ``jwt_discovery``, ``jwks_fetch`` fetches the
@@ -161,9 +164,13 @@ def build_authenticator(
     tokens = None
     if settings.jwt_public_key is not None or settings.jwt_jwks is not None or settings.jwt_discovery:
         tokens = TokenVerifier.from_settings(settings, jwks_fetch)
-    keys = None
+    sources: list[KeyStore | KeyFile] = []
     if registry is not None:
-        keys = KeyStore(registry.engine)
-    authenticator = Authenticator(keys, tokens)
+        sources.append(KeyStore(registry.engine))
+    if settings.api_keys_file is not None:
+        sources.append(KeyFile(settings.api_keys_file))
+    keys = Keys(sources) if sources else None
+    # a keys file is named to turn authentication on: an empty one locks the server, never opens it
+    authenticator = Authenticator(keys, tokens, required=settings.api_keys_file is not None)
     authenticator.refresh()
     return authenticator

@@ -80,11 +80,19 @@ def commands(handled: Handled) -> typer.Typer:
         inflight_target: Annotated[
             int, typer.Option(help="In-flight autoscaler's target: requests in flight per pod, on average.")
         ] = 8,
+        open_: Annotated[
+            bool,
+            typer.Option(
+                "--open",
+                help="No API keys: serve whoever the NetworkPolicy lets in (default: keys from the Secret "
+                "modelport-NAME-api-keys, written with modelport keys create --file).",
+            ),
+        ] = False,
         force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
     ) -> None:
         """Write a kustomize layout: base/, overlays/dev, prod, prod-inflight, registry, and components/."""
         from modelport.packaging.container import default_image
-        from modelport.packaging.kubernetes import KubernetesOptions, kustomize_layout, write_files
+        from modelport.packaging.kubernetes import KubernetesOptions, kustomize_layout, names, write_files
         from modelport.reference import parse_reference
 
         reference = parse_reference(ref)
@@ -101,6 +109,7 @@ def commands(handled: Handled) -> typer.Typer:
             memory_limit=memory_limit,
             target_cpu_percent=target_cpu,
             inflight_per_pod=inflight_target,
+            open=open_,
         )
         version = _registered(ref)
         written = write_files(directory, kustomize_layout(version, reference, options), force=force)
@@ -109,6 +118,12 @@ def commands(handled: Handled) -> typer.Typer:
         baked = options.image or default_image(version)
         shared = options.registry_image or default_image(version, "registry")
         out.print(f"image: {escape(baked)} (registry variant: {escape(shared)})")
+        if not options.open:
+            keys = names(version)["api_keys"]
+            out.print(
+                f"API keys: modelport keys create --scope infer --file keys && "
+                f"kubectl create secret generic {keys} --from-file=keys=keys"
+            )
         out.print(f"check it: kubectl kustomize {overlays}/prod")
         out.print(f"apply it: kubectl kustomize {overlays}/prod | kubectl apply -f -")
 

@@ -904,6 +904,28 @@ app.add_typer(deploy_commands(_handled), name="deploy")
 register_ci(app, _handled)
 
 
+KeyFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--file",
+        metavar="PATH",
+        help="A keys file (hashes only; MODELPORT_API_KEYS_FILE) instead of the registry, e.g. for a Secret.",
+    ),
+]
+
+
+@contextmanager
+def _keys(file: Path | None) -> Iterator[Any]:
+    """The key store: the registry's, or the keys file ``file``."""
+    from modelport.auth.keys import KeyFile, KeyStore
+
+    if file is not None:
+        yield KeyFile(file)
+        return
+    with _registry() as registry:
+        yield KeyStore(registry.engine)
+
+
 @keys_app.command("create")
 @_handled
 def keys_create(
@@ -912,24 +934,24 @@ def keys_create(
         typer.Option("--scope", "-s", help="infer (every model), infer:MODEL, manage or metrics (repeatable)."),
     ],
     description: Annotated[str, typer.Option(help="What the key is for (shown by keys list).")] = "",
+    file: KeyFileOption = None,
 ) -> None:
     """Create an API key. Only the key goes to stdout, once: KEY=$(modelport keys create --scope infer)."""
-    from modelport.auth.keys import KeyStore
-
-    with _registry() as registry:
-        record, key = KeyStore(registry.engine).create(scope, description)
-    err.print(f"created API key {record.id} (scopes: {', '.join(record.scopes)}); it is shown once, keep it secret:")
+    with _keys(file) as keys:
+        record, key = keys.create(scope, description)
+    where = f" in {file}" if file is not None else ""
+    err.print(
+        f"created API key {record.id}{where} (scopes: {', '.join(record.scopes)}); it is shown once, keep it secret:"
+    )
     out.print(key, markup=False)
 
 
 @keys_app.command("list")
 @_handled
-def keys_list() -> None:
+def keys_list(file: KeyFileOption = None) -> None:
     """List API keys (never their secrets)."""
-    from modelport.auth.keys import KeyStore
-
-    with _registry() as registry:
-        records = KeyStore(registry.engine).all()
+    with _keys(file) as keys:
+        records = keys.all()
     if not records:
         out.print("no API keys yet: modelport keys create --scope infer")
         return
@@ -946,12 +968,11 @@ def keys_list() -> None:
 @_handled
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's id (keys list shows it).")],
+    file: KeyFileOption = None,
 ) -> None:
     """Revoke an API key; running servers refuse it within MODELPORT_POLL_SECONDS."""
-    from modelport.auth.keys import KeyStore
-
-    with _registry() as registry:
-        record = KeyStore(registry.engine).revoke(key_id)
+    with _keys(file) as keys:
+        record = keys.revoke(key_id)
     out.print(f"revoked API key {record.id} (scopes: {', '.join(record.scopes)})")
 
 

@@ -29,6 +29,7 @@ GRACE_SECONDS = PRESTOP_SECONDS + container.DRAIN_SECONDS + 10  # the kubelet ki
 ACCESS_LABEL = "modelport.io/access"  # label a namespace (ingress controller, Prometheus) "true" to reach the pods
 INFLIGHT_METRIC = "modelport_inflight_requests"  # the server's gauge (modelport.observability.metrics)
 ARTIFACTS_MOUNT = "/srv/modelport/artifacts"  # the registry variant's shared artifacts folder
+API_KEYS_DIR = "/etc/modelport/api-keys"  # the API keys Secret, mounted; its key "keys" is the keys file
 KUSTOMIZE = "kustomize.config.k8s.io/v1beta1"
 COMPONENT = "kustomize.config.k8s.io/v1alpha1"
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -58,6 +59,7 @@ class KubernetesOptions:
     memory_limit: str | None = None
     target_cpu_percent: int = 70
     inflight_per_pod: int = 8
+    open: bool = False  # no API keys Secret: inside the cluster the NetworkPolicy is then the only gate
 
     def __post_init__(self) -> None:
         for what, image in (("--image", self.image), ("--registry-image", self.registry_image)):
@@ -121,6 +123,7 @@ def names(version: ModelVersion) -> dict[str, str]:
         "settings": f"{base}-settings",
         "credentials": f"{base}-credentials",
         "scrape": f"{base}-scrape",
+        "api_keys": f"{base}-api-keys",
         "artifacts": f"{base}-artifacts",
     }
 
@@ -194,6 +197,10 @@ def deployment(version: ModelVersion, ref: Reference, options: KubernetesOptions
         "securityContext": container_security(),
         "volumeMounts": [TMP_MOUNT],
     }
+    volumes: list[dict[str, Any]] = [TMP_VOLUME]
+    if not options.open:  # the keys file (hashes only) from its Secret; the kubelet refreshes it in place
+        server["volumeMounts"] = [TMP_MOUNT, {"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True}]
+        volumes.append({"name": "api-keys", "secret": {"secretName": n["api_keys"], "defaultMode": 0o440}})
     pod = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -214,7 +221,7 @@ def deployment(version: ModelVersion, ref: Reference, options: KubernetesOptions
             }
         ],
         "containers": [server],
-        "volumes": [TMP_VOLUME],
+        "volumes": volumes,
     }
     annotations = {"modelport.io/model": str(ref), "modelport.io/version": version.ref}
     return {
@@ -244,12 +251,15 @@ def service(version: ModelVersion) -> dict[str, Any]:
     }
 
 
-def settings_map(version: ModelVersion) -> dict[str, Any]:
+def settings_map(version: ModelVersion, options: KubernetesOptions) -> dict[str, Any]:
+    data = {"MODELPORT_LOG_FORMAT": "json", "MODELPORT_ACCESS_LOG": "1"}
+    if not options.open:
+        data["MODELPORT_API_KEYS_FILE"] = f"{API_KEYS_DIR}/keys"
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _meta(names(version)["settings"], version),
-        "data": {"MODELPORT_LOG_FORMAT": "json", "MODELPORT_ACCESS_LOG": "1"},
+        "data": data,
     }
 
 
@@ -284,14 +294,27 @@ def network_policy(version: ModelVersion) -> dict[str, Any]:
     }
 
 
-def service_monitor(version: ModelVersion) -> dict[str, Any]:
+def scrape_endpoint(version: ModelVersion, authorized: bool) -> dict[str, Any]:
+    """The ServiceMonitor's endpoint; ``authorized``: with a key of scope metrics from the scrape Secret."""
+    endpoint: dict[str, Any] = {
+        "port": "http",
+        "path": container.METRICS_PATH,
+        "interval": "15s",
+        "scrapeTimeout": "10s",
+    }
+    if authorized:
+        endpoint["authorization"] = {"type": "Bearer", "credentials": {"name": names(version)["scrape"], "key": "key"}}
+    return endpoint
+
+
+def service_monitor(version: ModelVersion, options: KubernetesOptions) -> dict[str, Any]:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
         "metadata": _meta(names(version)["app"], version),
         "spec": {
             "selector": {"matchLabels": selector(version)},
-            "endpoints": [{"port": "http", "path": container.METRICS_PATH, "interval": "15s", "scrapeTimeout": "10s"}],
+            "endpoints": [scrape_endpoint(version, not options.open)],
         },
     }
 
@@ -363,8 +386,6 @@ def registry_patches(version: ModelVersion, ref: Reference, options: KubernetesO
         "volumeMounts": [{"name": "artifacts", "mountPath": ARTIFACTS_MOUNT, "readOnly": True}],
     }
     volume = {"name": "artifacts", "persistentVolumeClaim": {"claimName": n["artifacts"], "readOnly": True}}
-    credentials = {"type": "Bearer", "credentials": {"name": n["scrape"], "key": "key"}}
-    endpoint = {"port": "http", "path": container.METRICS_PATH, "interval": "15s", "scrapeTimeout": "10s"}
     return [
         _patch("ConfigMap", "v1", n["settings"], settings, key="data"),
         _server_patch(n["app"], server, {"volumes": [volume]}),
@@ -372,7 +393,7 @@ def registry_patches(version: ModelVersion, ref: Reference, options: KubernetesO
             "ServiceMonitor",
             "monitoring.coreos.com/v1",
             n["app"],
-            {"endpoints": [{**endpoint, "authorization": credentials}]},
+            {"endpoints": [scrape_endpoint(version, True)]},
         ),
     ]
 
@@ -395,12 +416,12 @@ def kustomize_layout(version: ModelVersion, ref: Reference, options: KubernetesO
         f"Written by modelport {__version__} (modelport deploy k8s {ref}) for {version.ref}; see docs/kubernetes.md."
     )
     base = {
-        "configmap.yaml": settings_map(version),
+        "configmap.yaml": settings_map(version, options),
         "deployment.yaml": deployment(version, ref, options),
         "service.yaml": service(version),
         "pdb.yaml": disruption_budget(version),
         "networkpolicy.yaml": network_policy(version),
-        "servicemonitor.yaml": service_monitor(version),
+        "servicemonitor.yaml": service_monitor(version, options),
     }
     base_fields: dict[str, Any] = {"namespace": options.namespace} if options.namespace else {}
     n = names(version)
