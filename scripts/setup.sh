@@ -30,7 +30,7 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     UV=$VENV/bin/uv
   fi
   echo "==> installing modelport and its dependencies into $VENV"
-  "$UV" pip install --quiet -p "$VENV/bin/python" -e ".[sklearn,postgres,jwt,grpc,bench,tracing,sentry,dev]"
+  "$UV" pip install --quiet -p "$VENV/bin/python" -e ".[sklearn,postgres,jwt,grpc,bench,tracing,sentry,s3,aws,dev]"
   touch "$STAMP"
 fi
 
