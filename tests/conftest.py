@@ -19,7 +19,7 @@ PLUGINS = Path(__file__).parent / "plugins"
 if str(PLUGINS) not in sys.path:
     sys.path.insert(0, str(PLUGINS))
 
-pytest_plugins = ["tests.postgres"]  # the session-scoped `postgres_url` fixture
+pytest_plugins = ["tests.postgres", "tests.s3"]  # session-scoped `postgres_url` and `s3_server` fixtures
 
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 

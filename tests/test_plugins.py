@@ -99,7 +99,7 @@ def test_folders_and_file_urls_are_the_local_store(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("s3://bucket/models", "an S3 (or S3-compatible) store is not part of this modelport version yet"),
+        ("s3://bucket/models", "no AWS credentials found; set AWS_ACCESS_KEY_ID"),
         ("ftp://host/models", "no installed store serves ftp:// URLs"),
         ("file://otherhost/models", "a file:// URL names a local folder"),
         ("mirror://host/models", "a mirror store URL is mirror:///absolute/folder"),
@@ -109,6 +109,11 @@ def test_unknown_store_urls_are_clear_errors_and_create_nothing(
     url: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance credentials to look for
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     with pytest.raises(InvalidSetting, match=re.escape(message)):
         Registry.open(Settings(home=tmp_path / "home", artifacts=url))
     result = CliRunner().invoke(

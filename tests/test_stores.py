@@ -127,7 +127,7 @@ def test_purge_incomplete_removes_only_stale_leftovers(tmp_path: Path) -> None:
     os.utime(stale, (old, old))
     fresh = tmp_path / "store" / "tmp" / "put-in-flight"
     fresh.mkdir()
-    assert store.purge_incomplete(3600) == [stale]
+    assert store.purge_incomplete(3600) == [str(stale)]
     assert fresh.exists()
     assert store.exists(key)
 

@@ -42,8 +42,12 @@ class Settings:
     home: where the default registry lives (``MODELPORT_HOME``, default ``./.modelport``).
     database_url: SQLAlchemy URL of the metadata DB; default a SQLite file in ``home``.
         PostgreSQL works by URL (``postgresql+psycopg://user@host:5432/db``).
-    artifacts: where artifacts are stored: a folder, or a URL (``file:///srv/artifacts``; the
-        scheme of an installed store plugin). Default ``home/artifacts``.
+    artifacts: where artifacts are stored: a folder, or a URL (``file:///srv/artifacts``;
+        ``s3://bucket/prefix`` with the ``s3`` extra, the endpoint, region and credentials from the
+        standard AWS variables; the scheme of an installed store plugin). Default ``home/artifacts``.
+    artifact_cache_bytes: how much a remote store (S3) keeps in its local cache,
+        ``home/cache/artifacts``; the least recently used artifacts go first
+        (``MODELPORT_ARTIFACT_CACHE_MB``, default 10240).
     threads: compute threads per worker process; 0 means cores / workers.
     max_body_bytes: largest request body accepted (``MODELPORT_MAX_BODY_MB``, default 32 MiB).
     allow_env_mismatch: load native models even when library versions differ.
@@ -144,6 +148,7 @@ class Settings:
     home: Path = field(default_factory=lambda: Path(".modelport"))
     database_url: str = ""
     artifacts: str | Path | None = None
+    artifact_cache_bytes: int = 10 * 1024 * MIB
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     workers: int = 1
@@ -237,6 +242,11 @@ class Settings:
         return str(self.artifacts)
 
     @property
+    def artifact_cache(self) -> Path:
+        """Where a remote artifact store keeps its downloads: ``home/cache/artifacts``."""
+        return self.home / "cache" / "artifacts"
+
+    @property
     def capture_root(self) -> Path:
         """Where payload capture writes: ``home/capture/<model>/<version>/*.jsonl``."""
         return self.home / "capture"
@@ -326,6 +336,7 @@ ENVIRONMENT: dict[str, _Entry] = {
     "home": ("MODELPORT_HOME", Path, _text),
     "database_url": ("MODELPORT_DATABASE_URL", str, _text),
     "artifacts": ("MODELPORT_ARTIFACTS", str, _text),
+    "artifact_cache_bytes": ("MODELPORT_ARTIFACT_CACHE_MB", lambda t: int(float(t) * MIB), lambda v: f"{v / MIB:g}"),
     "host": ("MODELPORT_HOST", str, _text),
     "port": ("MODELPORT_PORT", int, _text),
     "workers": ("MODELPORT_WORKERS", int, _text),

@@ -86,7 +86,10 @@ class Registry:
     def open(cls, settings: Settings) -> Registry:
         """The registry that ``settings`` describe: its database URL and artifact store (a folder or a URL)."""
         settings.home.mkdir(parents=True, exist_ok=True)
-        return cls(settings.database_url, open_store(settings.artifact_location))
+        store = open_store(
+            settings.artifact_location, cache=settings.artifact_cache, cache_bytes=settings.artifact_cache_bytes
+        )
+        return cls(settings.database_url, store)
 
     def __enter__(self) -> Registry:
         return self

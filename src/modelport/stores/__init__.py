@@ -1,4 +1,5 @@
-"""Artifact stores by location: a local folder, ``file://`` URLs, and installed store plugins.
+"""Artifact stores by location: a local folder, ``file://`` URLs, ``s3://`` (S3 and S3-compatible
+stores, with the ``s3`` extra), and installed store plugins.
 
 A package adds a store with an entry point in the ``modelport.stores`` group, named by the URL
 scheme it serves; the class is made with ``cls.from_url(url)`` when it has that method, else
@@ -25,7 +26,6 @@ __all__ = ["ENTRY_POINTS", "ArtifactStore", "open_store", "store_schemes"]
 
 ENTRY_POINTS = "modelport.stores"
 VARIABLE = "MODELPORT_ARTIFACTS"
-PLANNED = {"s3": "an S3 (or S3-compatible) store is not part of this modelport version yet"}
 
 
 def store_schemes() -> dict[str, EntryPoint]:
@@ -33,9 +33,11 @@ def store_schemes() -> dict[str, EntryPoint]:
     return {point.name: point for point in entry_points(group=ENTRY_POINTS) if point.name != "file"}
 
 
-def open_store(location: str) -> ArtifactStore:
-    """The store at ``location``: a folder path or ``file://`` URL (the local store), or a URL whose
-    scheme an installed plugin serves; :class:`InvalidSetting` naming the choices otherwise."""
+def open_store(location: str, *, cache: Path | None = None, cache_bytes: int | None = None) -> ArtifactStore:
+    """The store at ``location``: a folder path or ``file://`` URL (the local store), an ``s3://``
+    URL (:class:`~modelport.stores.s3.S3Store`, fetching into the folder ``cache`` and keeping it
+    under ``cache_bytes``), or a URL whose scheme an installed plugin serves; :class:`InvalidSetting`
+    naming the choices otherwise."""
     parts = urlsplit(location)
     scheme = parts.scheme.lower()
     if not scheme or len(scheme) == 1:  # a path (a Windows drive letter is no scheme)
@@ -44,11 +46,17 @@ def open_store(location: str) -> ArtifactStore:
         if parts.netloc not in ("", "localhost"):
             raise InvalidSetting(f"{VARIABLE}={location!r}: a file:// URL names a local folder, file:///path")
         return LocalStore(Path(unquote(parts.path)))
+    if scheme == "s3":
+        from modelport.stores.s3 import DEFAULT_CACHE_BYTES, S3Store
+
+        if cache is None:
+            raise InvalidSetting(f"{VARIABLE}={location!r}: an s3:// store needs a local cache folder")
+        return S3Store.from_url(location, cache=cache, cache_bytes=cache_bytes or DEFAULT_CACHE_BYTES)
     plugins = store_schemes()
     point = plugins.get(scheme)
     if point is None:
-        known = ", ".join(["a folder path", "file://", *(f"{s}://" for s in sorted(plugins))])
-        why = PLANNED.get(scheme, f"no installed store serves {scheme}:// URLs")
+        known = ", ".join(["a folder path", "file://", "s3://", *(f"{s}://" for s in sorted(plugins))])
+        why = f"no installed store serves {scheme}:// URLs"
         raise InvalidSetting(f"{VARIABLE}={location!r}: {why}; give {known}")
     target = point.value
     try:

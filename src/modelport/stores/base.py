@@ -39,6 +39,6 @@ class CollectableStore(ArtifactStore, Protocol):
         """Seconds since the artifact was (last) stored; ``NotFound`` if absent."""
         ...
 
-    def purge_incomplete(self, older_than: float) -> list[Path]:
-        """Remove leftovers of interrupted puts older than ``older_than`` seconds."""
+    def purge_incomplete(self, older_than: float) -> list[str]:
+        """Remove leftovers of interrupted puts older than ``older_than`` seconds; return where they were."""
         ...

@@ -97,7 +97,7 @@ def check_key(key: str) -> str:
     return match.group(1)
 
 
-def _copy_hashing(source: Path, target: Path) -> str:
+def copy_hashing(source: Path, target: Path) -> str:
     digest = hashlib.sha256()
     with open(source, "rb") as src, open(target, "xb") as dst:
         while chunk := src.read(_CHUNK):
@@ -135,7 +135,7 @@ class LocalStore:
             for rel, source in files:
                 target = staging / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
-                entries.append((rel, _copy_hashing(source, target)))
+                entries.append((rel, copy_hashing(source, target)))
             key = manifest_key(entries)
             final = self._path(key)
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -193,8 +193,8 @@ class LocalStore:
         path = self.fetch(key)
         return max(0.0, time.time() - path.stat().st_mtime)
 
-    def purge_incomplete(self, older_than: float) -> list[Path]:
-        """Remove temporary folders left by puts or deletes of killed processes; return them."""
+    def purge_incomplete(self, older_than: float) -> list[str]:
+        """Remove temporary folders left by puts or deletes of killed processes; return their paths."""
         temp = self.root / "tmp"
         if not temp.is_dir():
             return []
@@ -207,5 +207,5 @@ class LocalStore:
                 continue
             if stale:
                 shutil.rmtree(entry, ignore_errors=True)
-                removed.append(entry)
+                removed.append(str(entry))
         return removed

@@ -66,7 +66,7 @@ class MemoryStore:
             raise NotFound(f"artifact {key} not found in the memory store")
         return max(0.0, time.time() - self._stored_at[key])
 
-    def purge_incomplete(self, older_than: float) -> list[Path]:
+    def purge_incomplete(self, older_than: float) -> list[str]:
         """Nothing is ever half-stored in memory: puts are one dict assignment."""
         return []
 
