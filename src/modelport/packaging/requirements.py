@@ -36,6 +36,7 @@ RUNTIME_LIBRARIES: dict[str, tuple[str, ...]] = {
     "python": (),
 }
 REGISTRY_LIBRARIES = ("psycopg", "psycopg-binary")  # --models registry: the shared PostgreSQL registry
+S3_LIBRARIES = ("boto3",)  # --models registry: artifacts in S3 (MODELPORT_ARTIFACTS=s3://...), when installed here
 # Libraries the environment of a version records that do not decide how it is served
 NOT_SERVING = frozenset({"skl2onnx", "onnx"})
 _ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
@@ -90,9 +91,16 @@ def image_requirements(
     roots = [*(line for line in own[1] if _unconditional(line)), *extra]
     for version in versions:
         roots += RUNTIME_LIBRARIES.get(version.runtime, ())
+    notes: list[str] = []
     if registry:
         roots += REGISTRY_LIBRARIES
-    notes: list[str] = []
+        missing = [name for name in S3_LIBRARIES if _installed(name) is None]
+        if missing:
+            notes.append(
+                f"{', '.join(missing)} is not installed here, so the image cannot read s3:// artifacts: "
+                "pip install 'modelport[s3]' and build again if the registry's artifacts are in S3"
+            )
+        roots += [name for name in S3_LIBRARIES if name not in missing]
     installed = _closure(roots, arch)
     pins = {"modelport": own[0], **installed}
     for name, recorded in _recorded(versions, set(installed)).items():
@@ -152,6 +160,13 @@ def _closure(roots: Iterable[str], arch: str) -> dict[str, str]:
             if dependency.marker is None or _applies(dependency.marker, environment, wanted):
                 pending.append((_without_marker(dependency), frozenset()))
     return found
+
+
+def _installed(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _unconditional(line: str) -> bool:
