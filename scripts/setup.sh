@@ -56,4 +56,5 @@ if [ "${1:-}" = "--test" ]; then
   # debootstrap checks Debian's signatures (a Debian machine has the keyring; Ubuntu runners may not)
   [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || apt_install debian-archive-keyring "the debootstrap base image"
   command -v docker-registry >/dev/null || apt_install docker-registry "the image push test (modelport build --push)"
+  command -v cloud-init >/dev/null || apt_install cloud-init "the VM user-data check (cloud-init schema, modelport deploy vm)"
 fi
