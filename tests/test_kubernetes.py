@@ -30,6 +30,7 @@ from typer.testing import CliRunner
 
 from modelport.auth.keys import KeyFile
 from modelport.cli.main import app
+from modelport.errors import InvalidSetting
 from modelport.packaging import container
 from modelport.packaging.container import default_image
 from modelport.packaging.export import export_version
@@ -443,3 +444,23 @@ def test_open_leaves_the_api_keys_out_and_scrapes_without_a_key(registered: tupl
         assert ("api-keys" in volumes) is not open_
         assert ("MODELPORT_API_KEYS_FILE" in settings) is not open_
         assert ("authorization" in endpoint) is not open_
+
+
+@pytest.mark.slow
+def test_the_registry_variant_on_s3_mounts_no_volume_and_still_validates(
+    registered: tuple[Settings, ModelVersion], tmp_path: Path
+) -> None:
+    _, version = registered
+    options = KubernetesOptions(artifacts="s3://models/registry")
+    write_files(tmp_path, kustomize_layout(version, parse_reference(REF), options))
+    objects = list(yaml.safe_load_all(kustomize(tmp_path / "overlays" / "registry")))
+    (settings_map,) = of_kind(objects, "ConfigMap")
+    assert settings_map["data"]["MODELPORT_ARTIFACTS"] == "s3://models/registry"
+    (deployment,) = of_kind(objects, "Deployment")
+    assert "artifacts" not in {v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    path = tmp_path / "rendered.yaml"
+    path.write_text(yaml.safe_dump_all([o for o in objects if (o["apiVersion"], o["kind"]) not in CRD_SCHEMAS]))
+    result = kubernetes_validate(path, KUBERNETES_VERSIONS[-1])
+    assert result.returncode == 0, result.stdout + result.stderr
+    with pytest.raises(InvalidSetting, match="give the shared store's s3://"):
+        KubernetesOptions(artifacts="/mnt/artifacts")

@@ -60,6 +60,7 @@ class KubernetesOptions:
     target_cpu_percent: int = 70
     inflight_per_pod: int = 8
     open: bool = False  # no API keys Secret: inside the cluster the NetworkPolicy is then the only gate
+    artifacts: str | None = None  # the registry variant's store URL (s3://...); None: a shared volume
 
     def __post_init__(self) -> None:
         for what, image in (("--image", self.image), ("--registry-image", self.registry_image)):
@@ -89,6 +90,11 @@ class KubernetesOptions:
             memory_quantity(self.memory_limit, "--memory-limit")
         if not 1 <= self.target_cpu_percent <= 100:
             raise InvalidSetting(f"--target-cpu {self.target_cpu_percent}: give a percentage of the request, 1 to 100")
+        if self.artifacts is not None and not self.artifacts.startswith("s3://"):
+            raise InvalidSetting(
+                f"--artifacts {self.artifacts!r}: give the shared store's s3://bucket/prefix URL, or leave it out "
+                "to mount a shared volume of artifacts"
+            )
         if self.inflight_per_pod < 1:
             raise InvalidSetting(
                 f"--inflight-target {self.inflight_per_pod}: give the in-flight requests per pod, >= 1"
@@ -376,19 +382,24 @@ def registry_patches(version: ModelVersion, ref: Reference, options: KubernetesO
     artifacts folder in the settings, the credentials Secret required, the shared artifacts
     volume mounted, and /metrics scraped with a key (the registry's keys switch authentication on)."""
     n = names(version)
-    settings = {"MODELPORT_MODELS": str(ref), "MODELPORT_HOST": "0.0.0.0", "MODELPORT_ARTIFACTS": ARTIFACTS_MOUNT}
-    server = {
+    artifacts = options.artifacts or ARTIFACTS_MOUNT
+    settings = {"MODELPORT_MODELS": str(ref), "MODELPORT_HOST": "0.0.0.0", "MODELPORT_ARTIFACTS": artifacts}
+    server: dict[str, Any] = {
         "image": options.registry_image or default_image(version, "registry"),
         "envFrom": [
             {"configMapRef": {"name": n["settings"]}},
             {"secretRef": {"name": n["credentials"], "optional": False}},
         ],
-        "volumeMounts": [{"name": "artifacts", "mountPath": ARTIFACTS_MOUNT, "readOnly": True}],
     }
-    volume = {"name": "artifacts", "persistentVolumeClaim": {"claimName": n["artifacts"], "readOnly": True}}
+    pod: dict[str, Any] = {}
+    if options.artifacts is None:  # a shared folder: a volume every replica mounts
+        server["volumeMounts"] = [{"name": "artifacts", "mountPath": ARTIFACTS_MOUNT, "readOnly": True}]
+        pod["volumes"] = [
+            {"name": "artifacts", "persistentVolumeClaim": {"claimName": n["artifacts"], "readOnly": True}}
+        ]
     return [
         _patch("ConfigMap", "v1", n["settings"], settings, key="data"),
-        _server_patch(n["app"], server, {"volumes": [volume]}),
+        _server_patch(n["app"], server, pod),
         _patch(
             "ServiceMonitor",
             "monitoring.coreos.com/v1",
@@ -463,7 +474,12 @@ def kustomize_layout(version: ModelVersion, ref: Reference, options: KubernetesO
             (
                 f"Serve {ref} from the shared registry (image built with --models registry). Needs the Secret",
                 f"{n['credentials']} (MODELPORT_DATABASE_URL; API keys live in that database: modelport keys create),",
-                f"the claim {n['artifacts']} (the shared artifacts folder) and the Secret {n['scrape']}",
+                (
+                    f"the claim {n['artifacts']} (the shared artifacts folder)"
+                    if options.artifacts is None
+                    else f"access to {options.artifacts} (AWS_* credentials in that Secret, or a workload identity)"
+                )
+                + f" and the Secret {n['scrape']}",
                 "(key: a key with scope metrics, for the ServiceMonitor).",
             ),
         ),
