@@ -186,3 +186,18 @@ def test_a_registry_on_s3_serves_what_another_machine_registered(
 
     assert list(answer["label"]) == list(model.predict(pd.DataFrame(rows, columns=iris[0].columns)))
     assert (tmp_path / "reader" / "cache" / "artifacts" / "sha256" / version.artifact[7:]).is_dir()
+
+
+def test_deleting_a_version_removes_its_artifact_from_the_bucket(
+    aws_env: S3Server, tmp_path: Path, iris: tuple[Any, Any]
+) -> None:
+    bucket = aws_env.bucket()
+    settings = Settings(home=tmp_path / "home", artifacts=f"s3://{bucket}/r?addressing_style=path")
+    first, _ = register_iris(settings, iris)
+    second, _ = register_iris(settings, iris, aliases=(), strength=0.3)
+    with Registry.open(settings) as registry:
+        registry.delete(second.ref)
+        assert list(registry.store.keys()) == [first.artifact]
+        assert registry.gc(grace=0) == []  # nothing unreferenced is left to collect
+    names = {o["Key"].split("/")[2] for o in aws_env.client().list_objects_v2(Bucket=bucket)["Contents"]}
+    assert names == {first.artifact[7:]}

@@ -240,7 +240,7 @@ class Registry:
         """Delete stored artifacts that no version references and that are older than ``grace`` seconds.
 
         Returns the deleted keys. Needs a store that knows its artifacts' ages (LocalStore,
-        MemoryStore). Also removes leftovers of interrupted puts older than ``grace``.
+        MemoryStore, S3Store). Also removes leftovers of interrupted puts older than ``grace``.
         """
         store = self.store
         if not isinstance(store, CollectableStore):
