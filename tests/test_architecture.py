@@ -32,7 +32,7 @@ GENERATED = PACKAGE / "protocols" / "grpc" / "proto"  # protoc's output imports 
 
 # Top to bottom. A component imports only itself and the components of lower layers.
 LAYERS: list[set[str]] = [
-    {"__init__", "__main__", "app", "testing"},  # entry points: the package, python -m, ASGI, conformance
+    {"__init__", "__main__", "app", "serverless", "testing"},  # entry points: package, -m, ASGI, Lambda, conformance
     {"cli"},
     {"api", "bench"},
     {"server"},

@@ -8,6 +8,7 @@ podman runs with tests/containers/containers.conf (runc, ulimits the sandbox all
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -280,3 +281,138 @@ def test_registry_image_serves_the_alias_from_a_mounted_registry_and_follows_its
         np.testing.assert_allclose(np.reshape(outputs["probabilities"], expected.shape), expected, atol=1e-5)
     finally:
         running.remove()
+
+
+class FakeRuntimeApi:
+    """The Lambda Runtime API's invocation loop, as the Lambda service serves it to a runtime client
+    (``/2018-06-01/runtime/invocation/next``, ``.../{id}/response``, ``.../{id}/error``, ``init/error``),
+    on a loopback port: enough for awslambdaric to fetch events and post results. Not the Lambda
+    service, and not AWS's Runtime Interface Emulator (which cannot be downloaded here)."""
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        import http.server
+        import queue
+        import threading
+
+        self.pending: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        for number, event in enumerate(events):
+            self.pending.put((f"request-{number}", json.dumps(event).encode()))
+        self.results: queue.Queue[tuple[str, str, bytes]] = queue.Queue()  # (kind, request id, body)
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                assert self.path == "/2018-06-01/runtime/invocation/next", self.path
+                request_id, body = api.pending.get()  # blocks, as the service does between events
+                self.send_response(200)
+                self.send_header("Lambda-Runtime-Aws-Request-Id", request_id)
+                self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 60_000))
+                self.send_header(
+                    "Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:123456789012:function:f"
+                )
+                self.send_header("Lambda-Runtime-Trace-Id", "Root=1-5e9f0c65-1de4d666d4dd26aced652b6c")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                parts = self.path.strip("/").split("/")
+                kind = parts[-1]  # response, error (an invocation's) or error (init/error)
+                api.results.put((kind if parts[-2] != "init" else "init-error", parts[-2], body))
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def result(self, timeout: float) -> tuple[str, str, dict[str, Any]]:
+        kind, request_id, body = self.results.get(timeout=timeout)
+        return kind, request_id, json.loads(body)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_lambda_image_answers_api_gateway_events_through_awslambdaric(
+    quickstart: tuple[Settings, str], podman_env: dict[str, str], images: list[str]
+) -> None:
+    """`modelport build --target lambda`: the handler in the image answers a v2 event (run directly), and
+    the image's own entrypoint (awslambdaric) serves events fetched from a Runtime API, as Lambda runs it."""
+    settings, _ = quickstart  # built first: the lambda build reuses its first install step from podman's cache
+    expected = load("iris@production", settings=settings).predict({"input": np.asarray(ROWS, dtype=np.float32)})
+    started = time.monotonic()
+    tag, output = build(podman_env, settings.home, "iris@production", "--target", "lambda")
+    images.append(tag)
+    print(f"lambda image built in {time.monotonic() - started:.1f} s")
+    assert f"built {tag}" in output
+    assert "modelport deploy lambda iris@production" in output
+    v2 = json.loads((ROOT / "tests" / "events" / "apigw-v2-request-no-authorizer.json").read_text())
+    v2["rawPath"] = v2["requestContext"]["http"]["path"] = "/v2/models/iris/infer"
+    v2["requestContext"]["http"]["method"] = "POST"
+    v2["body"] = json.dumps(v2_body(ROWS))
+    v2["headers"]["content-type"] = "application/json"
+    v2["headers"]["content-length"] = str(len(v2["body"]))
+
+    def check(response: dict[str, Any]) -> None:
+        assert response["statusCode"] == 200, response
+        outputs = {o["name"]: o["data"] for o in json.loads(response["body"])["outputs"]}
+        assert outputs["label"] == [str(label) for label in expected["label"]]
+        np.testing.assert_allclose(
+            np.reshape(outputs["probabilities"], (len(ROWS), 3)), expected["probabilities"], atol=1e-5
+        )
+
+    script = (
+        "import json, sys, awslambdaric.bootstrap\n"
+        "from modelport.serverless import handler\n"
+        "print(json.dumps(handler(json.load(sys.stdin), None)))\n"
+    )
+    run = ["run", "--rm", "--interactive", "--read-only", "--network", "none", "--env", "MODELPORT_INSECURE_OPEN=1"]
+    done = subprocess.run(
+        ["podman", *run, "--entrypoint", "/opt/venv/bin/python", tag, "-c", script],
+        env=podman_env,
+        input=json.dumps(v2),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    check(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert "awslambdaric" in podman(podman_env, "image", "inspect", "--format", "{{json .Config.Entrypoint}}", tag)
+
+    v1 = json.loads((ROOT / "tests" / "events" / "apigw-request.json").read_text())
+    v1["path"], v1["httpMethod"] = "/v2/models/iris/infer", "POST"
+    v1["body"] = json.dumps(v2_body(ROWS))
+    api = FakeRuntimeApi([v2, v1])
+    lambda_env = {
+        "AWS_LAMBDA_RUNTIME_API": api.address,
+        "AWS_LAMBDA_FUNCTION_NAME": "modelport-iris",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
+        "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/modelport-iris",
+        "AWS_LAMBDA_LOG_STREAM_NAME": "test",
+        "AWS_REGION": "us-east-1",
+        "MODELPORT_INSECURE_OPEN": "1",
+    }
+    options = [arg for name, value in lambda_env.items() for arg in ("--env", f"{name}={value}")]
+    container_id = podman(podman_env, "run", "--detach", "--read-only", "--network", "host", *options, tag)
+    try:
+        for number in range(2):
+            kind, request_id, response = api.result(timeout=90)
+            assert (kind, request_id) == ("response", f"request-{number}"), response
+            check(response)
+    finally:
+        logs = subprocess.run(["podman", "logs", container_id], env=podman_env, capture_output=True, text=True)
+        subprocess.run(["podman", "rm", "--force", container_id], env=podman_env, capture_output=True, check=False)
+        api.close()
+    assert "serving iris@" in logs.stdout + logs.stderr  # the modelport logger's own handler, as in Lambda

@@ -64,6 +64,45 @@ def test_dockerfile_passes_hadolint_and_keeps_the_container_contract(tmp_path: P
     assert ('MODELPORT_MODELS="iris@production"' in text) is (models == "registry")
 
 
+@pytest.mark.parametrize("models", ["baked", "registry"])
+def test_lambda_dockerfile_passes_hadolint_and_runs_the_handler_through_awslambdaric(
+    tmp_path: Path, models: str
+) -> None:
+    version, artifact = fake_version(tmp_path)
+    spec = ImageSpec(
+        versions=[(version, artifact)], refs=["iris@production"], tag="x:1", models=models, target="lambda"
+    )
+    text = dockerfile(spec)
+    path = tmp_path / "Dockerfile"
+    path.write_text(text)
+    linted = subprocess.run([str(HADOLINT), str(path)], capture_output=True, text=True, check=False)
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+    assert 'ENTRYPOINT ["/opt/venv/bin/python", "-m", "awslambdaric"]' in text
+    assert 'CMD ["modelport.serverless.handler"]' in text
+    assert f"USER {container.USER}:{container.GROUP}" in text
+    assert 'MODELPORT_HOME="/tmp/modelport"' in text
+    assert "MODELPORT_HOST" not in text
+    assert "EXPOSE" not in text
+    assert "HEALTHCHECK" not in text
+    assert "--find-links /build/lambda/wheels --requirement /build/lambda/requirements.txt" in text
+    assert ("COPY model/ /opt/ml/model/" in text) is (models == "baked")
+    assert ('MODELPORT_MODELS="iris@production"' in text) is (models == "registry")
+    # The first install step is the default target's, line for line, so an engine's cache serves both
+    default = dockerfile(replace(spec, target="sagemaker"))
+    first_stage = default.split("\n\nFROM ${BASE_IMAGE}\n")[0].split("FROM ${BASE_IMAGE} AS venv\n")[1]
+    assert first_stage in text
+
+
+def test_default_target_is_the_sagemaker_image_unchanged(tmp_path: Path) -> None:
+    pair = fake_version(tmp_path)
+    plain = ImageSpec(versions=[pair], refs=["iris"], tag="x")
+    assert plain.target == "sagemaker"
+    named = [ImageSpec(versions=[pair], refs=["iris"], tag="x", target=t) for t in ("default", "sagemaker")]
+    assert {dockerfile(spec) for spec in named} == {dockerfile(plain)}
+    with pytest.raises(InvalidSetting, match=r"give sagemaker .* or lambda"):
+        ImageSpec(versions=[pair], refs=["iris"], tag="x", target="gcp")
+
+
 def test_image_spec_refuses_an_unknown_mode_and_no_models(tmp_path: Path) -> None:
     pair = fake_version(tmp_path)
     with pytest.raises(InvalidSetting, match="give baked"):
@@ -97,7 +136,7 @@ def test_requirements_follow_what_a_version_recorded_at_registration_and_say_so(
 
 def test_native_models_bring_their_library_and_registry_images_bring_postgresql(tmp_path: Path) -> None:
     native = image_requirements([version_with(tmp_path, "sklearn")], registry=True)
-    for name in ("scikit-learn", "skops", "scipy", "psycopg", "psycopg-binary"):
+    for name in ("scikit-learn", "skops", "scipy", "psycopg", "psycopg-binary", "boto3", "botocore"):
         assert native.pins[name] == metadata.version(name)
 
 
@@ -171,6 +210,8 @@ def test_build_help_names_every_option() -> None:
     assert result.exit_code == 0
     for option in ("--tag", "--base-image", "--engine", "--context", "--push", "--platform", "--models", "--with"):
         assert option in result.output
+    assert "--target" in result.output
+    assert "SageMaker's bring-your-own container contract" in result.output
 
 
 # -- what an image serves ---------------------------------------------------------------------------

@@ -77,23 +77,37 @@ def register(app: typer.Typer, handled: Handled) -> None:
                 help="Also install this installed distribution (repeatable), e.g. the one a custom runtime comes from.",
             ),
         ] = None,
+        target: Annotated[
+            str,
+            typer.Option(
+                metavar="TARGET",
+                help="sagemaker (the default; 'default' is the same): the server image, which already meets "
+                "SageMaker's bring-your-own container contract (`<image> serve`, /ping, /invocations, port 8080, "
+                "/opt/ml/model). lambda: an AWS Lambda image, awslambdaric running modelport.serverless.handler "
+                "behind API Gateway (needs modelport[aws] installed here; tag default ...:VERSION-lambda).",
+            ),
+        ] = "sagemaker",
     ) -> None:
         """Build a container image serving REF... on port 8080 (V2, TF Serving, SageMaker /ping and /invocations).
 
         The image runs as a non-root user, works with a read-only root filesystem (it writes only
-        under /tmp), has a HEALTHCHECK and runs unchanged as a SageMaker container (`<image> serve`).
-        Its dependencies are pinned to what the models recorded at registration and installed from
-        wheels put in the build context, so the build itself needs no network.
+        under /tmp), has a HEALTHCHECK and runs unchanged as a SageMaker container (`<image> serve`):
+        --target sagemaker is this image. --target lambda builds the same environment and models for
+        AWS Lambda instead (see docs/lambda.md). Dependencies are pinned to what the models recorded at
+        registration and installed from wheels put in the build context, so the build needs no network.
         """
+        from modelport.errors import InvalidSetting
         from modelport.packaging.container import default_image
         from modelport.packaging.engine import find_engine
-        from modelport.packaging.image import DEFAULT_BASE_IMAGE, ImageSpec, write_context
+        from modelport.packaging.image import DEFAULT_BASE_IMAGE, TARGETS, ImageSpec, write_context
         from modelport.registry.registry import Registry
         from modelport.settings import Settings
 
         def progress(line: str) -> None:
             out.print(f"[dim]{escape(line)}[/]")
 
+        if target not in (*TARGETS, "default"):
+            raise InvalidSetting(f"--target {target!r}: give sagemaker (the default) or lambda")
         build_it = tag is not None or context is None or push
         chosen = find_engine(engine) if build_it else None  # a missing engine is said before any work
         started = time.monotonic()
@@ -103,11 +117,12 @@ def register(app: typer.Typer, handled: Handled) -> None:
             spec = ImageSpec(
                 versions=[(v, registry.artifact_path(v)) for v in versions],
                 refs=list(refs),
-                tag=tag or default_image(versions[0], models),
+                tag=tag or default_image(versions[0], models) + ("-lambda" if target == "lambda" else ""),
                 models=models,
                 base_image=base_image or DEFAULT_BASE_IMAGE,
                 platform=platform,
                 extra=list(with_ or []),
+                target=target,
             )
             directory = context or Path(tempfile.mkdtemp(prefix="modelport-build-"))
             try:
@@ -137,6 +152,12 @@ def register(app: typer.Typer, handled: Handled) -> None:
             out.print(f"pushing {escape(spec.tag)}")
             chosen.push(spec.tag, progress)
             out.print(f"pushed {escape(spec.tag)}")
+        if spec.target == "lambda":
+            out.print(
+                f"  push it to ECR, then: modelport deploy lambda {escape(refs[0])} --image <ECR URI> --role <ARN>"
+            )
+            out.print("  (see docs/lambda.md; the image answers Lambda events, not HTTP)")
+            return
         publish = f"127.0.0.1:{container.PORT}:{container.PORT}"
         out.print(f"  run it: {chosen.name} run --rm --read-only -p {publish} {escape(spec.tag)}")
         out.print(f"  then:   curl http://127.0.0.1:{container.PORT}{container.READY_PATH}")

@@ -10,8 +10,15 @@
     CONTEXT/wheels/           their wheels for the image's platform, and modelport's own
     CONTEXT/model/            the baked models (an export, or a bundle of exports); absent with
                               ``--models registry``
+    CONTEXT/lambda/           ``--target lambda`` only: what the Lambda handler adds (mangum,
+                              awslambdaric and what they need beyond the above), pinned, and its
+                              wheels, installed in a second step so the first is the default
+                              target's, step for step (an engine reuses it from its cache)
 
-The image keeps the contract in :mod:`modelport.packaging.container`.
+The ``sagemaker`` target (the default) keeps the contract in :mod:`modelport.packaging.container`,
+which is also SageMaker's bring-your-own container contract. The ``lambda`` target is the same
+environment and models with AWS Lambda's runtime interface client as its entrypoint, running
+:func:`modelport.serverless.handler`.
 """
 
 from __future__ import annotations
@@ -40,6 +47,10 @@ log = logging.getLogger("modelport")
 
 DEFAULT_BASE_IMAGE = f"python:{sys.version_info.major}.{sys.version_info.minor}-slim"
 MODES = ("baked", "registry")
+TARGETS = ("sagemaker", "lambda")  # "default" is another name for sagemaker
+# What each target installs beyond the server's own closure
+TARGET_LIBRARIES: dict[str, tuple[str, ...]] = {"sagemaker": (), "lambda": ("mangum", "awslambdaric")}
+LAMBDA_HANDLER = "modelport.serverless.handler"
 # manylinux tags pip may take for each architecture, newest first
 PLATFORM_TAGS = {
     arch: [f"manylinux_2_{minor}_{arch}" for minor in (28, 27, 24, 17)] + [f"manylinux2014_{arch}"]
@@ -63,8 +74,16 @@ class ImageSpec:
     base_image: str = DEFAULT_BASE_IMAGE
     platform: str | None = None  # linux/amd64 style; None: this machine's
     extra: list[str] = field(default_factory=list)  # more distributions to install, by name
+    target: str = "sagemaker"
 
     def __post_init__(self) -> None:
+        if self.target == "default":
+            object.__setattr__(self, "target", "sagemaker")
+        if self.target not in TARGETS:
+            raise InvalidSetting(
+                f"--target {self.target!r}: give sagemaker (the default: the server image, which SageMaker runs "
+                "unchanged) or lambda (an AWS Lambda image)"
+            )
         if self.models not in MODES:
             raise InvalidSetting(f"--models {self.models!r}: give baked (models in the image) or registry")
         if not self.versions:
@@ -82,11 +101,11 @@ def write_context(spec: ImageSpec, directory: Path, progress: Progress = log.inf
     wheels = directory / "wheels"
     wheels.mkdir()
     own = _modelport_wheel(wheels, progress)
-    requirements = image_requirements(
-        (version for version, _ in spec.versions), own=own, registry=registry, extra=spec.extra, arch=arch
-    )
+    versions = [version for version, _ in spec.versions]
+    requirements = image_requirements(versions, own=own, registry=registry, extra=spec.extra, arch=arch)
     for note in requirements.notes:
         progress(f"note: {note}")
+    added = _target_requirements(spec, versions, requirements, own, arch)
     if not registry:
         progress(f"exporting {', '.join(v.ref for v, _ in spec.versions)} into the context")
         if len(spec.versions) == 1:
@@ -101,13 +120,53 @@ def write_context(spec: ImageSpec, directory: Path, progress: Progress = log.inf
         + "\n"
     )
     _download_wheels(requirements, wheels, arch, progress)
-    (directory / ".dockerignore").write_text("*\n!Dockerfile\n!requirements.txt\n!wheels/\n!model/\n")
+    ignore = "*\n!Dockerfile\n!requirements.txt\n!wheels/\n!model/\n"
+    if added is not None:
+        (directory / "lambda" / "wheels").mkdir(parents=True)
+        (directory / "lambda" / "requirements.txt").write_text(
+            f"# What {LAMBDA_HANDLER} needs beyond the server, pinned as installed where modelport build ran.\n"
+            + "\n".join(added.lines())
+            + "\n"
+        )
+        _download_wheels(added, directory / "lambda" / "wheels", arch, progress)
+        ignore += "!lambda/\n"
+        requirements = Requirements({**requirements.pins, **added.pins}, requirements.notes)
+    (directory / ".dockerignore").write_text(ignore)
     (directory / "Dockerfile").write_text(dockerfile(spec))
     return requirements
 
 
+def _target_requirements(
+    spec: ImageSpec, versions: list[ModelVersion], base: Requirements, own: tuple[str, list[str]], arch: str
+) -> Requirements | None:
+    """What ``spec.target`` installs beyond ``base`` (None: nothing), pinned as installed here."""
+    libraries = TARGET_LIBRARIES[spec.target]
+    if not libraries:
+        return None
+    missing = [name for name in libraries if not _installed(name)]
+    if missing:
+        raise InvalidSetting(
+            f"--target {spec.target} installs {', '.join(libraries)} in the image at the versions installed here, and "
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed: pip install 'modelport[aws]'"
+        )
+    full = image_requirements(
+        versions, own=own, registry=spec.models == "registry", extra=[*spec.extra, *libraries], arch=arch
+    )
+    return Requirements({name: pin for name, pin in full.pins.items() if base.pins.get(name) != pin})
+
+
+def _installed(name: str) -> bool:
+    try:
+        metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def dockerfile(spec: ImageSpec) -> str:
     """The Dockerfile of ``spec`` (its ``BASE_IMAGE`` build argument defaults to ``spec.base_image``)."""
+    if spec.target == "lambda":
+        return _lambda_dockerfile(spec)
     venv = container.VENV
     models = ", ".join(version.ref for version, _ in spec.versions)
     env = {
@@ -158,6 +217,63 @@ def dockerfile(spec: ImageSpec) -> str:
         f"    CMD {json.dumps([f'{venv}/bin/python', '-c', healthcheck])}",
         f"ENTRYPOINT {json.dumps(list(container.ENTRYPOINT))}",
         f"CMD {json.dumps(list(container.COMMAND))}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _lambda_dockerfile(spec: ImageSpec) -> str:
+    """``--target lambda``: the default target's environment and models, plus ``lambda/requirements.txt``
+    installed over it, with the Lambda runtime interface client as the entrypoint. No port, no
+    HEALTHCHECK: Lambda sends events, not HTTP, and checks no health. The same non-root user (Lambda
+    runs its own and ignores USER; other engines keep it); ``/tmp`` is the only path written."""
+    venv = container.VENV
+    models = ", ".join(version.ref for version, _ in spec.versions)
+    env = {
+        "PATH": f"{venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "HOME": "/tmp",
+        "MODELPORT_HOME": container.HOME,
+    }
+    if spec.models == "registry":
+        env["MODELPORT_MODELS"] = ",".join(spec.refs)
+    pip = f"{venv}/bin/python -m pip"
+    lines = [
+        "# syntax=docker/dockerfile:1",
+        f"# modelport {metadata.version('modelport')} AWS Lambda image serving {models}",
+        f"# ({'from the registry the MODELPORT_* variables name' if spec.models == 'registry' else 'baked in'}),"
+        f" through {LAMBDA_HANDLER}.",
+        "# Written by modelport build; the build needs no network: everything is installed from wheels/.",
+        f"ARG BASE_IMAGE={spec.base_image}",
+        "",
+        "FROM ${BASE_IMAGE} AS venv",
+        "COPY requirements.txt /build/requirements.txt",
+        "COPY wheels/ /build/wheels/",
+        f"RUN python3 -m venv {venv} \\",
+        f"    && {pip} install --no-index --no-cache-dir --disable-pip-version-check \\",
+        "       --find-links /build/wheels --requirement /build/requirements.txt \\",
+        f"    && {pip} uninstall --yes --quiet pip setuptools",
+        "COPY lambda/ /build/lambda/",
+        f"RUN {venv}/bin/python -m ensurepip --default-pip > /dev/null \\",
+        f"    && {pip} install --no-index --no-cache-dir --disable-pip-version-check \\",
+        "       --find-links /build/lambda/wheels --requirement /build/lambda/requirements.txt \\",
+        f"    && {pip} uninstall --yes --quiet pip setuptools",
+        "",
+        "FROM ${BASE_IMAGE}",
+        "LABEL org.opencontainers.image.title=" + json.dumps(f"modelport on AWS Lambda: {models}"),
+        f"LABEL io.modelport.models={json.dumps(models)} io.modelport.mode={json.dumps(spec.models)} "
+        'io.modelport.target="lambda"',
+        "ENV " + " \\\n    ".join(f"{key}={json.dumps(value)}" for key, value in env.items()),
+        f"COPY --from=venv {venv} {venv}",
+    ]
+    if spec.models == "baked":
+        lines.append(f"COPY model/ {container.MODEL_DIR}/")
+    lines += [
+        f"USER {container.USER}:{container.GROUP}",
+        "WORKDIR /tmp",
+        f"ENTRYPOINT {json.dumps([f'{venv}/bin/python', '-m', 'awslambdaric'])}",
+        f"CMD {json.dumps([LAMBDA_HANDLER])}",
         "",
     ]
     return "\n".join(lines)
