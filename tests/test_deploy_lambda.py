@@ -343,7 +343,7 @@ def test_cli_help_exits_zero_and_names_every_option() -> None:
 def test_forbidden_is_the_error_for_denied_calls() -> None:
     from botocore.exceptions import ClientError
 
-    from modelport.packaging.lambdas import client_error
+    from modelport.packaging.aws import client_error
 
     denied = ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "CreateFunction")
     assert isinstance(client_error(denied), Forbidden)

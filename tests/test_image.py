@@ -56,6 +56,7 @@ def test_dockerfile_passes_hadolint_and_keeps_the_container_contract(tmp_path: P
     assert f"USER {container.USER}:{container.GROUP}" in text
     assert 'ENTRYPOINT ["/opt/venv/bin/modelport"]' in text
     assert 'CMD ["serve"]' in text
+    assert 'com.amazonaws.sagemaker.capabilities.multi-models="true"' in text  # a SageMaker multi-model container
     assert f"EXPOSE {container.PORT}" in text
     assert container.READY_PATH in text
     assert "HEALTHCHECK" in text

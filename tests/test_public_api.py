@@ -30,7 +30,7 @@ def test_the_cli_commands() -> None:
         "bench": [],
         "build": [],
         "delete": [],
-        "deploy": ["k8s", "kserve"],
+        "deploy": ["k8s", "kserve", "lambda", "sagemaker", "vm"],
         "drift": [],
         "export": [],
         "init-ci": [],

@@ -15,6 +15,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from modelport.cli.deploy_lambda import register as register_lambda
+from modelport.cli.deploy_sagemaker import register as register_sagemaker
+from modelport.cli.deploy_vm import register as register_vm
 from modelport.types import ModelVersion
 
 Handled = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -38,7 +41,7 @@ def _registered(ref: str) -> ModelVersion:
 def commands(handled: Handled) -> typer.Typer:
     """The ``deploy`` sub-app; ``handled`` turns a command's errors into one clear line."""
     app = typer.Typer(
-        help="Deployment files for a registered model: Kubernetes (kustomize) and KServe.",
+        help="Deploy a registered model: Kubernetes (kustomize) and KServe files, SageMaker, AWS Lambda, a VM.",
         no_args_is_help=True,
         add_completion=False,
     )
@@ -80,6 +83,13 @@ def commands(handled: Handled) -> typer.Typer:
         inflight_target: Annotated[
             int, typer.Option(help="In-flight autoscaler's target: requests in flight per pod, on average.")
         ] = 8,
+        artifacts: Annotated[
+            str | None,
+            typer.Option(
+                help="The registry variant's artifact store, s3://bucket/prefix (default: a shared volume, the "
+                "claim modelport-NAME-artifacts)."
+            ),
+        ] = None,
         open_: Annotated[
             bool,
             typer.Option(
@@ -110,6 +120,7 @@ def commands(handled: Handled) -> typer.Typer:
             target_cpu_percent=target_cpu,
             inflight_per_pod=inflight_target,
             open=open_,
+            artifacts=artifacts,
         )
         version = _registered(ref)
         written = write_files(directory, kustomize_layout(version, reference, options), force=force)
@@ -165,4 +176,7 @@ def commands(handled: Handled) -> typer.Typer:
         canary = escape(str(directory / "inferenceservice-canary.yaml"))
         out.print(f"or, over a running service, as a {canary_percent}% canary: kubectl apply -f {canary}")
 
+    register_sagemaker(app, handled)
+    register_lambda(app, handled)
+    register_vm(app, handled)
     return app

@@ -141,7 +141,7 @@ def _registered(ref: str) -> Any:
 def boto3_clients(region: str | None) -> tuple[Any, Any]:
     """Lambda and API Gateway v2 clients from the standard AWS environment and config files."""
     from modelport.errors import ModelportError
-    from modelport.packaging.lambdas import INSTALL_AWS, aws_errors
+    from modelport.packaging.aws import INSTALL_AWS, aws_errors
 
     try:
         import boto3

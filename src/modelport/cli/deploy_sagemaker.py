@@ -43,7 +43,7 @@ def boto3_clients(region: str | None) -> AwsClients:
         import boto3
     except ImportError:
         raise ModelportError(f"deploying to SageMaker needs boto3: {INSTALL_AWS}") from None
-    from modelport.packaging.sagemaker import aws_errors
+    from modelport.packaging.aws import aws_errors
 
     with aws_errors():
         session = boto3.session.Session(region_name=region)
@@ -65,7 +65,7 @@ def invocation_body(version: ModelVersion) -> bytes:
 
 def default_location(clients: AwsClients, region: str | None) -> str:
     """``s3://sagemaker-REGION-ACCOUNT/modelport``, the SageMaker SDK's default bucket, created if missing."""
-    from modelport.packaging.sagemaker import aws_errors
+    from modelport.packaging.aws import aws_errors
 
     with aws_errors():
         account = clients.sts.get_caller_identity()["Account"]

@@ -204,6 +204,10 @@ def dockerfile(spec: ImageSpec) -> str:
         "FROM ${BASE_IMAGE}",
         "LABEL org.opencontainers.image.title=" + json.dumps(f"modelport: {models}"),
         f"LABEL io.modelport.models={json.dumps(models)} io.modelport.mode={json.dumps(spec.models)}",
+        # SageMaker: the container serves multi-model endpoints (SAGEMAKER_MULTI_MODEL=true) and
+        # listens where SAGEMAKER_BIND_TO_PORT says
+        'LABEL com.amazonaws.sagemaker.capabilities.multi-models="true" '
+        'com.amazonaws.sagemaker.capabilities.accept-bind-to-port="true"',
         "ENV " + " \\\n    ".join(f"{key}={json.dumps(value)}" for key, value in env.items()),
         f"COPY --from=venv {venv} {venv}",
     ]

@@ -12,21 +12,21 @@ caller (tests hand in moto's or stubbed ones); boto3 itself is never imported he
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelport.errors import Conflict, Forbidden, InvalidSetting, ModelportError, NotFound
+from modelport.errors import Conflict, InvalidSetting, ModelportError
 from modelport.packaging import container
+from modelport.packaging.aws import aws_errors
 
-INSTALL_AWS = "pip install 'modelport[aws]'"
+GUIDE = "docs/lambda.md"  # where the IAM permissions are listed
+
 AUTH_MODES = ("app", "iam", "none")
 ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "arm64": "arm64", "aarch64": "arm64"}
 _FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+")
-_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnrecognizedClientException"}
-_MISSING = {"ResourceNotFoundException", "NotFoundException"}
 API_INTEGRATION_TIMEOUT_MS = 30_000  # HTTP APIs wait at most 30 s for an integration
 
 
@@ -113,7 +113,7 @@ def deploy_function(
         "Environment": {"Variables": options.variables()},
         "Description": options.description,
     }
-    with aws_errors():
+    with aws_errors(GUIDE):
         try:
             client.get_function(FunctionName=options.function)
         except client.exceptions.ResourceNotFoundException:
@@ -140,7 +140,7 @@ def ensure_http_api(
     every request to ``function_arn``; API Gateway is allowed to invoke the function."""
     region, account = _arn_parts(function_arn)
     authorization = "AWS_IAM" if auth == "iam" else "NONE"
-    with aws_errors():
+    with aws_errors(GUIDE):
         found = [api for api in _pages(apis, "get_apis", "Items") if api.get("Name") == name]
         if len(found) > 1:
             ids = ", ".join(str(api["ApiId"]) for api in found)
@@ -224,56 +224,3 @@ def _arn_parts(arn: str) -> tuple[str, str]:
     if len(parts) < 7 or parts[2] != "lambda":
         raise InvalidSetting(f"{arn!r} is not a Lambda function ARN")
     return parts[3], parts[4]
-
-
-# -- AWS errors ---------------------------------------------------------------------------------
-
-
-@contextmanager
-def aws_errors() -> Iterator[None]:
-    """Turn botocore's errors into modelport errors: one clear line each, no traceback."""
-    try:
-        from botocore.exceptions import (
-            BotoCoreError,
-            ClientError,
-            EndpointConnectionError,
-            NoCredentialsError,
-            NoRegionError,
-            ParamValidationError,
-            PartialCredentialsError,
-        )
-    except ImportError:
-        raise ModelportError(f"deploying to AWS Lambda needs boto3: {INSTALL_AWS}") from None
-    try:
-        yield
-    except ClientError as exc:
-        raise client_error(exc) from None
-    except (NoCredentialsError, PartialCredentialsError):
-        raise InvalidSetting(
-            "no AWS credentials found: set AWS_PROFILE (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), "
-            "or run aws configure"
-        ) from None
-    except NoRegionError:
-        raise InvalidSetting("no AWS region: give --region, or set AWS_REGION / AWS_DEFAULT_REGION") from None
-    except EndpointConnectionError as exc:
-        raise ModelportError(f"cannot reach AWS ({exc}); check --region and the network") from None
-    except ParamValidationError as exc:
-        raise InvalidSetting(f"AWS refused the request before sending it: {' '.join(str(exc).split())}") from None
-    except BotoCoreError as exc:
-        raise ModelportError(f"AWS call failed: {' '.join(str(exc).split())}") from None
-
-
-def client_error(exc: Any) -> ModelportError:
-    """The modelport error for a botocore ``ClientError``: what was called, AWS's code and message."""
-    error = exc.response.get("Error", {})
-    code, message = str(error.get("Code", "")), " ".join(str(error.get("Message", "")).split())
-    said = f"{exc.operation_name}: {code}: {message}" if message else f"{exc.operation_name}: {code}"
-    if code in _DENIED:
-        return Forbidden(f"AWS denied {said} (the caller's IAM policy must allow it; see docs/lambda.md)")
-    if code in _MISSING:
-        return NotFound(f"AWS: {said}")
-    if code in {"InvalidParameterValueException", "ValidationException", "BadRequestException"}:
-        return InvalidSetting(f"AWS refused {said}")
-    if code in {"ResourceConflictException", "ConflictException"}:
-        return Conflict(f"AWS: {said}")
-    return ModelportError(f"AWS call failed: {said}")

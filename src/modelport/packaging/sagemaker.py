@@ -20,24 +20,29 @@ from __future__ import annotations
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from modelport.errors import Conflict, Forbidden, InvalidSetting, ModelportError, NotFound
+from modelport.errors import Conflict, InvalidSetting, ModelportError, NotFound
+from modelport.packaging.aws import aws_errors
 from modelport.packaging.export import export_version
 from modelport.types import ModelVersion
+
+GUIDE = "docs/sagemaker.md"  # where the IAM permissions are listed
+
+
+def _absent(exc: BaseException) -> bool:
+    return isinstance(exc, NotFound) or "Could not find" in str(exc)
+
 
 TAG = "modelport:endpoint"
 REF_TAG = "modelport:ref"
 JSON = "application/json"
 NEW = "new"  # in weights: the variant an update adds
 _UNSAFE = re.compile(r"[^A-Za-z0-9]+")
-_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnrecognizedClientException"}
-_CREDENTIALS = {"InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException", "SignatureDoesNotMatch"}
 _KEPT = (  # ProductionVariant fields copied from a current configuration into the next one
     "VariantName",
     "ModelName",
@@ -194,64 +199,6 @@ def parse_weights(items: Sequence[str]) -> dict[str, float]:
     return weights
 
 
-# -- AWS errors ---------------------------------------------------------------------------------
-
-
-@contextmanager
-def aws_errors() -> Iterator[None]:
-    """Turn botocore's errors into modelport errors: one clear line each, no traceback (waiters' errors pass)."""
-    from botocore.exceptions import (
-        BotoCoreError,
-        ClientError,
-        EndpointConnectionError,
-        NoCredentialsError,
-        NoRegionError,
-        ParamValidationError,
-        PartialCredentialsError,
-        WaiterError,
-    )
-
-    try:
-        yield
-    except WaiterError:
-        raise  # SageMakerDeployer.wait reads it
-    except ClientError as exc:
-        raise client_error(exc) from None
-    except (NoCredentialsError, PartialCredentialsError):
-        raise InvalidSetting(
-            "no AWS credentials found: set AWS_PROFILE (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), "
-            "or run aws configure"
-        ) from None
-    except NoRegionError:
-        raise InvalidSetting("no AWS region: give --region, or set AWS_REGION / AWS_DEFAULT_REGION") from None
-    except EndpointConnectionError as exc:
-        raise ModelportError(f"cannot reach AWS ({exc}); check --region and the network") from None
-    except ParamValidationError as exc:
-        raise InvalidSetting(f"AWS refused the request before sending it: {' '.join(str(exc).split())}") from None
-    except BotoCoreError as exc:
-        raise ModelportError(f"AWS call failed: {' '.join(str(exc).split())}") from None
-
-
-def client_error(exc: Any) -> ModelportError:
-    """The modelport error for a botocore ``ClientError``: what was called, AWS's code and message."""
-    error = exc.response.get("Error", {})
-    code, message = str(error.get("Code", "")), " ".join(str(error.get("Message", "")).split())
-    said = f"{exc.operation_name}: {code}: {message}" if message else f"{exc.operation_name}: {code}"
-    if code in _DENIED:
-        return Forbidden(f"AWS denied {said} (the caller's IAM policy must allow it; see docs/sagemaker.md)")
-    if code in _CREDENTIALS:
-        return InvalidSetting(f"AWS rejected the credentials at {said}")
-    if code in ("ResourceInUse", "ResourceInUseException"):
-        return Conflict(f"AWS {said} (wait for the running operation to end, then try again)")
-    if code in ("ResourceNotFound", "NoSuchBucket", "NoSuchKey", "404") or message.startswith("Could not find"):
-        return NotFound(f"AWS {said}")
-    return ModelportError(f"AWS {said}")
-
-
-def _absent(exc: BaseException) -> bool:
-    return isinstance(exc, NotFound) or "Could not find" in str(exc)
-
-
 # -- deployer -----------------------------------------------------------------------------------
 
 
@@ -286,7 +233,7 @@ class SageMakerDeployer:
         with tempfile.TemporaryDirectory(prefix="modelport-sagemaker-") as scratch:
             archive = export_version(version, artifact, Path(scratch) / "export")
             size = archive.stat().st_size
-            with aws_errors():
+            with aws_errors(GUIDE):
                 if self._object_size(location.bucket, key) == size:
                     self.report(f"{uri} already holds {version.ref} ({size} bytes): not uploaded again")
                     return uri
@@ -314,7 +261,7 @@ class SageMakerDeployer:
             environment["SAGEMAKER_MULTI_MODEL"] = "true"  # what modelport's container reads
         if environment:
             container["Environment"] = environment
-        with aws_errors():
+        with aws_errors(GUIDE):
             self.sagemaker.create_model(
                 ModelName=name, PrimaryContainer=container, ExecutionRoleArn=spec.role, Tags=tags
             )
@@ -326,7 +273,7 @@ class SageMakerDeployer:
         params: dict[str, Any] = {"EndpointConfigName": name, "ProductionVariants": variants, "Tags": tags}
         if capture:
             params["DataCaptureConfig"] = dict(capture)
-        with aws_errors():
+        with aws_errors(GUIDE):
             self.sagemaker.create_endpoint_config(**params)
         shares = ", ".join(
             f"{v['VariantName']} ({v['ModelName']}) weight {v['InitialVariantWeight']:g}" for v in variants
@@ -336,7 +283,7 @@ class SageMakerDeployer:
     def describe(self, endpoint: str) -> dict[str, Any] | None:
         """DescribeEndpoint's answer, or None when there is no such endpoint."""
         try:
-            with aws_errors():
+            with aws_errors(GUIDE):
                 return dict(self.sagemaker.describe_endpoint(EndpointName=endpoint))
         except ModelportError as exc:
             if _absent(exc):
@@ -356,7 +303,7 @@ class SageMakerDeployer:
     def current_variants(self, endpoint: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """The endpoint (in service) and its configuration."""
         described = self.in_service(endpoint)
-        with aws_errors():
+        with aws_errors(GUIDE):
             config = self.sagemaker.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
         return described, dict(config)
 
@@ -369,7 +316,7 @@ class SageMakerDeployer:
         started = self.clock()
         while True:
             try:
-                with aws_errors():
+                with aws_errors(GUIDE):
                     waiter.wait(EndpointName=endpoint, WaiterConfig={"Delay": 1, "MaxAttempts": 1})
             except WaiterError as exc:
                 answer = exc.last_response or {}
@@ -399,7 +346,7 @@ class SageMakerDeployer:
             params["TargetModel"] = invocation.target_model
         if target_variant:
             params["TargetVariant"] = target_variant
-        with aws_errors():
+        with aws_errors(GUIDE):
             answer = self.runtime.invoke_endpoint(**params)
             body = answer["Body"].read()
         text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else str(body)
@@ -483,7 +430,7 @@ class SageMakerDeployer:
         self.create_model(name, spec, data_url, tags, multi_model=multi_model)
         count = spec.instance_count or 1
         self.create_config(name, [self.variant(variant, name, spec.instance_type, count, 1.0)], capture, tags)
-        with aws_errors():
+        with aws_errors(GUIDE):
             self.sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=name, Tags=tags[:1])
         self.report(f"created endpoint {endpoint} (configuration {name}); it takes several minutes to start")
         self._finish(endpoint, wait, timeout_s, tests, None)
@@ -525,7 +472,7 @@ class SageMakerDeployer:
         ]
         variants.append(self.variant(new, name, str(instance_type), count, plan[new]))
         self.create_config(name, variants, capture, tags)
-        with aws_errors():
+        with aws_errors(GUIDE):
             self.sagemaker.update_endpoint(
                 EndpointName=endpoint, EndpointConfigName=name, RetainAllVariantProperties=False
             )
@@ -553,7 +500,7 @@ class SageMakerDeployer:
         if unknown:
             raise InvalidSetting(f"endpoint {endpoint} has no variant {', '.join(unknown)} (it has {', '.join(names)})")
         desired = [{"VariantName": name, "DesiredWeight": float(weight)} for name, weight in weights.items()]
-        with aws_errors():
+        with aws_errors(GUIDE):
             self.sagemaker.update_endpoint_weights_and_capacities(
                 EndpointName=endpoint, DesiredWeightsAndCapacities=desired
             )
@@ -573,7 +520,7 @@ class SageMakerDeployer:
         name = resource_name(endpoint, f"{variant}-only", self.stamp())
         tags = self.tags(endpoint, variant)
         self.create_config(name, [kept], config.get("DataCaptureConfig"), tags)
-        with aws_errors():
+        with aws_errors(GUIDE):
             self.sagemaker.update_endpoint(
                 EndpointName=endpoint, EndpointConfigName=name, RetainAllVariantProperties=False
             )
@@ -589,14 +536,14 @@ class SageMakerDeployer:
             self.report(f"no endpoint {endpoint} (already deleted)")
         else:
             configs.append(str(described["EndpointConfigName"]))
-            with aws_errors():
+            with aws_errors(GUIDE):
                 self.sagemaker.delete_endpoint(EndpointName=endpoint)
             self.report(f"deleted endpoint {endpoint}")
         configs += [c for c in self._tagged("list_endpoint_configs", "EndpointConfigs", endpoint) if c not in configs]
         models: list[str] = []
         for config in configs:
             try:
-                with aws_errors():
+                with aws_errors(GUIDE):
                     found = self.sagemaker.describe_endpoint_config(EndpointConfigName=config)
                     self.sagemaker.delete_endpoint_config(EndpointConfigName=config)
             except ModelportError as exc:
@@ -609,7 +556,7 @@ class SageMakerDeployer:
         models += [m for m in self._tagged("list_models", "Models", endpoint) if m not in models]
         for model in models:
             try:
-                with aws_errors():
+                with aws_errors(GUIDE):
                     self.sagemaker.delete_model(ModelName=model)
             except ModelportError as exc:
                 if not _absent(exc):
@@ -625,7 +572,7 @@ class SageMakerDeployer:
         """Names of models or configurations whose name holds ``endpoint`` and whose tag says it."""
         kind = "EndpointConfig" if key == "EndpointConfigs" else "Model"
         names = []
-        with aws_errors():
+        with aws_errors(GUIDE):
             for page in self.sagemaker.get_paginator(operation).paginate(NameContains=endpoint):
                 for item in page.get(key, []):
                     name = str(item[f"{kind}Name"])
