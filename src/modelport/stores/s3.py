@@ -363,4 +363,6 @@ def _client(addressing_style: str | None) -> Any:
             "MODELPORT_ARTIFACTS is an s3:// URL, which needs boto3: pip install 'modelport[s3]'"
         ) from None
     config = Config(s3={"addressing_style": addressing_style} if addressing_style else {}, retries={"mode": "standard"})
-    return boto3.client("s3", config=config)
+    # A session of its own: it reads the AWS variables and files now (the module-level default
+    # session keeps the credentials it found first, for every later client of the process).
+    return boto3.session.Session().client("s3", config=config)
