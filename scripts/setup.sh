@@ -29,8 +29,16 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     fi
     UV=$VENV/bin/uv
   fi
+  # PyTorch through pip, which takes the CPU wheel these machines keep on disk (uv would download a
+  # CUDA build of several GB); uv then finds it installed.
+  if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
+    echo "==> installing PyTorch ${TORCH_VERSION:=2.13.0} (CPU) into $VENV"
+    "$VENV/bin/python" -m pip --version >/dev/null 2>&1 || "$VENV/bin/python" -m ensurepip --upgrade >/dev/null
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION"
+  fi
   echo "==> installing modelport and its dependencies into $VENV"
-  "$UV" pip install --quiet -p "$VENV/bin/python" -e ".[sklearn,postgres,jwt,grpc,bench,tracing,sentry,s3,aws,dev]"
+  "$UV" pip install --quiet -p "$VENV/bin/python" \
+    -e ".[sklearn,xgboost,lightgbm,torch,tensorflow,postgres,jwt,grpc,bench,tracing,sentry,s3,aws,dev]"
   touch "$STAMP"
 fi
 
