@@ -108,8 +108,8 @@ def test_corrupt_artifact_is_an_invalid_model_naming_the_version(native: Package
 
 
 def test_unknown_runtime_kind_is_an_invalid_model(native: Packaged) -> None:
-    with pytest.raises(InvalidModel, match="iris@3 needs the 'tensorflow' runtime, which this server does not have"):
-        open_version(version_of(native, runtime="tensorflow"), native.directory)
+    with pytest.raises(InvalidModel, match="iris@3 needs the 'caffe' runtime, which this server does not have"):
+        open_version(version_of(native, runtime="caffe"), native.directory)
 
 
 @pytest.mark.parametrize("manifest_lists_them", [True, False], ids=["manifest-forged", "manifest-stale"])

@@ -41,6 +41,8 @@ def register(
     runtime: str | None = None,
     batching: Batching | None = None,
     capture_rate: float | None = None,
+    device: str | None = None,
+    precision: str | None = None,
     settings: Settings | None = None,
 ) -> ModelVersion:
     """Register ``model`` as the next version of ``name`` and return that version.
@@ -86,6 +88,8 @@ def register(
                 aliases=aliases,
                 batching=batching,
                 capture_rate=capture_rate,
+                device=device,
+                precision=precision,
             )
         finally:
             registry.close()
@@ -185,6 +189,7 @@ def load(
             registry.artifact_path(version),
             threads=threads or settings.compute_threads,
             allow_env_mismatch=settings.allow_env_mismatch if allow_env_mismatch is None else allow_env_mismatch,
+            device=settings.device,
         )
     finally:
         registry.close()

@@ -45,6 +45,9 @@ class Settings:
     artifacts: where artifacts are stored: a folder, or a URL (``file:///srv/artifacts``;
         ``s3://bucket/prefix`` with the ``s3`` extra, the endpoint, region and credentials from the
         standard AWS variables; the scheme of an installed store plugin). Default ``home/artifacts``.
+    device: where versions without a device of their own run: ``cpu`` (default), ``cuda`` or
+        ``cuda:N`` (``MODELPORT_DEVICE``, ``serve --device``); a version registered with a device
+        runs there. A runtime that cannot use the device refuses to load, saying so.
     artifact_cache_bytes: how much a remote store (S3) keeps in its local cache,
         ``home/cache/artifacts``; the least recently used artifacts go first
         (``MODELPORT_ARTIFACT_CACHE_MB``, default 10240).
@@ -149,6 +152,7 @@ class Settings:
     database_url: str = ""
     artifacts: str | Path | None = None
     artifact_cache_bytes: int = 10 * 1024 * MIB
+    device: str = "cpu"
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     workers: int = 1
@@ -321,6 +325,12 @@ class Settings:
         return cls.from_env(env, **values)
 
 
+def _device(text: str) -> str:
+    from modelport.types import device_of
+
+    return device_of(text) or "cpu"
+
+
 def _text(value: Any) -> str:
     return str(value)
 
@@ -336,6 +346,7 @@ ENVIRONMENT: dict[str, _Entry] = {
     "home": ("MODELPORT_HOME", Path, _text),
     "database_url": ("MODELPORT_DATABASE_URL", str, _text),
     "artifacts": ("MODELPORT_ARTIFACTS", str, _text),
+    "device": ("MODELPORT_DEVICE", lambda t: _device(t), _text),
     "artifact_cache_bytes": ("MODELPORT_ARTIFACT_CACHE_MB", lambda t: int(float(t) * MIB), lambda v: f"{v / MIB:g}"),
     "host": ("MODELPORT_HOST", str, _text),
     "port": ("MODELPORT_PORT", int, _text),

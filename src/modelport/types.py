@@ -6,6 +6,7 @@ No wire format here: protocols translate their JSON into :class:`InferRequest` a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -172,6 +173,28 @@ def capture_rate_of(value: object) -> float | None:
     return float(value)
 
 
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]{1,2})?")
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def device_of(value: object) -> str | None:
+    """A device to serve on: None (the server's), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not DEVICE_PATTERN.fullmatch(value.strip().lower()):
+        raise ValueError(f"device is cpu, cuda or cuda:N (N: the GPU's index), got {value!r}")
+    return value.strip().lower()
+
+
+def precision_of(value: object) -> str | None:
+    """A serving precision: None (the model's own, fp32), ``fp32``, ``fp16`` or ``bf16``."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.strip().lower() not in PRECISIONS:
+        raise ValueError(f"precision is one of {', '.join(PRECISIONS)}, got {value!r}")
+    return value.strip().lower()
+
+
 @dataclass(frozen=True, slots=True)
 class ModelVersion:
     """One immutable registered version, as the registry reports it."""
@@ -193,6 +216,8 @@ class ModelVersion:
     trusted_code: bool = False  # artifact runs arbitrary code (pickle, custom Python)
     batching: Batching = field(default_factory=Batching)  # its own batching settings, if any
     capture_rate: float | None = None  # its own payload-capture rate (0 to 1); None: the server's
+    device: str | None = None  # where it runs: cpu, cuda, cuda:N; None: the server's device
+    precision: str | None = None  # fp16 or bf16 opt-in for runtimes that support it; None: fp32
 
     @property
     def ref(self) -> str:

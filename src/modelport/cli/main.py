@@ -93,6 +93,15 @@ def _registry() -> Iterator[Any]:
         registry.close()
 
 
+def _device(text: str | None) -> str | None:
+    from modelport.types import device_of
+
+    try:
+        return device_of(text)
+    except ValueError as exc:
+        raise UsageError(f"--device: {exc}") from None
+
+
 def _pairs(items: list[str] | None, what: str, numeric: bool) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for item in items or []:
@@ -257,6 +266,18 @@ def register(
             help="Share of this version's requests payload capture writes, 0 to 1 (server default: 0, off).",
         ),
     ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="Run this version on cpu, cuda or cuda:N (default: the server's --device).", metavar="DEVICE"
+        ),
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="fp16 or bf16: this version in reduced precision (runtimes that offer it: torch).", metavar="P"
+        ),
+    ] = None,
 ) -> None:
     """Register a model file or directory as the next version of NAME.
 
@@ -281,6 +302,8 @@ def register(
         runtime=runtime,
         batching=Batching(batching, max_batch_size, max_batch_wait_ms, max_queue_wait_ms),
         capture_rate=capture_rate,
+        device=device,
+        precision=precision,
     )
     _print_registered(version)
 
@@ -345,6 +368,8 @@ def show(
     facts.add_row("batching", ", ".join(f"{k}={v}" for k, v in own.items()) if own else "the server's settings")
     rate = version.capture_rate
     facts.add_row("capture", f"rate {rate:g} (this version's)" if rate is not None else "the server's rate")
+    facts.add_row("device", version.device or "the server's (--device, default cpu)")
+    facts.add_row("precision", version.precision or "fp32")
     for title, values in (("tags", version.tags), ("metrics", version.metrics), ("params", version.params)):
         if values:
             facts.add_row(title, escape(", ".join(f"{k}={v}" for k, v in values.items())))
@@ -411,6 +436,8 @@ def _version_dict(version: ModelVersion) -> dict[str, Any]:
         "trusted_code": version.trusted_code,
         "batching": version.batching.to_dict(),
         "capture_rate": version.capture_rate,
+        "device": version.device,
+        "precision": version.precision,
         "signature": version.signature.to_dict(),
     }
 
@@ -602,6 +629,13 @@ def serve(
             "a version's own rate wins).",
         ),
     ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DEVICE",
+            help="Run versions without a device of their own on cpu, cuda or cuda:N (default: MODELPORT_DEVICE, cpu).",
+        ),
+    ] = None,
     capture_redact: Annotated[
         str | None,
         typer.Option(
@@ -644,6 +678,7 @@ def serve(
         request_timeout=request_timeout,
         capture_rate=capture_rate,
         capture_redact=tuple(n.strip() for n in capture_redact.split(",") if n.strip()) if capture_redact else None,
+        device=_device(device),
     )
     settings = settings.with_(  # flags only switch on; MODELPORT_* variables may have set them already
         insecure_open=insecure_open or settings.insecure_open,

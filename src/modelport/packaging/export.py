@@ -3,7 +3,8 @@
 ``modelport export iris@3 DIR`` writes::
 
     DIR/modelport.json    the version record: name, version, runtime, framework, signature,
-                          environment, notes, trusted_code, batching, capture_rate, the artifact key
+                          environment, notes, trusted_code, batching, capture_rate, device,
+                          precision, the artifact key
                           and its file list
     DIR/<artifact files>  exactly as the registry stores them (model.onnx, sklearn.json, ...)
     DIR/model.tar.gz      all of the above at the archive root: what SageMaker wants in S3
@@ -34,7 +35,7 @@ import orjson
 from modelport.errors import InvalidModel, ModelportError, NotFound
 from modelport.reference import parse_name
 from modelport.stores.local import artifact_files, file_digest, manifest_key
-from modelport.types import Batching, ModelVersion, Signature, capture_rate_of
+from modelport.types import Batching, ModelVersion, Signature, capture_rate_of, device_of, precision_of
 
 log = logging.getLogger("modelport")
 
@@ -65,6 +66,8 @@ def record_of(version: ModelVersion, files: list[str]) -> dict[str, Any]:
         "trusted_code": version.trusted_code,
         "batching": version.batching.to_dict(),
         "capture_rate": version.capture_rate,
+        "device": version.device,
+        "precision": version.precision,
         "description": version.description,
         "tags": dict(version.tags),
         "metrics": dict(version.metrics),
@@ -171,6 +174,8 @@ def version_from_record(data: Mapping[str, Any], where: Path) -> tuple[ModelVers
             trusted_code=data.get("trusted_code") is True,
             batching=Batching.from_dict(data.get("batching", {})),
             capture_rate=capture_rate_of(data.get("capture_rate")),
+            device=device_of(data.get("device")),
+            precision=precision_of(data.get("precision")),
         )
         files = [str(f) for f in data["files"]]
     except (KeyError, TypeError, ValueError, ModelportError) as exc:

@@ -50,7 +50,7 @@ from modelport.errors import InvalidSetting, ModelportError
 log = logging.getLogger("modelport")
 
 VERSION_TABLE = "modelport_alembic_version"
-SCHEMA_REVISION = "0005"  # the head of modelport/registry/migrations/versions; a test keeps them equal
+SCHEMA_REVISION = "0006"  # the head of modelport/registry/migrations/versions; a test keeps them equal
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT = 30.0  # seconds a SQLite writer waits for another process's transaction
 _MIGRATION_LOCK = 0x6D6F64656C706F72  # "modelpor": the PostgreSQL advisory lock that serializes upgrades
@@ -130,6 +130,8 @@ versions = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("batching", JSONText, nullable=False, server_default="{}"),  # the version's own settings
     Column("capture_rate", Float, nullable=True),  # its own payload-capture rate; NULL: the server's
+    Column("device", String(16), nullable=True),  # cpu, cuda, cuda:N; NULL: the server's device
+    Column("precision", String(8), nullable=True),  # fp16 / bf16 opt-in; NULL: fp32
     UniqueConstraint("model_id", "version"),
     Index("ix_modelport_versions_artifact", "artifact"),
 )

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -43,9 +43,10 @@ from modelport.registry.traffic import ModelRouting
 from modelport.settings import Settings
 from modelport.stores import open_store
 from modelport.stores.base import ArtifactStore, CollectableStore
-from modelport.types import Batching, ModelVersion, Signature, capture_rate_of
+from modelport.types import Batching, ModelVersion, Signature, capture_rate_of, device_of, precision_of
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_GC_GRACE = 3600.0  # seconds an unreferenced artifact is spared (a registration may be in flight)
 _LISTED = 20  # names shown in a "not found" message
@@ -128,6 +129,8 @@ class Registry:
         aliases: Sequence[str] = (),
         batching: Batching | None = None,
         capture_rate: float | None = None,
+        device: str | None = None,
+        precision: str | None = None,
     ) -> ModelVersion:
         """Store ``artifact_dir`` and record it as the next version of ``name``."""
         parse_name(name)
@@ -145,6 +148,8 @@ class Registry:
             "trusted_code": bool(trusted_code),
             "batching": _batching(batching),
             "capture_rate": _capture_rate(capture_rate),
+            "device": _checked(device_of, device),
+            "precision": _checked(precision_of, precision),
         }
         key = self.store.put(Path(artifact_dir))
         now = datetime.now(UTC)
@@ -591,6 +596,8 @@ def _model_version(name: str, row: Row[Any], alias_names: Sequence[str]) -> Mode
         trusted_code=row.trusted_code,
         batching=Batching.from_dict(row.batching),
         capture_rate=row.capture_rate,
+        device=row.device,
+        precision=row.precision,
     )
 
 
@@ -634,8 +641,12 @@ def _batching(batching: Batching | None) -> dict[str, Any]:
 
 
 def _capture_rate(rate: float | None) -> float | None:
+    return _checked(capture_rate_of, rate)
+
+
+def _checked(check: Callable[[Any], T], value: Any) -> T:
     try:
-        return capture_rate_of(rate)
+        return check(value)
     except ValueError as exc:
         raise InvalidModel(str(exc)) from None
 

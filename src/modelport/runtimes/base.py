@@ -26,12 +26,17 @@ class Capabilities:
     bounded_cost: a call's cost follows from its number of rows (a graph or an estimator), not
         from code that may loop on the values; only then may a call measured cheap run on the
         server's event loop instead of a thread.
+    devices: the device kinds it can run on. A runtime that lists more than ``cpu`` takes
+        ``device`` (``cuda`` or ``cuda:N``) and ``precision`` (``fp16``, ``bf16``) keywords in
+        ``load``; they are passed only when a version or the server asks for something else than
+        the CPU in full precision.
     """
 
     batch_rows: bool = True
     thread_safe: bool = True
     runs_code: bool = False
     bounded_cost: bool = True
+    devices: tuple[str, ...] = ("cpu",)
 
 
 @runtime_checkable

@@ -12,11 +12,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from modelport.errors import InvalidModel, ModelNotReady
+from modelport.errors import InvalidModel, InvalidSetting, ModelNotReady
 from modelport.runtimes.base import Capabilities
 from modelport.types import Signature
 
 FILENAME = "model.onnx"
+CUDA_PROVIDER = "CUDAExecutionProvider"
 
 # ONNX Runtime's input type strings -> NumPy dtypes.
 _ORT_DTYPES: dict[str, np.dtype[Any]] = {
@@ -36,8 +37,9 @@ _ORT_DTYPES: dict[str, np.dtype[Any]] = {
 }
 
 
-def session(model: Path | bytes, *, threads: int = 1) -> Any:
-    """A CPU ``InferenceSession`` using ``threads`` intra-op threads, sequential execution."""
+def session(model: Path | bytes, *, threads: int = 1, device: str = "cpu") -> Any:
+    """An ``InferenceSession`` using ``threads`` intra-op threads, sequential execution, on the CPU or
+    (``cuda`` / ``cuda:N``) the CUDA execution provider, which the installed onnxruntime must have."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -46,12 +48,24 @@ def session(model: Path | bytes, *, threads: int = 1) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
     source = str(model) if isinstance(model, Path) else model
-    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+    providers: list[Any] = ["CPUExecutionProvider"]
+    if device != "cpu":
+        if CUDA_PROVIDER not in ort.get_available_providers():
+            raise InvalidSetting(
+                f"device {device}: the installed onnxruntime ({ort.__version__}) has no CUDA execution provider "
+                f"(it has {', '.join(ort.get_available_providers())}); install onnxruntime-gpu in its place, "
+                "or serve on the CPU"
+            )
+        index = int(device.partition(":")[2] or 0)
+        providers = [(CUDA_PROVIDER, {"device_id": index}), "CPUExecutionProvider"]
+    return ort.InferenceSession(source, sess_options=options, providers=providers)
 
 
 class OnnxRuntime:
     kind: ClassVar[str] = "onnx"
-    capabilities: ClassVar[Capabilities] = Capabilities(batch_rows=True, thread_safe=True, runs_code=False)
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        batch_rows=True, thread_safe=True, runs_code=False, devices=("cpu", "cuda")
+    )
 
     def __init__(self) -> None:
         self._session: Any = None
@@ -60,12 +74,21 @@ class OnnxRuntime:
         self._options: Any = None
         self._run: Any = None
 
-    def load(self, artifact: Path, signature: Signature, *, threads: int = 1) -> None:
+    def load(
+        self, artifact: Path, signature: Signature, *, threads: int = 1, device: str = "cpu", precision: str = "fp32"
+    ) -> None:
         path = Path(artifact) / FILENAME
         if not path.is_file():
             raise InvalidModel(f"ONNX artifact {artifact} has no {FILENAME}")
+        if precision != "fp32":
+            raise InvalidSetting(
+                f"the onnx runtime serves the graph as it was converted (fp32); {precision} is offered by the native "
+                "runtimes that support it (torch): register without --precision, or with --runtime of such a kind"
+            )
         try:
-            sess = session(path, threads=threads)
+            sess = session(path, threads=threads, device=device)
+        except InvalidSetting:
+            raise
         except Exception as exc:  # ORT raises its own exception types for corrupt or unsupported graphs
             raise InvalidModel(f"ONNX Runtime cannot load {path}: {exc}") from exc
         graph_inputs = {i.name: i.type for i in sess.get_inputs()}

@@ -152,7 +152,9 @@ def build_app(
 
         registry = Registry.open(settings)
         threads = settings.compute_threads
-        source = RegistrySource(registry, threads=threads, allow_env_mismatch=settings.allow_env_mismatch)
+        source = RegistrySource(
+            registry, threads=threads, allow_env_mismatch=settings.allow_env_mismatch, device=settings.device
+        )
         own = ModelManager(
             source,
             threads=threads,

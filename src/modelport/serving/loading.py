@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from modelport.errors import EnvironmentMismatch, InvalidModel, ModelportError, UntrustedArtifact
+from modelport.errors import EnvironmentMismatch, InvalidModel, InvalidSetting, ModelportError, UntrustedArtifact
 from modelport.registry.environment import compare
 from modelport.runtimes import KINDS, Runtime
 from modelport.runtimes import sklearn as sklearn_runtime
@@ -15,13 +15,21 @@ log = logging.getLogger("modelport")
 
 
 def open_version(
-    version: ModelVersion, artifact: Path, *, threads: int = 1, allow_env_mismatch: bool = False
+    version: ModelVersion,
+    artifact: Path,
+    *,
+    threads: int = 1,
+    allow_env_mismatch: bool = False,
+    device: str = "cpu",
 ) -> Runtime:
     """A runtime of ``version.runtime`` with ``artifact`` loaded, ready to predict.
 
-    Raises UntrustedArtifact when the artifact runs code but the version was not registered as
-    trusted, EnvironmentMismatch when library versions make the model unsafe to serve (unless
-    ``allow_env_mismatch``), and InvalidModel when loading fails.
+    The version runs on its own device if it has one, else on ``device`` (the server's), in its
+    own precision (fp32 unless it opted in to fp16 or bf16). Raises UntrustedArtifact when the
+    artifact runs code but the version was not registered as trusted, EnvironmentMismatch when
+    library versions make the model unsafe to serve (unless ``allow_env_mismatch``),
+    InvalidSetting when its runtime cannot use the device or precision, and InvalidModel when
+    loading fails.
     """
     if version.runtime not in KINDS:
         raise InvalidModel(
@@ -31,15 +39,33 @@ def open_version(
     cls = KINDS[version.runtime]
     pickled = _check_trust(version, artifact, runs_code=cls.capabilities.runs_code)
     _check_environment(version, pickled=pickled, allow_env_mismatch=allow_env_mismatch)
+    placement = _placement(version, cls, version.device or device)
     runtime = cls()
     try:
-        runtime.load(artifact, version.signature, threads=threads)
-    except (UntrustedArtifact, EnvironmentMismatch):
+        runtime.load(artifact, version.signature, threads=threads, **placement)
+    except (UntrustedArtifact, EnvironmentMismatch, InvalidSetting):
         raise
     except Exception as exc:  # corrupt files surface as anything the library raises
         cause = exc.message if isinstance(exc, ModelportError) else f"{type(exc).__name__}: {exc}"
         raise InvalidModel(f"cannot load {version.ref} with the {version.runtime} runtime: {cause}") from exc
     return runtime
+
+
+def _placement(version: ModelVersion, cls: type[Runtime], device: str) -> dict[str, str]:
+    """The ``device`` / ``precision`` keywords for ``load``: none for the CPU in full precision
+    (every runtime's default), else checked against what the runtime says it can use."""
+    precision = version.precision or "fp32"
+    if device == "cpu" and precision == "fp32":
+        return {}
+    kind = device.split(":")[0]
+    if kind not in cls.capabilities.devices:
+        raise InvalidSetting(
+            f"{version.ref} is to run on {device}, and the {version.runtime} runtime runs on "
+            f"{', '.join(cls.capabilities.devices)} only; serve it with --device cpu (or register it without --device)"
+        )
+    if precision != "fp32" and cls.capabilities.devices == ("cpu",):
+        raise InvalidSetting(f"{version.ref} asks for {precision}, which the {version.runtime} runtime does not offer")
+    return {"device": device, "precision": precision}
 
 
 def _check_trust(version: ModelVersion, artifact: Path, *, runs_code: bool) -> bool:

@@ -83,8 +83,11 @@ class ExportSource:
     honoured only when the server opts in with ``trust_code`` (``MODELPORT_TRUST_EXPORTED_CODE``).
     """
 
-    def __init__(self, *, threads: int = 1, allow_env_mismatch: bool = False, trust_code: bool = False) -> None:
+    def __init__(
+        self, *, threads: int = 1, allow_env_mismatch: bool = False, trust_code: bool = False, device: str = "cpu"
+    ) -> None:
         self.threads = threads
+        self.device = device
         self.allow_env_mismatch = allow_env_mismatch
         self.trust_code = trust_code
         self._models: dict[str, tuple[ModelVersion, Path]] = {}  # name -> version, artifact directory
@@ -122,7 +125,9 @@ class ExportSource:
 
     def open(self, version: ModelVersion) -> Runtime:
         _, artifact = self._models[version.name]
-        return open_version(version, artifact, threads=self.threads, allow_env_mismatch=self.allow_env_mismatch)
+        return open_version(
+            version, artifact, threads=self.threads, allow_env_mismatch=self.allow_env_mismatch, device=self.device
+        )
 
     def close(self) -> None:
         self._models.clear()
@@ -141,6 +146,7 @@ class SageMakerEndpoint:
             threads=settings.compute_threads,
             allow_env_mismatch=settings.allow_env_mismatch,
             trust_code=settings.trust_exported_code,
+            device=settings.device,
         )
         self._manager: ModelManager | None = None
         self._model: str | None = None  # single-model mode: the served name

@@ -56,10 +56,13 @@ class WatchableSource(ModelSource, Protocol):
 class RegistrySource:
     """A :class:`ModelSource` over a registry: resolve there, load its artifact with ``loading``."""
 
-    def __init__(self, registry: Registry, *, threads: int = 1, allow_env_mismatch: bool = False) -> None:
+    def __init__(
+        self, registry: Registry, *, threads: int = 1, allow_env_mismatch: bool = False, device: str = "cpu"
+    ) -> None:
         self.registry = registry
         self.threads = threads
         self.allow_env_mismatch = allow_env_mismatch
+        self.device = device  # where versions without a device of their own run
 
     def resolve(self, ref: Reference) -> ModelVersion:
         return self.registry.get(ref)
@@ -68,7 +71,9 @@ class RegistrySource:
         from modelport.serving.loading import open_version
 
         artifact = self.registry.artifact_path(version)
-        return open_version(version, artifact, threads=self.threads, allow_env_mismatch=self.allow_env_mismatch)
+        return open_version(
+            version, artifact, threads=self.threads, allow_env_mismatch=self.allow_env_mismatch, device=self.device
+        )
 
     def serial(self) -> int:
         return self.registry.serial()
