@@ -261,6 +261,9 @@ class InferRequest:
     timeout: float | None = None  # seconds the caller allows (its own deadline); None: the server's
     request_id: str | None = None  # the server's id of the request, when the protocol knows it
     marks: Marks | None = field(default=None, repr=False, compare=False)  # when traced: serving notes its steps
+    # Another of the model's signatures (TF Serving's signature_name, for a runtime that has several:
+    # ``signatures`` and ``predict_signature``); None: the registered one.
+    signature_name: str | None = None
 
 
 @dataclass(slots=True)

@@ -7,6 +7,7 @@ Labels are modelport aliases.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from modelport.protocols.errors import JSON, Payload, WireError
 from modelport.protocols.v2 import VERSION_HEADER, GetManager
 from modelport.serving.manager import ModelManager, ServingModel, VersionState, VersionStatus
 from modelport.signature import count_rows, to_inputs
-from modelport.types import Exchange, InferRequest, InferResult, TensorSpec
+from modelport.types import Exchange, InferRequest, InferResult, Signature, TensorSpec
 
 DTYPES = {
     "BOOL": "DT_BOOL",
@@ -39,6 +40,7 @@ DTYPES = {
     "BYTES": "DT_STRING",
 }
 PATH_HELP = "/v1/models/NAME[/versions/N|/labels/LABEL][/metadata|:predict]"
+DEFAULT_SIGNATURE = "serving_default"  # the version's registered signature; others only where the runtime has them
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,20 +119,21 @@ def _tensor_info(spec: TensorSpec) -> dict[str, Any]:
     return {"dtype": DTYPES[spec.datatype], "tensor_shape": {"dim": dims, "unknown_rank": False}, "name": spec.name}
 
 
+def _signature_def(signature: Signature) -> dict[str, Any]:
+    return {
+        "inputs": {spec.name: _tensor_info(spec) for spec in signature.inputs},
+        "outputs": {spec.name: _tensor_info(spec) for spec in signature.outputs},
+        "method_name": "tensorflow/serving/predict",
+    }
+
+
 def metadata(model: ServingModel) -> dict[str, Any]:
-    signature = model.version.signature
+    others: Mapping[str, Signature] = getattr(model.runtime, "signatures", None) or {}
+    defs = {DEFAULT_SIGNATURE: model.version.signature, **others}
     return {
         "model_spec": {"name": model.name, "signature_name": "", "version": str(model.version.version)},
         "metadata": {
-            "signature_def": {
-                "signature_def": {
-                    "serving_default": {
-                        "inputs": {spec.name: _tensor_info(spec) for spec in signature.inputs},
-                        "outputs": {spec.name: _tensor_info(spec) for spec in signature.outputs},
-                        "method_name": "tensorflow/serving/predict",
-                    }
-                }
-            }
+            "signature_def": {"signature_def": {name: _signature_def(signature) for name, signature in defs.items()}}
         },
     }
 
@@ -149,9 +152,8 @@ def decode_document(doc: Any, model: ServingModel) -> tuple[InferRequest, bool]:
         raise InvalidInput(
             f"the request must be a JSON object with 'instances' (rows) or 'inputs' (columns), got {type(doc).__name__}"
         )
-    signature_name = doc.get("signature_name", "serving_default")
-    if signature_name not in ("serving_default", ""):
-        raise InvalidInput(f"unknown signature_name {signature_name!r}; this model has only 'serving_default'")
+    signature_name = doc.get("signature_name") or DEFAULT_SIGNATURE
+    signature = model.version.signature if signature_name == DEFAULT_SIGNATURE else _other(model, signature_name)
     if ("instances" in doc) == ("inputs" in doc):
         raise InvalidInput("give exactly one of 'instances' (a list of rows) or 'inputs' (columns)")
     row_format = "instances" in doc
@@ -160,8 +162,17 @@ def decode_document(doc: Any, model: ServingModel) -> tuple[InferRequest, bool]:
         raise InvalidInput("'instances' must be a non-empty list of rows")
     if data is None or isinstance(data, str | int | float):
         raise InvalidInput("'inputs' must be a tensor (a list) or an object of named tensors")
-    signature = model.version.signature
-    return InferRequest(to_inputs(signature, binary_values(data, signature))), row_format
+    other = signature_name if signature_name != DEFAULT_SIGNATURE else None
+    return InferRequest(to_inputs(signature, binary_values(data, signature)), signature_name=other), row_format
+
+
+def _other(model: ServingModel, name: Any) -> Signature:
+    """Another of the model's signatures, for a runtime that has several (a SavedModel's)."""
+    others: Mapping[str, Signature] = getattr(model.runtime, "signatures", None) or {}
+    if not isinstance(name, str) or name not in others:
+        names = ", ".join(repr(n) for n in (DEFAULT_SIGNATURE, *others))
+        raise InvalidInput(f"unknown signature_name {name!r}; this model has {'only ' if not others else ''}{names}")
+    return others[name]
 
 
 def encode_predict(result: InferResult, row_format: bool) -> Payload:

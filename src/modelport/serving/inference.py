@@ -18,7 +18,7 @@ from modelport.serving.routes import Route
 from modelport.serving.shadow import Job, ShadowRunner
 from modelport.serving.versions import OVERRUN_SECONDS, ServingModel
 from modelport.signature import count_rows, select_outputs, validate_inputs
-from modelport.types import InferRequest, InferResult, Marks
+from modelport.types import InferRequest, InferResult, Marks, Signature
 
 logger = logging.getLogger("modelport")
 
@@ -37,6 +37,8 @@ class Inference:
 
     async def run(self, route: Route, model: ServingModel, request: InferRequest) -> InferResult:
         """Run ``request`` on ``model``, picked from ``route``."""
+        if request.signature_name is not None:
+            return await self._run_signature(model, request)
         signature = model.version.signature
         requested = request.outputs
         if requested is not None:
@@ -72,6 +74,40 @@ class Inference:
             id=request.id,
             parameters={},
         )
+
+    async def _run_signature(self, model: ServingModel, request: InferRequest) -> InferResult:
+        """A request for another of the model's signatures (TF Serving's ``signature_name``; the protocol
+        checked that the runtime has it): validated against that signature and run alone in the pool within
+        the deadline, beside the batcher; not mirrored nor watched (shadows, capture and drift follow the
+        registered signature)."""
+        name = request.signature_name
+        runtime: Any = model.runtime  # has ``signatures`` and ``predict_signature``
+        signature: Signature = runtime.signatures[name]
+        inputs = validate_inputs(signature, request.inputs)
+        deadline = self.deadline(request.timeout)
+
+        def predict() -> dict[str, np.ndarray]:  # in the worker thread
+            if model.lock is None:
+                return dict(runtime.predict_signature(name, inputs))
+            with model.lock:
+                return dict(runtime.predict_signature(name, inputs))
+
+        model.inflight += 1
+        try:
+            work = asyncio.wrap_future(self._pool().submit(predict))
+            outputs = await (work if deadline is None else asyncio.wait_for(work, deadline))
+        except TimeoutError:
+            model.timed_out += 1
+            raise self._deadline_exceeded(model, deadline) from None
+        except ModelportError:
+            raise
+        except Exception as exc:
+            logger.exception("model %s failed to predict with signature %r", model.version.ref, name)
+            raise PredictionFailed(f"model {model.version.ref} failed to predict: {type(exc).__name__}: {exc}") from exc
+        finally:
+            model.leave()
+        answer = select_outputs(outputs, request.outputs)
+        return InferResult(model.version.name, model.version.version, answer, signature, id=request.id)
 
     def deadline(self, asked: float | None) -> float | None:
         """Seconds a request may take: the server's deadline, or less if the request asks."""
