@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import socket
 from pathlib import Path
@@ -301,3 +302,10 @@ def test_cli_log_lines_go_to_the_stderr_of_each_run(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(sys, "stderr", second)
     logging.getLogger("modelport").warning("two")
     assert second.getvalue() == "WARNING: two\n"
+
+
+def test_inline_json_longer_than_a_file_name_is_read_as_json(tmp_path: Path) -> None:
+    from modelport.cli.main import read_data
+
+    rows = [[float(i)] * 4 for i in range(200)]  # far over the 255 bytes a file name may have
+    assert read_data(json.dumps(rows)) == rows

@@ -77,7 +77,6 @@ def _distribution(site: Path, name: str, version: str) -> None:
 def test_xgboost_and_lightgbm_are_recorded_for_sklearn_models_when_installed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert not {"xgboost", "lightgbm"} & set(capture("sklearn"))  # not installed here: nothing to record
     _distribution(tmp_path, "xgboost", "2.1.3")
     _distribution(tmp_path, "lightgbm", "4.5.0")
     monkeypatch.syspath_prepend(str(tmp_path))

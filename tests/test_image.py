@@ -287,3 +287,14 @@ def test_serve_without_references_serves_what_modelport_models_names(tmp_path: P
     finally:
         assert stop(process) == 0, output.close()
         output.close()
+
+
+def test_framework_runtimes_bring_their_library_under_its_installed_distribution_name(tmp_path: Path) -> None:
+    """XGBoost is recorded as "xgboost" and installed here as the xgboost-cpu wheel: the pin follows the wheel."""
+    version = version_with(tmp_path, "xgboost", xgboost="3.1.0")
+    requirements = image_requirements([version])
+    assert requirements.pins["xgboost-cpu"] == "3.1.0"
+    assert "xgboost" not in requirements.pins
+    for runtime, distribution in (("lightgbm", "lightgbm"), ("torch", "torch"), ("tensorflow", "tensorflow-cpu")):
+        pins = image_requirements([version_with(tmp_path, runtime)]).pins
+        assert pins[distribution] == metadata.version(distribution)

@@ -13,7 +13,7 @@ import sys
 import warnings
 import zipfile
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -291,6 +291,16 @@ def test_torchscript_file_needs_trust_and_is_served_by_the_torch_runtime(
     assert "served by the torch runtime" in result.output
     got = _cli_predict(run, "cnn", images[:3], tmp_path)
     np.testing.assert_allclose(got, _answers(module, images[:3]), atol=ATOL, rtol=RTOL)
+    # the program's file decides at load, not the version's word: a forged "trusted_code: false" is refused
+    from modelport.registry.registry import Registry
+    from modelport.serving.loading import open_version
+
+    with Registry.open(Settings(home=tmp_path / "home")) as registry:
+        version = registry.get("cnn")
+        artifact = registry.artifact_path(version)
+    assert version.trusted_code
+    with pytest.raises(UntrustedArtifact):
+        open_version(replace(version, trusted_code=False), artifact)
 
 
 def test_pickled_module_is_refused_without_trust_and_exported_with_it(settings: Settings, tmp_path: Path) -> None:

@@ -105,15 +105,22 @@ def test_builtin_runtime_passes_conformance(case: str, iris: Iris, tmp_path: Pat
 
 
 def test_every_kind_has_a_conformance_case() -> None:
-    assert set(BUILTINS) == {"onnx", "sklearn", "python"}  # the test fake is no production kind
-    assert set(KINDS) == {"onnx", "sklearn", "python", "fake", "scaled"}  # fake, scaled: tests/plugins
+    """The framework kinds' cases live beside their end-to-end tests, which run check_runtime on them."""
+    from tests.test_boosting import CONFORMANCE_CASES as BOOSTING
+    from tests.test_pytorch import CONFORMANCE_CASES as PYTORCH
+    from tests.test_tensorflow import CONFORMANCE_CASES as TENSORFLOW
+
+    frameworks = {"xgboost", "lightgbm", "torch", "tensorflow"}
+    assert set(BUILTINS) == {"onnx", "sklearn", "python", *frameworks}  # the test fake is no production kind
+    assert set(KINDS) == {*BUILTINS, "fake", "scaled"}  # fake, scaled: tests/plugins
     assert all(isinstance(create(kind), Runtime) for kind in KINDS)
-    assert {case.split("-")[0] for case in CASES} == set(KINDS) - {"scaled"}  # scaled: test_plugins.py
+    every = {**CASES, **BOOSTING, **PYTORCH, **TENSORFLOW}
+    assert {case.split("-")[0] for case in every} == set(KINDS) - {"scaled"}  # scaled: test_plugins.py
 
 
 def test_unknown_runtime_kind_lists_the_kinds() -> None:
-    with pytest.raises(NotFound, match=r"unknown runtime kind 'tensorflow'; the kinds are: onnx, python, sklearn; "):
-        create("tensorflow")
+    with pytest.raises(NotFound, match=r"unknown runtime kind 'caffe'; the kinds are: lightgbm, onnx, python, "):
+        create("caffe")
 
 
 def test_fake_runtime_computes_softmax_of_a_linear_map(tmp_path: Path) -> None:

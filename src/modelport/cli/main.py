@@ -118,16 +118,24 @@ def _pairs(items: list[str] | None, what: str, numeric: bool) -> dict[str, Any]:
     return result
 
 
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; False for text too long to be a path (inline JSON)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def read_data(source: str) -> Any:
     """Read inline JSON, or a .json / .csv / .npy file, as data for a sample or a prediction."""
     path = Path(source)
     text = source.strip()
-    if text[:1] in "[{" and not path.exists():
+    if text[:1] in "[{" and not _is_file(path):
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             raise UsageError(f"--input is not valid JSON: {exc}") from None
-    if not path.is_file():
+    if not _is_file(path):
         raise UsageError(f"{source!r} is neither a file nor inline JSON")
     suffix = path.suffix.lower()
     if suffix == ".csv":

@@ -1,7 +1,8 @@
 """Turning what the user has into an artifact directory with a signature.
 
 Accepted: a scikit-learn estimator or Pipeline (in memory, ``.skops``, or a trusted pickle), an
-``.onnx`` file, or a directory with a custom Python ``model.py``. scikit-learn models are
+``.onnx`` file, a directory with a custom Python ``model.py``, and what the framework modules in
+:data:`FRAMEWORKS` claim (XGBoost and LightGBM, PyTorch, TensorFlow/Keras: objects and files). scikit-learn models are
 converted to ONNX and verified against the original on the sample input; when conversion fails
 or disagrees they are served natively. A DataFrame sample with text or categorical columns gives
 one input per column. Whether an input takes missing values (NaN) is asked of the model itself.
@@ -10,6 +11,7 @@ Pickles and custom code need explicit trust.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import pickle
 import shutil
@@ -33,6 +35,11 @@ from modelport.stores.local import artifact_files
 from modelport.types import Signature, TensorSpec, datatype_of, dtype_of
 
 log = logging.getLogger("modelport")
+
+# Frameworks packaged by a module of their own in modelport.packaging, asked in this order. Each has
+# ``claims(model) -> bool`` (True for its objects and files; it imports its library only for those)
+# and ``package(model, *, workdir, sample_input, trust_pickle, runtime) -> Packaged``.
+FRAMEWORKS = ("boosting", "pytorch", "tensorflow")
 
 TOLERANCE = 1e-5
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
@@ -71,6 +78,12 @@ def package(
     directory is served by the ``python`` runtime (its ``model.py``), or by the installed runtime
     plugin ``runtime`` names (:mod:`modelport.runtimes`).
     """
+    framework = _framework_for(model)
+    if framework is not None:
+        packaged: Packaged = framework.package(
+            model, workdir=workdir, sample_input=sample_input, trust_pickle=trust_pickle, runtime=runtime
+        )
+        return packaged
     directory = isinstance(model, str | Path) and Path(model).is_dir()
     if runtime not in (None, "onnx", "sklearn") and not directory:
         raise InvalidModel(
@@ -108,6 +121,15 @@ def package(
     if hasattr(model, "predict") and hasattr(model, "get_params"):
         return _package_estimator(model, workdir, sample_input, trust_pickle, None, runtime)
     raise InvalidModel(f"cannot register a {type(model).__module__}.{type(model).__qualname__}; give {ACCEPTED}")
+
+
+def _framework_for(model: object) -> Any:
+    """The module of :data:`FRAMEWORKS` that claims ``model``, or None."""
+    for name in FRAMEWORKS:
+        module = importlib.import_module(f"modelport.packaging.{name}")
+        if module.claims(model):
+            return module
+    return None
 
 
 def _new_directory(workdir: Path) -> Path:
@@ -360,6 +382,7 @@ def _convert(estimator: Any, taken: _Sample, reference: Mapping[str, np.ndarray]
     """ONNX bytes with canonical output names, verified on the sample, or None and the reason."""
     native = "serving with the native scikit-learn runtime"
     try:
+        _register_converters(estimator)
         if taken.columns:
             model = onnxgraph.from_sklearn(estimator, outputs=reference, columns=taken.datatypes("onnx"))
         else:
@@ -379,6 +402,15 @@ def _convert(estimator: Any, taken: _Sample, reference: Mapping[str, np.ndarray]
         f"converted to ONNX (opset {onnxgraph.opset(model)}); verified on {taken.rows} sample rows, "
         f"max {symbol} = {max_diff:.2g}"
     )
+
+
+def _register_converters(estimator: Any) -> None:
+    """Let the framework modules give skl2onnx converters for their estimators inside ``estimator``
+    (an XGBClassifier in a Pipeline): each one's optional ``register_converters(estimator)``."""
+    for name in FRAMEWORKS:
+        hook = getattr(importlib.import_module(f"modelport.packaging.{name}"), "register_converters", None)
+        if hook is not None:
+            hook(estimator)
 
 
 def _disagreement(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]) -> tuple[str, float]:

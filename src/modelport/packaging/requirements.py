@@ -26,7 +26,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from modelport.errors import InvalidSetting
-from modelport.registry.environment import compare
+from modelport.registry.environment import DISTRIBUTIONS, compare
 from modelport.types import ModelVersion
 
 # What each runtime imports beyond modelport's own dependencies, to load and predict.
@@ -34,6 +34,10 @@ RUNTIME_LIBRARIES: dict[str, tuple[str, ...]] = {
     "onnx": (),
     "sklearn": ("scikit-learn", "skops", "pandas", "joblib", "threadpoolctl"),
     "python": (),
+    "xgboost": ("xgboost",),
+    "lightgbm": ("lightgbm",),
+    "torch": ("torch",),
+    "tensorflow": ("tensorflow",),
 }
 REGISTRY_LIBRARIES = ("psycopg", "psycopg-binary")  # --models registry: the shared PostgreSQL registry
 S3_LIBRARIES = ("boto3",)  # --models registry: artifacts in S3 (MODELPORT_ARTIFACTS=s3://...), when installed here
@@ -90,7 +94,7 @@ def image_requirements(
         own = (metadata.version("modelport"), metadata.requires("modelport") or [])
     roots = [*(line for line in own[1] if _unconditional(line)), *extra]
     for version in versions:
-        roots += RUNTIME_LIBRARIES.get(version.runtime, ())
+        roots += [_distribution(name) for name in RUNTIME_LIBRARIES.get(version.runtime, ())]
     notes: list[str] = []
     if registry:
         roots += REGISTRY_LIBRARIES
@@ -162,6 +166,14 @@ def _closure(roots: Iterable[str], arch: str) -> dict[str, str]:
     return found
 
 
+def _distribution(library: str) -> str:
+    """The installed distribution that provides ``library`` (xgboost-cpu for xgboost, ...), else its name."""
+    for name in DISTRIBUTIONS.get(library, (library,)):
+        if _installed(name) is not None:
+            return name
+    return library
+
+
 def _installed(name: str) -> str | None:
     try:
         return metadata.version(name)
@@ -189,7 +201,7 @@ def _recorded(versions: list[ModelVersion], names: set[str]) -> dict[str, dict[s
     result: dict[str, dict[str, list[ModelVersion]]] = {}
     for version in versions:
         for library, release in version.environment.items():
-            name = canonicalize_name(library)
+            name = canonicalize_name(_distribution(library))  # recorded as "xgboost", installed as xgboost-cpu
             if name in names and name not in NOT_SERVING and _valid(release):
                 result.setdefault(name, {}).setdefault(release, []).append(version)
     return result

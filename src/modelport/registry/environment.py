@@ -24,6 +24,15 @@ FRAMEWORK_LIBRARIES: dict[str, tuple[str, ...]] = {
     "sklearn": ("scikit-learn", "scipy", "skops", "skl2onnx", "onnx", "onnxruntime", *BOOSTING_LIBRARIES),
     "onnx": ("onnx", "onnxruntime"),
     "python": (),
+    "xgboost": ("xgboost", "scikit-learn", "onnxmltools", "onnx", "onnxruntime"),
+    "lightgbm": ("lightgbm", "scikit-learn", "onnxmltools", "onnx", "onnxruntime"),
+    "torch": ("torch", "onnxscript", "onnx", "onnxruntime"),
+    "tensorflow": ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime"),
+}
+# Import names whose distribution goes by other names: the CPU-only wheel of XGBoost is xgboost-cpu.
+DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
+    "xgboost": ("xgboost", "xgboost-cpu"),
+    "tensorflow": ("tensorflow", "tensorflow-cpu"),  # TensorFlow's CPU-only wheel
 }
 NOT_INSTALLED = "not installed"
 
@@ -38,11 +47,14 @@ class Mismatch:
 
 
 def installed(library: str) -> str | None:
-    """The installed version of a distribution, or None."""
-    try:
-        return metadata.version(library)
-    except metadata.PackageNotFoundError:
-        return None
+    """The installed version of a distribution (or of the first installed of an import name's
+    distributions, :data:`DISTRIBUTIONS`), or None."""
+    for distribution in DISTRIBUTIONS.get(library, (library,)):
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def capture(framework: str) -> dict[str, str]:
@@ -115,6 +127,24 @@ def _severity(library: str, was: str, now: str, *, runtime: str, pickled: bool) 
         if library in ("scikit-learn", "numpy", "scipy", "python", *BOOSTING_LIBRARIES):
             return "warning"
         return "info"  # converter and ONNX libraries: the native runtime does not use them
+    if runtime in BOOSTING_LIBRARIES:
+        # the model file is the library's own format, stable across versions: a difference is a
+        # warning; the library missing means the model cannot load
+        if library == runtime and now == NOT_INSTALLED:
+            return "error"
+        if library in (runtime, "numpy", "python"):
+            return "warning"
+        return "info"  # scikit-learn, the converter and ONNX libraries: the native runtime does not use them
+    if runtime == "torch":
+        # an exported program or a TorchScript file may not load under another torch minor version
+        if library == "torch" and (now == NOT_INSTALLED or _release(was, 2) != _release(now, 2)):
+            return "error"
+        return "warning" if library in ("torch", "numpy", "python") else "info"
+    if runtime == "tensorflow":
+        # a SavedModel is a graph TensorFlow keeps loadable across releases: a difference is a warning
+        if library == "tensorflow" and now == NOT_INSTALLED:
+            return "error"
+        return "warning" if library in ("tensorflow", "numpy", "python") else "info"
     return "warning"
 
 

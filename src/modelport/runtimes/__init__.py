@@ -32,6 +32,10 @@ BUILTINS: dict[str, str] = {
     "onnx": "modelport.runtimes.onnx:OnnxRuntime",
     "sklearn": "modelport.runtimes.sklearn:SklearnRuntime",
     "python": "modelport.runtimes.python:PythonRuntime",
+    "xgboost": "modelport.runtimes.xgboost:XGBoostRuntime",
+    "lightgbm": "modelport.runtimes.lightgbm:LightGBMRuntime",
+    "torch": "modelport.runtimes.torch:TorchRuntime",
+    "tensorflow": "modelport.runtimes.tensorflow:TensorFlowRuntime",
 }
 
 

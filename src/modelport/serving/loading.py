@@ -71,10 +71,18 @@ def _placement(version: ModelVersion, cls: type[Runtime], device: str) -> dict[s
 def _check_trust(version: ModelVersion, artifact: Path, *, runs_code: bool) -> bool:
     """Refuse code-running artifacts not registered as trusted; return whether it is a pickle.
 
-    For a scikit-learn artifact the model file itself says whether it runs code (what a skops
-    file would import), not the manifest beside it.
+    For scikit-learn and PyTorch artifacts the model file itself says whether it runs code (what
+    a skops file would import; a TorchScript program or a pickled part of a .pt2), not the
+    manifest beside it.
     """
     pickled = False
+    if version.runtime == "torch":  # a TorchScript program, or a .pt2 with pickled parts, runs code
+        from modelport.runtimes import torch as torch_runtime
+
+        try:
+            runs_code = runs_code or torch_runtime.inspect(artifact).runs_code
+        except InvalidModel as exc:
+            raise InvalidModel(f"cannot load {version.ref}: {exc.message}") from exc
     if version.runtime == sklearn_runtime.SklearnRuntime.kind:
         try:
             manifest = sklearn_runtime.inspect(artifact)
