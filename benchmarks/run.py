@@ -491,8 +491,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+KEPT = re.compile(r"<!-- begin: (\S+) -->.*?<!-- end: \1 -->\n?", re.S)
+
+
 def write_outputs(info: dict[str, Any], output: Path, chart_path: Path) -> None:
-    output.write_text(report.markdown(info, os.path.relpath(chart_path, output.parent)))
+    # Sections other benchmarks wrote between <!-- begin: NAME --> and <!-- end: NAME --> are kept.
+    kept = "".join(m.group(0) for m in KEPT.finditer(output.read_text())) if output.exists() else ""
+    text = report.markdown(info, os.path.relpath(chart_path, output.parent))
+    output.write_text(text + ("\n" + kept if kept else ""))
     log(f"wrote {output}")
     chart = subprocess.run([str(venv_python("chart")), str(BENCH / "chart.py"), str(WORK / "results.json"),
                             str(chart_path)], capture_output=True, text=True)  # fmt: skip
