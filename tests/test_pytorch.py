@@ -179,7 +179,7 @@ async def test_mlp_classifier_answers_as_the_module_over_v2_and_tf_serving(
     rows = np.random.default_rng(5).normal(size=(6, 4)).astype(np.float32)
     want = _answers(served.models["mlp"], rows)
     meta = (await client.get(f"/v2/models/mlp/versions/{version}")).json()
-    assert meta["platform"] == {"1": "onnxruntime_onnx", "2": "torch"}[version]
+    assert meta["platform"] == {"1": "onnxruntime_onnx", "2": "pytorch_libtorch"}[version]
     tensor = {"name": "input", "shape": [6, 4], "datatype": "FP32", "data": rows.ravel().tolist()}
     got = await _v2(client, f"/v2/models/mlp/versions/{version}/infer", [tensor])
     np.testing.assert_allclose(got["output"], want, atol=ATOL, rtol=RTOL)

@@ -318,7 +318,7 @@ async def test_keras_model_answers_over_v2_and_tf_serving_as_keras_does(
 async def test_native_tensorflow_runtime_answers_as_keras_does(client: AsyncClient, served: Served) -> None:
     x = data("mlp", 5, 7)
     meta = (await client.get("/v2/models/mlp/versions/2")).json()
-    assert meta["platform"] == "tensorflow"
+    assert meta["platform"] == "tensorflow_savedmodel"
     response = await client.post("/v1/models/mlp/versions/2:predict", json={"instances": x.tolist()})
     assert response.status_code == 200, response.text
     np.testing.assert_allclose(response.json()["predictions"], served.keras["mlp"](x), atol=ATOL, rtol=RTOL)

@@ -39,7 +39,16 @@ HEADER_LENGTH = "inference-header-content-length"
 VERSION_HEADER = "modelport-model-version"
 REPOSITORY_PREFIX = "/v2/repository/"  # management endpoints: the auth guard asks for the manage scope
 EXTENSIONS = ("binary_tensor_data",)
-PLATFORMS = {"onnx": "onnxruntime_onnx", "sklearn": "sklearn", "python": "python"}
+# Triton's platform names where it has them (model metadata's "platform")
+PLATFORMS = {
+    "onnx": "onnxruntime_onnx",
+    "sklearn": "sklearn",
+    "python": "python",
+    "torch": "pytorch_libtorch",
+    "tensorflow": "tensorflow_savedmodel",
+    "xgboost": "xgboost",
+    "lightgbm": "lightgbm",
+}
 
 GetManager = Callable[[], ModelManager]
 
