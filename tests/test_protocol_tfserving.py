@@ -174,3 +174,11 @@ async def test_multi_input_rows_are_keyed_by_input_name(tmp_path: Path) -> None:
         assert response.status_code == 400
         assert response.json()["error"] == "missing input 'weight' in a row (expected: input, weight)"
     manager.close()
+
+
+@pytest.mark.parametrize("value", [{}, [], 0, None, False])
+async def test_a_signature_name_that_is_not_a_string_is_refused(value: Any, client: Any) -> None:
+    body = {"instances": [[5.1, 3.5, 1.4, 0.2]], "signature_name": value}
+    answer = await client.post("/v1/models/iris:predict", json=body)
+    assert answer.status_code == 400
+    assert "signature_name must be a string" in answer.json()["error"]

@@ -152,7 +152,10 @@ def decode_document(doc: Any, model: ServingModel) -> tuple[InferRequest, bool]:
         raise InvalidInput(
             f"the request must be a JSON object with 'instances' (rows) or 'inputs' (columns), got {type(doc).__name__}"
         )
-    signature_name = doc.get("signature_name") or DEFAULT_SIGNATURE
+    signature_name = doc.get("signature_name", DEFAULT_SIGNATURE)
+    if not isinstance(signature_name, str):
+        raise InvalidInput(f"signature_name must be a string, got {type(signature_name).__name__}")
+    signature_name = signature_name or DEFAULT_SIGNATURE
     signature = model.version.signature if signature_name == DEFAULT_SIGNATURE else _other(model, signature_name)
     if ("instances" in doc) == ("inputs" in doc):
         raise InvalidInput("give exactly one of 'instances' (a list of rows) or 'inputs' (columns)")
