@@ -152,4 +152,5 @@ def test_the_test_fake_is_not_served_without_the_test_plugins(tmp_path: Path) ->
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode != 0
-    assert "unknown runtime kind 'fake'; the kinds are: lightgbm, onnx, python, sklearn, tensorflow, torch, xgboost" in result.stderr
+    kinds = "lightgbm, onnx, python, sklearn, tensorflow, torch, xgboost"
+    assert f"unknown runtime kind 'fake'; the kinds are: {kinds}" in result.stderr

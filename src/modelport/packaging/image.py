@@ -164,90 +164,85 @@ def _installed(name: str) -> bool:
 
 
 def dockerfile(spec: ImageSpec) -> str:
-    """The Dockerfile of ``spec`` (its ``BASE_IMAGE`` build argument defaults to ``spec.base_image``)."""
-    if spec.target == "lambda":
-        return _lambda_dockerfile(spec)
-    venv = container.VENV
-    models = ", ".join(version.ref for version, _ in spec.versions)
-    env = {
-        "PATH": f"{venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONUNBUFFERED": "1",
-        "HOME": "/tmp",
-        "MODELPORT_HOME": container.HOME,
-        "MODELPORT_HOST": "0.0.0.0",
-        "MODELPORT_PORT": str(container.PORT),
-    }
-    if spec.models == "registry":
-        env["MODELPORT_MODELS"] = ",".join(spec.refs)
-    healthcheck = (
-        "import os, urllib.request; "
-        "port = os.environ.get('SAGEMAKER_BIND_TO_PORT') or os.environ.get('MODELPORT_PORT') or "
-        f"'{container.PORT}'; "
-        f"urllib.request.urlopen('http://127.0.0.1:' + port + '{container.READY_PATH}', timeout=4)"
-    )
-    lines = [
-        "# syntax=docker/dockerfile:1",
-        f"# modelport {metadata.version('modelport')} image serving {models}",
-        f"# ({'from the registry the MODELPORT_* variables name' if spec.models == 'registry' else 'baked in'}).",
-        "# Written by modelport build; the build needs no network: everything is installed from wheels/.",
-        f"ARG BASE_IMAGE={spec.base_image}",
-        "",
-        "FROM ${BASE_IMAGE} AS venv",
-        "COPY requirements.txt /build/requirements.txt",
-        "COPY wheels/ /build/wheels/",
-        f"RUN python3 -m venv {venv} \\",
-        f"    && {venv}/bin/python -m pip install --no-index --no-cache-dir --disable-pip-version-check \\",
-        "       --find-links /build/wheels --requirement /build/requirements.txt \\",
-        f"    && {venv}/bin/python -m pip uninstall --yes --quiet pip setuptools",
-        "",
-        "FROM ${BASE_IMAGE}",
-        "LABEL org.opencontainers.image.title=" + json.dumps(f"modelport: {models}"),
-        f"LABEL io.modelport.models={json.dumps(models)} io.modelport.mode={json.dumps(spec.models)}",
-        # SageMaker: the container serves multi-model endpoints (SAGEMAKER_MULTI_MODEL=true) and
-        # listens where SAGEMAKER_BIND_TO_PORT says
-        'LABEL com.amazonaws.sagemaker.capabilities.multi-models="true" '
-        'com.amazonaws.sagemaker.capabilities.accept-bind-to-port="true"',
-        "ENV " + " \\\n    ".join(f"{key}={json.dumps(value)}" for key, value in env.items()),
-        f"COPY --from=venv {venv} {venv}",
-    ]
-    if spec.models == "baked":
-        lines.append(f"COPY model/ {container.MODEL_DIR}/")
-    lines += [
-        f"USER {container.USER}:{container.GROUP}",
-        "WORKDIR /tmp",
-        f"EXPOSE {container.PORT}",
-        "HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \\",
-        f"    CMD {json.dumps([f'{venv}/bin/python', '-c', healthcheck])}",
-        f"ENTRYPOINT {json.dumps(list(container.ENTRYPOINT))}",
-        f"CMD {json.dumps(list(container.COMMAND))}",
-        "",
-    ]
-    return "\n".join(lines)
+    """The Dockerfile of ``spec`` (its ``BASE_IMAGE`` build argument defaults to ``spec.base_image``).
 
-
-def _lambda_dockerfile(spec: ImageSpec) -> str:
-    """``--target lambda``: the default target's environment and models, plus ``lambda/requirements.txt``
-    installed over it, with the Lambda runtime interface client as the entrypoint. No port, no
-    HEALTHCHECK: Lambda sends events, not HTTP, and checks no health. The same non-root user (Lambda
-    runs its own and ignores USER; other engines keep it); ``/tmp`` is the only path written."""
+    The server image (``sagemaker``, the default target) listens on the contract's port with a
+    HEALTHCHECK and ``modelport serve``. ``--target lambda`` installs ``lambda/requirements.txt``
+    over the same environment, in a second step so that the first is the server image's (an
+    engine reuses it from its cache), and runs the Lambda runtime interface client instead: no
+    port, no HEALTHCHECK (Lambda sends events, not HTTP, and checks no health). Both keep the
+    non-root user (Lambda runs its own and ignores USER) and write only under ``/tmp``.
+    """
     venv = container.VENV
-    models = ", ".join(version.ref for version, _ in spec.versions)
-    env = {
-        "PATH": f"{venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONUNBUFFERED": "1",
-        "HOME": "/tmp",
-        "MODELPORT_HOME": container.HOME,
-    }
-    if spec.models == "registry":
-        env["MODELPORT_MODELS"] = ",".join(spec.refs)
     pip = f"{venv}/bin/python -m pip"
+    models = ", ".join(version.ref for version, _ in spec.versions)
+    source = "from the registry the MODELPORT_* variables name" if spec.models == "registry" else "baked in"
+    lambda_ = spec.target == "lambda"
+    env = {
+        "PATH": f"{venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "HOME": "/tmp",
+        "MODELPORT_HOME": container.HOME,
+    }
+    if not lambda_:
+        env |= {"MODELPORT_HOST": "0.0.0.0", "MODELPORT_PORT": str(container.PORT)}
+    if spec.models == "registry":
+        env["MODELPORT_MODELS"] = ",".join(spec.refs)
+
+    def install(requirements: str, wheels: str) -> list[str]:
+        return [
+            f"    && {pip} install --no-index --no-cache-dir --disable-pip-version-check \\",
+            f"       --find-links {wheels} --requirement {requirements} \\",
+            f"    && {pip} uninstall --yes --quiet pip setuptools",
+        ]
+
+    if lambda_:
+        what = f"AWS Lambda image serving {models}"
+        header = [f"# ({source}), through {LAMBDA_HANDLER}."]
+        extra_step = [
+            "COPY lambda/ /build/lambda/",
+            f"RUN {venv}/bin/python -m ensurepip --default-pip > /dev/null \\",
+            *install("/build/lambda/requirements.txt", "/build/lambda/wheels"),
+        ]
+        labels = [
+            "LABEL org.opencontainers.image.title=" + json.dumps(f"modelport on AWS Lambda: {models}"),
+            f"LABEL io.modelport.models={json.dumps(models)} io.modelport.mode={json.dumps(spec.models)} "
+            'io.modelport.target="lambda"',
+        ]
+        run = [
+            f"ENTRYPOINT {json.dumps([f'{venv}/bin/python', '-m', 'awslambdaric'])}",
+            f"CMD {json.dumps([LAMBDA_HANDLER])}",
+        ]
+    else:
+        what = f"image serving {models}"
+        header = [f"# ({source})."]
+        extra_step = []
+        labels = [
+            "LABEL org.opencontainers.image.title=" + json.dumps(f"modelport: {models}"),
+            f"LABEL io.modelport.models={json.dumps(models)} io.modelport.mode={json.dumps(spec.models)}",
+            # SageMaker: the container serves multi-model endpoints (SAGEMAKER_MULTI_MODEL=true) and
+            # listens where SAGEMAKER_BIND_TO_PORT says
+            'LABEL com.amazonaws.sagemaker.capabilities.multi-models="true" '
+            'com.amazonaws.sagemaker.capabilities.accept-bind-to-port="true"',
+        ]
+        healthcheck = (
+            "import os, urllib.request; "
+            "port = os.environ.get('SAGEMAKER_BIND_TO_PORT') or os.environ.get('MODELPORT_PORT') or "
+            f"'{container.PORT}'; "
+            f"urllib.request.urlopen('http://127.0.0.1:' + port + '{container.READY_PATH}', timeout=4)"
+        )
+        run = [
+            f"EXPOSE {container.PORT}",
+            "HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \\",
+            f"    CMD {json.dumps([f'{venv}/bin/python', '-c', healthcheck])}",
+            f"ENTRYPOINT {json.dumps(list(container.ENTRYPOINT))}",
+            f"CMD {json.dumps(list(container.COMMAND))}",
+        ]
     lines = [
         "# syntax=docker/dockerfile:1",
-        f"# modelport {metadata.version('modelport')} AWS Lambda image serving {models}",
-        f"# ({'from the registry the MODELPORT_* variables name' if spec.models == 'registry' else 'baked in'}),"
-        f" through {LAMBDA_HANDLER}.",
+        f"# modelport {metadata.version('modelport')} {what}",
+        *header,
         "# Written by modelport build; the build needs no network: everything is installed from wheels/.",
         f"ARG BASE_IMAGE={spec.base_image}",
         "",
@@ -255,29 +250,17 @@ def _lambda_dockerfile(spec: ImageSpec) -> str:
         "COPY requirements.txt /build/requirements.txt",
         "COPY wheels/ /build/wheels/",
         f"RUN python3 -m venv {venv} \\",
-        f"    && {pip} install --no-index --no-cache-dir --disable-pip-version-check \\",
-        "       --find-links /build/wheels --requirement /build/requirements.txt \\",
-        f"    && {pip} uninstall --yes --quiet pip setuptools",
-        "COPY lambda/ /build/lambda/",
-        f"RUN {venv}/bin/python -m ensurepip --default-pip > /dev/null \\",
-        f"    && {pip} install --no-index --no-cache-dir --disable-pip-version-check \\",
-        "       --find-links /build/lambda/wheels --requirement /build/lambda/requirements.txt \\",
-        f"    && {pip} uninstall --yes --quiet pip setuptools",
+        *install("/build/requirements.txt", "/build/wheels"),
+        *extra_step,
         "",
         "FROM ${BASE_IMAGE}",
-        "LABEL org.opencontainers.image.title=" + json.dumps(f"modelport on AWS Lambda: {models}"),
-        f"LABEL io.modelport.models={json.dumps(models)} io.modelport.mode={json.dumps(spec.models)} "
-        'io.modelport.target="lambda"',
+        *labels,
         "ENV " + " \\\n    ".join(f"{key}={json.dumps(value)}" for key, value in env.items()),
         f"COPY --from=venv {venv} {venv}",
-    ]
-    if spec.models == "baked":
-        lines.append(f"COPY model/ {container.MODEL_DIR}/")
-    lines += [
+        *([f"COPY model/ {container.MODEL_DIR}/"] if spec.models == "baked" else []),
         f"USER {container.USER}:{container.GROUP}",
         "WORKDIR /tmp",
-        f"ENTRYPOINT {json.dumps([f'{venv}/bin/python', '-m', 'awslambdaric'])}",
-        f"CMD {json.dumps([LAMBDA_HANDLER])}",
+        *run,
         "",
     ]
     return "\n".join(lines)

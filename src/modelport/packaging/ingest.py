@@ -132,6 +132,21 @@ def _framework_for(model: object) -> Any:
     return None
 
 
+def check_row_outputs(outputs: Mapping[str, np.ndarray], rows: int, whose: str) -> None:
+    """InvalidModel unless every output has one row per input row (so requests can be batched)
+    and a datatype the protocols carry; ``whose``: e.g. "the module's", for the message."""
+    for name, arr in outputs.items():
+        if arr.ndim == 0 or arr.shape[0] != rows:
+            raise InvalidModel(
+                f"{whose} output {name!r} has shape {list(arr.shape)}; give one row per input row "
+                f"({rows} for the sample), so requests can be batched"
+            )
+        try:
+            datatype_of(arr.dtype)
+        except ValueError as exc:
+            raise InvalidModel(f"{whose} output {name!r}: {exc}") from exc
+
+
 def _new_directory(workdir: Path) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix="artifact-", dir=workdir))
@@ -603,16 +618,7 @@ def _package_directory(path: Path, kind: str, *, workdir: Path, sample: object |
         raise InvalidModel(f"the {kind} model failed on the sample input: {_reason(exc)}") from exc
     finally:
         runtime.unload()
-    for name, arr in outputs.items():
-        if arr.ndim == 0 or arr.shape[0] != rows:
-            raise InvalidModel(
-                f"the {kind} model returned output {name!r} with shape {list(arr.shape)}; "
-                f"give one row per input row ({rows} for the sample)"
-            )
-        try:
-            datatype_of(arr.dtype)
-        except ValueError as exc:
-            raise InvalidModel(f"the {kind} model returned output {name!r}: {exc}") from exc
+    check_row_outputs(outputs, rows, f"the {kind} model's")
     signature = Signature(inputs, output_specs(outputs), example_of(arrays))
     first = (
         f"custom Python model: runs {ENTRYPOINT} from the artifact when loaded"

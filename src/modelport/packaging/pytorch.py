@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import InvalidInput, InvalidModel, ModelportError, UntrustedArtifact
-from modelport.packaging.ingest import TRUST_HINT, Packaged
+from modelport.packaging.ingest import TRUST_HINT, Packaged, check_row_outputs
 from modelport.registry import environment
 from modelport.runtimes import onnx as onnx_runtime
 from modelport.runtimes import torch as torch_runtime
@@ -352,17 +352,8 @@ def _outputs_of(result: Any, rows: int) -> tuple[torch_runtime.Returns, dict[str
     for name, value in named.items():
         if not isinstance(value, torch.Tensor):
             raise InvalidModel(f"the module's output {name!r} is a {type(value).__qualname__}, not a tensor")
-        arr = torch_runtime.to_numpy(value)
-        if arr.ndim == 0 or arr.shape[0] != rows:
-            raise InvalidModel(
-                f"the module's output {name!r} has shape {list(arr.shape)}; give one row per input row "
-                f"({rows} for the sample), so requests can be batched"
-            )
-        try:
-            datatype_of(arr.dtype)
-        except ValueError as exc:
-            raise InvalidModel(f"the module's output {name!r}: {exc}") from exc
-        arrays[name] = arr
+        arrays[name] = torch_runtime.to_numpy(value)
+    check_row_outputs(arrays, rows, "the module's")
     return returns, arrays
 
 
