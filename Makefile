@@ -32,6 +32,7 @@ test-containers:
 # The inner loop (about a minute): in-process tests only, no real sockets, processes, PostgreSQL
 # or browser. `make test` stays the whole suite.
 unit-fast: setup
+	scripts/setup.sh --frameworks
 	$(PY) -m pytest -q -m "not slow and not postgres"
 
 # Side by side with the peers (benchmarks/config.py); writes docs/benchmarks.md and .png.

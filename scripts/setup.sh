@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Sets up everything modelport needs in ./.venv (idempotent).
-#   scripts/setup.sh           the Python environment (uv into .venv, project + extras + dev tools)
-#   scripts/setup.sh --test    also what the test suite uses, via apt: PostgreSQL binaries, Chromium, Prometheus,
-#                              podman + runc + debootstrap (image builds) and docker-registry (image pushes)
+#   scripts/setup.sh               the Python environment (uv into .venv: the project, the light extras, dev tools)
+#   scripts/setup.sh --frameworks  also the model frameworks and cloud clients the tests use: PyTorch (CPU, through
+#                                  pip), TensorFlow, XGBoost, LightGBM, boto3, mangum
+#   scripts/setup.sh --test        all of that, and what the test suite starts, via apt: PostgreSQL binaries, Chromium,
+#                                  Prometheus, podman + runc + debootstrap (image builds), docker-registry, cloud-init
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,16 +21,36 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "==> creating $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
-  UV=$(command -v uv || true)
-  if [ -z "$UV" ]; then
+MODE=${1:-}
+BASE_EXTRAS=sklearn,postgres,jwt,grpc,bench,tracing,sentry,dev
+FRAMEWORK_EXTRAS=xgboost,lightgbm,torch,tensorflow,s3,aws
+
+uv_path() {
+  local uv
+  uv=$(command -v uv || true)
+  if [ -z "$uv" ]; then
     if [ ! -x "$VENV/bin/uv" ]; then
-      echo "==> installing uv into $VENV"
+      echo "==> installing uv into $VENV" >&2
       "$VENV/bin/python" -m pip --version >/dev/null 2>&1 || "$VENV/bin/python" -m ensurepip --upgrade >/dev/null
       "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv
     fi
-    UV=$VENV/bin/uv
+    uv=$VENV/bin/uv
   fi
+  echo "$uv"
+}
+
+# install EXTRAS STAMP: modelport with EXTRAS into .venv, unless STAMP is newer than pyproject.toml
+install() {
+  if [ -f "$2" ] && [ ! pyproject.toml -nt "$2" ]; then
+    return
+  fi
+  echo "==> installing modelport and its dependencies ($1) into $VENV"
+  "$(uv_path)" pip install --quiet -p "$VENV/bin/python" -e ".[$1]"
+  touch "$2"
+}
+
+install "$BASE_EXTRAS" "$STAMP"
+if [ "$MODE" = "--frameworks" ] || [ "$MODE" = "--test" ]; then
   # PyTorch through pip, which takes the CPU wheel these machines keep on disk (uv would download a
   # CUDA build of several GB); uv then finds it installed.
   if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
@@ -36,10 +58,7 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     "$VENV/bin/python" -m pip --version >/dev/null 2>&1 || "$VENV/bin/python" -m ensurepip --upgrade >/dev/null
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION"
   fi
-  echo "==> installing modelport and its dependencies into $VENV"
-  "$UV" pip install --quiet -p "$VENV/bin/python" \
-    -e ".[sklearn,xgboost,lightgbm,torch,tensorflow,postgres,jwt,grpc,bench,tracing,sentry,s3,aws,dev]"
-  touch "$STAMP"
+  install "$BASE_EXTRAS,$FRAMEWORK_EXTRAS" "$STAMP-frameworks"
 fi
 
 # apt_install PACKAGE WHAT: the Debian package PACKAGE, needed for WHAT (tests skip without it)
@@ -54,7 +73,7 @@ apt_install() {
   fi
 }
 
-if [ "${1:-}" = "--test" ]; then
+if [ "$MODE" = "--test" ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql "the registry's PostgreSQL tests"
   command -v chromium >/dev/null || apt_install chromium "the /docs browser test"
   command -v promtool >/dev/null || apt_install prometheus "the monitoring tests (promtool and a real Prometheus)"
