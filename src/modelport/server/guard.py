@@ -231,7 +231,11 @@ async def authentication(
     if authenticator.enabled:
         log.info("authentication on: %d active API key(s)", authenticator.active_keys)
     elif settings.sagemaker and not settings.loopback:
-        log.info("SageMaker mode: serving %s without authentication; SageMaker authenticates callers", settings.host)
+        log.info(
+            "no authentication on %s (a model directory served as SageMaker does): whatever is in front (SageMaker, "
+            "an IAM-authorized API Gateway route) decides who calls; give MODELPORT_API_KEYS_FILE otherwise",
+            settings.host,
+        )
     elif not settings.loopback:
         log.warning(
             "serving %s WITHOUT authentication (insecure open): anyone who can reach it can call it", settings.host
