@@ -33,11 +33,11 @@ from modelport.cli.main import _handled
 from modelport.cli.main import app as main_app
 from modelport.errors import Conflict, InvalidSetting, ModelportError
 from modelport.packaging.export import ARCHIVE, RECORD, export_version, read_export
-from modelport.packaging.sagemaker import (
+from modelport.packaging.sagemaker import SageMakerDeployer
+from modelport.packaging.sagemaker_plan import (
     EndpointSpec,
     Invocation,
     S3Location,
-    SageMakerDeployer,
     artifact_hex,
     plan_weights,
     target_model,

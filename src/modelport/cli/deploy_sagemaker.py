@@ -177,11 +177,11 @@ def register(app: typer.Typer, handled: Handled, *, clients: ClientFactory = bot
         ] = False,
     ) -> None:
         """Deploy registered models to a SageMaker endpoint: S3, model, configuration, endpoint, test request."""
-        from modelport.packaging.sagemaker import (
+        from modelport.packaging.sagemaker import SageMakerDeployer
+        from modelport.packaging.sagemaker_plan import (
             EndpointSpec,
             Invocation,
             S3Location,
-            SageMakerDeployer,
             default_endpoint,
             parse_weights,
             target_model,
