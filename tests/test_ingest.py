@@ -413,3 +413,19 @@ def predict_columns(packaged: Packaged, rows: pd.DataFrame) -> dict[str, np.ndar
         return model.predict(validate_inputs(packaged.signature, to_inputs(packaged.signature, rows)))
     finally:
         model.unload()
+
+
+def test_disagreement_names_what_differs_beyond_the_tolerance() -> None:
+    from modelport.packaging.ingest import disagreement
+
+    want = {"p": np.array([[0.5, np.nan]], dtype=np.float32), "label": np.array([1], dtype=np.int64)}
+    close = {"p": np.array([[0.50001, np.nan]], dtype=np.float32), "label": np.array([1], dtype=np.int64)}
+    assert disagreement(close, want, atol=1e-4, rtol=0.0)[0] == ""  # NaN where the original has NaN
+    far, diff = disagreement(close, want, atol=1e-6, rtol=0.0)
+    assert far == "p: max |Δ| = 1e-05"
+    assert 9e-6 < diff < 2e-5
+    wrong = {"p": np.zeros((2, 2), dtype=np.float64), "label": np.array([0], dtype=np.int64)}
+    problem, _ = disagreement(wrong, want, atol=1e-4, rtol=0.0)
+    assert problem == "p: FP64 [2, 2] instead of FP32 [1, 2]; label: 1 of 1 values differ"
+    lost = {"p": np.array([[np.nan, np.nan]], dtype=np.float32), "label": want["label"]}
+    assert disagreement(lost, want, atol=1.0, rtol=0.0)[0] == "p: NaN in 1 of 2 places where the other has a number"

@@ -428,8 +428,37 @@ def _register_converters(estimator: Any) -> None:
             hook(estimator)
 
 
+def disagreement(
+    got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray], *, atol: float, rtol: float
+) -> tuple[str, float]:
+    """What differs between two models' outputs beyond ``atol`` + ``rtol``·|want| (empty when nothing
+    does: same names, shapes and datatypes, floats close, the rest equal), and the largest float
+    difference. How a converted or stored model is checked against the original on the sample."""
+    problems, max_diff = [], 0.0
+    for name, expected in want.items():
+        actual = np.asarray(got[name])
+        if actual.shape != expected.shape or datatype_of(actual.dtype) != datatype_of(expected.dtype):
+            problems.append(
+                f"{name}: {datatype_of(actual.dtype)} {list(actual.shape)} instead of "
+                f"{datatype_of(expected.dtype)} {list(expected.shape)}"
+            )
+        elif expected.dtype.kind == "f":
+            diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+            largest = float(np.max(diff, initial=0.0, where=~np.isnan(diff)))  # NaN on both sides is agreement
+            max_diff = max(max_diff, largest)
+            missing = int(np.sum(np.isnan(actual) != np.isnan(expected)))
+            if missing:
+                problems.append(f"{name}: NaN in {missing} of {expected.size} places where the other has a number")
+            elif not np.allclose(actual, expected, atol=atol, rtol=rtol, equal_nan=True):
+                problems.append(f"{name}: max |Δ| = {largest:.2g}")
+        elif not np.array_equal(actual, expected):
+            problems.append(f"{name}: {int(np.sum(actual != expected))} of {expected.size} values differ")
+    return "; ".join(problems), max_diff
+
+
 def _disagreement(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]) -> tuple[str, float]:
-    """What differs beyond tolerance (empty when nothing does), and the largest numeric difference."""
+    """:func:`disagreement` for scikit-learn's outputs: labels compared as the runtime returns them,
+    probabilities absolutely within ``TOLERANCE``, regression predictions also relatively."""
     problems, max_diff = [], 0.0
     for name, expected in want.items():
         actual = np.asarray(got[name])

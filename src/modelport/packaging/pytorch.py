@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import InvalidInput, InvalidModel, ModelportError, UntrustedArtifact
-from modelport.packaging.ingest import TRUST_HINT, Packaged, check_row_outputs
+from modelport.packaging.ingest import TRUST_HINT, Packaged, check_row_outputs, disagreement
 from modelport.registry import environment
 from modelport.runtimes import onnx as onnx_runtime
 from modelport.runtimes import torch as torch_runtime
@@ -466,8 +466,8 @@ def _check_stored(directory: Path, signature: Signature, taken: _Sample, referen
         raise InvalidModel(f"the stored model fails when loaded back: {_reason(exc)}") from exc
     finally:
         runtime.unload()
-    problem, diff = _disagreement(whole, reference, atol=STORED_ATOL, rtol=STORED_RTOL)
-    problem_one, diff_one = _disagreement(
+    problem, diff = disagreement(whole, reference, atol=STORED_ATOL, rtol=STORED_RTOL)
+    problem_one, diff_one = disagreement(
         one, {k: v[:1] for k, v in reference.items()}, atol=STORED_ATOL, rtol=STORED_RTOL
     )
     if problem or problem_one:
@@ -509,9 +509,9 @@ def _to_onnx(program: Any, taken: _Sample, reference: Mapping[str, np.ndarray]) 
     except Exception as exc:  # the exporter and ONNX Runtime raise many types for unsupported operators
         log.info("ONNX export failed", exc_info=True)
         return None, f"ONNX export failed: {_reason(exc)}; {native}"
-    problem, diff = _disagreement(whole, reference, atol=ONNX_ATOL, rtol=ONNX_RTOL)
+    problem, diff = disagreement(whole, reference, atol=ONNX_ATOL, rtol=ONNX_RTOL)
     if not problem:
-        problem, diff_one = _disagreement(one, {k: v[:1] for k, v in reference.items()}, atol=ONNX_ATOL, rtol=ONNX_RTOL)
+        problem, diff_one = disagreement(one, {k: v[:1] for k, v in reference.items()}, atol=ONNX_ATOL, rtol=ONNX_RTOL)
         problem = problem and f"{problem} on a batch of 1"
         diff = max(diff, diff_one)
     if problem:
@@ -540,28 +540,6 @@ def _quiet_exporter() -> Iterator[None]:
             yield
     finally:
         registration.setLevel(level)
-
-
-def _disagreement(
-    got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray], *, atol: float, rtol: float
-) -> tuple[str, float]:
-    """What differs beyond tolerance (empty when nothing does), and the largest float difference."""
-    problems, max_diff = [], 0.0
-    for name, expected in want.items():
-        actual = np.asarray(got[name])
-        if actual.shape != expected.shape or datatype_of(actual.dtype) != datatype_of(expected.dtype):
-            problems.append(
-                f"{name}: {datatype_of(actual.dtype)} {list(actual.shape)} instead of "
-                f"{datatype_of(expected.dtype)} {list(expected.shape)}"
-            )
-        elif expected.dtype.kind == "f":
-            diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
-            max_diff = max(max_diff, float(diff.max(initial=0.0)))
-            if not np.allclose(actual, expected, atol=atol, rtol=rtol, equal_nan=True):
-                problems.append(f"{name}: max |Δ| = {float(diff.max()):.2g}")
-        elif not np.array_equal(actual, expected):
-            problems.append(f"{name}: {int(np.sum(actual != expected))} of {expected.size} values differ")
-    return "; ".join(problems), max_diff
 
 
 def _describe(taken: _Sample, returns: str, reference: Mapping[str, np.ndarray]) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import InvalidModel, UntrustedArtifact
-from modelport.packaging.ingest import TRUST_HINT, Packaged
+from modelport.packaging.ingest import TRUST_HINT, Packaged, disagreement
 from modelport.registry import environment
 from modelport.runtimes import onnx as onnx_runtime
 from modelport.runtimes import tensorflow as tf_runtime
@@ -255,7 +255,7 @@ def _check_export(keras_model: Any, arrays: Mapping[str, np.ndarray], got: Mappi
     mine = _ordered(got)
     if len(want) != len(mine):
         raise InvalidModel(f"the exported SavedModel has {len(mine)} outputs, the Keras model {len(want)}")
-    problem, max_diff = _disagreement(mine, want)
+    problem, max_diff = disagreement(_numbered(mine), _numbered(want), atol=ATOL, rtol=RTOL)
     if problem:
         raise InvalidModel(
             f"the exported SavedModel answers differently from the Keras model on the sample ({problem})"
@@ -324,9 +324,9 @@ def _convert(
     except Exception as exc:  # tf2onnx and ONNX Runtime raise many types for what they cannot convert or run
         log.info("ONNX conversion of the TensorFlow model failed", exc_info=True)
         return None, f"ONNX conversion failed: {_reason(exc)}"
-    problem, max_diff = _disagreement([got[n] for n in order], [want[n] for n in order])
+    problem, max_diff = disagreement(got, {n: want[n] for n in order}, atol=ATOL, rtol=RTOL)
     if not problem:
-        problem, _ = _disagreement([first[n] for n in order], [want[n][:1] for n in order])
+        problem, _ = disagreement(first, {n: want[n][:1] for n in order}, atol=ATOL, rtol=RTOL)
         problem = problem and f"on one row: {problem}"
     if problem:
         return None, f"ONNX output disagrees with TensorFlow on the sample ({problem})"
@@ -336,22 +336,8 @@ def _convert(
     )
 
 
-def _disagreement(got: list[np.ndarray], want: list[np.ndarray]) -> tuple[str, float]:
-    """What differs beyond tolerance (empty when nothing does), and the largest numeric difference."""
-    problems, max_diff = [], 0.0
-    for index, (actual, expected) in enumerate(zip(got, want, strict=True)):
-        actual, expected = np.asarray(actual), np.asarray(expected)
-        if actual.shape != expected.shape or actual.dtype.kind != expected.dtype.kind:
-            was, wanted = f"{actual.dtype} {list(actual.shape)}", f"{expected.dtype} {list(expected.shape)}"
-            problems.append(f"output {index}: {was} instead of {wanted}")
-        elif expected.dtype.kind == "f":
-            diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
-            max_diff = max(max_diff, float(diff.max(initial=0.0)))
-            if not np.allclose(actual, expected, rtol=RTOL, atol=ATOL):
-                problems.append(f"output {index}: max |Δ| = {float(diff.max()):.2g}")
-        elif not np.array_equal(actual, expected):
-            problems.append(f"output {index}: {int(np.sum(actual != expected))} values differ")
-    return "; ".join(problems), max_diff
+def _numbered(outputs: list[np.ndarray]) -> dict[str, np.ndarray]:
+    return {f"output {index}": np.asarray(value) for index, value in enumerate(outputs)}
 
 
 @contextmanager
