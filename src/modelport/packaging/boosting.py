@@ -412,14 +412,7 @@ def _canonical_outputs(model: Any, reference: Mapping[str, np.ndarray]) -> None:
     import onnx
 
     graph = model.graph
-    produced = [out.name for out in graph.output]
-    names = list(reference)
-    if len(produced) < len(names):
-        raise InvalidModel(f"onnxmltools produced outputs {produced}, expected {names}")
-    for extra in produced[len(names) :]:
-        graph.output.remove(next(o for o in graph.output if o.name == extra))
-    for old, new in zip(produced, names, strict=False):
-        onnxgraph.rename(graph, old, new)
+    onnxgraph.name_outputs(graph, list(reference), "onnxmltools")
     if not any(o.domain in ("", "ai.onnx") for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid("", ONNXMLTOOLS_OPSET))  # for the Reshape below
     for output in graph.output:

@@ -73,14 +73,8 @@ def from_sklearn(
     for warning in caught:
         log.debug("skl2onnx: %s", warning.message)
     graph = model.graph
-    produced = [out.name for out in graph.output]
     names = list(outputs)
-    if len(produced) < len(names):
-        raise InvalidModel(f"skl2onnx produced outputs {produced}, expected {names}")
-    for extra in produced[len(names) :]:
-        graph.output.remove(next(o for o in graph.output if o.name == extra))
-    for old, new in zip(produced, names, strict=False):
-        rename(graph, old, new)
+    name_outputs(graph, names, "skl2onnx")
     if "prediction" in outputs and outputs["prediction"].ndim == 1:
         _flatten_output(graph, "prediction")
     if columns is not None:
@@ -213,3 +207,15 @@ def specs(model: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     constants = {t.name for t in graph.initializer}
     inputs = tuple(_spec(i) for i in graph.input if i.name not in constants)
     return inputs, tuple(_spec(o) for o in graph.output)
+
+
+def name_outputs(graph: Any, names: list[str], converter: str) -> None:
+    """Give a converter's graph the outputs ``names``, in order: its first outputs renamed, the rest
+    dropped; InvalidModel when it produced fewer."""
+    produced = [out.name for out in graph.output]
+    if len(produced) < len(names):
+        raise InvalidModel(f"{converter} produced outputs {produced}, expected {names}")
+    for extra in produced[len(names) :]:
+        graph.output.remove(next(o for o in graph.output if o.name == extra))
+    for old, new in zip(produced, names, strict=False):
+        rename(graph, old, new)
