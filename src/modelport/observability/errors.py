@@ -13,14 +13,16 @@ tagged with the request id, protocol, model, version and trace id; and a version
 load, tagged with its model and version.
 
 What is never sent: request bodies, headers (only method and path, without the query string),
-frame-local variables, breadcrumbs; ``send_default_pii`` is off (the SDK's default, which keeps
-its own event scrubber on); and :func:`scrub` (the
+frame-local variables, breadcrumbs, user details (:func:`client_options`: in sentry-sdk 2.x
+``send_default_pii`` stays off, the SDK's default, which keeps its own event scrubber on; 3.x
+replaced those options with ``data_collection``, told to collect none of it); and :func:`scrub` (the
 ``before_send``) removes whatever a request part still holds and replaces API keys
 (``mp_<id>_<secret>``), bearer tokens and JWTs in any text of the event with ``[Filtered]``.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from typing import TYPE_CHECKING, Any
@@ -63,9 +65,7 @@ class ErrorReports:
         self._client = sentry_sdk.Client(
             self.dsn,
             before_send=scrub,
-            # PII stays off: send_default_pii left unset is False in every 2.x, with the SDK's own
-            # event scrubber on (2.75 deprecates passing it; data_collection would turn the scrubber off)
-            include_local_variables=False,
+            **client_options(sentry_sdk.VERSION),
             max_request_body_size="never",
             default_integrations=False,  # no logging hook, no patched libraries: only what is captured here
             auto_enabling_integrations=False,
@@ -109,15 +109,32 @@ class ErrorReports:
             import sentry_sdk
             from sentry_sdk.utils import event_from_exception
 
-            event, hint = event_from_exception(error, client_options=client.options)
-            if request is not None:
-                event["request"] = request
-            scope = sentry_sdk.Scope()
-            for key, value in tags.items():
-                scope.set_tag(key, value)
-            client.capture_event(event, hint, scope)
+            # A scope of our own whose client is the app's: sentry-sdk 3.x builds the event from the
+            # options of the current client (2.x takes them as an argument), never a global one.
+            with sentry_sdk.new_scope() as scope:
+                scope.set_client(client)
+                for key, value in tags.items():
+                    scope.set_tag(key, value)
+                options: dict[str, Any] = {}
+                if "client_options" in inspect.signature(event_from_exception).parameters:
+                    options["client_options"] = client.options  # sentry-sdk 2.x
+                event, hint = event_from_exception(error, **options)
+                if request is not None:
+                    event["request"] = request
+                client.capture_event(event, hint, scope)
         except Exception:  # a report must never fail a request or a load
             logger.warning("could not report an error to Sentry", exc_info=True)
+
+
+def client_options(version: str) -> dict[str, Any]:
+    """What the client of sentry-sdk ``version`` is told not to collect: frame variables, and in 3.x
+    (where ``data_collection`` replaced ``include_local_variables`` and ``send_default_pii``)
+    user details and bodies as well. 2.x keeps PII off by leaving ``send_default_pii`` unset, its
+    default, which also keeps the SDK's own event scrubber on."""
+    major = int(version.split(".")[0])
+    if major >= 3:
+        return {"data_collection": {"user_info": False, "stack_frame_variables": False, "http_bodies": []}}
+    return {"include_local_variables": False}
 
 
 def scrub(event: Any, hint: Any) -> Any:
