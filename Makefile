@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup quickstart test lint typecheck unit unit-fast test-containers bench bench-quick clean
+.PHONY: setup quickstart test lint typecheck unit unit-fast test-containers bench bench-quick lock lock-upgrade clean
 
 setup:
 	scripts/setup.sh
@@ -42,6 +42,15 @@ bench: setup
 
 bench-quick: setup
 	$(PY) benchmarks/run.py --quick $(BENCH_ARGS)
+
+# Installs come from uv.lock (scripts/setup.sh exports it as constraints). After editing pyproject.toml's
+# dependencies, `make lock` records the change keeping every other pin; `make lock-upgrade` moves every
+# pin to the newest release the ranges allow. Either way: run `make test`, then commit uv.lock.
+lock: setup
+	$(VENV)/bin/uv lock
+
+lock-upgrade: setup
+	$(VENV)/bin/uv lock --upgrade
 
 clean:
 	rm -rf $(VENV) .modelport .pytest_cache .mypy_cache .ruff_cache

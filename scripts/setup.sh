@@ -25,27 +25,37 @@ MODE=${1:-}
 BASE_EXTRAS=sklearn,postgres,jwt,grpc,bench,tracing,sentry,dev
 FRAMEWORK_EXTRAS=xgboost,lightgbm,torch,tensorflow,s3,aws
 
+UV_VERSION=0.13.10  # the uv that reads uv.lock; bump it on purpose, like the lock (docs/dependencies.md)
+CONSTRAINTS=$VENV/constraints.txt
+
 uv_path() {
-  local uv
-  uv=$(command -v uv || true)
-  if [ -z "$uv" ]; then
-    if [ ! -x "$VENV/bin/uv" ]; then
-      echo "==> installing uv into $VENV" >&2
-      "$VENV/bin/python" -m pip --version >/dev/null 2>&1 || "$VENV/bin/python" -m ensurepip --upgrade >/dev/null
-      "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv
-    fi
-    uv=$VENV/bin/uv
+  if [ "$("$VENV/bin/uv" --version 2>/dev/null)" != "uv $UV_VERSION" ]; then
+    echo "==> installing uv $UV_VERSION into $VENV" >&2
+    "$VENV/bin/python" -m pip --version >/dev/null 2>&1 || "$VENV/bin/python" -m ensurepip --upgrade >/dev/null
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
   fi
-  echo "$uv"
+  echo "$VENV/bin/uv"
 }
 
-# install EXTRAS STAMP: modelport with EXTRAS into .venv, unless STAMP is newer than pyproject.toml
+# Every install is held to the versions uv.lock names: the lock is exported as a constraints file, so
+# a release somebody makes tomorrow changes nothing here until the lock is refreshed on purpose
+# (`make lock`). --frozen: a lock out of step with pyproject.toml is an error, not a silent re-resolve.
+constraints() {
+  if [ ! -f "$CONSTRAINTS" ] || [ uv.lock -nt "$CONSTRAINTS" ] || [ pyproject.toml -nt "$CONSTRAINTS" ]; then
+    "$(uv_path)" export --quiet --frozen --all-extras --no-hashes --no-emit-project --no-header \
+      --format requirements-txt -o "$CONSTRAINTS"
+  fi
+}
+
+# install EXTRAS STAMP: modelport with EXTRAS into .venv at the locked versions, unless STAMP is newer
+# than pyproject.toml and uv.lock
 install() {
-  if [ -f "$2" ] && [ ! pyproject.toml -nt "$2" ]; then
+  if [ -f "$2" ] && [ ! pyproject.toml -nt "$2" ] && [ ! uv.lock -nt "$2" ]; then
     return
   fi
-  echo "==> installing modelport and its dependencies ($1) into $VENV"
-  "$(uv_path)" pip install --quiet -p "$VENV/bin/python" -e ".[$1]"
+  constraints
+  echo "==> installing modelport and its dependencies ($1) into $VENV, as locked in uv.lock"
+  "$(uv_path)" pip install --quiet -p "$VENV/bin/python" -c "$CONSTRAINTS" -e ".[$1]"
   touch "$2"
 }
 
@@ -53,8 +63,11 @@ install "$BASE_EXTRAS" "$STAMP"
 if [ "$MODE" = "--frameworks" ] || [ "$MODE" = "--test" ]; then
   # PyTorch through pip, which takes the CPU wheel these machines keep on disk (uv would download a
   # CUDA build of several GB); uv then finds it installed.
-  if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
-    echo "==> installing PyTorch ${TORCH_VERSION:=2.13.0} (CPU) into $VENV"
+  # The release is the lock's (pyproject.toml's [tool.uv] constraint keeps it at the one on disk).
+  constraints
+  TORCH_VERSION=$(sed -n 's/^torch==\([^ ;]*\).*/\1/p' "$CONSTRAINTS" | head -n 1)
+  if [ "$("$VENV/bin/python" -c "import torch; print(torch.__version__.split('+')[0])" 2>/dev/null)" != "$TORCH_VERSION" ]; then
+    echo "==> installing PyTorch $TORCH_VERSION (CPU) into $VENV"
     "$VENV/bin/python" -m pip --version >/dev/null 2>&1 || "$VENV/bin/python" -m ensurepip --upgrade >/dev/null
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION"
   fi
@@ -66,8 +79,10 @@ apt_install() {
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "==> installing $1 (Debian package) for $2"
     export DEBIAN_FRONTEND=noninteractive
-    if [ -z "${APT_UPDATED:-}" ]; then apt-get update -q >/dev/null; APT_UPDATED=1; fi
-    apt-get install -y -q --no-install-recommends "$1" >/dev/null
+    # Another apt-get (unattended-upgrades, a second set-up) may hold the dpkg lock: wait for it
+    local wait=(-o DPkg::Lock::Timeout="${APT_LOCK_TIMEOUT:-600}")
+    if [ -z "${APT_UPDATED:-}" ]; then apt-get "${wait[@]}" update -q >/dev/null; APT_UPDATED=1; fi
+    apt-get "${wait[@]}" install -y -q --no-install-recommends "$1" >/dev/null
   else
     echo "==> $1 not found and cannot install it here (needs root and apt-get): $2 will be skipped" >&2
   fi
