@@ -165,6 +165,40 @@ def test_each_sample_is_one_json_line_in_the_agreed_format(root: Path) -> None:
     assert next(folder.iterdir()).stat().st_mode & 0o777 == 0o600
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o277], ids=["umask022", "umask277"])
+def test_every_folder_capture_makes_is_the_owners_alone_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    previous = os.umask(umask)
+    try:
+        capture = Capture(home / "capture", rate=1.0)
+        capture.offer("iris", 1, None, "r", X, Y)
+        capture.close()
+    finally:
+        os.umask(previous)
+    assert capture.counts() == {("iris", 1): (1, 0)}
+    levels = [home / "capture", home / "capture" / "iris", home / "capture" / "iris" / "1"]
+    assert [oct(level.stat().st_mode & 0o777) for level in levels] == ["0o700"] * 3  # model names included
+    assert [oct(path.stat().st_mode & 0o777) for path in levels[-1].iterdir()] == ["0o600"]
+
+
+def test_an_existing_capture_root_open_to_others_is_reported_once_and_left_as_it_is(
+    root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root.mkdir()
+    root.chmod(0o755)
+    capture = Capture(root, rate=1.0)
+    with caplog.at_level(logging.WARNING, logger="modelport"):
+        capture.offer("iris", 1, None, "a", X, Y)
+        capture.offer("iris", 2, None, "b", X, Y)
+        capture.close()
+    assert capture.counts() == {("iris", 1): (1, 0), ("iris", 2): (1, 0)}
+    assert caplog.text.count(f"{root} may be opened by other users of this machine (mode 755)") == 1
+    assert "chmod 700 it" in caplog.text
+    assert root.stat().st_mode & 0o777 == 0o755
+    assert (root / "iris").stat().st_mode & 0o777 == 0o700
+
+
 def test_files_rotate_past_the_size_limit_and_only_the_newest_are_kept(root: Path) -> None:
     folder = root / "iris" / "1"
     folder.mkdir(parents=True)
@@ -261,7 +295,8 @@ def test_a_full_queue_drops_and_counts_without_blocking_the_caller(root: Path) -
 def test_a_write_error_is_counted_and_logged_once_per_version_and_never_raised(
     root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    (root / "iris").mkdir(parents=True)
+    root.mkdir(mode=0o700)
+    (root / "iris").mkdir()
     (root / "iris" / "1").write_text("a file where the version's folder should be")
     (root / "iris" / "2").write_text("likewise")
     capture = Capture(root, rate=1.0)

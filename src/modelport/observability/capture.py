@@ -10,9 +10,10 @@ line to ``<root>/<model>/<version>/<UTC time>-<pid>.jsonl``::
 
 Arrays are nested lists, rows first (NaN as ``null``); text as strings; bytes as text when they are
 UTF-8, else ``{"b64": "<base64>"}``. A file past ``max_file_bytes`` is closed and the next line
-starts a new one; past ``max_files`` files in a version's folder the oldest go. Whatever goes
-wrong while writing (a full disk, a folder that cannot be made) drops the sample, counted, and is
-logged once per version: it never reaches a request.
+starts a new one; past ``max_files`` files in a version's folder the oldest go. Every folder
+capture makes (the root included) is mode 0700 and every file 0600, whatever the umask. Whatever
+goes wrong while writing (a full disk, a folder that cannot be made) drops the sample, counted,
+and is logged once per version: it never reaches a request.
 
 Redaction: every tensor named in ``redact`` (an input or output name), and every tensor whose
 signature names columns (``feature_names`` of a 2-D input) of which one is in ``redact``, is
@@ -28,6 +29,7 @@ import os
 import queue
 import random
 import re
+import stat
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -171,6 +173,7 @@ class Capture:
         self._closed = False
         self._files: dict[tuple[str, int], _Open] = {}  # the writer thread's alone
         self._complained: set[tuple[str, int]] = set()  # the writer thread's alone
+        self._root_checked = False  # whether an existing root was checked for others' access; the writer thread's
         self._pid = os.getpid()
         self._thread = threading.Thread(target=self._write_all, name=f"modelport-capture {self.root}", daemon=True)
         self._thread.start()
@@ -290,8 +293,7 @@ class Capture:
         model, version = key
         if not _NAME.fullmatch(model) or isinstance(version, bool) or not isinstance(version, int):
             raise ValueError(f"{model!r} version {version!r} is not a model name and version number")
-        folder = self.root / model / str(version)
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # requests may hold personal data
+        folder = self._private_folders(model, str(version))
         moment, serial = self._clock(), 0
         while True:
             path = folder / file_name(moment, self._pid, serial)
@@ -300,8 +302,39 @@ class Capture:
                 break
             except FileExistsError:
                 serial += 1
+        os.fchmod(fd, 0o600)  # whatever the umask took from the mode
         self._prune(key, folder, path)
         return _Open(path, fd, 0)
+
+    def _private_folders(self, *names: str) -> Path:
+        """``root/names...``, every level capture makes mode 0700 whatever the umask (requests may
+        hold personal data, and the folder names are model names): ``mkdir(mode, parents=True)``
+        would give the levels above the last the umask's mode, and mask the last's. What is above
+        ``root`` (the home) is made as the registry makes it. An existing root that others may
+        open is reported once, not changed: nothing under a root of 0700 is theirs to see."""
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        folder = self.root
+        for name in ("", *names):
+            folder = folder / name
+            try:
+                folder.mkdir(mode=0o700)
+            except FileExistsError:
+                if folder == self.root and not self._root_checked:
+                    self._root_checked = True
+                    self._report_open_root()
+            else:
+                os.chmod(folder, 0o700)  # the umask may have taken bits from mkdir's mode
+        return folder
+
+    def _report_open_root(self) -> None:
+        mode = stat.S_IMODE(self.root.stat().st_mode)
+        if mode & 0o077:
+            log.warning(
+                "payload capture: %s may be opened by other users of this machine (mode %o); it holds "
+                "captured requests: chmod 700 it",
+                self.root,
+                mode,
+            )
 
     def _prune(self, key: tuple[str, int], folder: Path, current: Path) -> None:
         """Delete the oldest files of the version past ``max_files`` (never the one just opened)."""
