@@ -57,8 +57,8 @@ def _low_fd_limit() -> None:  # runs in the server process before exec
 
 @pytest.fixture(scope="module")
 def guarded(home: Path) -> Iterator[Launched]:
-    """`modelport serve` with authentication on, a 1 s header timeout and a low open-files limit."""
-    env = env_for(home, MODELPORT_HEADER_TIMEOUT="1")
+    """`modelport serve` with authentication on, 1 s header and body timeouts and a low open-files limit."""
+    env = env_for(home, MODELPORT_HEADER_TIMEOUT="1", MODELPORT_BODY_TIMEOUT="1")
     with serving(["iris@production"], env=env, preexec_fn=_low_fd_limit) as server:
         yield server
 
@@ -108,6 +108,90 @@ def test_slow_headers_are_answered_408_after_the_header_timeout(guarded: Launche
                 break
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert time.monotonic() - started < 5
+
+
+def request_head(home: Path, *, length: int | None) -> bytes:
+    """A predict request's line and headers, authenticated: ``Content-Length: length``, or chunked (None)."""
+    framing = "Transfer-Encoding: chunked" if length is None else f"Content-Length: {length}"
+    fields = [f"POST {PREDICT} HTTP/1.1", "Host: x", "Content-Type: application/json", framing]
+    fields += [f"{name}: {value}" for name, value in headers(home).items()]
+    return ("\r\n".join(fields) + "\r\n\r\n").encode()
+
+
+def chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def read_response(sock: socket.socket, timeout: float) -> tuple[int, bytes]:
+    """One response's status and body (by its Content-Length), leaving the connection open."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        received = sock.recv(65536)
+        assert received, f"the server closed the connection after {data!r}"
+        data += received
+    head, _, body = data.partition(b"\r\n\r\n")
+    found = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    assert found, head
+    while len(body) < int(found.group(1)):
+        received = sock.recv(65536)
+        assert received, f"the server closed the connection after {head!r}"
+        body += received
+    return int(head.split()[1]), body
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_authenticated_slow_body_is_answered_408_after_the_body_timeout(
+    guarded: Launched, home: Path, chunked: bool
+) -> None:
+    body = json.dumps({"instances": [ROW]}).encode()
+    with socket.create_connection(("127.0.0.1", guarded.port)) as sock:
+        sock.sendall(request_head(home, length=None if chunked else len(body)))  # the headers at once
+        started = time.monotonic()
+        sock.settimeout(0.2)
+        answer, sent = b"", 0
+        while time.monotonic() - started < 10 and not answer and sent < len(body):
+            try:
+                piece = body[sent : sent + 1]  # then the body a byte per 0.2 s
+                sock.sendall(chunk(piece) if chunked else piece)
+                sent += 1
+                answer = sock.recv(1000)
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        waited = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408 "), (answer, sent)
+        assert b"MODELPORT_BODY_TIMEOUT" in answer
+        sock.settimeout(5)
+        while sock.recv(65536):  # the rest of the answer, then the server closes (a TimeoutError if not)
+            pass
+    assert 0.9 < waited < 5, waited
+    assert guarded.process.poll() is None
+
+
+def test_a_large_body_at_a_steady_pace_and_keep_alive_pauses_outlast_the_body_timeout(
+    guarded: Launched, home: Path
+) -> None:
+    body = json.dumps({"instances": [ROW]}).encode() + b" " * (1024 * 1024)  # 1 MiB, 2.4 s at 430 KiB/s
+    with socket.create_connection(("127.0.0.1", guarded.port)) as sock:
+        sock.sendall(request_head(home, length=len(body)))
+        started = time.monotonic()
+        for offset in range(0, len(body), 128 * 1024):
+            time.sleep(0.3)
+            sock.sendall(body[offset : offset + 128 * 1024])
+        status, answer = read_response(sock, 10)
+        assert time.monotonic() - started > 2  # longer than the body timeout: the bytes that came earn time
+        assert status == 200, answer
+        assert json.loads(answer)["predictions"]
+        time.sleep(1.5)  # idle on keep-alive, past both timeouts: not timed by either
+        small = json.dumps({"instances": [ROW]}).encode()
+        sock.sendall(request_head(home, length=None))
+        for part in (small[:10], small[10:], b""):
+            time.sleep(0.3)
+            sock.sendall(chunk(part))
+        status, answer = read_response(sock, 10)
+        assert status == 200, answer
 
 
 def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(guarded: Launched) -> None:

@@ -23,6 +23,7 @@ def test_settings_roundtrip_through_the_environment(tmp_path: Path) -> None:
         grpc_port=9001,
         jwt_issuer="https://issuer.example",
         poll_seconds=0.25,
+        body_timeout=12.5,
         capture_rate=0.05,
         capture_redact=("ssn", "email"),
     )
@@ -71,3 +72,15 @@ def test_a_capture_rate_outside_0_to_1_is_refused_naming_the_variable(text: str)
 def test_a_capture_rate_given_in_code_is_checked_too(rate: float) -> None:
     with pytest.raises(InvalidSetting, match=r"MODELPORT_CAPTURE_RATE=.* is not valid: give the share of requests"):
         Settings(capture_rate=rate)
+
+
+def test_the_body_timeout_is_30_seconds_unless_the_environment_says_otherwise() -> None:
+    assert Settings().body_timeout == 30.0
+    assert Settings.from_env({"MODELPORT_BODY_TIMEOUT": "2.5"}).body_timeout == 2.5
+
+
+@pytest.mark.parametrize("variable", ["MODELPORT_HEADER_TIMEOUT", "MODELPORT_BODY_TIMEOUT"])
+@pytest.mark.parametrize("text", ["0", "-1", "nan"])
+def test_a_read_timeout_must_be_seconds_above_0(variable: str, text: str) -> None:
+    with pytest.raises(InvalidSetting, match=rf"{variable}=.* is not valid: give seconds, > 0"):
+        Settings.from_env({variable: text})

@@ -127,6 +127,9 @@ class Settings:
         ``header_timeout`` seconds (default 10, else 408); at most ``max_connections`` per worker
         (0, the default: as many as the open-files limit allows, up to 4096), the longest-idle
         connection making way for a new one at the cap.
+    body_timeout: a request's body must arrive within this many seconds of its headers, plus one
+        second per 64 KiB received (``MODELPORT_BODY_TIMEOUT``, default 30, else 408 and the
+        connection closed): a trickle is cut after 30 s, an upload keeping up 64 KiB/s never.
     tracing: OpenTelemetry tracing (``MODELPORT_TRACING=1``; needs the ``tracing`` extra): a server
         span per request with its decode, queue, inference and encode steps as children, a
         caller's W3C ``traceparent`` continued and the answer's sent back. The exporter is named
@@ -164,6 +167,7 @@ class Settings:
     log_format: str = "text"
     max_header_bytes: int = 64 * 1024
     header_timeout: float = 10.0
+    body_timeout: float = 30.0
     max_connections: int = 0
     models: tuple[str, ...] = ()
     serve_alias: str | None = None
@@ -230,6 +234,11 @@ class Settings:
                 from modelport.errors import InvalidSetting
 
                 raise InvalidSetting(f"{ENVIRONMENT[name][0]}={getattr(self, name)!r} is not valid: give seconds, >= 0")
+        for name in ("header_timeout", "body_timeout"):
+            if not getattr(self, name) > 0:  # NaN too
+                from modelport.errors import InvalidSetting
+
+                raise InvalidSetting(f"{ENVIRONMENT[name][0]}={getattr(self, name)!r} is not valid: give seconds, > 0")
         home = Path(self.home).expanduser().absolute()
         object.__setattr__(self, "home", home)
         if not self.database_url:
@@ -359,6 +368,7 @@ ENVIRONMENT: dict[str, _Entry] = {
     "log_format": ("MODELPORT_LOG_FORMAT", lambda t: t.strip().lower(), _text),
     "max_header_bytes": ("MODELPORT_MAX_HEADER_KB", lambda t: int(float(t) * 1024), lambda v: f"{v / 1024:g}"),
     "header_timeout": ("MODELPORT_HEADER_TIMEOUT", float, _text),
+    "body_timeout": ("MODELPORT_BODY_TIMEOUT", float, _text),
     "max_connections": ("MODELPORT_MAX_CONNECTIONS", int, _text),
     "models": ("MODELPORT_MODELS", _refs, ",".join),
     "serve_alias": ("MODELPORT_SERVE_ALIAS", lambda t: t or None, _text),
@@ -433,6 +443,7 @@ _KIND = {
             "max_queue_wait_ms",
             "request_timeout",
             "header_timeout",
+            "body_timeout",
             "max_header_bytes",
             "sagemaker_memory_factor",
             "sagemaker_memory_headroom",

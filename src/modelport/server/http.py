@@ -9,6 +9,13 @@ anything:
   from being opened) to finish a request's headers, else it is answered 408 (or, when it sent
   nothing, closed); one sweep per server checks this a few times per timeout, so requests pay
   for no timer;
+- **body-read time**: from the end of its headers a request has ``body_timeout`` seconds, plus
+  one per ``body_min_rate`` bytes (64 KiB) received, to finish its body (Content-Length or
+  chunked), else it is answered 408 and closed (closed only, when an answer has gone out). So a
+  trickle of a byte a second is cut after ``body_timeout``, while an upload that keeps up 64 KiB/s
+  is never cut, however large. Time the server itself stops reading (the app has not taken the
+  body yet, a pipelined request waits) is not counted. The same sweep checks it; keep-alive idle
+  time and responses going out are never timed here;
 - **connections**: at most ``max_connections`` per worker. At the cap a new connection evicts
   the connection that has waited longest without a request in progress (idle keep-alive or
   still sending headers); when every connection is busy, the new one is answered 503.
@@ -57,10 +64,17 @@ class Limits:
     max_header_bytes: int = 64 * 1024
     header_timeout: float = 10.0
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    body_timeout: float = 30.0
+    body_min_rate: int = 64 * 1024  # bytes of body that earn one more second
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
-        return cls(settings.max_header_bytes, settings.header_timeout, connection_cap(settings.max_connections))
+        return cls(
+            max_header_bytes=settings.max_header_bytes,
+            header_timeout=settings.header_timeout,
+            max_connections=connection_cap(settings.max_connections),
+            body_timeout=settings.body_timeout,
+        )
 
 
 def connection_cap(configured: int) -> int:
@@ -123,6 +137,11 @@ TOO_LARGE = _status(
 TIMED_OUT = _status(
     408, "Request Timeout", "the request headers did not arrive in time (MODELPORT_HEADER_TIMEOUT seconds)"
 )
+BODY_TIMED_OUT = _status(
+    408,
+    "Request Timeout",
+    "the request body did not arrive in time (MODELPORT_BODY_TIMEOUT seconds, plus one per 64 KiB received)",
+)
 FULL = _status(503, "Service Unavailable", "the server has as many connections as it accepts; retry shortly").replace(
     b"connection: close\r\n", b"retry-after: 1\r\nconnection: close\r\n"
 )
@@ -138,6 +157,10 @@ class GuardedProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._received = False  # any byte at all on this connection
         self._since = 0.0  # when the connection last became idle or started a request's headers
+        self._reading_body = False  # between a request's headers and the end of its body
+        self._body_since = 0.0  # when the body started, moved on by the time the server did not read
+        self._body_checked = 0.0  # the last sweep that looked at the body
+        self._body_bytes = 0
         self._draining = False
 
     # -- connections ----------------------------------------------------------------------------
@@ -171,6 +194,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _close(self) -> None:
         self._reading_headers = False
+        self._reading_body = False
         self.connections.discard(self)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
@@ -192,7 +216,11 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._received = True
-        if not self._reading_headers and (self.cycle is None or self.cycle.response_complete):
+        if (
+            not self._reading_headers
+            and not self._reading_body  # the rest of a body answered early is no header
+            and (self.cycle is None or self.cycle.response_complete)
+        ):
             self._start_headers()  # the next request on a keep-alive connection
         if self._reading_headers:
             self._header_bytes += len(data)
@@ -215,6 +243,38 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self._draining and self.cycle is not None:
             self.cycle.keep_alive = False  # answered with Connection: close
+        self._reading_body = True  # until on_message_complete, at once for a request without a body
+        self._body_since = self._body_checked = self.loop.time()
+        self._body_bytes = 0
+
+    # -- the body: time ---------------------------------------------------------------------------
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._reading_body = False
+        super().on_message_complete()
+
+    def _check_body(self, now: float) -> None:
+        """Called by the sweep: has the body taken longer than its allowance (see the module docstring)?"""
+        if self.flow.read_paused:  # the server is not reading: not the client's time
+            self._body_since += now - self._body_checked
+        self._body_checked = now
+        allowed = self.limits.body_timeout + self._body_bytes / self.limits.body_min_rate
+        if now - self._body_since >= allowed:
+            self._body_timed_out()
+
+    def _body_timed_out(self) -> None:
+        if not self._reading_body or self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle.response_started and not cycle.response_complete:
+            return  # an answer is going out: it is never cut; the next sweep looks again
+        if not cycle.response_started and not self.pipeline:
+            self.transport.write(BODY_TIMED_OUT)
+        self._close()
 
     def on_response_complete(self) -> None:
         self._since = self.loop.time()
@@ -242,22 +302,23 @@ class GuardedProtocol(HttpToolsProtocol):
 
 
 def _watch_headers(loop: asyncio.AbstractEventLoop, state: Any, limits: Limits) -> None:
-    """Start the server's header-time sweep unless it runs: one timer per server, not one per
-    request, checks every connection still sending headers a few times per timeout."""
+    """Start the server's header- and body-time sweep unless it runs: one timer per server, not
+    one per request, checks every connection still sending headers or a body a few times per
+    timeout."""
     if getattr(state, "modelport_sweeping", False):
         return
     state.modelport_sweeping = True
-    interval = min(1.0, limits.header_timeout / 4)
+    interval = min(1.0, limits.header_timeout / 4, limits.body_timeout / 4)
 
     def sweep() -> None:
         now = loop.time()
         for connection in list(state.connections):
-            if (
-                isinstance(connection, GuardedProtocol)
-                and connection._reading_headers
-                and now - connection._since >= limits.header_timeout
-            ):
+            if not isinstance(connection, GuardedProtocol):
+                continue
+            if connection._reading_headers and now - connection._since >= limits.header_timeout:
                 connection._headers_timed_out()
+            elif connection._reading_body:
+                connection._check_body(now)
         if state.connections:
             loop.call_later(interval, sweep)
         else:
