@@ -1,6 +1,7 @@
 """TensorFlow/Keras models end to end: Keras models registered from the object (exported to a SavedModel,
 served by ONNX Runtime when tf2onnx's conversion verifies, else by the tensorflow runtime), a SavedModel
-directory and a ``.keras`` file through the CLI, Keras' safe mode, TF Serving's ``signature_name``; and
+directory and a ``.keras`` file through the CLI, Keras' safe mode, TF Serving's ``signature_name``; SavedModels
+whose ops read server files or run Python (trust at registration, the file's ops at every load); and
 inputs beyond float rows: INT64 token ids, N×H×W×C float images as nested arrays, PNG bytes as TF Serving
 ``{"b64": ...}`` values, and text (BYTES) for a custom Python model, over V2 and TF Serving REST.
 
@@ -13,12 +14,13 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import subprocess
 import sys
 import textwrap
 import warnings
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +38,12 @@ from modelport.cli.main import app as cli
 from modelport.errors import UntrustedArtifact
 from modelport.packaging.ingest import package
 from modelport.registry.environment import capture, compare
+from modelport.registry.registry import Registry
 from modelport.runtimes import create
+from modelport.runtimes import tensorflow as tf_runtime
 from modelport.runtimes.conformance import check_runtime
 from modelport.server.app import build_app
+from modelport.serving.loading import open_version
 from modelport.settings import Settings
 from modelport.signature import validate_inputs
 from modelport.types import Signature
@@ -447,4 +452,177 @@ def test_environment_records_tensorflow_from_the_cpu_wheel_and_rates_differences
         ("tensorflow", "2.99.0"): "warning",  # a SavedModel loads across releases
         ("keras", "9.0"): "info",  # serving a SavedModel needs no Keras
         ("tensorflow", "not installed"): "error",
+    }
+
+
+# --- graphs that reach outside the model -------------------------------------------------------
+
+
+class FileReader(tf.Module):
+    """A serving signature that answers, beside its doubled input, the bytes of the server's file
+    ``path`` (None: a constant, with the same signature)."""
+
+    def __init__(self, path: Path | None) -> None:
+        super().__init__()
+        self.path = None if path is None else str(path)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        contents = tf.constant("nothing") if self.path is None else tf.io.read_file(self.path)
+        return {"doubled": x * 2.0, "contents": tf.fill(tf.shape(x), contents)}
+
+
+class PythonCall(tf.Module):
+    """tf.py_function inside a tf.cond branch: an EagerPyFunc op in a function the signature's calls."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        tripled = tf.cond(tf.size(x) > 0, lambda: tf.py_function(lambda t: t * 3.0, [x], tf.float32), lambda: x)
+        return {"tripled": tf.ensure_shape(tripled, [None])}
+
+
+class CheckpointReader(tf.Module):
+    """RestoreV2 in the serving signature, not in the saver's graph: it reads any checkpoint on the server."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        (w,) = tf.raw_ops.RestoreV2(
+            prefix="/elsewhere/ckpt", tensor_names=["w"], shape_and_slices=[""], dtypes=[tf.float32]
+        )
+        return {"y": x + tf.reduce_sum(w)}
+
+
+def save_module(module: Any, directory: Path) -> Path:
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
+    return directory
+
+
+def v1_savedmodel(directory: Path, *, reads: Path | None) -> Path:
+    """A TF1 SavedModel (compat.v1 Builder): its saver's SaveV2/RestoreV2 nodes in the main graph."""
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+        x = tf.compat.v1.placeholder(tf.float32, [None, 2], name="x")
+        y = tf.matmul(x, tf.compat.v1.get_variable("w", initializer=tf.ones([2, 1])), name="y")
+        outputs = {"y": y} if reads is None else {"y": y, "contents": tf.io.read_file(str(reads))}
+        session.run(tf.compat.v1.global_variables_initializer())
+        builder = tf.compat.v1.saved_model.Builder(str(directory))
+        signature = tf.compat.v1.saved_model.predict_signature_def({"x": x}, outputs)
+        builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature})
+        builder.save()
+    return directory
+
+
+REFUSED = {
+    "read-file": (
+        lambda tmp: FileReader(tmp / "secret.txt"),
+        r"ReadFile \(reads or writes files\) in function __inference_serve_\d+",
+    ),
+    "py-function": (lambda tmp: PythonCall(), r"EagerPyFunc \(runs Python\) in function cond_true_\d+"),
+    "restore-outside-saver": (
+        lambda tmp: CheckpointReader(),
+        r"RestoreV2 \(reads or writes files\) in function __inference_serve",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_savedmodel_whose_graph_reads_files_or_runs_python_is_refused_without_trust(case: str, tmp_path: Path) -> None:
+    build, names = REFUSED[case]
+    directory = save_module(build(tmp_path), tmp_path / case)
+    with pytest.raises(UntrustedArtifact, match=rf"ops that reach outside the model: {names}.*--trust-pickle"):
+        package(directory, workdir=tmp_path / "work", sample_input={"x": [1.0, 2.0]})
+
+
+def test_keras_and_plain_savedmodels_hold_no_unsafe_ops_the_saver_aside(tmp_path: Path) -> None:
+    model = mlp()
+    model.export(str(tmp_path / "keras"), verbose=False)
+    for directory in (tmp_path / "keras", save_colors(tmp_path / "colors"), v1_savedmodel(tmp_path / "v1", reads=None)):
+        assert tf_runtime.unsafe_ops(directory) == [], directory.name  # their savers hold SaveV2, RestoreV2, ...
+    reads = v1_savedmodel(tmp_path / "v1-reads", reads=tmp_path / "secret.txt")
+    assert tf_runtime.unsafe_ops(reads) == ["ReadFile (reads or writes files) in the main graph"]
+
+
+async def test_trusted_savedmodel_that_reads_a_file_serves_it_and_loads_only_as_trusted(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for callers")
+    settings = Settings(home=tmp_path / "home")
+    directory = save_module(FileReader(secret), tmp_path / "reader")
+    sample = {"x": [1.0, 2.0]}
+    with pytest.raises(UntrustedArtifact, match=r"ReadFile .*trust_pickle=True"):
+        modelport.register(directory, name="reader", sample_input=sample, runtime="tensorflow", settings=settings)
+    version = modelport.register(
+        directory, name="reader", sample_input=sample, runtime="tensorflow", trust_pickle=True, settings=settings
+    )
+    assert version.trusted_code
+    assert any(note.startswith("registered as trusted code") and "ReadFile" in note for note in version.notes)
+    async with client_for(build_app(settings.with_(models=("reader",)))) as client:
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [4.0]}]}
+        response = await client.post("/v2/models/reader/infer", json=body)
+    assert response.status_code == 200, response.text
+    assert {o["name"]: o["data"] for o in response.json()["outputs"]} == {
+        "doubled": [8.0],
+        "contents": ["not for callers"],
+    }
+    with Registry.open(settings) as registry:
+        artifact = registry.artifact_path(registry.get("reader"))
+    # the SavedModel's ops decide at load, not the version's word: a forged "trusted_code: false" is refused
+    with pytest.raises(UntrustedArtifact, match=r"reader@1 runs code when loaded \(tensorflow runtime: ReadFile"):
+        open_version(replace(version, trusted_code=False), artifact)
+
+
+def test_savedmodel_changed_after_registration_to_read_files_is_refused_at_load(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for callers")
+    settings = Settings(home=tmp_path / "home")
+    plain = save_module(FileReader(None), tmp_path / "plain")
+    version = modelport.register(
+        plain, name="plain", sample_input={"x": [1.0]}, runtime="tensorflow", settings=settings
+    )
+    assert not version.trusted_code
+    with Registry.open(settings) as registry:
+        stored = registry.artifact_path(version) / tf_runtime.SAVED_MODEL / "saved_model.pb"
+    reader = save_module(FileReader(secret), tmp_path / "reader") / "saved_model.pb"
+    stored.chmod(0o644)
+    stored.write_bytes(reader.read_bytes())  # same signature, now reading the server's file
+    with pytest.raises(UntrustedArtifact, match=r"plain@1 runs code when loaded \(tensorflow runtime: ReadFile"):
+        modelport.load("plain", settings=settings)
+
+
+# Ops whose inputs or attributes name a file, path, directory, URL or address that are not denied:
+# the reviewed few that touch nothing (a regex, a counter's name, a flag, a beam count), and the
+# two whose descriptor_source unsafe_ops judges by its value (a file path is refused).
+REVIEWED = {
+    "RegexFullMatch": "pattern is a regex",
+    "RegexReplace": "pattern is a regex",
+    "StaticRegexFullMatch": "pattern is a regex",
+    "StaticRegexReplace": "pattern is a regex",
+    "SetStatsAggregatorDataset": "counter_prefix names statistics",
+    "ExperimentalSetStatsAggregatorDataset": "counter_prefix names statistics",
+    "TensorSliceDataset": "is_files is a flag for tf.data's graph rewrites",
+    "CTCBeamSearchDecoder": "top_paths is a count",
+    "DecodeProtoV2": "descriptor_source judged by value",
+    "EncodeProto": "descriptor_source judged by value",
+}
+FILE_ARGUMENT = re.compile(
+    r"(\w+_)?(file|files|filename|filenames|path|paths|prefix|prefixes|pattern|patterns|dir|directory|logdir"
+    r"|url|urls|address|region_name|data_source_name|descriptor_source)"
+)
+
+
+def test_every_op_of_the_installed_tensorflow_that_names_a_file_or_address_is_denied() -> None:
+    from tensorflow.core.framework import op_def_pb2
+    from tensorflow.python.client import pywrap_tf_session
+
+    registered = op_def_pb2.OpList()
+    registered.ParseFromString(pywrap_tf_session.TF_GetBuffer(pywrap_tf_session.TF_GetAllOpList()))
+    assert len(registered.op) > 1000
+    naming = {
+        op.name for op in registered.op if any(FILE_ARGUMENT.fullmatch(arg.name) for arg in (*op.input_arg, *op.attr))
+    }
+    denied = {name for name in naming if any(pattern.fullmatch(name) for _, pattern in tf_runtime.UNSAFE_OPS)}
+    assert {"ReadFile", "WriteFile", "MatchingFiles", "SaveV2", "TFRecordDataset", "DebugIdentityV2"} <= denied
+    assert sorted(naming - denied - set(REVIEWED)) == []
+    names = {op.name for op in registered.op}
+    assert {"PyFunc", "PyFuncStateless", "EagerPyFunc", "TextLineReaderV2", "ReaderReadV2", "WriteSummary"} <= {
+        name for name in names if any(pattern.fullmatch(name) for _, pattern in tf_runtime.UNSAFE_OPS)
     }

@@ -13,7 +13,10 @@ otherwise the tensorflow runtime serves the SavedModel. A SavedModel with severa
 served natively, so TF Serving's ``signature_name`` can select them. The notes say which and why.
 
 Loading a SavedModel runs no Python; a ``.keras`` file whose layers are Python code (a Lambda)
-or classes Keras does not know loads only with the trust flag (safe mode off).
+or classes Keras does not know loads only with the trust flag (safe mode off). Whatever it came
+from, the stored SavedModel is scanned before TensorFlow loads it (:func:`tf_runtime.unsafe_ops`):
+one whose graph has ops that read or write files, run Python or reach the network registers only
+with the trust flag, and then as trusted code, which the server loads only for trusted versions.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ def package(
     saved = directory / tf_runtime.SAVED_MODEL
     notes: list[str] = []
     keras_model = _store_saved_model(model, saved, trust=trust_pickle, notes=notes)
+    reaching = _check_ops(saved, trust=trust_pickle, notes=notes)  # before TensorFlow loads or runs any of it
     try:
         loaded = tf.saved_model.load(str(saved))
     except Exception as exc:  # TensorFlow raises many types for what it cannot read
@@ -108,7 +112,8 @@ def package(
     notes.append(served.note)
     kind = "tensorflow" if served.onnx is None else "onnx"
     notes.append(f"signature {name!r} checked on {rows} sample rows: outputs {', '.join(got)}")
-    return Packaged(directory, kind, "tensorflow", signature, environment.capture("tensorflow"), tuple(notes), False)
+    captured = environment.capture("tensorflow")
+    return Packaged(directory, kind, "tensorflow", signature, captured, tuple(notes), bool(reaching))
 
 
 # --- the SavedModel ----------------------------------------------------------------------------
@@ -141,6 +146,23 @@ def _store_saved_model(model: object, target: Path, *, trust: bool, notes: list[
         raise InvalidModel(f"cannot save the {type(model).__qualname__} as a SavedModel: {_reason(exc)}") from exc
     notes.append(f"{type(model).__qualname__} saved with tf.saved_model.save")
     return None
+
+
+def _check_ops(saved: Path, *, trust: bool, notes: list[str]) -> list[str]:
+    """The SavedModel's ops that reach outside the model (:func:`tf_runtime.unsafe_ops`); refused
+    without trust, noted with it (the version is then registered as trusted code)."""
+    reaching = tf_runtime.unsafe_ops(saved)
+    if reaching and not trust:
+        raise UntrustedArtifact(
+            f"the SavedModel has ops that reach outside the model: {'; '.join(reaching)}. Serving it runs them on "
+            f"the server for every caller (reading or writing its files, running Python, reaching the network). "
+            f"{TRUST_HINT}; better, do file reading and Python outside the model's graph."
+        )
+    if reaching:
+        notes.append(
+            f"registered as trusted code: the SavedModel has ops that reach outside the model: {'; '.join(reaching)}"
+        )
+    return reaching
 
 
 def _load_keras(path: Path, *, trust: bool) -> Any:

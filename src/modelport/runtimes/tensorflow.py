@@ -13,6 +13,22 @@ runs its first operation: the first version loaded in a process decides it for a
 
 A loaded signature is a concrete function, which TensorFlow runs from several threads at once
 (as TF Serving does), so the runtime is thread-safe. Loading a SavedModel runs no Python from it.
+
+What a SavedModel may hold without trust: any op except those that reach outside the model, which
+:func:`unsafe_ops` finds in ``saved_model.pb`` itself (every meta graph's main graph and every
+function of its library, so every function a signature calls, however deeply nested, and the
+resource initializers that loading runs): ops that run Python (``PyFunc``, ``EagerPyFunc``), read,
+write, list or delete files (``ReadFile``, ``WriteFile``, ``MatchingFiles``, the readers, the
+file datasets, checkpoints, summaries, debug and ``PrintV2`` dumps to files, vocabulary files,
+``ImmutableConst``), or talk to other processes or hosts (RPC, tf.data service, collectives,
+send/recv): :data:`UNSAFE_OPS`. It is a deny-list by name pattern, for TensorFlow has some 1,900
+ops and no category on them; a test checks it against every op of the installed TensorFlow whose
+inputs or attributes name a file, path, directory, URL or address. The checkpoint ops that save and
+restore the variables (``SaveV2``, ``RestoreV2``, ``MergeV2Checkpoints``), which every SavedModel
+has, are allowed in the saver's own graph only (:data:`CHECKPOINT_OPS`): the main-graph nodes and
+the functions only ``saver_def``'s save and restore ops reach (a TF2 load never runs them; it
+restores ``variables/`` itself). A version whose SavedModel has such ops loads only when it was
+registered as trusted; the file decides at every load, not the version's manifest.
 """
 
 from __future__ import annotations
@@ -20,7 +36,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,6 +53,36 @@ SAVED_MODEL = "saved_model"  # the SavedModel directory inside the artifact
 MANIFEST = "tensorflow.json"  # {"signature": the registered signature's name}
 DEFAULT_SIGNATURE = "serving_default"
 
+# What no SavedModel may hold without trust, by what it reaches: op names (whole-name patterns).
+UNSAFE_OPS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("runs Python", re.compile(r"\w*PyFunc\w*")),
+    (
+        "reads or writes files",
+        re.compile(
+            r"ReadFile|WriteFile|MatchingFiles|FileSystemSetConfiguration|ImmutableConst|DumpTensor"
+            r"|InitializeTableFromTextFile(V2)?|GenerateVocabRemapping|FixedUnigramCandidateSampler|Skipgram"
+            r"|RecordInput|LoadAndRemapMatrix|CalibrationStatisticsSaver"
+            r"|(Save|Restore)\w*|MergeV2Checkpoints|DTensorRestoreV2"  # checkpoints
+            r"|\w*Reader\w*"  # the queue readers (TextLineReaderV2, ReaderReadV2, ...)
+            r"|Write\w*|\w*Summary\w*Writer|ImportEvent"  # summaries
+            r"|(Experimental)?(TextLine|TFRecord|FixedLengthRecord|CSV|LMDB|Sql|MatchingFiles)Dataset(V\d)?"
+            r"|(Experimental)?DatasetToTFRecord|CacheDataset(V\d)?|LoadDataset|Snapshot\w*Dataset\w*"
+            r"|ListSnapshotChunksDataset"
+        ),
+    ),
+    ("writes to files or the network", re.compile(r"Debug(Identity|NanCount|NumericSummary)\w*")),  # debug_urls
+    (
+        "talks to other processes or hosts",
+        re.compile(
+            r"Rpc\w*|DeleteRpcFutureResource|RemoteCall|DataServiceDataset\w*|RegisterDataset\w*|DistributedSave"
+            r"|_?Collective\w*|_?Nccl\w*|\w*(Send|Recv)\w*|\w*DistributedTPU\w*"
+        ),
+    ),
+)
+# The saver's own ops, allowed in the graph only saver_def's save and restore ops reach.
+CHECKPOINT_OPS = frozenset({"SaveV2", "RestoreV2", "MergeV2Checkpoints"})
+_MAIN_GRAPH = "the main graph"
+
 
 def import_tensorflow() -> Any:
     """TensorFlow, with its C++ logging at errors only unless ``TF_CPP_MIN_LOG_LEVEL`` is set."""
@@ -43,6 +90,86 @@ def import_tensorflow() -> Any:
     import tensorflow
 
     return tensorflow
+
+
+def unsafe_ops(saved_model: Path) -> list[str]:
+    """The ops in the SavedModel directory ``saved_model`` that need trust (see the module
+    docstring), each as ``"ReadFile (reads or writes files) in function __inference_serve_12"``;
+    empty when it holds none. Reads ``saved_model.pb`` with TensorFlow's protobuf classes; runs nothing."""
+    path = Path(saved_model) / "saved_model.pb"
+    if not path.is_file():
+        raise InvalidModel(f"{saved_model} holds no saved_model.pb")
+    try:
+        import_tensorflow()
+        from tensorflow.core.protobuf import saved_model_pb2
+    except ImportError as exc:
+        raise InvalidModel(f"TensorFlow is not installed here ({exc}); install tensorflow-cpu") from None
+    proto = saved_model_pb2.SavedModel()
+    try:
+        proto.ParseFromString(path.read_bytes())
+    except Exception as exc:  # protobuf's DecodeError, and others for what it cannot parse
+        raise InvalidModel(f"{path} is not a SavedModel: {type(exc).__name__}: {exc}") from None
+    found: dict[str, None] = {}
+    for meta_graph in proto.meta_graphs:
+        graph, saver = meta_graph.graph_def, meta_graph.saver_def
+        functions = {function.signature.name: function for function in graph.library.function}
+        saver_nodes = _saver_nodes(graph.node, (saver.save_tensor_name, saver.restore_op_name))
+        calls = {name: _called(f.node_def, functions) for name, f in functions.items()}
+        by_saver = _reach(
+            {f for node in graph.node if node.name in saver_nodes for f in _called([node], functions)}, calls
+        )
+        roots = {f for node in graph.node if node.name not in saver_nodes for f in _called([node], functions)}
+        strict = _reach(roots | (functions.keys() - by_saver), calls)
+        for node in graph.node:
+            _judge(node, _MAIN_GRAPH, node.name in saver_nodes, functions, found)
+        for name, function in functions.items():
+            for node in function.node_def:
+                _judge(node, f"function {name}", name not in strict, functions, found)
+    return list(found)
+
+
+def _judge(node: Any, where: str, saver: bool, functions: Mapping[str, Any], found: dict[str, None]) -> None:
+    if node.op in functions or (saver and node.op in CHECKPOINT_OPS):
+        return
+    why = next((what for what, pattern in UNSAFE_OPS if pattern.fullmatch(node.op)), None)
+    if why is None and node.op == "PrintV2" and node.attr["output_stream"].s.startswith(b"file://"):
+        why = "reads or writes files"  # tf.print(..., output_stream="file://...")
+    if why is None and node.op in ("DecodeProtoV2", "EncodeProto"):
+        source = node.attr["descriptor_source"].s
+        if source != b"local://" and not source.startswith(b"bytes://"):
+            why = "reads or writes files"  # a descriptor set read from a file
+    if why is not None:
+        found[f"{node.op} ({why}) in {where}"] = None
+
+
+def _called(nodes: Iterable[Any], functions: Mapping[str, Any]) -> set[str]:
+    """The library functions ``nodes`` call: by their op's name, or in an attribute (``f``,
+    ``then_branch``, ``body``, a ``Case``'s ``branches``, a dataset's map function, ...)."""
+    names: set[str] = set()
+    for node in nodes:
+        names.update(name for name in (node.op,) if name in functions)
+        for attr in node.attr.values():
+            names.update(f.name for f in ((attr.func,) if attr.HasField("func") else attr.list.func))
+    return names
+
+
+def _reach(roots: set[str], calls: Mapping[str, Iterable[str]]) -> set[str]:
+    seen: set[str] = set()
+    stack = list(roots)
+    while stack:
+        name = stack.pop()
+        if name not in seen:
+            seen.add(name)
+            stack.extend(calls.get(name, ()))
+    return seen
+
+
+def _saver_nodes(nodes: Iterable[Any], tensors: Iterable[str]) -> set[str]:
+    """The main-graph nodes that only the saver's save and restore ops need (their inputs, and
+    theirs, that no other node needs)."""
+    inputs = {node.name: [name.lstrip("^").split(":")[0] for name in node.input] for node in nodes}
+    saver = _reach({name.split(":")[0] for name in tensors if name}, inputs)
+    return saver - _reach(inputs.keys() - saver, inputs)
 
 
 def specs(function: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:

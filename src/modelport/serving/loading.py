@@ -71,11 +71,11 @@ def _placement(version: ModelVersion, cls: type[Runtime], device: str) -> dict[s
 def _check_trust(version: ModelVersion, artifact: Path, *, runs_code: bool) -> bool:
     """Refuse code-running artifacts not registered as trusted; return whether it is a pickle.
 
-    For scikit-learn and PyTorch artifacts the model file itself says whether it runs code (what
-    a skops file would import; a TorchScript program or a pickled part of a .pt2), not the
-    manifest beside it.
+    For scikit-learn, PyTorch and TensorFlow artifacts the model file itself says whether it runs
+    code (what a skops file would import; a TorchScript program or a pickled part of a .pt2; a
+    SavedModel's ops that read files, run Python or reach the network), not the manifest beside it.
     """
-    pickled = False
+    pickled, why = False, ""
     if version.runtime == "torch":  # a TorchScript program, or a .pt2 with pickled parts, runs code
         from modelport.runtimes import torch as torch_runtime
 
@@ -90,9 +90,18 @@ def _check_trust(version: ModelVersion, artifact: Path, *, runs_code: bool) -> b
             raise InvalidModel(f"cannot load {version.ref}: {exc.message}") from exc
         runs_code = runs_code or manifest.runs_code
         pickled = manifest.format == "pickle"
+    if version.runtime == "tensorflow":  # a SavedModel whose ops read files, run Python or reach the network
+        from modelport.runtimes import tensorflow as tf_runtime
+
+        try:
+            reaching = tf_runtime.unsafe_ops(artifact / tf_runtime.SAVED_MODEL)
+        except InvalidModel as exc:
+            raise InvalidModel(f"cannot load {version.ref}: {exc.message}") from exc
+        runs_code, why = runs_code or bool(reaching), "; ".join(reaching)
     if runs_code and not version.trusted_code:
         raise UntrustedArtifact(
-            f"{version.ref} runs code when loaded ({version.runtime} runtime) but was not registered as trusted; "
+            f"{version.ref} runs code when loaded ({version.runtime} runtime{': ' + why if why else ''}) "
+            "but was not registered as trusted; "
             "re-register it with --trust-pickle (CLI) or trust_pickle=True (Python) if you trust its source"
         )
     return pickled
