@@ -12,7 +12,7 @@ import subprocess
 import sys
 import warnings
 import zipfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -323,19 +323,151 @@ def test_pt2_with_pickled_parts_is_refused_by_registration_and_by_the_runtime(tm
     sample = np.random.default_rng(2).normal(size=(4, 4)).astype(np.float32)
     packaged = package(_seeded(Classifier), workdir=tmp_path, sample_input=sample, runtime="torch")
     stored = packaged.directory / torch_runtime.EXPORTED
-    assert torch_runtime.unsafe_members(stored) == []
+    assert torch_runtime.scan(stored) == torch_runtime.Contents((), ())
     tampered = tmp_path / "tampered.pt2"
     with zipfile.ZipFile(stored) as source, zipfile.ZipFile(tampered, "w") as target:
         for item in source.infolist():
             target.writestr(item, source.read(item))
         root = source.namelist()[0].split("/")[0]
         target.writestr(f"{root}/data/constants/opaque_obj_0", b"\x80\x04N.")  # a pickle of None
-    assert torch_runtime.unsafe_members(tampered) == ["data/constants/opaque_obj_0"]
+    assert torch_runtime.scan(tampered).parts == ("data/constants/opaque_obj_0",)
     with pytest.raises(UntrustedArtifact, match=r"tampered\.pt2 holds parts that torch\.export\.load unpickles"):
         package(tampered, workdir=tmp_path, sample_input=sample, trust_pickle=False, runtime=None)
     tampered.replace(stored)
     with pytest.raises(UntrustedArtifact, match="modelport stores exported programs without them"):
         torch_runtime.TorchRuntime().load(packaged.directory, packaged.signature)
+
+
+# A module that the crafted archives below name: importing it leaves a file behind, so a test can
+# tell whether loading or serving an archive ran code the archive chose.
+CANARY = "modelport_pt2_canary"
+MLP_ROWS = np.random.default_rng(2).normal(size=(4, 4)).astype(np.float32)
+CANARY_SOURCE = """
+import pathlib
+import torch
+pathlib.Path(__file__).with_name("imported").write_text("the module an archive named was imported")
+class Relu(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return torch.relu(x)
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+"""
+
+
+@pytest.fixture
+def canary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The file that importing CANARY writes (absent: it was never imported)."""
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    (folder / f"{CANARY}.py").write_text(CANARY_SOURCE)
+    monkeypatch.syspath_prepend(str(folder))
+    yield folder / "imported"
+    sys.modules.pop(CANARY, None)
+
+
+@pytest.fixture(scope="module")
+def stored_mlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model.pt2 that registration stores for the MLP: plain aten operators."""
+    workdir = tmp_path_factory.mktemp("stored")
+    packaged = package(_seeded(Classifier), workdir=workdir, sample_input=MLP_ROWS, runtime="torch")
+    return packaged.directory / torch_runtime.EXPORTED
+
+
+def _rewritten(source: Path, target: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of the .pt2 ``source`` whose graph JSON (models/*.json) ``edit`` changed in place."""
+    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(target, "w") as out:
+        for item in archive.infolist():
+            data = archive.read(item)
+            if "/models/" in item.filename:
+                program = orjson.loads(data)
+                edit(program)
+                data = orjson.dumps(program)
+            out.writestr(item, data)
+    return target
+
+
+def _calls_the_canary(program: dict[str, Any]) -> None:
+    """The relu node becomes torch.export.custom_ops._call_custom_autograd_function_in_pre_dispatch,
+    which torch.export.load accepts and which imports the module named in its first argument."""
+    for node in program["graph_module"]["graph"]["nodes"]:
+        if node["target"] == "torch.ops.aten.relu.default":
+            node["target"] = "torch.export.custom_ops._call_custom_autograd_function_in_pre_dispatch"
+            node["inputs"].insert(0, {"name": "", "arg": {"as_string": f"{CANARY}.Relu"}, "kind": 1})
+
+
+def _parses_the_canary(program: dict[str, Any]) -> None:
+    """A shape expression (parsed with sympy.sympify, an eval, by torch.export.load) that imports it."""
+    sizes = program["graph_module"]["graph"]["tensor_values"]["x"]["sizes"][0]["as_expr"]
+    sizes["expr_str"] = f"(__import__({CANARY!r}), {sizes['expr_str']})[1]"
+
+
+def _guards_with_the_canary(program: dict[str, Any]) -> None:
+    """A guard (pasted into Python source that ExportedProgram.module() executes) that imports it."""
+    program["guards_code"] = [f"__import__({CANARY!r}) is not None"]
+
+
+GRAPH_CODE = {
+    "call target": (_calls_the_canary, r"torch\.export\.custom_ops\._call_custom_autograd_function_in_pre_dispatch"),
+    "shape expression": (_parses_the_canary, rf"the shape expression \(__import__\('{CANARY}'\)"),
+    "guard": (_guards_with_the_canary, rf"the guard __import__\('{CANARY}'\) is not None"),
+}
+
+
+@pytest.mark.parametrize("case", GRAPH_CODE)
+def test_pt2_whose_graph_runs_python_by_name_needs_trust(
+    case: str, stored_mlp: Path, canary: Path, tmp_path: Path
+) -> None:
+    edit, named = GRAPH_CODE[case]
+    crafted = _rewritten(stored_mlp, tmp_path / "crafted.pt2", edit)
+    assert torch_runtime.scan(crafted).parts == ()  # every member is still plain data: only the graph changed
+    with pytest.raises(UntrustedArtifact, match=rf"crafted\.pt2 has a graph that calls .*{named}") as refused:
+        package(crafted, workdir=tmp_path, sample_input=MLP_ROWS, trust_pickle=False, runtime="torch")
+    assert "--trust-pickle (CLI) or trust_pickle=True (Python)" in refused.value.message
+    assert not canary.exists()  # refused before torch.export.load read the graph
+    if case == "call target":  # with trust it loads (and runs the archive's module), and is stored as plain aten
+        packaged = package(crafted, workdir=tmp_path, sample_input=MLP_ROWS, trust_pickle=True, runtime="torch")
+        assert canary.exists()
+        assert torch_runtime.scan(packaged.directory / torch_runtime.EXPORTED) == torch_runtime.Contents((), ())
+        assert not packaged.trusted_code
+        assert "trusted: it holds a graph that torch.export.load resolves and runs by name" in packaged.notes[0]
+
+
+def test_module_whose_export_calls_a_higher_order_op_is_stored_only_as_trusted_code(tmp_path: Path) -> None:
+    class Branches(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cond(x.sum() > 0, lambda t: t.sin(), lambda t: t.cos(), (x,))
+
+    with pytest.raises(UntrustedArtifact, match=r"calls .*torch\.ops\.higher_order\.cond.* --trust-pickle"):
+        package(Branches(), workdir=tmp_path, sample_input=MLP_ROWS, runtime="torch")
+    packaged = package(Branches(), workdir=tmp_path, sample_input=MLP_ROWS, trust_pickle=True, runtime="torch")
+    assert packaged.trusted_code  # served only for a version registered as trusted, the file checked at each load
+    assert "trusted: the exported program calls models/model.json: torch.ops.higher_order.cond" in packaged.notes
+
+
+def test_stored_pt2_swapped_for_one_whose_graph_runs_python_is_refused_at_load(
+    settings: Settings, canary: Path, tmp_path: Path
+) -> None:
+    from modelport.registry.registry import Registry
+    from modelport.serving.loading import open_version
+
+    version = modelport.register(
+        _seeded(Classifier), name="mlp", sample_input=MLP_ROWS, runtime="torch", settings=settings
+    )
+    assert not version.trusted_code
+    with Registry.open(settings) as registry:
+        artifact = registry.artifact_path(version)
+    stored = artifact / torch_runtime.EXPORTED
+    _rewritten(stored, tmp_path / "crafted.pt2", _calls_the_canary).replace(stored)
+    found = torch_runtime.inspect(artifact)  # the file decides: the manifest and the version are unchanged
+    assert found.runs_code
+    assert "_call_custom_autograd_function_in_pre_dispatch" in found.why
+    with pytest.raises(UntrustedArtifact, match=r"runs code when loaded .* was not registered as trusted"):
+        open_version(version, artifact)
+    with pytest.raises(UntrustedArtifact):
+        modelport.load("mlp", settings=settings)
+    assert not canary.exists()
 
 
 def test_module_that_fixes_the_batch_size_is_refused_saying_why(tmp_path: Path) -> None:

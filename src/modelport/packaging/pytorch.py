@@ -7,7 +7,10 @@ the module). The stored program is loaded back and checked against the module on
 on a batch of one row. It is then exported to ONNX (the dynamo exporter, from the exported program,
 so the batch stays dynamic) and that graph is checked the same way within :data:`ONNX_ATOL` /
 :data:`ONNX_RTOL`: when it agrees ONNX Runtime serves it (``.pt2`` kept beside it), otherwise the
-``torch`` runtime serves the exported program, and the notes say which and why.
+``torch`` runtime serves the exported program, and the notes say which and why. A graph that calls
+more than PyTorch's aten and prims operators (custom and higher-order operators, Python callables:
+:func:`modelport.runtimes.torch.scan`) needs trust, in a ``.pt2`` file registered and in the
+program stored.
 
 Inputs: a tensor or array sample is one input named ``input``; a dict of tensors gives one input
 per key, passed to ``forward`` by keyword; a tuple gives positional inputs named after ``forward``'s
@@ -104,11 +107,17 @@ def package(
             module = torch_runtime.load_module(path, "torchscript")
             return _package_torchscript(module, path, workdir, sample_input, runtime, f"TorchScript file {path.name}")
         if kind == "exported":
-            unsafe = torch_runtime.unsafe_members(path)
-            if unsafe and not trust_pickle:
+            contents = torch_runtime.scan(path)
+            if contents.parts and not trust_pickle:
                 raise UntrustedArtifact(
                     f"{path.name} holds parts that torch.export.load unpickles or runs as code "
-                    f"({', '.join(unsafe[:3])}); loading it runs code the file chooses. {TRUST_HINT}."
+                    f"({', '.join(contents.parts[:3])}); loading it runs code the file chooses. {TRUST_HINT}."
+                )
+            if contents.calls and not trust_pickle:
+                raise UntrustedArtifact(
+                    f"{path.name} has a graph that calls or evaluates more than PyTorch's aten and prims operators "
+                    f"({_calls(contents.calls)}); torch.export.load resolves these by name and runs them, so loading "
+                    f"it runs code the file chooses. {TRUST_HINT}."
                 )
             try:
                 program = torch.export.load(str(path))
@@ -123,7 +132,7 @@ def package(
                 )
             model = program.module()
             source = f"loaded from exported program {path.name}" + (
-                " (trusted: it holds pickled parts)" if unsafe else ""
+                f" (trusted: it holds {contents.describe()})" if contents.runs_code else ""
             )
         else:
             model = _load_saved(path, trust=trust_pickle)
@@ -139,7 +148,13 @@ def package(
         return _package_torchscript(model, None, workdir, sample_input, runtime, "TorchScript module")
     if not isinstance(model, torch.nn.Module):
         raise InvalidModel(f"{type(model).__qualname__} is not a torch.nn.Module")
-    return _package_module(model, workdir, sample_input, runtime, source)
+    return _package_module(model, workdir, sample_input, runtime, source, trust=trust_pickle)
+
+
+def _calls(calls: Sequence[str]) -> str:
+    """The first graph calls of a scan, for a message."""
+    more = f" and {len(calls) - 3} more" if len(calls) > 3 else ""
+    return ", ".join(calls[:3]) + more
 
 
 def _fixed_batch(program: Any) -> list[str]:
@@ -361,7 +376,7 @@ def _outputs_of(result: Any, rows: int) -> tuple[torch_runtime.Returns, dict[str
 
 
 def _package_module(
-    module: Any, workdir: Path, sample_input: object, runtime: str | None, source: str | None
+    module: Any, workdir: Path, sample_input: object, runtime: str | None, source: str | None, *, trust: bool
 ) -> Packaged:
     import torch
 
@@ -382,6 +397,15 @@ def _package_module(
     manifest = torch_runtime.Manifest("exported", tuple(taken.arrays), taken.call, tuple(reference), returns)
     directory = Path(tempfile.mkdtemp(prefix="artifact-", dir=_made(workdir)))
     torch.export.save(program, str(directory / torch_runtime.EXPORTED))
+    calls = torch_runtime.scan(directory / torch_runtime.EXPORTED).calls  # what every load will check
+    if calls and not trust:
+        raise UntrustedArtifact(
+            f"the module exports to a graph that calls or evaluates more than PyTorch's aten and prims operators "
+            f"({_calls(calls)}); loading it would resolve these by name and run them, so it is stored and served "
+            f"only as trusted code. {TRUST_HINT}."
+        )
+    if calls:
+        notes.append(f"trusted: the exported program calls {_calls(calls)}")
     manifest.write(directory)
     stored = _check_stored(directory, signature, taken, reference)
     notes.append(
@@ -402,7 +426,7 @@ def _package_module(
     else:
         served = "torch"
     notes.append(_describe(taken, returns, reference))
-    return Packaged(directory, served, "torch", signature, environment.capture("torch"), tuple(notes), False)
+    return Packaged(directory, served, "torch", signature, environment.capture("torch"), tuple(notes), bool(calls))
 
 
 def _set_training(module: Any, mode: bool) -> bool:

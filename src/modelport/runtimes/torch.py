@@ -7,12 +7,17 @@ fp16/bf16), and returns every output as NumPy on the CPU in the signature's data
 outputs of a reduced precision come back as float32, since NumPy has no bfloat16.
 
 What loads without trust: a ``.pt2`` archive whose every member is plain data (JSON, raw tensor
-bytes, sample inputs that ``torch.load(weights_only=True)`` reads), checked by :func:`unsafe_members`
-on the file itself at every load. ``torch.export.load`` unpickles some payloads with
+bytes, sample inputs that ``torch.load(weights_only=True)`` reads) and whose graphs call only
+PyTorch's aten and prims operators and shape arithmetic, checked by :func:`scan` on the file itself
+at registration and at every load. ``torch.export.load`` unpickles some payloads with
 ``weights_only=False`` (pickled weights and constants, custom and opaque objects) and AOTInductor
-archives hold compiled code: an archive with any of them is refused. A TorchScript file is a program
-(its ``code/`` runs in the TorchScript interpreter, which calls any registered operator), so
-:func:`inspect` reports it as running code and it is served only for versions registered as trusted.
+archives hold compiled code: an archive with any of them is refused. The graph JSON is code too:
+every node's target is resolved by name and called at predict (a custom, higher-order or Python
+target can import a module the archive names), its shape expressions are parsed with ``sympy.sympify``
+(``eval``) and its guards pasted into Python source that is executed; such an archive needs trust.
+A TorchScript file is a program (its ``code/`` runs in the TorchScript interpreter, which calls any
+registered operator), so :func:`inspect` reports it as running code and it is served only for
+versions registered as trusted.
 
 Threads: PyTorch's intra-op thread count is process-wide (``torch.set_num_threads``). ``load`` sets
 it to ``threads`` (the server sizes that so workers x threads never exceeds the cores, as for the
@@ -23,6 +28,7 @@ only read (no buffers are updated under ``inference_mode``).
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import re
@@ -49,14 +55,53 @@ Call = Literal["positional", "keyword"]
 Returns = Literal["tensor", "mapping", "sequence"]
 
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
-# Members of a .pt2 archive that hold only data (relative to its root folder); see unsafe_members.
+# Members of a .pt2 archive that hold only data (relative to its root folder); see scan. The graphs
+# (models/*.json) are read by _graph_findings.
 _PLAIN = re.compile(
-    r"archive_format|archive_version|version|byteorder|\.data/[\w.-]+|models/[\w.-]+\.json|extra/[\w./-]+"
+    r"archive_format|archive_version|version|byteorder|\.data/[\w.-]+|extra/[\w./-]+"
     r"|data/weights/weight_\d+|data/constants/tensor_\d+"
 )
 _WEIGHTS_CONFIG = re.compile(r"data/weights/[\w.-]+_weights_config\.json")
 _CONSTANTS_CONFIG = re.compile(r"data/constants/[\w.-]+_constants_config\.json")
 _SAMPLE_INPUTS = re.compile(r"data/sample_inputs/[\w.-]+\.pt")
+_MODEL = re.compile(r"models/[\w.-]+\.json")
+
+# What the graphs of a .pt2 may call and evaluate without trust; see _graph_findings. A node's target
+# is resolved by name (getattr on torch, _operator or math) and called when the module runs: aten and
+# prims operators registered in this PyTorch are kernels; anything else may be Python that the
+# name reaches (torch.export.custom_ops._call_custom_autograd_function_in_pre_dispatch imports a
+# module the archive names; higher-order ops, custom torch.ops namespaces, "#" extension ops and
+# other torch./_operator./math. attributes call code). Allowed besides: the shape arithmetic on
+# SymInts that torch.export writes for a dynamic batch (a reshape to `n * 2` rows is
+# `_operator.mul`; `aten.sym_size.int` is an aten op): the serializer's own symbolic-operator set
+# (_SYM_OPS in torch/_export/serde/serialize.py), deserialized as plain Python arithmetic.
+# `_operator.getitem` is not in it: the serializer folds getitem into its producer and never writes it.
+# The repo's MLP, CNN, token-id and two-input modules export to aten operators only.
+_OPERATOR = re.compile(r"torch\.ops\.(aten|prims)\.(\w+)\.(\w+)")
+_SHAPE_ARITHMETIC = frozenset(
+    [f"_operator.{name}" for name in ("add", "sub", "mul", "floordiv", "truediv", "mod", "pow", "neg", "pos")]
+    + [f"_operator.{name}" for name in ("and_", "or_", "lshift", "rshift", "eq", "ne", "lt", "le", "gt", "ge")]
+    + [f"torch.sym_{name}" for name in ("not", "int", "float", "ite", "max", "min", "sqrt")]
+    + ["math.trunc"]
+)
+# Shape expressions (``expr_str``) as torch.export writes them, sympy's srepr:
+# "Mul(Integer(2), Symbol('s77', positive=True, integer=True))". torch.export.load parses each with
+# sympy.sympify, an eval with sympy's and Python's builtins in scope, so only these calls, numbers,
+# and shape symbols (s77, u0) pass; strings only as a Symbol's name or a Float's digits.
+_SYMPY_CALLS = frozenset(
+    {
+        *("Integer", "Rational", "Add", "Mul", "Pow", "Max", "Min", "Abs", "Mod", "floor", "ceiling", "Not", "And"),
+        *("Or", "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "Equality", "Unequality", "StrictLessThan", "StrictGreaterThan"),
+        *("LessThan", "GreaterThan", "FloorDiv", "ModularIndexing", "Where", "PythonMod", "CleanDiv", "CeilToInt"),
+        *("FloorToInt", "CeilDiv", "LShift", "RShift", "PowByNatural", "FloatPow", "FloatTrueDiv", "IntTrueDiv"),
+        *("IsNonOverlappingAndDenseIndicator", "TruncToFloat", "TruncToInt", "RoundToInt", "RoundDecimal"),
+        *("ToFloat", "Identity"),
+    }
+)
+_SYMPY_CONSTANTS = frozenset({"oo", "zoo", "nan", "true", "false"})
+_SYMBOL = re.compile(r"[a-z]+\d+")
+_FLOAT_DIGITS = re.compile(r"[-+]?(\d[\d.]*|\.\d+)([eE][-+]?\d+)?|[-+]?inf|nan")
+_ARITHMETIC = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow)
 
 
 @dataclass(frozen=True)
@@ -111,10 +156,30 @@ class Manifest:
 
 
 @dataclass(frozen=True)
+class Contents:
+    """What loading a ``.pt2`` archive would run besides reading data (:func:`scan`; both empty: nothing)."""
+
+    parts: tuple[str, ...]  # members torch.export.load unpickles or loads as compiled code, or not known data
+    calls: tuple[str, ...]  # what its graphs call or evaluate by name beyond aten/prims operators (see _OPERATOR)
+
+    @property
+    def runs_code(self) -> bool:
+        return bool(self.parts or self.calls)
+
+    def describe(self) -> str:
+        """What runs, for messages ("" when nothing does)."""
+        said = [f"pickled or compiled parts ({', '.join(self.parts)})"] if self.parts else []
+        if self.calls:
+            said.append(f"a graph that torch.export.load resolves and runs by name ({', '.join(self.calls[:3])})")
+        return " and ".join(said)
+
+
+@dataclass(frozen=True)
 class Inspection:
     manifest: Manifest
-    runs_code: bool  # loading runs code from the artifact: TorchScript, or a .pt2 with pickled parts
+    runs_code: bool  # loading runs code from the artifact: TorchScript, or a .pt2 with pickled parts or graph calls
     why: str  # what runs code, for messages ("" when nothing does)
+    contents: Contents | None = None  # a .pt2's (None for TorchScript)
 
 
 def inspect(artifact: Path) -> Inspection:
@@ -125,33 +190,185 @@ def inspect(artifact: Path) -> Inspection:
         raise InvalidModel(f"PyTorch artifact {artifact} has no {manifest.file}")
     if manifest.format == "torchscript":
         return Inspection(manifest, True, "a TorchScript program (its code runs in the TorchScript interpreter)")
-    unsafe = unsafe_members(path)
-    return Inspection(manifest, bool(unsafe), f"pickled or compiled parts ({', '.join(unsafe)})" if unsafe else "")
+    contents = scan(path)
+    return Inspection(manifest, contents.runs_code, contents.describe(), contents)
 
 
-def unsafe_members(path: Path) -> list[str]:
-    """The members of a ``.pt2`` archive that ``torch.export.load`` would unpickle or load as
-    compiled code, or that are not known plain data (empty: the archive is safe to load)."""
+def scan(path: Path) -> Contents:
+    """What a ``.pt2`` archive holds that ``torch.export.load`` would unpickle, load as compiled code,
+    or resolve and run by name; the one check for registering a file and for every load."""
     try:
         with zipfile.ZipFile(path) as archive:
             names = [info.filename for info in archive.infolist() if not info.is_dir()]
             roots = {name.split("/", 1)[0] for name in names}
             if len(roots) != 1 or any("/" not in name for name in names):
-                return ["(not one root folder: not a torch.export.save archive)"]
-            unsafe: list[str] = []
+                return Contents(("(not one root folder: not a torch.export.save archive)",), ())
+            parts: list[str] = []
+            calls: list[str] = []
             for name in names:
                 member = name.split("/", 1)[1]
-                if _PLAIN.fullmatch(member):
+                if _MODEL.fullmatch(member):
+                    calls.extend(f"{member}: {found}" for found in _graph_findings(archive.read(name)))
+                elif _PLAIN.fullmatch(member):
                     continue
-                if _WEIGHTS_CONFIG.fullmatch(member) or _CONSTANTS_CONFIG.fullmatch(member):
-                    unsafe.extend(f"{member}: {entry}" for entry in _pickled_entries(archive.read(name)))
+                elif _WEIGHTS_CONFIG.fullmatch(member) or _CONSTANTS_CONFIG.fullmatch(member):
+                    parts.extend(f"{member}: {entry}" for entry in _pickled_entries(archive.read(name)))
                 elif not (_SAMPLE_INPUTS.fullmatch(member) and _weights_only(archive.read(name))):
-                    unsafe.append(member)
+                    parts.append(member)
             if f"{roots.pop()}/archive_format" not in names:
-                unsafe.append("(no archive_format: an older export format loaded with pickle)")
-            return unsafe
+                parts.append("(no archive_format: an older export format loaded with pickle)")
+            return Contents(tuple(parts), tuple(calls))
     except (OSError, zipfile.BadZipFile, KeyError) as exc:
-        return [f"(unreadable: {exc})"]
+        return Contents((f"(unreadable: {exc})",), ())
+
+
+def _graph_findings(data: bytes) -> list[str]:
+    """What one serialized ExportedProgram (a ``models/*.json``) calls or evaluates by name beyond
+    plain operators: node targets and operator arguments in every graph, nested ones (submodules,
+    cond/map/while_loop branches) included; shape expressions; guards. A member that does not
+    parse as one is a finding itself."""
+    try:
+        program = json.loads(data.decode("utf-8"))
+        nodes, guards = program["graph_module"]["graph"]["nodes"], program.get("guards_code", [])
+        if not isinstance(nodes, list) or not isinstance(guards, list):
+            raise TypeError("nodes or guards_code is not a list")
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        return [f"(unreadable graph: {type(exc).__name__})"]
+    import torch
+
+    registered = frozenset(torch._C._dispatch_get_all_op_names())
+    found: dict[str, None] = {}  # in order, once each
+    for key, value in _named(program):
+        if key == "expr_str":
+            if not (isinstance(value, str) and _plain_expression(value)):
+                found[f"the shape expression {_short(value)}"] = None
+        elif not (isinstance(value, str) and _plain_target(value, registered)):
+            found[_short(value)] = None
+    for guard in guards:
+        if not (isinstance(guard, str) and _plain_guard(guard)):
+            found[f"the guard {_short(guard)}"] = None
+    return list(found)
+
+
+def _named(program: object) -> Iterator[tuple[str, object]]:
+    """Every node target ("target"), operator argument ("as_operator") and shape expression
+    ("expr_str") anywhere in a serialized program: a walk of the whole JSON, so graphs nested in
+    arguments are covered whatever holds them."""
+    stack = [program]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                if key == "nodes" and isinstance(value, list):
+                    yield from (("target", node.get("target") if isinstance(node, dict) else node) for node in value)
+                elif key in ("as_operator", "expr_str"):
+                    yield key, value
+                stack.append(value)
+
+
+def _plain_target(target: str, registered: frozenset[str]) -> bool:
+    """An aten or prims operator that this PyTorch registers (see _OPERATOR), or shape arithmetic."""
+    if target in _SHAPE_ARITHMETIC:
+        return True
+    match = _OPERATOR.fullmatch(target)
+    if match is None:
+        return False
+    namespace, name, overload = match.groups()
+    return f"{namespace}::{name}" + ("" if overload == "default" else f".{overload}") in registered
+
+
+def _plain_expression(text: str) -> bool:
+    """A shape expression of sympy numbers, shape symbols and the calls in _SYMPY_CALLS."""
+    try:
+        return _sympy_node(ast.parse(text, mode="eval").body)
+    except (SyntaxError, ValueError, RecursionError):
+        return False
+
+
+def _sympy_node(node: ast.expr) -> bool:
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        name, args = node.func.id, node.args
+        if name in ("Symbol", "Float"):  # Symbol('s77', positive=True, integer=True), Float('2.5', precision=53)
+            text = _SYMBOL if name == "Symbol" else _FLOAT_DIGITS
+            flags = all(
+                kw.arg and isinstance(kw.value, ast.Constant) and type(kw.value.value) in (bool, int)
+                for kw in node.keywords
+            )
+            return len(args) == 1 and _constant(args[0], text.pattern) and flags
+        return name in _SYMPY_CALLS and not node.keywords and all(_sympy_node(arg) for arg in args)
+    if isinstance(node, ast.Constant):
+        return type(node.value) in (int, float, bool)
+    if isinstance(node, ast.Name):
+        return node.id in _SYMPY_CONSTANTS or _SYMBOL.fullmatch(node.id) is not None
+    if isinstance(node, ast.UnaryOp):
+        return _sympy_node(node.operand)
+    if isinstance(node, ast.BinOp):
+        return isinstance(node.op, _ARITHMETIC) and _sympy_node(node.left) and _sympy_node(node.right)
+    if isinstance(node, ast.Compare):
+        return all(_sympy_node(side) for side in (node.left, *node.comparators))
+    if isinstance(node, ast.BoolOp):
+        return all(_sympy_node(value) for value in node.values)
+    return False
+
+
+def _plain_guard(code: str) -> bool:
+    """A guard that compares input sizes, as torch.export writes for the two-input module:
+    "L['extra'].size()[0] == L['ids'].size()[0]" (numbers and arithmetic too). ``module()`` pastes
+    each guard into Python source that it executes, so nothing else passes, nor a character that
+    could end the pasted expression early (a quote, a comment, a backslash, a line break)."""
+    if any(char in code for char in '"#\\\n\r'):
+        return False
+    try:
+        return _guard_node(ast.parse(code, mode="eval").body)
+    except (SyntaxError, ValueError, RecursionError):
+        return False
+
+
+def _guard_node(node: ast.expr) -> bool:
+    if isinstance(node, ast.Compare):
+        return all(_guard_node(side) for side in (node.left, *node.comparators))
+    if isinstance(node, ast.BoolOp):
+        return all(_guard_node(value) for value in node.values)
+    if isinstance(node, ast.UnaryOp):
+        return _guard_node(node.operand)
+    if isinstance(node, ast.BinOp):
+        return isinstance(node.op, _ARITHMETIC) and _guard_node(node.left) and _guard_node(node.right)
+    if isinstance(node, ast.Constant):
+        return type(node.value) in (int, float, bool)
+    # L['name'].size()[0]: a dimension of an input
+    return (
+        isinstance(node, ast.Subscript)
+        and _constant(node.slice, r"\d+")
+        and isinstance(call := node.value, ast.Call)
+        and not call.args
+        and not call.keywords
+        and isinstance(call.func, ast.Attribute)
+        and call.func.attr in ("size", "stride")
+        and _guard_input(call.func.value)
+    )
+
+
+def _guard_input(node: ast.expr) -> bool:
+    """L['name'], L['name'][0], L['name']['key']: an input or a part of one."""
+    if isinstance(node, ast.Name):
+        return node.id == "L"
+    return isinstance(node, ast.Subscript) and _constant(node.slice, r"\w+") and _guard_input(node.value)
+
+
+def _constant(node: ast.expr, pattern: str) -> bool:
+    """A str or int literal (not bool) whose text matches ``pattern``."""
+    return (
+        isinstance(node, ast.Constant)
+        and type(node.value) in (str, int)
+        and re.fullmatch(pattern, str(node.value)) is not None
+    )
+
+
+def _short(value: object) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _pickled_entries(config: bytes) -> list[str]:
@@ -307,7 +524,9 @@ class TorchRuntime:
         autocast(device, precision)  # checks the precision's name
         found = inspect(artifact)
         manifest = found.manifest
-        if found.runs_code and manifest.format == "exported":
+        if found.contents is not None and found.contents.parts:
+            # Graph calls are not refused here: a trusted version may store them, and the version's
+            # trust (checked against this same inspection when it is served) decides.
             raise UntrustedArtifact(
                 f"{Path(artifact) / manifest.file} holds {found.why}, which torch.export.load would unpickle or run; "
                 "modelport stores exported programs without them, so this artifact was changed after registration"
