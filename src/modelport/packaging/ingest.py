@@ -30,6 +30,7 @@ from modelport.runtimes import KINDS
 from modelport.runtimes import onnx as onnx_runtime
 from modelport.runtimes import sklearn as sklearn_runtime
 from modelport.runtimes.python import ENTRYPOINT, PythonRuntime
+from modelport.runtimes.sklearn_state import UncheckedState
 from modelport.signature import DEFAULT_INPUT, example_of, input_specs, output_specs, sample_arrays
 from modelport.stores.local import artifact_files
 from modelport.types import Signature, TensorSpec, datatype_of, dtype_of
@@ -173,9 +174,18 @@ def _load_skops(path: Path, *, trust: bool) -> Any:
             f"{path.name} {UNSAFE_TEXT}: {', '.join(unsafe)}; loading it runs code the file chooses. {TRUST_HINT}."
         )
     try:
-        return sio.load(path, trusted=untrusted)
+        estimator = sio.load(path, trusted=untrusted)
     except Exception as exc:
         raise InvalidModel(f"cannot load {path.name} with skops: {_reason(exc)}") from exc
+    try:  # before anything converts it or predicts with it
+        return sklearn_runtime.checked(estimator)
+    except UncheckedState as exc:
+        if not trust:
+            raise UntrustedArtifact(
+                f"{path.name} holds state scikit-learn's compiled code would run on unchecked ({exc.message}); "
+                f"serving it could crash or hang the server. {TRUST_HINT}."
+            ) from None
+        return estimator
 
 
 def _load_pickle(path: Path) -> Any:
@@ -508,7 +518,21 @@ def _store_native(
                     f"loading it runs code the file chooses. {TRUST_HINT}."
                 )
             return False, [f"no native copy stored: skops would need trust for {', '.join(unsafe)}"]
-        manifest = sklearn_runtime.save(estimator, directory, format="skops", columns=taken.columns)
+        unchecked = ""
+        try:
+            sklearn_runtime.checked(estimator)
+        except UncheckedState as exc:
+            unchecked = exc.message
+        if unchecked and not trust:
+            if required:
+                raise UntrustedArtifact(
+                    f"the model must be served natively, and it holds what scikit-learn's compiled code would run "
+                    f"on unchecked ({unchecked}). {TRUST_HINT}."
+                )
+            return False, [f"no native copy stored: skops would need trust ({unchecked})"]
+        manifest = sklearn_runtime.save(
+            estimator, directory, format="skops", columns=taken.columns, unchecked=bool(unchecked)
+        )
         _check_round_trip(directory, frame_x, reference)
         if not required:
             return manifest.runs_code, ["native scikit-learn copy stored with skops (fallback)"]

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from modelport.errors import InvalidModel, ModelNotReady, UntrustedArtifact
+from modelport.runtimes import sklearn_state
 from modelport.runtimes.base import Capabilities
 from modelport.signature import count_rows
 from modelport.types import Signature, dtype_of
@@ -107,12 +108,16 @@ class Manifest:
     format: Format
     trusted_types: tuple[str, ...] = ()
     columns: tuple[Column, ...] = ()  # a model fitted on a mixed DataFrame: one input per column
+    # trusted at registration although what its objects hold does not pass sklearn_state.check:
+    # the check is skipped, so loading needs trust (a forged flag only asks for more trust)
+    unchecked: bool = False
 
     @property
     def runs_code(self) -> bool:
-        """True when loading unpickles, or imports types or functions that skops and
-        :data:`ALLOWED_TYPES` do not vouch for (they run code the file chooses)."""
-        return self.format == "pickle" or bool(unsafe_types(self.trusted_types))
+        """True when loading unpickles, imports types or functions that skops and
+        :data:`ALLOWED_TYPES` do not vouch for (they run code the file chooses), or skips the
+        check of what the objects hold."""
+        return self.format == "pickle" or bool(unsafe_types(self.trusted_types)) or self.unchecked
 
     @classmethod
     def read(cls, artifact: Path) -> Manifest:
@@ -127,6 +132,7 @@ class Manifest:
                 format=fmt,
                 trusted_types=tuple(data.get("trusted_types", ())),
                 columns=tuple(Column.from_dict(c) for c in data.get("columns", ())),
+                unchecked=data.get("unchecked_state") is True,
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise InvalidModel(f"cannot read {path}: {exc}") from exc
@@ -156,16 +162,31 @@ def inspect(artifact: Path) -> Manifest:
     return replace(manifest, trusted_types=untrusted)
 
 
-def save(estimator: object, directory: Path, *, format: Format = "skops", columns: Sequence[Column] = ()) -> Manifest:
+def checked(estimator: Any) -> Any:
+    """``estimator`` once :func:`sklearn_state.check` passed it (neighbour indexes rebuilt), else
+    :class:`sklearn_state.UncheckedState` saying what it holds that compiled code cannot run on."""
+    return sklearn_state.check(estimator, classes=ALLOWED_TYPES)
+
+
+def save(
+    estimator: object,
+    directory: Path,
+    *,
+    format: Format = "skops",
+    columns: Sequence[Column] = (),
+    unchecked: bool = False,
+) -> Manifest:
     """Store ``estimator`` in ``directory`` with its manifest (and the ``columns`` of the DataFrame
     it takes, for a per-column model). Trust is the caller's decision: check
-    :func:`unsafe_types` of ``skops.io.get_untrusted_types`` before saving."""
+    :func:`unsafe_types` of ``skops.io.get_untrusted_types`` and :func:`checked` before saving;
+    ``unchecked``: the owner trusted a skops file that :func:`checked` refuses."""
     directory.mkdir(parents=True, exist_ok=True)
     if format == "skops":
         import skops.io as sio
 
         data = sio.dumps(estimator)
-        manifest = Manifest("model.skops", "skops", tuple(sio.get_untrusted_types(data=data)), tuple(columns))
+        untrusted = tuple(sio.get_untrusted_types(data=data))
+        manifest = Manifest("model.skops", "skops", untrusted, tuple(columns), unchecked=unchecked)
     else:
         data = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
         manifest = Manifest("model.pkl", "pickle", columns=tuple(columns))
@@ -177,6 +198,8 @@ def save(estimator: object, directory: Path, *, format: Format = "skops", column
     }
     if manifest.columns:
         text["columns"] = [column.to_dict() for column in manifest.columns]
+    if manifest.unchecked:
+        text["unchecked_state"] = True
     (directory / MANIFEST).write_text(json.dumps(text, indent=2) + "\n", encoding="utf-8")
     return manifest
 
@@ -195,7 +218,17 @@ def load_estimator(artifact: Path) -> tuple[Any, Manifest]:
                     f"{path} contains types that were not trusted at registration: {', '.join(unexpected)}; "
                     "re-register the model"
                 )
-            return sio.load(path, trusted=list(untrusted)), manifest
+            estimator = sio.load(path, trusted=list(untrusted))
+            if manifest.unchecked:  # trusted at registration as it is (the loader asked for trust)
+                return estimator, manifest
+            try:
+                return checked(estimator), manifest
+            except sklearn_state.UncheckedState as exc:
+                raise UntrustedArtifact(
+                    f"{path.name} holds state scikit-learn's compiled code would run on unchecked ({exc.message}); "
+                    "serving it could crash or hang the server: re-register it with --trust-pickle (CLI) or "
+                    "trust_pickle=True (Python) only if you trust its source"
+                ) from None
         with path.open("rb") as fh:
             return pickle.load(fh), manifest  # trusted at registration: the manifest says pickle
     except UntrustedArtifact:
