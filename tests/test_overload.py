@@ -298,3 +298,43 @@ async def test_v2_timeout_parameter_and_header_set_the_request_deadline(slow_exp
         assert bad.status_code == 400
         assert "timeout" in bad.json()["error"]
         await asyncio.sleep(1.5)  # let the abandoned calls finish before the app closes
+
+
+async def test_a_prediction_running_past_its_deadline_is_reported_until_it_ends(
+    slow_export: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A call that outlives its deadline (a runaway: a thread cannot be stopped) makes the server
+    not ready at once and not live past three deadlines, is counted in /metrics and logged once;
+    all clears when the call ends."""
+    settings = Settings.for_sagemaker(
+        {"MODELPORT_HOME": str(tmp_path), "MODELPORT_SAGEMAKER_MODEL_DIR": str(slow_export)}
+        | {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "0.3", "MODELPORT_TRUST_EXPORTED_CODE": "1"}
+    )
+
+    async def until(path: str, status: int, limit: float = 3.0) -> Any:
+        deadline = time.perf_counter() + limit
+        while True:
+            response = await client.get(path)
+            if response.status_code == status or time.perf_counter() > deadline:
+                return response
+            await asyncio.sleep(0.05)
+
+    with caplog.at_level(logging.WARNING, logger="modelport"):
+        async with client_for(build_app(settings)) as client:
+            assert (await client.post("/invocations", json=[[1.0, 2.0, 3.0]])).status_code == 200
+            slow = await client.post("/invocations", json=[[1.0, 2.0, 300.0]])  # runs 1.5 s
+            assert slow.status_code == 504
+            ready = await until("/v2/health/ready", 503)
+            assert ready.status_code == 503, ready.text
+            assert "runaway predictions past the 0.3 s deadline" in ready.json()["error"]
+            assert (await client.get("/ping")).status_code != 200  # SageMaker replaces an instance failing /ping
+            metrics = (await client.get("/metrics")).text
+            assert re.search(r'modelport_runaway_predictions\{model="[^"]+",version="1"\} 1\.0', metrics), metrics
+            live = await until("/v2/health/live", 503)
+            assert live.status_code == 503, live.text
+            assert "running far past the 0.3 s deadline" in live.json()["error"]
+            assert (await until("/v2/health/ready", 200)).status_code == 200  # the call ended: all clear
+            assert (await client.get("/v2/health/live")).status_code == 200
+    said = "past the 0.3 s deadline, and answers nobody"
+    warnings = [r.getMessage() for r in caplog.records if said in r.getMessage()]
+    assert len(warnings) == 1, warnings

@@ -164,6 +164,9 @@ FAMILIES: dict[str, Family] = {
         "counter", "Requests refused before running: overload (503) or deadline (504).", (*_MV, "reason")
     ),
     "modelport_inflight_requests": Family("gauge", "Requests using the version now.", _MV),
+    "modelport_runaway_predictions": Family(
+        "gauge", "Runtime calls still running past the server's deadline (their threads cannot be stopped).", _MV
+    ),
     "modelport_queue_rows": Family("gauge", "Rows queued at the version's batcher.", _MV),
     "modelport_version_state": Family(
         "gauge", "1 for the version's state in this worker, else 0.", (*_MV, "state", "worker"), merge="worker"
@@ -307,6 +310,8 @@ class Metrics:
             samples["modelport_version_load_duration_seconds"][(*mv, worker)] = model.load_seconds
             samples["modelport_rejected_requests"][(*mv, "overload")] = model.overloaded
             samples["modelport_rejected_requests"][(*mv, "deadline")] = model.timed_out
+        for (name, number), count in manager.runaways().items():
+            samples["modelport_runaway_predictions"][(name, str(number))] = count
         for status in manager.status():
             mv = (status.name, str(status.version))
             for state in VersionState:

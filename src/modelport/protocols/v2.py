@@ -251,7 +251,13 @@ def routes(get_manager: GetManager, *, management: bool = False) -> list[Route]:
     """
 
     async def live(request: Request) -> Response:
-        return Response(b'{"live":true}', media_type=JSON)
+        try:
+            why = get_manager().not_live()
+        except ModelNotReady:  # still starting: alive
+            why = None
+        if why is None:
+            return Response(b'{"live":true}', media_type=JSON)
+        return error_response(f"not live: {why}; restart the server to recycle it", 503)
 
     async def ready(request: Request) -> Response:
         try:

@@ -53,6 +53,7 @@ class Inference:
             outputs = await self._predict(model, inputs, deadline, marks)
         except DeadlineExceeded:
             model.timed_out += 1
+            self._watch_runaways(model)
             raise self._deadline_exceeded(model, deadline) from None
         except Overloaded:
             model.shed_at = time.monotonic()
@@ -86,11 +87,16 @@ class Inference:
         inputs = validate_inputs(signature, request.inputs)
         deadline = self.deadline(request.timeout)
 
-        def predict() -> dict[str, np.ndarray]:  # in the worker thread
-            if model.lock is None:
-                return dict(runtime.predict_signature(name, inputs))
-            with model.lock:
-                return dict(runtime.predict_signature(name, inputs))
+        def predict() -> dict[str, np.ndarray]:  # in the worker thread, counted as running
+            call = next(model.calls)
+            model.running[call] = time.perf_counter()
+            try:
+                if model.lock is None:
+                    return dict(runtime.predict_signature(name, inputs))
+                with model.lock:
+                    return dict(runtime.predict_signature(name, inputs))
+            finally:
+                del model.running[call]
 
         model.inflight += 1
         try:
@@ -98,6 +104,7 @@ class Inference:
             outputs = await (work if deadline is None else asyncio.wait_for(work, deadline))
         except TimeoutError:
             model.timed_out += 1
+            self._watch_runaways(model)
             raise self._deadline_exceeded(model, deadline) from None
         except ModelportError:
             raise
@@ -115,6 +122,12 @@ class Inference:
         if asked is None or asked <= 0:
             return server
         return asked if server is None else min(server, asked)
+
+    def _watch_runaways(self, model: ServingModel) -> None:
+        """A request gave up waiting: a server deadline later, report the version's calls that are
+        still running (runaways: readiness, liveness and metrics also ask, whenever they are read)."""
+        if self.timeout > 0:
+            asyncio.get_running_loop().call_later(self.timeout, model.runaways, self.timeout)
 
     def _deadline_exceeded(self, model: ServingModel, deadline: float | None) -> DeadlineExceeded:
         deadline = deadline or 0.0

@@ -41,6 +41,7 @@ from modelport.serving.routes import Chance, Route, RoutingTable, build_table
 from modelport.serving.shadow import ShadowRunner
 from modelport.serving.versions import (
     INLINE_SECONDS,
+    RUNAWAY_LIVENESS_FACTOR,
     ModelSource,
     RegistrySource,
     ServingModel,
@@ -303,6 +304,9 @@ class ModelManager:
             return "the server is shutting down"
         if self._table.unmet:
             return "the configured models are not all loaded yet"
+        runaway = self._runaways(1.0)
+        if runaway:
+            return f"runaway predictions past the {self.timeout:g} s deadline: {runaway}; restart to recycle"
         if overload and self.overload_unready:
             now = time.monotonic()
             loaded = self._versions.loaded.values()
@@ -310,6 +314,29 @@ class ModelManager:
             if shedding:
                 return f"overloaded: {', '.join(shedding)} refused requests in the last {OVERLOAD_WINDOW:g} s"
         return None
+
+    def not_live(self) -> str | None:
+        """Why the server should be replaced, or None: a runtime call has run for more than
+        ``RUNAWAY_LIVENESS_FACTOR`` deadlines (a thread that cannot be stopped)."""
+        runaway = self._runaways(RUNAWAY_LIVENESS_FACTOR)
+        return f"a prediction has been running far past the {self.timeout:g} s deadline: {runaway}" if runaway else None
+
+    def runaways(self) -> dict[tuple[str, int], int]:
+        """(name, number) -> runtime calls running past the server's deadline now (none without one)."""
+        if self.timeout <= 0:
+            return {}
+        return {model.key: len(model.runaways(self.timeout)) for model in self._versions.loaded.values()}
+
+    def _runaways(self, deadlines: float) -> str:
+        """The versions with calls running longer than ``deadlines`` x the server's deadline, described."""
+        if self.timeout <= 0:
+            return ""
+        found = []
+        for model in self._versions.loaded.values():
+            seconds = [s for s in model.runaways(self.timeout) if s > self.timeout * deadlines]
+            if seconds:
+                found.append(f"{model.version.ref} ({len(seconds)} call(s), the longest {max(seconds):.0f} s)")
+        return ", ".join(found)
 
     def status(self, name: str | None = None) -> list[VersionStatus]:
         """Every version this manager has seen (loading, ready, failed, unloaded), by name and number."""

@@ -7,10 +7,12 @@ show about any version the manager has seen, including ones that failed to load.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -24,6 +26,8 @@ from modelport.serving.watch import UNWATCHED, VersionWatch
 from modelport.signature import count_rows
 from modelport.types import ModelVersion
 
+logger = logging.getLogger("modelport")
+
 if TYPE_CHECKING:
     from modelport.registry.registry import Registry
     from modelport.serving.batching import Batcher
@@ -34,6 +38,9 @@ INLINE_SECONDS = 0.0005
 # An inline call that took longer than this blocked every other request on the loop for that
 # long: the version's predictions run in the pool from then on.
 OVERRUN_SECONDS = 0.005
+# A runtime call still running this many deadlines after it started makes the server not live, so
+# that an orchestrator (Kubernetes' liveness probe, SageMaker's /ping) replaces the stuck process.
+RUNAWAY_LIVENESS_FACTOR = 3.0
 
 
 class ModelSource(Protocol):
@@ -132,6 +139,12 @@ class ServingModel:
     load_seconds: float = field(default=0.0, repr=False)  # how long opening and warming it took
     overloaded: int = field(default=0, repr=False)  # requests refused as overload (503)
     timed_out: int = field(default=0, repr=False)  # requests dropped past their deadline (504)
+    # Runtime calls in progress, in any thread: call number -> when it started (perf_counter). A
+    # call still running past the server's deadline answers nobody and cannot be stopped (a
+    # thread cannot be killed): it is a runaway, reported once by :meth:`runaways`.
+    running: dict[int, float] = field(default_factory=dict, repr=False)
+    calls: Iterator[int] = field(default_factory=itertools.count, repr=False)
+    reported: set[int] = field(default_factory=set, repr=False)
 
     def __post_init__(self) -> None:
         self.outputs = tuple(spec.name for spec in self.version.signature.outputs)
@@ -165,13 +178,38 @@ class ServingModel:
     def timed_predict(self, inputs: Mapping[str, np.ndarray], waited: float | None = None) -> dict[str, np.ndarray]:
         """Predict (caller holds the lock if any), update the cost model and tell the watch;
         ``waited``: how long the one request this call serves waited for it (None: a batch)."""
-        start = time.perf_counter()
-        outputs = self.runtime.predict(inputs)
+        call = next(self.calls)
+        self.running[call] = start = time.perf_counter()
+        try:
+            outputs = self.runtime.predict(inputs)
+        finally:
+            del self.running[call]
         seconds = time.perf_counter() - start
         rows = count_rows(inputs)
         self.observe(seconds, rows)
         self.watch.ran(rows, seconds, waited)
         return outputs
+
+    def runaways(self, limit: float) -> list[float]:
+        """How long each call running for more than ``limit`` seconds (the server's deadline) has
+        run; the first time a call is found, a warning says so (on the event loop)."""
+        now = time.perf_counter()
+        running = list(self.running.items())  # one C-level copy: worker threads add and remove calls
+        found = [(call, now - start) for call, start in running if now - start > limit]
+        self.reported &= {call for call, _ in running}
+        for call, seconds in found:
+            if call not in self.reported:
+                self.reported.add(call)
+                logger.warning(
+                    "%s: a prediction has been running for %.0f s, past the %g s deadline, and answers nobody; "
+                    "its thread cannot be stopped: the server reports not ready while it runs (liveness fails "
+                    "past %g s); restart the server or this worker to recycle it",
+                    self.version.ref,
+                    seconds,
+                    limit,
+                    limit * RUNAWAY_LIVENESS_FACTOR,
+                )
+        return [seconds for _, seconds in found]
 
     def observe(self, seconds: float, rows: int) -> None:
         """Account one call of ``rows`` rows that took ``seconds``."""

@@ -32,7 +32,11 @@ class InferenceServicer:
         self._sticky_header = sticky_header  # metadata whose value pins a caller to one version of a split
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
-        return pb.ServerLiveResponse(live=True)
+        try:
+            live = self._get_manager().not_live() is None
+        except ModelNotReady:  # still starting: alive
+            live = True
+        return pb.ServerLiveResponse(live=live)
 
     async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
         try:
