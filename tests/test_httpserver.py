@@ -92,6 +92,36 @@ def test_oversized_headers_are_431_before_authentication(guarded: Launched) -> N
     assert b"MODELPORT_MAX_HEADER_KB" in answer
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [{"X-Padding": "a" * 100_000}, {f"X-Padding-{i}": "a" * 8192 for i in range(100)}],
+    ids=["one-100kb-header", "100-headers-of-8kb"],
+)
+def test_complete_requests_whose_headers_exceed_64_kib_are_431_not_served_or_reset(
+    guarded: Launched, home: Path, extra: dict[str, str]
+) -> None:
+    """The whole request at once (headers complete within a read) is counted too, and the client
+    that is still sending when the server answers reads the 431 rather than a reset."""
+    for _ in range(3):  # each on a new connection: the answer is the same every time
+        answer = httpx.post(
+            f"{guarded.base}{PREDICT}", json={"instances": [ROW]}, headers={**headers(home), **extra}, timeout=10
+        )
+        assert answer.status_code == 431, answer.text[:200]
+        assert "MODELPORT_MAX_HEADER_KB" in answer.text
+    fields = "".join(f"{name}: {value}\r\n" for name, value in {**headers(home), **extra}.items())
+    with socket.socket() as sock:  # small buffers: still sending when the server answers, as over a network
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        sock.connect(("127.0.0.1", guarded.port))
+        sock.sendall(f"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n{fields}\r\n".encode())  # no reset
+        assert read_all(sock, 10).startswith(b"HTTP/1.1 431 ")
+    just_under = {"X-Padding": "a" * (60 * 1024)}  # 60 KiB of headers are still served
+    answer = httpx.post(
+        f"{guarded.base}{PREDICT}", json={"instances": [ROW]}, headers={**headers(home), **just_under}, timeout=10
+    )
+    assert answer.status_code == 200, answer.text[:200]
+
+
 def test_slow_headers_are_answered_408_after_the_header_timeout(guarded: Launched) -> None:
     with socket.create_connection(("127.0.0.1", guarded.port)) as sock:
         started = time.monotonic()

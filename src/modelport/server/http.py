@@ -4,7 +4,11 @@ What a connection may cost is bounded here, before the app (and so before authen
 anything:
 
 - **header size**: a request whose line and headers exceed ``max_header_bytes`` is answered
-  431 and closed; the bytes are counted as they arrive, so a huge header is never buffered;
+  431 and closed; the bytes are counted as they arrive and the parser is given none past the
+  limit while the headers are unfinished, so a huge header is never buffered, and one header
+  or many adding up are refused alike, however the bytes are split into reads. What the client
+  still sends is read and dropped for up to ``LINGER_SECONDS`` (and 16 x the limit) before the
+  close, so it reads the 431 instead of a connection reset;
 - **header-read time**: a connection has ``header_timeout`` seconds from its first byte (or
   from being opened) to finish a request's headers, else it is answered 408 (or, when it sent
   nothing, closed); one sweep per server checks this a few times per timeout, so requests pay
@@ -55,6 +59,8 @@ log = logging.getLogger("modelport")
 DEFAULT_MAX_CONNECTIONS = 4096
 FD_HEADROOM = 256  # descriptors kept free for model files, the database, logs and the thread pool
 DRAIN_POLL_SECONDS = 0.05
+LINGER_SECONDS = 2.0  # how long a connection answered 431 reads (and drops) what its client still sends
+LINGER_BYTES_PER_HEADER_BYTE = 16  # and how much: 16 x the header limit (1 MiB by default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +168,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._body_checked = 0.0  # the last sweep that looked at the body
         self._body_bytes = 0
         self._draining = False
+        self._refused = False  # answered 431: lingering until the client stops sending
+        self._discarded = 0
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -215,6 +223,9 @@ class GuardedProtocol(HttpToolsProtocol):
         self._close()
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:  # answered 431: what the client still sends is read and dropped
+            self._discard(len(data))
+            return
         self._received = True
         if (
             not self._reading_headers
@@ -222,20 +233,48 @@ class GuardedProtocol(HttpToolsProtocol):
             and (self.cycle is None or self.cycle.response_complete)
         ):
             self._start_headers()  # the next request on a keep-alive connection
-        if self._reading_headers:
-            self._header_bytes += len(data)
         self._unset_keepalive_if_required()
+        if self._reading_headers:
+            room = self.limits.max_header_bytes - self._header_bytes
+            self._header_bytes += len(data)
+            if len(data) > room:  # the parser sees no byte past the limit while headers are unfinished
+                if not self._feed(data[:room]):
+                    return
+                if self._reading_headers:
+                    self._refuse_headers()
+                    return
+                data = data[room:]  # the headers ended within the limit: the rest is body or the next request
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> bool:
+        """Parse ``data``; False when it was invalid (answered 400)."""
+        if not data:
+            return True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.send_400_response("Upgrades are not supported.")
-            return
+            return False
         except httptools.HttpParserError:
             self.logger.warning("Invalid HTTP request received.")
             self.send_400_response("Invalid HTTP request received.")
-            return
-        if self._reading_headers and self._header_bytes > self.limits.max_header_bytes:
-            self.transport.write(TOO_LARGE)
+            return False
+        return not self.transport.is_closing()
+
+    def _refuse_headers(self) -> None:
+        """Answer 431, then read and drop what the client still sends for a while (a lingering
+        close): closing a socket with unread bytes resets the connection, and a client still
+        sending its headers would see the reset rather than the answer."""
+        self._reading_headers = False
+        self._refused = True
+        self.transport.write(TOO_LARGE)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self._close)
+
+    def _discard(self, size: int) -> None:
+        self._discarded += size
+        if self._discarded > LINGER_BYTES_PER_HEADER_BYTE * self.limits.max_header_bytes:
             self._close()
 
     def on_headers_complete(self) -> None:
