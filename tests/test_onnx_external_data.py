@@ -46,7 +46,7 @@ def test_external_data_outside_the_model_folder_is_refused_at_registration_and_l
     location = str(secret) if outside == "absolute" else "../secret.bin"
     path = folder / FILENAME
     path.write_bytes(_model_reading(location).SerializeToString())
-    with pytest.raises(InvalidModel, match="should be a relative path|points outside the directory"):
+    with pytest.raises(InvalidModel, match=r"should be a relative path|points outside the directory"):
         package(path, workdir=tmp_path / "work", sample_input=[[0.0, 0.0, 0.0]])
     signature = Signature((TensorSpec("input", "FP32", (-1, 3)),), (TensorSpec("y", "FP32", (-1, 3)),))
     with pytest.raises(InvalidModel, match="External data path"):
