@@ -241,22 +241,35 @@ def _rows_by_feature(rows: Sequence[Any], features: tuple[str, ...]) -> list[lis
         if not isinstance(row, Mapping):
             raise InvalidInput(f"row {row_no} is not an object; give every row in the same form")
         if row.keys() != wanted:
-            missing = [f for f in features if f not in row]
-            extra = sorted(set(row) - wanted)
-            problem = f"missing feature {missing[0]!r}" if missing else f"unknown feature {extra[0]!r}"
-            raise InvalidInput(f"row {row_no}: {problem} (features: {', '.join(features)})", input_name=problem)
+            problem, name = feature_mismatch(features, row.keys())
+            raise InvalidInput(f"row {row_no}: {problem} (features: {', '.join(features)})", input_name=name)
         table.append([row[f] for f in features])
     return table
 
 
+def feature_mismatch(features: Sequence[str], given: Collection[Any]) -> tuple[str, str]:
+    """What is wrong with the keys ``given`` for ``features`` (they differ), and the feature to blame:
+    the first missing feature, with the unknown key beside it (and the feature it looks like a
+    misspelling of), else the first unknown key."""
+    import difflib
+
+    known = set(features)
+    missing = [f for f in features if f not in given]
+    extra = sorted(str(k) for k in given if k not in known)
+    if not missing:
+        return f"unknown feature {extra[0]!r}", extra[0]
+    problem = f"missing feature {missing[0]!r}"
+    if extra:
+        close = difflib.get_close_matches(extra[0], missing, n=1) or difflib.get_close_matches(extra[0], features, n=1)
+        problem += f"; unknown feature {extra[0]!r}" + (f", did you mean {close[0]!r}?" if close else "")
+    return problem, missing[0]
+
+
 def _columns(source: Any, features: tuple[str, ...], column: Any) -> np.ndarray:
     present = set(source.keys()) if isinstance(source, Mapping) else set(source.columns)
-    missing = [f for f in features if f not in present]
-    if missing:
-        raise InvalidInput(f"missing feature {missing[0]!r} (features: {', '.join(features)})", input_name=missing[0])
-    extra = sorted(str(c) for c in present - set(features))
-    if extra:
-        raise InvalidInput(f"unknown feature {extra[0]!r} (features: {', '.join(features)})", input_name=extra[0])
+    if present != set(features):
+        problem, name = feature_mismatch(features, present)
+        raise InvalidInput(f"{problem} (features: {', '.join(features)})", input_name=name)
     cols = [np.asarray(column(source, f)) for f in features]
     lengths = {len(c) for c in cols}
     if len(lengths) != 1:
