@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import io
+import shlex
 import socket
 import subprocess
 import sys
@@ -372,6 +373,73 @@ def test_cli_run_against_a_url_then_compare_gates_on_regression(served: tuple[st
     passed = gate(rps=1.0, p99=1e6)
     assert passed.exit_code == 0, passed.output
     assert "REGRESSED" not in passed.output
+
+
+def _error_line(result: Any) -> str:
+    assert "Traceback" not in result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("error:")]
+    return line
+
+
+@pytest.mark.slow
+def test_compare_runs_the_baselines_load_and_refuses_another_one(
+    served: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    base, home = served
+    url = f"{base}/v2/models/iris"
+    first = _cli(home, "bench", url, "--duration", "0.5", "-c", "3", "--rows-per-request", "2", "--output", "base")
+    assert first.exit_code == 0, first.output
+    baseline = tmp_path / "baseline.json"
+    Path("base/results.json").replace(baseline)
+
+    gate = ("--compare", str(baseline), "--max-regression", "900%")  # a real comparison, not a timing test
+    second = _cli(home, "bench", url, *gate, "--output", str(tmp_path / "now"))
+    assert second.exit_code == 0, second.output
+    assert "3 concurrent connection(s), 0.5 s, 2 row(s) per request" in second.output
+    assert f"compared with {baseline}" in second.output
+    assert "note:" not in second.output
+    then, now = (orjson.loads(p.read_bytes())["config"] for p in (baseline, tmp_path / "now" / "results.json"))
+    assert now == then
+
+    refused = _cli(home, "bench", url, *gate, "--concurrency", "8", "--protocol", "tfserving", "--output", "x")
+    assert refused.exit_code == 2, refused.output
+    line = _error_line(refused)
+    assert f"cannot compare with {baseline}" in line
+    assert "--protocol tfserving (the baseline's: v2), --concurrency 8 (the baseline's: 3)" in line
+    assert not Path("x").exists()  # refused before any load
+
+    shorter = _cli(home, "bench", url, *gate, "--requests", "20", "--output", str(tmp_path / "short"))
+    assert shorter.exit_code == 0, shorter.output
+    assert "note: the runs differ in duration_s: baseline 0.5, now None" in shorter.output
+    assert "note: the runs differ in requests: baseline None, now 20" in shorter.output
+
+
+@pytest.mark.slow
+def test_the_readme_bench_lines_typed_in_order_compare_like_with_like(
+    served: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's two `modelport bench` lines, run in order in an empty folder (the first one 0.5 s
+    instead of 10, the gate's limit wide: a real comparison, not a timing test)."""
+    monkeypatch.chdir(tmp_path)
+    _, home = served
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    lines = [shlex.split(line.partition("#")[0]) for line in readme.splitlines() if line.startswith("modelport bench")]
+    assert len(lines) == 2, lines
+    measure, gate = (["900%" if word == "10%" else word for word in line[1:]] for line in lines)
+    measure[measure.index("--duration") + 1] = "0.5"
+    first = _cli(home, *measure)
+    assert first.exit_code == 0, first.output
+    second = _cli(home, *gate)
+    assert second.exit_code == 0, second.output
+    assert "compared with" in second.output
+    assert "note:" not in second.output
+    assert "REGRESSED" not in second.output
+    baseline = Path(gate[gate.index("--compare") + 1])
+    then = orjson.loads(baseline.read_bytes())["config"]
+    assert then["concurrency"] == int(measure[measure.index("--concurrency") + 1])
+    now = orjson.loads((Path("bench-results") / "results.json").read_bytes())["config"]
+    assert now | {"url": None} == then | {"url": None}  # each run serves the model on a port of its own
 
 
 @pytest.mark.slow

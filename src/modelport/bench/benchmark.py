@@ -23,6 +23,7 @@ from rich.table import Table
 from modelport import __version__
 from modelport.bench.load import (
     PROTOCOLS,
+    SAME_LOAD,
     Change,
     Endpoint,
     Run,
@@ -44,14 +45,19 @@ from modelport.bench.load import (
 from modelport.errors import InvalidSetting
 from modelport.server.launcher import serving
 
+DEFAULT_CONCURRENCY = 8
+DEFAULT_DURATION_S = 10.0
+
 
 @dataclass(frozen=True, slots=True)
 class BenchOptions:
+    """What ``modelport bench`` was asked for; None: the baseline's with ``compare``, else the default."""
+
     target: str  # model reference or URL
-    concurrency: int = 8
+    concurrency: int | None = None  # default 8
     duration_s: float | None = None  # neither this nor requests: 10 s
     requests: int | None = None
-    rows_per_request: int = 1
+    rows_per_request: int | None = None  # default 1
     protocol: str | None = None  # from the URL, else v2
     output: Path = Path("bench-results")
     compare: Path | None = None
@@ -63,9 +69,11 @@ class BenchOptions:
 
 def bench(options: BenchOptions, console: Console) -> int:
     """Run ``modelport bench``; returns the exit code (1 when --compare finds a regression)."""
-    options = _checked(options)
     threshold = parse_threshold(options.max_regression)
     baseline = load_baseline(options.compare) if options.compare is not None else None
+    if baseline is not None:
+        options = _with_baseline(options, baseline, options.compare)
+    options = _checked(options)
     headers = {"authorization": f"Bearer {options.api_key}"} if options.api_key else {}
     is_url = options.target.startswith(("http://", "https://"))
     if is_url:
@@ -81,11 +89,13 @@ def bench(options: BenchOptions, console: Console) -> int:
             signature = registry.get(options.target).signature
         finally:
             registry.close()
-    payload = build_payload(signature, endpoint.protocol, options.rows_per_request)
+    if baseline is not None:
+        _check_same_load(_shape(options, endpoint), baseline, options.compare)
+    payload = build_payload(signature, endpoint.protocol, _rows(options))
     if options.locustfile is not None:
         options.locustfile.parent.mkdir(parents=True, exist_ok=True)
         options.locustfile.write_text(locustfile(endpoint, payload), encoding="utf-8")
-        console.print(f"wrote {options.locustfile}: POST {endpoint.infer_path} ({options.rows_per_request} row(s))")
+        console.print(f"wrote {options.locustfile}: POST {endpoint.infer_path} ({_rows(options)} row(s))")
         if not is_url:
             console.print(f"  start the server:  modelport serve {options.target}")
         console.print(f"  run it:            locust -f {options.locustfile} --host {endpoint.host}")
@@ -112,22 +122,81 @@ def bench(options: BenchOptions, console: Console) -> int:
         return 0
     changes = compare(results["stats"], baseline["stats"], threshold)
     _print_changes(console, changes, options.compare, threshold)
-    for difference in config_differences(results["config"], baseline.get("config") or {}):
+    for difference in config_differences(results["config"], _config(baseline)):
         console.print(f"[yellow]note:[/] the runs differ in {difference}")
     return 1 if any(c.regressed for c in changes) else 0
+
+
+def _config(baseline: dict[str, Any]) -> dict[str, Any]:
+    config = baseline.get("config")
+    return config if isinstance(config, dict) else {}
+
+
+def _with_baseline(options: BenchOptions, baseline: dict[str, Any], path: Path | None) -> BenchOptions:
+    """``--compare``: the settings not given are the baseline's (a baseline without them: the defaults)."""
+    config = _config(baseline)
+
+    def given(key: str, *kinds: type) -> Any:
+        value = config.get(key)
+        if value is None:
+            return None
+        wrong = not isinstance(value, kinds) or isinstance(value, bool)
+        if wrong or (isinstance(value, int | float) and value <= 0) or (key == "protocol" and value not in PROTOCOLS):
+            raise InvalidSetting(f"the baseline {path} has config.{key} {value!r}: give a modelport bench results.json")
+        return value
+
+    if options.concurrency is None:
+        options = replace(options, concurrency=given("concurrency", int))
+    if options.rows_per_request is None:
+        options = replace(options, rows_per_request=given("rows_per_request", int))
+    if options.protocol is None:
+        options = replace(options, protocol=given("protocol", str))
+    if options.duration_s is None and options.requests is None:
+        duration, requests = given("duration_s", int, float), given("requests", int)
+        options = replace(options, duration_s=None if duration is None else float(duration), requests=requests)
+    return options
+
+
+def _check_same_load(shape: dict[str, Any], baseline: dict[str, Any], path: Path | None) -> None:
+    """Refuse, before any load, a run whose load differs in shape from the baseline's (one line)."""
+    config = _config(baseline)
+    differ = [
+        f"--{key.replace('_', '-')} {shape[key]} (the baseline's: {config[key]})"
+        for key in SAME_LOAD
+        if config.get(key) is not None and config[key] != shape[key]
+    ]
+    if differ:
+        raise InvalidSetting(
+            f"cannot compare with {path}, made with other settings: {', '.join(differ)}; "
+            "leave the option out to reuse the baseline's, or make a new baseline"
+        )
+
+
+def _shape(options: BenchOptions, endpoint: Endpoint) -> dict[str, Any]:
+    return {"protocol": endpoint.protocol, "concurrency": _concurrency(options), "rows_per_request": _rows(options)}
+
+
+def _concurrency(options: BenchOptions) -> int:
+    return DEFAULT_CONCURRENCY if options.concurrency is None else options.concurrency
+
+
+def _rows(options: BenchOptions) -> int:
+    return 1 if options.rows_per_request is None else options.rows_per_request
 
 
 def _checked(options: BenchOptions) -> BenchOptions:
     if options.duration_s is not None and options.requests is not None:
         raise InvalidSetting("give --duration or --requests, not both")
     if options.duration_s is None and options.requests is None:
-        options = replace(options, duration_s=10.0)
+        options = replace(options, duration_s=DEFAULT_DURATION_S)
     if options.duration_s is not None and not options.duration_s > 0:
         raise InvalidSetting("--duration must be more than 0 seconds")
     if options.requests is not None and options.requests < 1:
         raise InvalidSetting("--requests must be at least 1")
-    if options.concurrency < 1:
+    if _concurrency(options) < 1:
         raise InvalidSetting("--concurrency must be at least 1")
+    if _rows(options) < 1:
+        raise InvalidSetting("--rows-per-request must be at least 1")
     if options.protocol is not None and options.protocol not in PROTOCOLS:
         raise InvalidSetting(f"unknown protocol {options.protocol!r}: use one of {', '.join(PROTOCOLS)}")
     return options
@@ -136,8 +205,8 @@ def _checked(options: BenchOptions) -> BenchOptions:
 def _load(endpoint: Endpoint, body: bytes, headers: dict[str, str], options: BenchOptions, console: Console) -> Run:
     bound = f"{options.requests} requests" if options.requests is not None else f"{options.duration_s:g} s"
     console.print(
-        f"POST {endpoint.infer_url}: {options.concurrency} concurrent connection(s), {bound}, "
-        f"{options.rows_per_request} row(s) per request (the client shares this machine's cores)"
+        f"POST {endpoint.infer_url}: {_concurrency(options)} concurrent connection(s), {bound}, "
+        f"{_rows(options)} row(s) per request (the client shares this machine's cores)"
     )
     total = float(options.requests if options.requests is not None else options.duration_s or 0)
     columns = (
@@ -157,7 +226,7 @@ def _load(endpoint: Endpoint, body: bytes, headers: dict[str, str], options: Ben
         coroutine = run_load(
             endpoint.infer_url,
             body,
-            concurrency=options.concurrency,
+            concurrency=_concurrency(options),
             duration_s=options.duration_s,
             requests=options.requests,
             headers=headers,
@@ -185,10 +254,10 @@ def _results(options: BenchOptions, endpoint: Endpoint, stats: Stats, hist: Any,
             "target": options.target,
             "url": endpoint.infer_url,
             "protocol": endpoint.protocol,
-            "concurrency": options.concurrency,
+            "concurrency": _concurrency(options),
             "duration_s": options.duration_s,
             "requests": options.requests,
-            "rows_per_request": options.rows_per_request,
+            "rows_per_request": _rows(options),
         },
         "stats": asdict(stats),
         "errors": {kind: {"count": n, "first": run.first_error[kind]} for kind, n in run.errors.items()},

@@ -463,11 +463,14 @@ def load_baseline(path: Path) -> dict[str, Any]:
     return dict(doc)
 
 
-COMPARABLE = ("protocol", "concurrency", "rows_per_request")
+# What shapes the load: ``bench --compare`` takes these from the baseline when not given and refuses
+# a run that differs in one; how long the runs last may differ (a note says so).
+SAME_LOAD = ("protocol", "concurrency", "rows_per_request")
+COMPARABLE = (*SAME_LOAD, "duration_s", "requests")
 
 
 def config_differences(current: Mapping[str, Any], baseline: Mapping[str, Any]) -> list[str]:
-    """Settings that make two runs not directly comparable (protocol, concurrency, rows per request)."""
+    """Settings two runs differ in (the load's shape, how long it lasted)."""
     return [
         f"{key}: baseline {baseline.get(key)}, now {current.get(key)}"
         for key in COMPARABLE

@@ -885,13 +885,20 @@ def quickstart(
 @_handled
 def bench(
     target: Annotated[str, typer.Argument(metavar="REF|URL", help="A model reference (served for the run) or URL.")],
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Concurrent connections.")] = 8,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-c", min=1, help="Concurrent connections (default 8).")
+    ] = None,
     duration: Annotated[float | None, typer.Option(help="Seconds of load (default 10 unless --requests).")] = None,
     requests: Annotated[int | None, typer.Option(min=1, help="Send this many requests instead of a duration.")] = None,
-    rows_per_request: Annotated[int, typer.Option(min=1, help="Rows in each request (example rows repeated).")] = 1,
+    rows_per_request: Annotated[
+        int | None, typer.Option(min=1, help="Rows in each request, example rows repeated (default 1).")
+    ] = None,
     protocol: Annotated[str | None, typer.Option(help="v2 or tfserving (default: the URL's, else v2).")] = None,
     output: Annotated[Path, typer.Option(help="Directory for results.json and latency.png.")] = Path("bench-results"),
-    compare: Annotated[Path | None, typer.Option(help="A previous results.json: exit 1 if this run regressed.")] = None,
+    compare: Annotated[
+        Path | None,
+        typer.Option(help="A previous results.json: run its load again (options not given), exit 1 if it regressed."),
+    ] = None,
     max_regression: Annotated[str, typer.Option(help="Allowed drop in req/s or rise in p99 for --compare.")] = "10%",
     locustfile: Annotated[Path | None, typer.Option(help="Write a Locust file for the model and exit.")] = None,
     api_key: Annotated[str | None, typer.Option(envvar="MODELPORT_API_KEY", help="API key (bearer token).")] = None,
@@ -900,7 +907,8 @@ def bench(
 
     Writes results.json and a latency histogram (latency.png, with the bench extra). With
     --compare BASELINE.json it is a CI gate: exit 1 when req/s dropped or p99 rose by more than
-    --max-regression.
+    --max-regression. The options left out are the baseline's; a run whose protocol, concurrency or
+    rows per request differ from the baseline's is refused.
     """
     from modelport.bench.benchmark import BenchOptions
     from modelport.bench.benchmark import bench as run_bench
