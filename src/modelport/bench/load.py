@@ -132,11 +132,23 @@ def fetch_signature(endpoint: Endpoint, headers: Mapping[str, str], timeout: flo
     if response.status_code != 200:
         raise ModelportError(
             f"cannot read the model's signature: {url} answered {response.status_code}: {_message(response)}"
+            + credentials_hint(response.status_code)
         )
     try:
         return signature_from_metadata(response.json())
     except ValueError:
         raise ModelportError(f"{url} did not answer JSON model metadata") from None
+
+
+def credentials_hint(status: int) -> str:
+    """What to do about an answer of 401 (no or an unknown key) or 403 (a key without the scope); else ""."""
+    if status == 401:
+        return (
+            "; give an API key with --api-key KEY (or MODELPORT_API_KEY); modelport keys create --scope infer makes one"
+        )
+    if status == 403:
+        return "; give a key with the infer scope (or infer:MODEL) with --api-key KEY (or MODELPORT_API_KEY)"
+    return ""
 
 
 def _message(response: httpx.Response) -> str:
@@ -335,11 +347,12 @@ async def _check_first(client: httpx.AsyncClient, url: str, body: bytes) -> None
     except httpx.HTTPError as exc:
         raise RequestRejected(f"cannot reach {url}: {exc or type(exc).__name__}") from None
     if not 200 <= response.status_code < 300:
+        refused = f"the server refused the first request, so no load was sent: {url} answered {response.status_code}"
+        hint = credentials_hint(response.status_code)
+        if hint:  # not the payload's fault: one line that says what to give
+            raise RequestRejected(f"{refused}: {_message(response)}{hint}")
         shown = body[:300].decode(errors="replace") + ("..." if len(body) > 300 else "")
-        raise RequestRejected(
-            f"the server refused the first request, so no load was sent: {url} answered "
-            f"{response.status_code}: {_message(response)}\n  request body: {shown}"
-        )
+        raise RequestRejected(f"{refused}: {_message(response)}\n  request body: {shown}")
 
 
 # -- statistics ---------------------------------------------------------------------------------

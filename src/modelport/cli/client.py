@@ -37,7 +37,11 @@ def _request(client: httpx.Client, method: str, url: str, body: Any = None) -> A
         payload = {"error": response.text.strip()[:500]}
     if response.status_code >= 400:
         message = payload.get("error", response.text) if isinstance(payload, dict) else response.text
-        hint = " (give an API key: --api-key or MODELPORT_API_KEY)" if response.status_code == 401 else ""
+        hints = {
+            401: " (give an API key: --api-key or MODELPORT_API_KEY)",
+            403: " (give a key with the infer scope, or infer:MODEL: --api-key or MODELPORT_API_KEY)",
+        }
+        hint = hints.get(response.status_code, "")
         raise ModelportError(f"{url} answered {response.status_code}: {message}{hint}")
     return payload
 
