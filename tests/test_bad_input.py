@@ -6,12 +6,15 @@ from __future__ import annotations
 import gzip
 import zlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from httpx import AsyncClient
 
+from modelport.api import register
 from modelport.server.app import build_app
 from modelport.settings import Settings
 from tests.serving import client_for, register_iris
@@ -359,3 +362,86 @@ async def test_unknown_or_broken_compression_is_refused_with_its_reason(client: 
     garbage = await client.post(path, content=b"not gzip at all", headers={"content-encoding": "gzip"})
     assert garbage.status_code == 400
     assert "cannot be decompressed" in garbage.json()["error"]
+
+
+# -- values the model itself cannot take, integers past their type ------------------------------
+
+VOCABULARY = 50
+EMBED_V2 = "/v2/models/embed/infer"
+EMBED_TF = "/v1/models/embed:predict"
+OUT_OF_VOCABULARY = (
+    "the model cannot take this input: Gather: indices element out of data bounds, idx=100 must be within"
+)
+
+
+def write_embedding_onnx(path: Path) -> Path:
+    """Token ids [N, 3] (INT64) looked up in a table of VOCABULARY rows of 4: ONNX Gather, which
+    refuses an id past the table's end at run time."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.arange(VOCABULARY * 4, dtype=np.float32).reshape(VOCABULARY, 4), "table")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["table", "ids"], ["rows"], axis=0),
+            helper.make_node("Flatten", ["rows"], ["vector"]),
+        ],
+        "embed",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [None, 3])],
+        [helper.make_tensor_value_info("vector", TensorProto.FLOAT, [None, 12])],
+        initializer=[table],
+    )
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
+    return path
+
+
+@pytest.fixture(scope="module")
+def embed_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    root = tmp_path_factory.mktemp("embed")
+    settings = Settings(home=root / "home")
+    sample = np.array([[1, 2, 3]], dtype=np.int64)
+    register(write_embedding_onnx(root / "embed.onnx"), name="embed", sample_input=sample, settings=settings)
+    return settings.with_(models=("embed@1",))
+
+
+def _v2_ids(literal: str) -> bytes:
+    return ('{"inputs":[{"name":"ids","shape":[1,3],"datatype":"INT64","data":[1,2,' + literal + "]}]}").encode()
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (EMBED_V2, _v2_ids("100")),
+        (EMBED_TF, b'{"instances":[[1,2,100]]}'),
+        (EMBED_TF, b'{"inputs":{"ids":[[1,2,100]]}}'),
+    ],
+    ids=["v2", "tf-instances", "tf-inputs"],
+)
+async def test_a_token_id_past_the_vocabulary_is_400_with_the_runtime_reason(
+    embed_settings: Settings, caplog: pytest.LogCaptureFixture, path: str, body: bytes
+) -> None:
+    async with client_for(build_app(embed_settings)) as client:
+        response = await client.post(path, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"].startswith(OUT_OF_VOCABULARY), response.text
+        assert "[-50,49]" in response.json()["error"]
+        good = await client.post(EMBED_TF, json={"instances": [[1, 2, 3]]})
+        assert good.status_code == 200, good.text
+        assert good.json()["predictions"] == [[4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0]]
+    assert "failed to predict" not in caplog.text  # a client's mistake, not logged as the model's fault
+
+
+@pytest.mark.parametrize("literal", ["-9223372036854775809", "9223372036854775808", "18446744073709551616", "-1e20"])
+@pytest.mark.parametrize("protocol", ["v2", "tf-instances", "tf-inputs"])
+async def test_integers_past_int64_are_refused_not_clamped(
+    embed_settings: Settings, literal: str, protocol: str
+) -> None:
+    """-2**63 - 1 reads as the float -2.0**63 (orjson), which used to pass as INT64's minimum."""
+    path, body = {
+        "v2": (EMBED_V2, _v2_ids(literal)),
+        "tf-instances": (EMBED_TF, f'{{"instances":[[1,2,{literal}]]}}'.encode()),
+        "tf-inputs": (EMBED_TF, f'{{"inputs":{{"ids":[[1,2,{literal}]]}}}}'.encode()),
+    }[protocol]
+    async with client_for(build_app(embed_settings)) as client:
+        response = await client.post(path, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "input 'ids': values out of range for INT64"

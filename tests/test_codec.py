@@ -14,9 +14,10 @@ from modelport.protocols.codec import (
     check_datatype,
     flat,
     json_strings,
+    loads,
     tensor_from_json,
 )
-from modelport.types import Signature, TensorSpec
+from modelport.types import DATATYPES, Signature, TensorSpec
 
 LARGE = SMALL + 4  # past the short path's size
 
@@ -38,6 +39,33 @@ def test_values_past_fp32_are_refused_on_every_path(data: list[object], shape: t
 def test_values_past_int8_are_refused_on_every_path(data: list[object], shape: tuple[int, ...]) -> None:
     with pytest.raises(InvalidInput, match="values out of range for INT8"):
         tensor_from_json("x", "INT8", data, shape)
+
+
+INTEGER_TYPES = ["INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"]
+
+
+def _json_values(literals: list[str], shape: tuple[int, ...]) -> list[object]:
+    """The values as the server reads them: JSON text through the protocols' parser (orjson reads
+    integer literals past 64 bits as rounded floats: -2**63 - 1 as -2.0**63)."""
+    values = loads(("[" + ",".join(literals) + "]").encode())
+    if len(shape) == 2:
+        return [values[i : i + 2] for i in range(0, len(values), 2)]
+    return values
+
+
+@pytest.mark.parametrize("datatype", INTEGER_TYPES)
+@pytest.mark.parametrize("side", ["below", "above"])
+@pytest.mark.parametrize("size", [2, LARGE], ids=["short", "long"])
+def test_integer_literals_one_past_either_end_of_the_range_are_refused(datatype: str, side: str, size: int) -> None:
+    info = np.iinfo(DATATYPES[datatype])
+    past = int(info.min) - 1 if side == "below" else int(info.max) + 1
+    for shape in [(size,), (size // 2, 2)]:
+        data = _json_values(["1"] * (size - 1) + [str(past)], shape)
+        with pytest.raises(InvalidInput, match=f"values out of range for {datatype}"):
+            tensor_from_json("x", datatype, data, shape)
+    edge = int(info.min) if side == "below" else int(info.max)
+    arr, _ = tensor_from_json("x", datatype, _json_values(["1"] * (size - 1) + [str(edge)], (size,)), (size,))
+    assert int(arr[-1]) == edge  # the ends themselves are taken, exactly
 
 
 @pytest.mark.parametrize(("data", "shape"), shapes([1, 2, 70000, 4]))
@@ -151,3 +179,14 @@ def test_b64_objects_become_bytes_only_for_models_with_bytes_inputs() -> None:
     assert binary_values(data, with_bytes) == {"instances": [b"\xff\x00", {"blob": b"a", "n": [1, 2]}]}
     assert binary_values(data, FLOAT_AND_INT) is data
     assert b64_values([[b"\xff", "x"]]) == [[{"b64": "/w=="}, "x"]]
+
+
+@pytest.mark.parametrize("size", [2, LARGE], ids=["short", "long"])
+def test_uint64_values_past_2_63_beside_small_ones_keep_every_digit(size: int) -> None:
+    """NumPy reads ``[1, 2**63 + 1]`` as float64, where 2**63 + 1 is 2**63: the values are taken exactly."""
+    for big in [2**63 + 1, 2**64 - 1]:
+        data = _json_values(["1"] * (size - 1) + [str(big)], (size,))
+        arr, _ = tensor_from_json("x", "UINT64", data, (size,))
+        assert arr.dtype == np.uint64
+        assert int(arr[-1]) == big
+        assert int(arr[0]) == 1

@@ -183,3 +183,21 @@ def test_whole_floats_out_of_range_for_an_integer_input_are_refused() -> None:
     for count, small in (([-5.0, 2.0**63], [1.0, 2.0]), ([1.0, 2.0], [1.0, 300.0])):
         with pytest.raises(InvalidInput, match="values out of range for INT"):
             validate_inputs(sig, {"count": np.array(count), "small": np.array(small)})
+
+
+@pytest.mark.parametrize("datatype", ["INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"])
+def test_integers_from_json_one_past_either_end_are_refused_and_the_ends_kept_exactly(datatype: str) -> None:
+    """Rows as TF Serving and SageMaker JSON give them: orjson reads integer literals past 64 bits as
+    rounded floats (-2**63 - 1 as -2.0**63), and NumPy reads [1, 2**64 - 1] as floats."""
+    import orjson
+
+    from modelport.types import DATATYPES
+
+    signature = Signature((TensorSpec("x", datatype, (-1, 2)),), ())
+    info = np.iinfo(DATATYPES[datatype])
+    for past in (int(info.min) - 1, int(info.max) + 1):
+        with pytest.raises(InvalidInput, match=f"values out of range for {datatype}"):
+            validate_inputs(signature, to_inputs(signature, orjson.loads(f"[[1, {past}]]")))
+    for edge in (int(info.min), int(info.max), int(info.max) - 1):
+        got = validate_inputs(signature, to_inputs(signature, orjson.loads(f"[[1, {edge}]]")))["x"]
+        assert int(got[0, 1]) == edge

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from modelport.errors import InvalidInput
-from modelport.types import Signature, TensorSpec, datatype_of, dtype_of
+from modelport.types import DATATYPES, Signature, TensorSpec, datatype_of, dtype_of
 
 T = TypeVar("T")
 
@@ -225,7 +225,52 @@ def _typed(signature: Signature, value: Any, name: str, input_name: str | None =
                 f"input {spec.name!r}: expected datatype {spec.datatype}, got non-numeric values (a boolean)",
                 input_name=spec.name,
             )
+    if arr.dtype.kind == "f" and arr.size and isinstance(value, list | tuple):
+        spec = signature.input(input_name or name)
+        if (
+            spec is not None
+            and spec.datatype in DATATYPES
+            and DATATYPES[spec.datatype].kind in "iu"
+            and np.isfinite(arr).all()
+            and float(np.abs(arr).max()) >= EXACT_FLOATS
+        ):
+            return exact_integers(spec.name, spec.datatype, value)
     return arr
+
+
+EXACT_FLOATS = 2.0**53  # from here on not every integer is a float
+
+
+def exact_integers(name: str, datatype: str, data: Any) -> np.ndarray:
+    """``data`` (nested lists) as an array of the integer ``datatype``, for when NumPy read it as
+    floats past 2**53, where floats lose integers: from mixed 64-bit values (``[1, 2**64 - 1]`` is
+    float64 to NumPy, and 2**64 when rounded) or from JSON integer literals past 64 bits, which
+    orjson reads as rounded floats (-2**63 - 1 as -2.0**63, inside the range). Python's ints are
+    checked exactly; floats must be within the range with room for rounding (so never -2.0**63 or
+    2.0**63 for INT64)."""
+    dtype = dtype_of(datatype)
+    info = np.iinfo(dtype)
+    low, high = _FLOAT_INTEGERS[dtype]
+    values = np.array(data, dtype=object)
+    for value in values.flat:
+        if type(value) is not int and not float(value).is_integer():
+            raise InvalidInput(f"input {name!r}: expected datatype {datatype}, got fractional numbers", input_name=name)
+        if not (info.min <= value <= info.max if type(value) is int else low <= value <= high):
+            raise InvalidInput(f"input {name!r}: values out of range for {datatype}", input_name=name)
+    return values.astype(dtype)
+
+
+def _float_integers(dtype: np.dtype[Any]) -> tuple[float, float]:
+    """The floats that stand for a value of the integer ``dtype`` beyond doubt: below 2**bits (a
+    power of two, so exact) and, for 64-bit signed types, above -2.0**63, which an integer literal
+    just past the range rounds to."""
+    info = np.iinfo(dtype)
+    high = float(np.nextafter(float(int(info.max) + 1), 0.0))
+    low = float(info.min) if info.bits < 64 or info.min == 0 else float(np.nextafter(float(info.min), 0.0))
+    return low, high
+
+
+_FLOAT_INTEGERS = {dt: _float_integers(dt) for dt in DATATYPES.values() if dt.kind in "iu"}
 
 
 def _holds_bool(value: list[Any] | tuple[Any, ...]) -> bool:

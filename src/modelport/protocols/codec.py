@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 
 from modelport.errors import InvalidInput
+from modelport.signature import EXACT_FLOATS, exact_integers
 from modelport.types import DATATYPES, Signature
 
 _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -138,6 +139,8 @@ def tensor_from_json(
         else:  # integers
             if kind == "f" and not (np.isfinite(raw).all() and (raw == np.round(raw)).all()):
                 raise _bad_values(name, datatype, "fractional numbers")
+            if kind == "f" and float(np.abs(raw).max()) >= EXACT_FLOATS:
+                return _fit(name, exact_integers(name, datatype, data), shape), finite
             info = np.iinfo(dtype)
             if not _within(data, raw, info.min, info.max, finite):
                 raise InvalidInput(f"input {name!r}: values out of range for {datatype}", input_name=name)

@@ -2,6 +2,12 @@
 
 The graph already has the signature's names (ingest renames outputs and removes ZipMap at
 registration), so ``predict`` only casts inputs to the graph's dtypes and runs the session.
+
+Input errors and model faults: the inputs have passed the signature's checks when ``predict``
+runs, so what ONNX Runtime still refuses as ``INVALID_ARGUMENT`` is a value the graph cannot take
+(a token id past an embedding table's end: Gather's "idx=100 must be within the inclusive range
+[-50,49]"), an :class:`~modelport.errors.InvalidInput` with ONNX Runtime's reason; anything else it
+raises is the model's fault.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from modelport.errors import InvalidModel, InvalidSetting, ModelNotReady
+from modelport.errors import InvalidInput, InvalidModel, InvalidSetting, ModelNotReady
 from modelport.runtimes.base import Capabilities
 from modelport.types import Signature
 
@@ -61,6 +67,21 @@ def session(model: Path | bytes, *, threads: int = 1, device: str = "cpu") -> An
     return ort.InferenceSession(source, sess_options=options, providers=providers)
 
 
+class _Never(Exception):
+    """Raised by nothing: what ``predict`` catches before a session is loaded."""
+
+
+def _reason(error: Exception) -> str:
+    """ONNX Runtime's message without its code prefix: "Non-zero status code returned while running
+    Gather node. Name:'' Status Message: indices element out of data bounds, ..." becomes
+    "Gather: indices element out of data bounds, ..."."""
+    text = str(error).partition("INVALID_ARGUMENT : ")[2] or str(error)
+    node, found, status = text.partition(" node. ")
+    if found and "Status Message: " in status:
+        return f"{node.rpartition(' ')[2]}: {status.partition('Status Message: ')[2]}"
+    return text
+
+
 class OnnxRuntime:
     kind: ClassVar[str] = "onnx"
     capabilities: ClassVar[Capabilities] = Capabilities(
@@ -73,6 +94,7 @@ class OnnxRuntime:
         self._outputs: list[str] = []
         self._options: Any = None
         self._run: Any = None
+        self._refused: type[Exception] = _Never  # ONNX Runtime's InvalidArgument, once loaded
 
     def load(
         self, artifact: Path, signature: Signature, *, threads: int = 1, device: str = "cpu", precision: str = "fp32"
@@ -104,8 +126,13 @@ class OnnxRuntime:
         self._dtypes = {name: _ORT_DTYPES.get(graph_inputs[name], np.dtype(object)) for name in wanted_in}
         self._outputs = wanted_out
         import onnxruntime as ort
+        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
+        self._refused = InvalidArgument
         self._options = ort.RunOptions()  # one reused: ORT builds a default per call when given None
+        # A failed run raises with its reason (a model fault is logged with it, an input error answered
+        # with it); ORT printing it to stderr as well, past the server's log format, is left out.
+        self._options.log_severity_level = 4
         # The session's own pybind object runs the graph; the Python wrapper around it re-checks
         # input names (done above, against the signature) and costs ~1.5 us per call.
         self._run = getattr(getattr(sess, "_sess", None), "run", None) or sess.run
@@ -117,7 +144,10 @@ class OnnxRuntime:
             raise ModelNotReady("the ONNX model is not loaded; call load() first")
         dtypes = self._dtypes
         feed = {name: arr if arr.dtype == dtypes[name] else arr.astype(dtypes[name]) for name, arr in inputs.items()}
-        results = self._run(self._outputs, feed, self._options)
+        try:
+            results = self._run(self._outputs, feed, self._options)
+        except self._refused as exc:
+            raise InvalidInput(f"the model cannot take this input: {_reason(exc)}") from exc
         return dict(zip(self._outputs, results, strict=True))
 
     def unload(self) -> None:
