@@ -147,12 +147,18 @@ def test_json_request_can_ask_for_csv_by_quality(served: tuple[str, Any]) -> Non
     assert len(response.text.splitlines()) == 2
 
 
-def test_csv_with_a_header_row_is_refused_with_the_reason(served: tuple[str, Any]) -> None:
-    base, _ = served
-    body = ",".join(FEATURES) + "\n5.1,3.5,1.4,0.2\n"
+def test_csv_with_a_header_row_is_matched_by_feature_name_in_any_order(served: tuple[str, Any]) -> None:
+    base, model = served
+    order = [3, 0, 2, 1]
+    body = ",".join(FEATURES[i] for i in order) + "\n"
+    body += "".join(",".join(str(row[i]) for i in order) + "\n" for row in ROWS)
     response = httpx.post(f"{base}/invocations", content=body, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 200, response.text
+    check_rows(response.json()["predictions"], model)
+    misspelled = body.replace("petal_width", "petal_widht", 1)
+    response = httpx.post(f"{base}/invocations", content=misspelled, headers={"Content-Type": "text/csv"})
     assert response.status_code == 400
-    assert "header row" in response.json()["error"]
+    assert response.json()["error"].startswith("CSV header: missing feature 'petal_width'; unknown feature")
 
 
 def test_unsupported_content_type_is_415(served: tuple[str, Any]) -> None:

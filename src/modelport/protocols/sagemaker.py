@@ -1,8 +1,10 @@
 """SageMaker container contract: ``GET /ping``, ``POST /invocations`` and the multi-model endpoint API.
 
 Requests: ``application/json`` in the TF Serving shapes (``{"instances": rows}``, ``{"inputs":
-columns}``) or a bare JSON array of rows; ``text/csv``: rows without a header, values in feature
-order (models with one 2-D input). Answers follow ``Accept``: ``application/json`` (TF Serving's
+columns}``) or a bare JSON array of rows; ``text/csv``: rows of values in feature order (a model
+with one 2-D input) or one column per input in the signature's order (inputs of one column each,
+as a DataFrame of mixed types registers), after an optional header line that names them in any
+order. Answers follow ``Accept``: ``application/json`` (TF Serving's
 ``{"predictions": ...}``) or ``text/csv``: one line per row holding every output's values for that
 row, flattened, in the signature's output order (``label,p0,p1,p2`` for a classifier). A missing
 ``Accept`` or ``*/*`` means JSON. Multi-model endpoints add ``/models`` (load, list, get, unload)
@@ -28,8 +30,8 @@ from modelport.protocols.tfserving import decode_document, encode_predict
 from modelport.protocols.v2 import VERSION_HEADER
 from modelport.serving.manager import ServingModel
 from modelport.serving.sagemaker import SageMakerEndpoint
-from modelport.signature import count_rows, to_inputs
-from modelport.types import EXCHANGE, Exchange, InferRequest, InferResult, Signature
+from modelport.signature import EXACT_FLOATS, count_rows, feature_mismatch, to_inputs
+from modelport.types import DATATYPES, EXCHANGE, Exchange, InferRequest, InferResult, Signature, TensorSpec
 
 CSV = "text/csv"
 _ACCEPTED = {JSON: JSON, "application/*": JSON, "*/*": JSON, CSV: CSV, "text/*": CSV}
@@ -88,40 +90,137 @@ def decode(body: bytes, media: str, model: ServingModel) -> tuple[InferRequest, 
 
 
 def csv_inputs(body: bytes, signature: Signature) -> dict[str, np.ndarray]:
-    """CSV rows without a header -> the model's one 2-D input."""
-    if len(signature.inputs) != 1 or len(signature.inputs[0].shape) != 2:
-        names = ", ".join(spec.name for spec in signature.inputs)
-        raise InvalidInput(
-            f"CSV needs a model with one 2-D input (rows x features); this model takes {names}: send JSON"
-        )
-    spec = signature.inputs[0]
+    """CSV rows -> the model's inputs: the values of one 2-D input, in feature order, or one
+    column per input (each [N] or [N, 1]) in the signature's order. A first line naming the
+    features (or inputs) is a header: the columns are then matched by name, in any order."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInput("the CSV body is not UTF-8 text") from None
     rows = [row for row in csv.reader(io.StringIO(text)) if row]
     if not rows:
-        raise InvalidInput("the CSV body has no rows; send one row per line, values in feature order, no header")
+        raise InvalidInput("the CSV body has no rows; send one row per line, values in feature order")
     for number, row in enumerate(rows):
         if len(row) != len(rows[0]):
             raise InvalidInput(f"CSV row {number} has {len(row)} values but row 0 has {len(rows[0])}")
+    inputs = signature.inputs
+    if len(inputs) == 1 and len(inputs[0].shape) == 2:
+        return _matrix(text, rows, inputs[0])
+    if inputs and all(len(spec.shape) == 1 or spec.shape[1:] == (1,) for spec in inputs):
+        names = tuple(spec.name for spec in inputs)
+        table = _by_header(rows, names)
+        if table is None and len(rows[0]) != len(names):
+            raise InvalidInput(
+                f"CSV rows have {len(rows[0])} values; this model takes {len(names)}, one per input in this order: "
+                f"{', '.join(names)} (or send a header line naming them)"
+            )
+        cells = rows if table is None else table
+        if not cells:
+            raise InvalidInput("the CSV body has a header but no rows; send one row per line after it")
+        return {spec.name: _column(spec, [row[i] for row in cells], names) for i, spec in enumerate(inputs)}
+    shapes = ", ".join(f"{spec.name} {_shape(spec.shape)}" for spec in inputs)
+    raise InvalidInput(
+        "CSV needs a model with one 2-D input (rows x features) or inputs of one column each ([N] or [N, 1]); "
+        f"this model takes {shapes}: send JSON"
+    )
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join("N" if d == -1 else str(d) for d in shape) + "]"
+
+
+def _by_header(rows: list[list[str]], names: tuple[str, ...]) -> list[list[str]] | None:
+    """The data rows with their cells in the order of ``names`` when the first row is a header
+    (one of its cells, not a number, is one of ``names``); None when it is data."""
+    header = [cell.strip() for cell in rows[0]]
+    if not any(cell in names and not _number(cell) for cell in header):
+        return None
+    if sorted(header) != sorted(names):
+        problem, _ = feature_mismatch(names, header)
+        if len(set(header)) != len(header):
+            problem = f"a column named twice ({next(c for c in header if header.count(c) > 1)!r})"
+        raise InvalidInput(f"CSV header: {problem} (columns: {', '.join(names)}, in any order)")
+    order = [header.index(name) for name in names]
+    return [[row[i] for i in order] for row in rows[1:]]
+
+
+def _matrix(text: str, rows: list[list[str]], spec: TensorSpec) -> dict[str, np.ndarray]:
+    """The values of a 2-D input: rows of feature values, in feature order or under a header."""
+    features = spec.feature_names
+    table = _by_header(rows, features) if features else None
+    if table is not None:
+        if not table:
+            raise InvalidInput("the CSV body has a header but no rows; send one row per line after it")
+        rows = table
     if spec.datatype == "BYTES":
         return {spec.name: np.array(rows, dtype=object)}
-    try:  # all numbers, no blanks: NumPy's C parser
-        return {spec.name: np.loadtxt(io.StringIO(text), delimiter=",", quotechar='"', ndmin=2, dtype=np.float64)}
-    except ValueError:
-        pass
+    if table is None:
+        try:  # all numbers, no blanks: NumPy's C parser
+            return {spec.name: np.loadtxt(io.StringIO(text), delimiter=",", quotechar='"', ndmin=2, dtype=np.float64)}
+        except ValueError:
+            pass
     try:
         return {spec.name: np.array([[c if c.strip() else "nan" for c in row] for row in rows], dtype=np.float64)}
     except ValueError:
         pass
-    features = spec.feature_names
-    if features is not None and tuple(c.strip() for c in rows[0]) == features:
-        raise InvalidInput("the CSV body starts with a header row; send rows only, values in feature order")
     number, column, cell = next((r, c, v) for r, row in enumerate(rows) for c, v in enumerate(row) if not _number(v))
-    order = f" ({', '.join(features)})" if features else ""
+    order = f" ({', '.join(features)}), or a header line naming them" if features else ""
     raise InvalidInput(
         f"CSV row {number}, column {column}: {cell!r} is not a number; send values in feature order{order}"
+    )
+
+
+def _column(spec: TensorSpec, cells: list[str], names: tuple[str, ...]) -> np.ndarray:
+    """One input's CSV column as an array of its datatype's kind (range and NaN are checked with
+    the signature, as for every protocol)."""
+    kind = DATATYPES[spec.datatype].kind
+    arr: np.ndarray
+    if spec.datatype == "BYTES":
+        arr = np.empty(len(cells), dtype=object)
+        arr[:] = cells
+    elif kind == "f":
+        try:
+            arr = np.array([c if c.strip() else "nan" for c in cells], dtype=np.float64)
+        except ValueError:
+            raise _bad_cell(spec, cells, names, "a number", lambda c: _number(c)) from None
+    elif kind == "b":
+        flags = {"true": True, "1": True, "false": False, "0": False}
+        if not all(c.strip().lower() in flags for c in cells):
+            raise _bad_cell(spec, cells, names, "true or false", lambda c: c.strip().lower() in flags)
+        arr = np.array([flags[c.strip().lower()] for c in cells], dtype=np.bool_)
+    else:
+        values = [_integer(c) for c in cells]
+        if any(v is None for v in values):
+            raise _bad_cell(spec, cells, names, "a whole number", lambda c: _integer(c) is not None)
+        info = np.iinfo(DATATYPES[spec.datatype])
+        if not all(info.min <= v <= info.max for v in values if v is not None):
+            raise InvalidInput(f"input {spec.name!r}: values out of range for {spec.datatype}", input_name=spec.name)
+        arr = np.array(values, dtype=DATATYPES[spec.datatype])
+    return arr.reshape(-1, 1) if len(spec.shape) == 2 else arr
+
+
+def _integer(text: str) -> int | None:
+    """A CSV cell as an integer: digits, or a float with nothing after the point (``3.0``, as a
+    column with blanks is written); None otherwise."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if value.is_integer() and abs(value) < EXACT_FLOATS else None
+
+
+def _bad_cell(
+    spec: TensorSpec, cells: list[str], names: tuple[str, ...], wanted: str, good: Callable[[str], bool]
+) -> InvalidInput:
+    number, cell = next((r, c) for r, c in enumerate(cells) if not good(c))
+    return InvalidInput(
+        f"CSV row {number}, column {spec.name!r}: {cell!r} is not {wanted} ({spec.datatype}); send values in "
+        f"input order ({', '.join(names)}), or a header line naming them",
+        input_name=spec.name,
     )
 
 
