@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -105,3 +107,46 @@ def test_quickstart_runs_twice_and_serves_until_interrupted(tmp_path: Path) -> N
     finally:
         assert stop(second) == 0, output.text
     assert "stopped" in output.close()
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a non-interactive shell's `cmd &` starts with
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize(
+    ("sig", "inherited"),
+    [(signal.SIGINT, _ignore_sigint), (signal.SIGTERM, None)],
+    ids=["sigint-inherited-ignored", "sigterm"],
+)
+def test_quickstart_stops_its_server_and_exits_on_a_signal_whatever_it_inherited(
+    tmp_path: Path, sig: signal.Signals, inherited: Any
+) -> None:
+    """Started by a non-interactive shell's `cmd &` (SIGINT ignored, inherited by every child),
+    the quickstart ignored SIGINT while serving until it was killed; SIGTERM killed it at once
+    and left its server process running on the port."""
+    process, output = start(["quickstart", "--port", "0"], env=_env(tmp_path / "home"), preexec_fn=inherited)
+    server = None
+    try:
+        output.wait_for(re.compile("press Ctrl-C"), 240)
+        started = re.search(r"Started server process \[(\d+)\]", output.text)
+        assert started is not None, output.text
+        server = int(started.group(1))
+        process.send_signal(sig)
+        assert process.wait(timeout=20) == 0, output.text
+        assert not _running(server), f"the server process {server} outlived the quickstart"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if server is not None and _running(server):
+            os.kill(server, signal.SIGKILL)
+        text = output.close()
+    assert "stopped" in text

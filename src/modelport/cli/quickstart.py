@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 import httpx
@@ -86,10 +91,39 @@ def _predict(console: Console, base: str) -> dict[str, Any]:
     return answer
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """While the block runs, SIGINT and SIGTERM raise KeyboardInterrupt in the main thread,
+    whatever this process inherited, as ``modelport serve`` (uvicorn) handles both itself.
+
+    A program started in the background by a non-interactive shell (``cmd &``, and every process
+    such a program starts) begins with SIGINT ignored, and Python then never raises
+    KeyboardInterrupt: the quickstart ignored Ctrl-C and ``kill -INT`` for good. SIGTERM's default
+    action killed it on the spot and left its server process running, orphaned, on the port."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run(*, port: int, serve_forever: bool, console: Console) -> int:
     """The whole quickstart; returns the exit code."""
     if port and not port_free(port):
         raise ModelportError(f"port {port} is in use (is another modelport server running?); pass --port (0: any)")
+    with _stopped_by_signals():
+        return _run(port, serve_forever, console)
+
+
+def _run(port: int, serve_forever: bool, console: Console) -> int:
     settings = Settings.from_env()
     train_and_register(settings, console)
     try:
