@@ -26,6 +26,9 @@ COMMANDS = [
 
 @pytest.fixture
 def run(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from modelport.registry.registry import Registry
+
+    Registry.open(Settings(home=tmp_path / "home")).close()  # an empty registry: commands find it
     runner = CliRunner()
     env = {"MODELPORT_HOME": str(tmp_path / "home"), "COLUMNS": "200", "NO_COLOR": "1"}
 

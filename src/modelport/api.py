@@ -181,7 +181,7 @@ def load(
 ) -> LoadedModel:
     """Load a registered version (``iris``, ``iris@3``, ``iris@production``) for prediction."""
     settings = settings or Settings.from_env()
-    registry = Registry.open(settings)
+    registry = Registry.open(settings, create=False)  # loading never makes a registry
     try:
         version = registry.get(ref)
         runtime = open_version(

@@ -84,7 +84,7 @@ def bench(options: BenchOptions, console: Console) -> int:
         from modelport.settings import DEFAULT_PORT, Settings
 
         endpoint = endpoint_for_ref(options.target, f"http://127.0.0.1:{DEFAULT_PORT}", options.protocol or "v2")
-        registry = Registry.open(Settings.from_env())
+        registry = Registry.open(Settings.from_env(), create=False)
         try:
             signature = registry.get(options.target).signature
         finally:

@@ -111,7 +111,7 @@ def register(app: typer.Typer, handled: Handled) -> None:
         build_it = tag is not None or context is None or push
         chosen = find_engine(engine) if build_it else None  # a missing engine is said before any work
         started = time.monotonic()
-        registry = Registry.open(Settings.from_env())
+        registry = Registry.open(Settings.from_env(), create=False)
         try:
             versions = [registry.get(ref) for ref in refs]
             spec = ImageSpec(

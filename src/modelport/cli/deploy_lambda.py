@@ -131,7 +131,7 @@ def _registered(ref: str) -> Any:
     from modelport.registry.registry import Registry
     from modelport.settings import Settings
 
-    registry = Registry.open(Settings.from_env())
+    registry = Registry.open(Settings.from_env(), create=False)
     try:
         return registry.get(ref)
     finally:

@@ -82,7 +82,7 @@ def _versions(refs: list[str]) -> list[tuple[ModelVersion, Path]]:
     from modelport.registry.registry import Registry
     from modelport.settings import Settings
 
-    registry = Registry.open(Settings.from_env())
+    registry = Registry.open(Settings.from_env(), create=False)
     try:
         return [(version, registry.artifact_path(version)) for version in (registry.get(ref) for ref in refs)]
     finally:

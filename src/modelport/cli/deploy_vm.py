@@ -115,7 +115,7 @@ def register(app: typer.Typer, handled: Handled) -> None:
             workers=workers,
         )
         model_dir = directory / MODEL_DIR
-        registry = Registry.open(settings)
+        registry = Registry.open(settings, create=False)
         try:
             version = registry.get(ref)
             files = vm_files(version, reference, options)

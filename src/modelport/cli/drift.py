@@ -64,7 +64,7 @@ def run(
 
     settings = Settings.from_env()
     start = parse_since(since, datetime.now(UTC)) if since else None
-    registry = Registry.open(settings)
+    registry = Registry.open(settings, create=False)
     try:
         version = registry.get(ref)
         profile = read_profile(registry.artifact_path(version))

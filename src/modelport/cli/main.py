@@ -83,10 +83,12 @@ def _handled(func: Callable[P, R]) -> Callable[P, R]:
 
 
 @contextmanager
-def _registry() -> Iterator[Any]:
+def _registry(*, create: bool = False) -> Iterator[Any]:
+    """The registry of the standard settings. Only registering (and keys create) makes one: every
+    other command finds none where there is none, and says where it looked (exit 1)."""
     from modelport.registry.registry import Registry
 
-    registry = Registry.open(Settings.from_env())
+    registry = Registry.open(Settings.from_env(), create=create)
     try:
         yield registry
     finally:
@@ -211,7 +213,8 @@ def _root(
     """Register trained models as versioned artifacts and serve them over a fast HTTP API.
 
     The registry lives in ./.modelport (or $MODELPORT_HOME); $MODELPORT_DATABASE_URL points the
-    metadata at another database, e.g. PostgreSQL.
+    metadata at another database, e.g. PostgreSQL. Only register (and keys create) makes a registry;
+    the other commands say where they looked when there is none.
     """
     DEBUG["on"] = debug
     configure_cli_logging(debug)
@@ -353,6 +356,7 @@ def show(
     """Show one version: runtime, aliases, signature, metrics, environment and notes."""
     from modelport.registry.environment import compare
 
+    parse_reference(ref)  # a malformed reference is a usage error, registry or not
     with _registry() as registry:
         version = registry.get(ref)
         traffic = _traffic(registry, ref)
@@ -469,6 +473,7 @@ def alias(
     fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of requests --shadow mirrors.")] = 1.0,
 ) -> None:
     """Point ALIAS at a version (moving it if it exists), split its traffic, shadow it, or remove it."""
+    parse_reference(ref)
     with _registry() as registry:
         if shadow is not None:
             if alias_name is not None:
@@ -506,6 +511,7 @@ def promote(
     create: Annotated[bool, typer.Option("--create", help="Create ALIAS if the model has no such alias yet.")] = False,
 ) -> None:
     """Move ALIAS fully to REF's version, ending its split and that version's shadow."""
+    parse_reference(ref)
     with _registry() as registry:
         version = registry.promote(ref, alias_name, create=create)
     out.print(f"{version.name}@{alias_name} → version {version.version} (promoted)")
@@ -532,6 +538,7 @@ def delete(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete one version. Refused while an alias points to it."""
+    parse_reference(ref)
     if not yes and sys.stdin.isatty() and not typer.confirm(f"delete {ref}?"):
         raise typer.Exit(1)
     with _registry() as registry:
@@ -780,6 +787,7 @@ def export(
     """Write a model directory that serves without the registry (SageMaker's /opt/ml/model) and its model.tar.gz."""
     from modelport.packaging.export import export_version
 
+    parse_reference(ref)
     with _registry() as registry:
         version = registry.get(ref)
         archive = export_version(version, registry.artifact_path(version), directory)
@@ -966,14 +974,14 @@ KeyFileOption = Annotated[
 
 
 @contextmanager
-def _keys(file: Path | None) -> Iterator[Any]:
-    """The key store: the registry's, or the keys file ``file``."""
+def _keys(file: Path | None, *, create: bool = False) -> Iterator[Any]:
+    """The key store: the registry's (made with ``create``), or the keys file ``file``."""
     from modelport.auth.keys import KeyFile, KeyStore
 
     if file is not None:
         yield KeyFile(file)
         return
-    with _registry() as registry:
+    with _registry(create=create) as registry:
         yield KeyStore(registry.engine)
 
 
@@ -988,7 +996,7 @@ def keys_create(
     file: KeyFileOption = None,
 ) -> None:
     """Create an API key. Only the key goes to stdout, once: KEY=$(modelport keys create --scope infer)."""
-    with _keys(file) as keys:
+    with _keys(file, create=True) as keys:
         record, key = keys.create(scope, description)
     where = f" in {file}" if file is not None else ""
     err.print(

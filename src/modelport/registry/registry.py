@@ -29,16 +29,28 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    inspect,
+    make_url,
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError, InterfaceError, OperationalError
 
 from modelport.errors import Conflict, InvalidModel, InvalidReference, InvalidSetting, ModelportError, NotFound
 from modelport.reference import Reference, parse_name, parse_reference, validate_alias
 from modelport.registry import traffic
+from modelport.registry.database import (
+    VERSION_TABLE,
+    connect,
+    lock_artifact,
+    models,
+    reading,
+    safe_url,
+    upgrade,
+    versions,
+    writing,
+)
 from modelport.registry.database import aliases as alias_table
-from modelport.registry.database import connect, lock_artifact, models, reading, safe_url, upgrade, versions, writing
 from modelport.registry.traffic import ModelRouting
 from modelport.settings import Settings
 from modelport.stores import open_store
@@ -64,13 +76,22 @@ class ModelSummary:
     updated_at: datetime
 
 
+class RegistryNotFound(NotFound):
+    """There is no registry where the settings point, and nothing was created there."""
+
+
 class Registry:
     """Models, versions and aliases over a SQL database and an artifact store."""
 
-    def __init__(self, database_url: str, store: ArtifactStore) -> None:
+    def __init__(self, database_url: str, store: ArtifactStore, *, create: bool = True) -> None:
+        """``create=False``: a database without the registry's tables is :class:`RegistryNotFound`, left as it is."""
         self.store = store
         self._engine = connect(database_url)
         try:
+            if not create:
+                with reading(self._engine) as conn:
+                    if not inspect(conn).has_table(VERSION_TABLE):
+                        raise RegistryNotFound(f"the database {safe_url(self._engine)} holds no modelport registry")
             upgrade(self._engine)
         except (OperationalError, InterfaceError) as exc:
             self._engine.dispose()
@@ -84,13 +105,27 @@ class Registry:
             raise
 
     @classmethod
-    def open(cls, settings: Settings) -> Registry:
-        """The registry that ``settings`` describe: its database URL and artifact store (a folder or a URL)."""
-        settings.home.mkdir(parents=True, exist_ok=True)
+    def open(cls, settings: Settings, *, create: bool = True) -> Registry:
+        """The registry that ``settings`` describe: its database URL and artifact store (a folder or a URL).
+
+        ``create=False`` (for what only reads a registry, or changes what it holds) creates nothing:
+        where there is no registry, :class:`RegistryNotFound` says where it looked and how to point
+        elsewhere. ``create=True`` (registering) makes the home folder and the database's tables.
+        """
+        if create:
+            settings.home.mkdir(parents=True, exist_ok=True)
+        else:
+            file = _sqlite_file(settings.database_url)
+            if file is not None and not file.is_file():
+                raise _not_found(settings, f"{file} does not exist")
         store = open_store(
             settings.artifact_location, cache=settings.artifact_cache, cache_bytes=settings.artifact_cache_bytes
         )
-        return cls(settings.database_url, store)
+        try:
+            return cls(settings.database_url, store, create=create)
+        except RegistryNotFound:
+            shown = make_url(settings.database_url).render_as_string(hide_password=True)
+            raise _not_found(settings, f"{shown} has none of its tables") from None
 
     def __enter__(self) -> Registry:
         return self
@@ -571,6 +606,31 @@ def _ranges(numbers: Sequence[int]) -> str:
 
 def _quoted(names: Sequence[str]) -> str:
     return ", ".join(repr(name) for name in names)
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database URL; None for another database, an in-memory one, or not a URL."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None  # connecting says what is wrong with it
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).expanduser().absolute()
+
+
+def _not_found(settings: Settings, why: str) -> RegistryNotFound:
+    """No registry where ``settings`` point: where that was, and how to point elsewhere."""
+    if settings.database_url == f"sqlite:///{settings.home / 'registry.db'}":
+        where = f"in {settings.home} (MODELPORT_HOME; default: .modelport in the current directory)"
+    else:
+        where = "in the database MODELPORT_DATABASE_URL names"
+    return RegistryNotFound(
+        f"no modelport registry {where}: {why}; run this where the registry's .modelport folder is, point "
+        "MODELPORT_HOME (or MODELPORT_DATABASE_URL) at it, or register a model first: "
+        "modelport register PATH --name NAME"
+    )
 
 
 def _reference(ref: str | Reference) -> Reference:
