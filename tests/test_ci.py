@@ -7,6 +7,7 @@ generated workflow parses against the real command tree; the benchmark gate's sc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -14,6 +15,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from typer.testing import CliRunner
 
 from modelport.cli.main import app
 from modelport.packaging.ci import ON_DEFAULT_BRANCH, CiOptions, render, workflow
+from modelport.packaging.wheel import PACKAGE, Origin, pip_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO_WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
@@ -53,7 +56,9 @@ def check_workflow_schema(path: Path) -> None:
 
 
 def init_ci(directory: Path, *args: str) -> Any:
-    return CliRunner().invoke(app, ["init-ci", "--out", str(directory), *args], env={"COLUMNS": "200"})
+    """``modelport init-ci --out DIRECTORY ...`` run in DIRECTORY (the repository it writes a wheel into)."""
+    with contextlib.chdir(directory):
+        return CliRunner().invoke(app, ["init-ci", "--out", str(directory), *args], env={"COLUMNS": "200"})
 
 
 def one_line_error(result: Any, code: int, *fragments: str) -> None:
@@ -287,6 +292,60 @@ def test_init_ci_writes_into_github_workflows_by_default_and_says_what_next(
     assert "wrote .github/workflows/modelport.yml" in result.output
     for said in ("commit it", "benchmarks/baseline.json", "no secrets needed", "packages: write"):
         assert said in result.output
+    # the modelport running here is an editable install: CI gets a wheel of it, committed with the workflow
+    wheel = ".github/wheels/modelport-0.1.0-py3-none-any.whl"
+    assert yaml.safe_load(written.read_text())["env"]["MODELPORT_SPEC"] == f"./{wheel}[sklearn]"
+    assert f"git add .github/workflows/modelport.yml {wheel} && git commit" in result.output
+
+
+def test_a_modelport_installed_from_a_local_folder_goes_to_ci_as_a_wheel_of_its_files(tmp_path: Path) -> None:
+    result = init_ci(tmp_path, "--model", "iris", "--extras", "grpc,postgres")
+    assert result.exit_code == 0, result.output
+    spec = yaml.safe_load((tmp_path / "modelport.yml").read_text())["env"]["MODELPORT_SPEC"]
+    assert spec == "./.github/wheels/modelport-0.1.0-py3-none-any.whl[grpc,postgres]"
+    wheel = tmp_path / ".github" / "wheels" / "modelport-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel) as archive:
+        assert archive.testzip() is None
+        names = set(archive.namelist())
+        entry_points = archive.read("modelport-0.1.0.dist-info/entry_points.txt").decode()
+        record = archive.read("modelport-0.1.0.dist-info/RECORD").decode()
+    files = {
+        p.relative_to(PACKAGE.parent).as_posix()
+        for p in PACKAGE.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    }
+    assert "modelport/registry/migrations/script.py.mako" in files
+    assert "modelport/protocols/grpc/proto/grpc_predict_v2.proto" in files
+    info = {f"modelport-0.1.0.dist-info/{n}" for n in ("METADATA", "entry_points.txt", "WHEEL", "RECORD")}
+    assert names == files | info
+    assert "modelport = modelport.cli.main:main" in entry_points
+    assert {line.split(",")[0] for line in record.splitlines()} == names
+    before = wheel.read_bytes()
+    assert init_ci(tmp_path, "--model", "iris", "--extras", "", "--force").exit_code == 0
+    assert wheel.read_bytes() == before  # the same files make the same wheel: nothing new to commit
+    spec = yaml.safe_load((tmp_path / "modelport.yml").read_text())["env"]["MODELPORT_SPEC"]
+    assert spec == "./.github/wheels/modelport-0.1.0-py3-none-any.whl"
+
+
+@pytest.mark.parametrize(
+    ("origin", "spec"),
+    [
+        (Origin("index", "0.4.1"), "modelport[sklearn]==0.4.1"),
+        (
+            Origin("vcs", "0.4.1", "git+https://git.example.com/ml/modelport", "0123abc"),
+            "modelport[sklearn] @ git+https://git.example.com/ml/modelport@0123abc",
+        ),
+        (
+            Origin("url", "0.4.1", "https://files.example.com/modelport-0.4.1-py3-none-any.whl"),
+            "modelport[sklearn] @ https://files.example.com/modelport-0.4.1-py3-none-any.whl",
+        ),
+        (Origin("local", "0.4.1", "file:///home/me/modelport"), None),
+    ],
+)
+def test_ci_installs_modelport_from_where_it_was_installed_when_ci_can_reach_it(
+    origin: Origin, spec: str | None
+) -> None:
+    assert pip_spec(origin, "[sklearn]") == spec
 
 
 def test_init_ci_names_the_secrets_a_registry_other_than_ghcr_needs(tmp_path: Path) -> None:
@@ -325,6 +384,8 @@ def test_init_ci_rejects_a_value_with_a_newline(tmp_path: Path, option: str) -> 
         (["--model", "iris", "--python", "3.9"], "--python expects a version 3.11 or later"),
         (["--model", "iris", "--baseline", "/etc/baseline.json"], "--baseline must be a path inside"),
         (["--model", "iris", "--train", " "], "--train must not be empty"),
+        (["--model", "iris", "--extras", "sklearn,onnx"], "--extras: modelport has no extra 'onnx'"),
+        (["--model", "iris", "--extras", "grpc", "--modelport-spec", "modelport"], "--extras or --modelport-spec"),
     ],
 )
 def test_init_ci_rejects_unusable_values_in_one_line(tmp_path: Path, args: list[str], fragment: str) -> None:
@@ -355,8 +416,9 @@ def test_the_registered_model_loads():
 @pytest.mark.slow
 def test_generated_steps_run_for_real_in_a_model_project(tmp_path: Path) -> None:
     """Train, check, test, gate (without and with a baseline), render and validate, as the job runs
-    them, by bash in a fresh project. Left out: pip install, the registry login and the image build
-    (network and a container engine; test_image.py builds one), and the pip line of the validation."""
+    them, by bash in a fresh project. Left out: pip install (test_distribution.py runs the install
+    step in a fresh virtual environment), the registry login and the image build (network and a
+    container engine; test_image.py builds one), and the pip line of the validation."""
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl is not installed")
     project = tmp_path / "project"

@@ -14,9 +14,23 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from modelport.errors import Conflict
+from modelport.errors import Conflict, InvalidSetting
 
 Handled = Callable[[Callable[..., Any]], Callable[..., Any]]
+WHEELS = Path(".github/wheels")  # in the repository, where init-ci runs: a wheel of a modelport installed locally
+
+
+def _this_modelport(extras: str) -> tuple[str, Path | None]:
+    """The pip spec of the running modelport for CI, and the wheel to write where only this machine has it."""
+    from modelport.packaging.wheel import extras_spec, origin, pip_spec, wheel_name
+
+    wanted = extras_spec(extras)
+    found = origin()
+    spec = pip_spec(found, wanted)
+    if spec is not None:
+        return spec, None
+    wheel = WHEELS / wheel_name(found.version)
+    return f"./{wheel.as_posix()}{wanted}", wheel
 
 
 def register(app: typer.Typer, handled: Handled) -> None:
@@ -55,8 +69,18 @@ def register(app: typer.Typer, handled: Handled) -> None:
             typer.Option(help="Image repository, without tag (default: ghcr.io/OWNER/REPO of the repository)."),
         ] = None,
         modelport_spec: Annotated[
-            str, typer.Option(help="What `pip install` gets for modelport, e.g. 'modelport[sklearn]'.")
-        ] = "modelport",
+            str | None,
+            typer.Option(
+                help="What the workflow pip-installs for modelport, e.g. 'modelport[sklearn]==0.1.0' or a git URL "
+                "(default: this modelport: its published version or git URL, else a wheel of it in .github/wheels/)."
+            ),
+        ] = None,
+        extras: Annotated[
+            str | None,
+            typer.Option(
+                help="modelport's extras the workflow installs, comma-separated; '' for none [default: sklearn]."
+            ),
+        ] = None,
         python: Annotated[str, typer.Option(help="Python version the job runs on.")] = "3.11",
         timeout_minutes: Annotated[int, typer.Option(help="The job's time limit in minutes.")] = 60,
     ) -> None:
@@ -65,6 +89,13 @@ def register(app: typer.Typer, handled: Handled) -> None:
         from modelport.packaging.ci import FILENAME, CiOptions, needs_secrets, render, workflow
 
         parse_threshold(max_regression)  # the same check `modelport bench` makes, before anything is written
+        if modelport_spec is not None and extras is not None:
+            raise InvalidSetting(
+                "give --extras or --modelport-spec, not both: a spec names its extras, e.g. 'modelport[sklearn]==0.1.0'"
+            )
+        vendored: Path | None = None
+        if modelport_spec is None:
+            modelport_spec, vendored = _this_modelport("sklearn" if extras is None else extras)
         options = CiOptions(
             model=model,
             train=train,
@@ -84,8 +115,19 @@ def register(app: typer.Typer, handled: Handled) -> None:
         target.write_text(text, encoding="utf-8")
 
         out.print(f"wrote {escape(str(target))}")
+        written = [str(target)]
+        if vendored is not None:
+            from modelport.packaging.wheel import write_wheel
+
+            written.append(str(write_wheel(vendored.parent)))
+            out.print(
+                f"wrote {escape(written[-1])}: the workflow installs this modelport from it "
+                "(installed here from a local file or folder, which CI cannot reach)"
+            )
+        else:
+            out.print(f"the workflow installs modelport as {escape(modelport_spec)}")
         out.print("next:")
-        out.print(f"  commit it: git add {escape(str(target))} && git commit -m 'CI: train, gate, ship'")
+        out.print(f"  commit it: git add {escape(' '.join(written))} && git commit -m 'CI: train, gate, ship'")
         out.print(
             f"  turn the benchmark gate on: commit a `modelport bench` results.json as {escape(baseline)} "
             "(the workflow's bench-results artifact holds one)"

@@ -56,7 +56,9 @@ class CiOptions:
     test: shell command that runs the model's tests; empty for no test step.
     baseline: a committed results.json of ``modelport bench``; the gate is skipped while it is absent.
     image: image repository to build and push; None for ``ghcr.io/OWNER/REPO`` of the repository.
-    modelport_spec: what ``pip install`` is given for modelport (e.g. ``modelport[sklearn]==1.2``).
+    modelport_spec: what ``pip install`` is given for modelport (e.g. ``modelport[sklearn]==1.2``, a git
+        URL, or a wheel in the repository); ``modelport init-ci`` gives the running modelport's
+        (:mod:`modelport.packaging.wheel`).
     python_version: the Python the job runs on.
     max_regression: allowed drop in req/s or rise in p99 (``modelport bench --max-regression``).
     timeout_minutes: the job's time limit.

@@ -41,6 +41,7 @@ from modelport.errors import InvalidSetting, ModelportError
 from modelport.packaging import container
 from modelport.packaging.export import export_bundle, export_version
 from modelport.packaging.requirements import Requirements, image_requirements, machine
+from modelport.packaging.wheel import origin, write_wheel
 from modelport.types import ModelVersion
 
 log = logging.getLogger("modelport")
@@ -267,12 +268,16 @@ def dockerfile(spec: ImageSpec) -> str:
 
 
 def _modelport_wheel(wheels: Path, progress: Progress) -> tuple[str, list[str]]:
-    """modelport's own wheel, built from the source tree it runs from, else downloaded at the
-    installed version; returns the wheel's version and ``Requires-Dist`` lines."""
+    """modelport's own wheel, built from the source tree it runs from, downloaded at the installed
+    version when it came from a package index, else packed from the installed files (a wheel file,
+    a git URL); returns the wheel's version and ``Requires-Dist`` lines."""
     source = _source_tree()
     if source is not None:
         progress(f"building the modelport wheel from {source}")
         _pip(["wheel", "--no-deps", "--quiet", "--wheel-dir", str(wheels), str(source)], "build the modelport wheel")
+    elif origin().kind != "index":
+        progress("packing the installed modelport into a wheel")
+        write_wheel(wheels)
     else:
         version = metadata.version("modelport")
         progress(f"downloading modelport {version}")
