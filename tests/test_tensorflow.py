@@ -37,6 +37,7 @@ import modelport
 from modelport.cli.main import app as cli
 from modelport.errors import UntrustedArtifact
 from modelport.packaging.ingest import package
+from modelport.packaging.tensorflow import stable_input_names
 from modelport.registry.environment import capture, compare
 from modelport.registry.registry import Registry
 from modelport.runtimes import create
@@ -437,6 +438,61 @@ def test_keras_file_with_a_lambda_layer_needs_trust(tmp_path: Path) -> None:
     packaged = package(path, workdir=tmp_path / "work", sample_input=x, trust_pickle=True)
     assert any("safe mode off (trusted)" in note for note in packaged.notes)
     assert not packaged.trusted_code  # what is stored is a SavedModel: loading it runs no Python
+
+
+def unnamed_mlp() -> Any:
+    """The same architecture every time, its Input unnamed: Keras calls it after a session counter."""
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+
+
+def unnamed_pair() -> Any:
+    """Two inputs, one named by the user (``mask``), one not."""
+    x, mask = keras.Input((4,)), keras.Input((4,), name="mask")
+    return keras.Model([x, mask], keras.layers.Dense(2)(keras.layers.Multiply()([x, mask])))
+
+
+def test_unnamed_keras_inputs_are_named_by_their_dict_key_else_by_position() -> None:
+    assert stable_input_names(["keras_tensor_6"], [None]) == ("input",)
+    assert stable_input_names(["a", "keras_tensor_3", None], [None, None, None]) == ("a", "input_1", "input_2")
+    assert stable_input_names(["input_layer_2", "keras_tensor"], ["x", "y"]) == ("x", "y")
+    assert stable_input_names(["input_1", "keras_tensor_9"], [None, None]) == ("input_1", "input_1_")
+
+
+def test_keras_models_built_in_different_sessions_register_with_the_same_input_names(tmp_path: Path) -> None:
+    """Retraining the same architecture keeps the input names clients send (keras_tensor_1 vs keras_tensor_19,
+    input_layer_3 from a .keras file, before): unnamed inputs get positional names, named ones keep theirs."""
+    saved = tmp_path / "other-session.keras"
+    code = textwrap.dedent(
+        f"""
+        import warnings
+        import keras
+        warnings.simplefilter("ignore")
+        for _ in range(3):
+            keras.Sequential([keras.Input((7,)), keras.layers.Dense(1)])  # the session's counter moves on
+        keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")]).save({str(saved)!r})
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    settings = Settings(home=tmp_path / "home")
+    x = data("mlp", 5, 0)
+    first = unnamed_mlp()
+    unnamed_pair()  # this session's counter moves on too
+    for model in (first, unnamed_mlp(), saved):
+        version = modelport.register(
+            model, name="mlp", sample_input=x, runtime="tensorflow", alias="production", settings=settings
+        )
+        assert [spec.name for spec in version.signature.inputs] == ["input"], version.signature
+    for _ in range(2):
+        version = modelport.register(
+            unnamed_pair(), name="pair", sample_input={"input_0": x, "mask": x}, runtime="tensorflow", settings=settings
+        )
+        assert [spec.name for spec in version.signature.inputs] == ["input_0", "mask"]
+    with modelport.load("mlp@1", settings=settings) as loaded:
+        (got,) = loaded.predict({"input": x}).values()
+    np.testing.assert_allclose(got, first(x), atol=ATOL, rtol=RTOL)
+    with modelport.load("pair@2", settings=settings) as loaded:
+        (got,) = loaded.predict({"input_0": x, "mask": x}).values()
+    assert got.shape == (5, 2)
 
 
 def test_environment_records_tensorflow_from_the_cpu_wheel_and_rates_differences() -> None:

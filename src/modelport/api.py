@@ -43,6 +43,7 @@ def register(
     capture_rate: float | None = None,
     device: str | None = None,
     precision: str | None = None,
+    allow_signature_change: bool = False,
     settings: Settings | None = None,
 ) -> ModelVersion:
     """Register ``model`` as the next version of ``name`` and return that version.
@@ -59,6 +60,9 @@ def register(
     ``batching`` (a :class:`~modelport.types.Batching`) sets this version's own adaptive-batching
     settings; a server uses them instead of its own defaults. ``capture_rate`` (0 to 1) is the
     share of this version's requests that payload capture writes, instead of the server's rate.
+    An ``alias`` that clients call is moved to the new version only if its signature keeps what
+    they send and read (else :class:`~modelport.errors.Conflict` naming the difference), or with
+    ``allow_signature_change=True``.
     """
     parse_name(name)
     aliases = [alias] if isinstance(alias, str) else list(alias)
@@ -90,6 +94,7 @@ def register(
                 capture_rate=capture_rate,
                 device=device,
                 precision=precision,
+                allow_signature_change=allow_signature_change,
             )
         finally:
             registry.close()

@@ -289,6 +289,13 @@ def register(
             help="fp16 or bf16: this version in reduced precision (runtimes that offer it: torch).", metavar="P"
         ),
     ] = None,
+    allow_signature_change: Annotated[
+        bool,
+        typer.Option(
+            "--allow-signature-change",
+            help="Move the alias even if the version's inputs or outputs differ from what its clients send and read.",
+        ),
+    ] = False,
 ) -> None:
     """Register a model file or directory as the next version of NAME.
 
@@ -315,6 +322,7 @@ def register(
         capture_rate=capture_rate,
         device=device,
         precision=precision,
+        allow_signature_change=allow_signature_change,
     )
     _print_registered(version)
 
@@ -471,6 +479,13 @@ def alias(
         str | None, typer.Option(help="Mirror requests for REF (NAME@ALIAS) to this version, e.g. iris@5.")
     ] = None,
     fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of requests --shadow mirrors.")] = 1.0,
+    allow_signature_change: Annotated[
+        bool,
+        typer.Option(
+            "--allow-signature-change",
+            help="Move the alias even if the version's inputs or outputs differ from what its clients send and read.",
+        ),
+    ] = False,
 ) -> None:
     """Point ALIAS at a version (moving it if it exists), split its traffic, shadow it, or remove it."""
     parse_reference(ref)
@@ -484,13 +499,13 @@ def alias(
                 registry.remove_shadow(ref, shadow)
                 out.print(f"{ref}: no longer mirrored to {shadow}")
                 return
-            mirrored = registry.set_shadow(ref, shadow, fraction)
+            mirrored = registry.set_shadow(ref, shadow, fraction, allow_signature_change=allow_signature_change)
             out.print(f"{ref}: mirroring {fraction:.0%} of requests to {mirrored.ref} (callers get {ref}'s answers)")
             return
         if alias_name is None:
             raise UsageError("give the ALIAS, e.g. modelport alias iris@4 production")
         if weight is not None:
-            weights = registry.split(ref, alias_name, weight)
+            weights = registry.split(ref, alias_name, weight, allow_signature_change=allow_signature_change)
             name = parse_reference(ref).name
             out.print(f"{name}@{alias_name} → " + ", ".join(f"version {v}: {w}%" for v, w in weights.items()))
             return
@@ -499,7 +514,7 @@ def alias(
             registry.remove_alias(name, alias_name)
             out.print(f"removed alias {alias_name!r} from {name}")
             return
-        version = registry.set_alias(ref, alias_name)
+        version = registry.set_alias(ref, alias_name, allow_signature_change=allow_signature_change)
     out.print(f"{version.name}@{alias_name} → version {version.version}")
 
 
@@ -509,11 +524,18 @@ def promote(
     ref: Annotated[str, typer.Argument(help="The version to promote, e.g. iris@5.")],
     alias_name: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias name, e.g. production.")],
     create: Annotated[bool, typer.Option("--create", help="Create ALIAS if the model has no such alias yet.")] = False,
+    allow_signature_change: Annotated[
+        bool,
+        typer.Option(
+            "--allow-signature-change",
+            help="Move the alias even if the version's inputs or outputs differ from what its clients send and read.",
+        ),
+    ] = False,
 ) -> None:
     """Move ALIAS fully to REF's version, ending its split and that version's shadow."""
     parse_reference(ref)
     with _registry() as registry:
-        version = registry.promote(ref, alias_name, create=create)
+        version = registry.promote(ref, alias_name, create=create, allow_signature_change=allow_signature_change)
     out.print(f"{version.name}@{alias_name} → version {version.version} (promoted)")
 
 

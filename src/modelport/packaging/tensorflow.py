@@ -6,6 +6,10 @@ SavedModel directory is copied as it is. The artifact keeps the SavedModel in ``
 its ``serving_default`` signature is the version's signature (input names, dtypes such as INT64
 token ids or FP32 N×H×W×C images, output names).
 
+Keras names an input the user did not name after a session counter (``keras_tensor_6``, or
+``input_layer_3`` from a ``.keras`` file), so a retrained model would register with other input
+names than the last: the export gives such inputs stable names (:func:`stable_input_names`).
+
 When tf2onnx converts that signature and ONNX Runtime answers like TensorFlow on the whole sample
 and on its first row alone (a dynamic batch dimension) within ``|Δ| <= ATOL + RTOL·|y|``, the
 artifact also gets ``model.onnx`` and the onnx runtime serves it, the SavedModel kept beside it;
@@ -26,7 +30,7 @@ import logging
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,7 @@ RTOL, ATOL = 1e-4, 1e-5  # ONNX (and the exported SavedModel) against TensorFlow
 OPSET = 17
 KERAS_SUFFIX = ".keras"
 _OUTPUT_INDEX = re.compile(r"output_(\d+)")
+_KERAS_NAMED = re.compile(r"(keras_tensor|input_layer)(_\d+)?")  # what Keras calls an Input nobody named
 
 
 def claims(model: object) -> bool:
@@ -83,7 +88,7 @@ def package(
     directory = Path(tempfile.mkdtemp(prefix="artifact-", dir=workdir))
     saved = directory / tf_runtime.SAVED_MODEL
     notes: list[str] = []
-    keras_model = _store_saved_model(model, saved, trust=trust_pickle, notes=notes)
+    exported = _store_saved_model(model, saved, trust=trust_pickle, notes=notes)
     reaching = _check_ops(saved, trust=trust_pickle, notes=notes)  # before TensorFlow loads or runs any of it
     try:
         loaded = tf.saved_model.load(str(saved))
@@ -92,15 +97,15 @@ def package(
     functions = dict(loaded.signatures)
     name = _serving_signature(functions, notes)
     function = functions[name]
-    inputs, outputs = tf_runtime.specs(function)
+    inputs, outputs = _in_order(*tf_runtime.specs(function), exported.names if exported is not None else ())
     arrays = _sample(sample_input, inputs)
     rows = len(next(iter(arrays.values())))
     try:
         got = tf_runtime.call(tf, function, arrays)
     except Exception as exc:  # TensorFlow's errors for shapes and values it cannot take
         raise InvalidModel(f"the SavedModel raised on the sample input: {_reason(exc)}") from exc
-    if keras_model is not None:
-        notes.append(_check_export(keras_model, arrays, got))
+    if exported is not None:
+        notes.append(_check_export(exported, arrays, got))
     signature = _signature(inputs, outputs, arrays, got)
     (directory / tf_runtime.MANIFEST).write_text(json.dumps({"signature": name}), encoding="utf-8")
     # Keras' export writes its endpoint twice, as "serve" and "serving_default": a twin with the same
@@ -119,7 +124,7 @@ def package(
 # --- the SavedModel ----------------------------------------------------------------------------
 
 
-def _store_saved_model(model: object, target: Path, *, trust: bool, notes: list[str]) -> Any:
+def _store_saved_model(model: object, target: Path, *, trust: bool, notes: list[str]) -> _Exported | None:
     """Write ``model``'s SavedModel to ``target``; returns the Keras model to check it against, if any."""
     if isinstance(model, str | Path):
         path = Path(model)
@@ -132,11 +137,9 @@ def _store_saved_model(model: object, target: Path, *, trust: bool, notes: list[
             return None
         keras_model = _load_keras(path, trust=trust)
         notes.append(f"loaded from {path.name}" + (" with Keras' safe mode off (trusted)" if trust else ""))
-        _export(keras_model, target)
-        return keras_model
+        return _export(keras_model, target, notes)
     if callable(getattr(model, "export", None)) and type(model).__module__.startswith("keras"):
-        _export(model, target)
-        return model
+        return _export(model, target, notes)
     import tensorflow as tf
 
     try:
@@ -186,12 +189,78 @@ def _load_keras(path: Path, *, trust: bool) -> Any:
         ) from exc
 
 
-def _export(keras_model: Any, target: Path) -> None:
+class _Exported:
+    """A Keras model exported to a SavedModel, and how to call it with the SavedModel's named inputs.
+
+    ``structure`` is the export's input signature, nested as the model takes its inputs (None:
+    Keras' own, when it could not be read); ``names`` are the SavedModel's input names in the
+    order :func:`keras.tree.flatten` walks that structure."""
+
+    def __init__(self, model: Any, structure: Any, names: tuple[str, ...]) -> None:
+        self.model, self.structure, self.names = model, structure, names
+
+    def arguments(self, arrays: Mapping[str, np.ndarray]) -> list[Any]:
+        """The positional arguments to call the Keras model with on ``arrays`` (by input name)."""
+        if self.structure is None:
+            return [next(iter(arrays.values())) if len(arrays) == 1 else dict(arrays)]
+        import keras
+
+        packed: list[Any] = keras.tree.pack_sequence_as(self.structure, [arrays[name] for name in self.names])
+        return packed
+
+
+def stable_input_names(names: Sequence[str | None], keys: Sequence[str | None]) -> tuple[str, ...]:
+    """The SavedModel input names for a Keras model's inputs, given in the order the model takes them:
+    ``names`` as Keras names them, ``keys`` the dict key each comes under (None: in a list or alone).
+
+    A name the user gave (``keras.Input(name="features")``) stays; one Keras made up from a session
+    counter (``keras_tensor_6``, ``input_layer_3``; None for a subclassed model) becomes the dict key
+    the input comes under, else ``input`` for a model of one input and ``input_0``, ``input_1``, ...
+    (by position) for several. So the same architecture exports the same names in every session."""
+    given = {name for name in names if name is not None and not _KERAS_NAMED.fullmatch(name)}
+    chosen: list[str] = []
+    for position, (name, key) in enumerate(zip(names, keys, strict=True)):
+        if name is not None and name in given:
+            chosen.append(name)
+            continue
+        stable = key if key is not None else "input" if len(names) == 1 else f"input_{position}"
+        while stable in given or stable in chosen:  # a user's own name that looks like a made-up one
+            stable += "_"
+        chosen.append(stable)
+    return tuple(chosen)
+
+
+def _input_structure(keras_model: Any) -> tuple[Any, tuple[str, ...]] | None:
+    """The input signature Keras' export would use, with :func:`stable_input_names`; None if it cannot be read."""
+    import keras
+    import tensorflow as tf
+
+    try:
+        from keras.src.export.export_utils import get_input_signature
+
+        default = get_input_signature(keras_model)
+        leaves = keras.tree.flatten_with_path(default)
+    except Exception:  # an older or newer Keras, or a model Keras cannot describe: its export says why
+        log.debug("cannot read the Keras model's input signature; the export keeps Keras' input names", exc_info=True)
+        return None
+    keys = [path[-1] if path and isinstance(path[-1], str) else None for path, _ in leaves]
+    names = stable_input_names([getattr(spec, "name", None) for _, spec in leaves], keys)
+    chosen = iter(names)
+    structure = keras.tree.map_structure(lambda spec: tf.TensorSpec(spec.shape, spec.dtype, name=next(chosen)), default)
+    return structure, names
+
+
+def _export(keras_model: Any, target: Path, notes: list[str]) -> _Exported:
+    found = _input_structure(keras_model)
+    structure, names = found if found is not None else (None, ())
     try:
         with _quiet():
-            keras_model.export(str(target), format="tf_saved_model", verbose=False)
+            keras_model.export(str(target), format="tf_saved_model", verbose=False, input_signature=structure)
     except Exception as exc:  # Keras raises many types for models it cannot trace
         raise InvalidModel(f"Keras cannot export the model as a SavedModel: {_reason(exc)}") from exc
+    if found is None:
+        notes.append("input names as Keras gave them (its input signature could not be read)")
+    return _Exported(keras_model, structure, names)
 
 
 def _serving_signature(functions: Mapping[str, Any], notes: list[str]) -> str:
@@ -207,6 +276,28 @@ def _serving_signature(functions: Mapping[str, Any], notes: list[str]) -> str:
             f"({', '.join(functions) or 'none'}); save it with a serving_default signature"
         )
     return name
+
+
+def _in_order(
+    inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], names: Sequence[str]
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The signature's specs in an order that does not change from one load to the next (a SavedModel
+    keeps them in a protobuf map): inputs as the Keras model takes them (``names``), else by name;
+    outputs ``output_0``, ``output_1``, ... by number, else by name."""
+    position = {name: index for index, name in enumerate(names)}
+    if set(position) != {spec.name for spec in inputs}:
+        position = {name: index for index, name in enumerate(sorted(spec.name for spec in inputs))}
+    ordered = tuple(sorted(inputs, key=lambda spec: position[spec.name]))
+    by_name = {spec.name: spec for spec in outputs}
+    return ordered, tuple(by_name[name] for name in _output_order(by_name))
+
+
+def _output_order(names: Iterable[str]) -> list[str]:
+    """``output_0``, ``output_1``, ... by number (Keras' names for a list of outputs), else by name."""
+    listed = list(names)
+    if all(_OUTPUT_INDEX.fullmatch(name) for name in listed):
+        return sorted(listed, key=lambda n: int(n.split("_")[1]))
+    return sorted(listed)
 
 
 def _sample(sample: object, inputs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
@@ -259,19 +350,17 @@ def _signature(
 def _ordered(outputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     """A SavedModel's outputs in the order of the Keras model's (``output_0``, ``output_1``, ... by
     number; names from a dict output sorted, as ``tf.nest.flatten`` orders a dict)."""
-    if all(_OUTPUT_INDEX.fullmatch(name) for name in outputs):
-        return [outputs[name] for name in sorted(outputs, key=lambda n: int(n.split("_")[1]))]
-    return [outputs[name] for name in sorted(outputs)]
+    return [outputs[name] for name in _output_order(outputs)]
 
 
-def _check_export(keras_model: Any, arrays: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> str:
+def _check_export(exported: _Exported, arrays: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> str:
     """That the exported SavedModel answers like the Keras model on the sample (else InvalidModel)."""
     import tensorflow as tf
 
-    feed: Any = next(iter(arrays.values())) if len(arrays) == 1 else dict(arrays)
     try:
         with _quiet():
-            want = [np.asarray(value) for value in tf.nest.flatten(keras_model(feed, training=False))]
+            answer = exported.model(*exported.arguments(arrays), training=False)
+            want = [np.asarray(value) for value in tf.nest.flatten(answer)]
     except Exception as exc:
         raise InvalidModel(f"the Keras model raised on the sample input: {_reason(exc)}") from exc
     mine = _ordered(got)

@@ -10,6 +10,11 @@ the transaction that inserts the version, so numbers are dense per model and nev
 SQLite every write transaction starts with ``BEGIN IMMEDIATE`` (WAL mode, 30 s busy timeout), so
 several processes queue instead of failing with "database is locked"; on PostgreSQL the
 model's row lock and advisory locks order concurrent writers.
+
+Clients keep calling an alias while it moves: a move, canary weight, shadow or registration with
+an alias whose version would break what they send or read (:func:`compatibility.breaking_changes`)
+is refused with the difference, unless ``allow_signature_change``. A rollback is never refused
+(it returns to what clients had before the last move); it logs the difference.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -38,7 +43,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, InterfaceError, Operat
 
 from modelport.errors import Conflict, InvalidModel, InvalidReference, InvalidSetting, ModelportError, NotFound
 from modelport.reference import Reference, parse_name, parse_reference, validate_alias
-from modelport.registry import traffic
+from modelport.registry import compatibility, traffic
 from modelport.registry.database import (
     VERSION_TABLE,
     connect,
@@ -166,8 +171,12 @@ class Registry:
         capture_rate: float | None = None,
         device: str | None = None,
         precision: str | None = None,
+        allow_signature_change: bool = False,
     ) -> ModelVersion:
-        """Store ``artifact_dir`` and record it as the next version of ``name``."""
+        """Store ``artifact_dir`` and record it as the next version of ``name``.
+
+        An alias in ``aliases`` whose version clients call is moved only if the new signature keeps
+        what they send and read (else Conflict), or with ``allow_signature_change``."""
         parse_name(name)
         wanted_aliases = sorted({validate_alias(alias) for alias in aliases})
         row = {
@@ -186,6 +195,9 @@ class Registry:
             "device": _checked(device_of, device),
             "precision": _checked(precision_of, precision),
         }
+        if not allow_signature_change and wanted_aliases:
+            with reading(self._engine) as conn:  # before storing anything; checked again in the write
+                self._check_aliases(conn, name, wanted_aliases, signature)
         key = self.store.put(Path(artifact_dir))
         now = datetime.now(UTC)
         with writing(self._engine) as conn:
@@ -193,6 +205,8 @@ class Registry:
             if not self.store.exists(key):  # a concurrent delete or gc removed it after our put
                 key = self.store.put(Path(artifact_dir))
             model_id = _ensure_model(conn, name, now)
+            if not allow_signature_change:
+                self._check_aliases(conn, name, wanted_aliases, signature)
             version = (
                 conn.execute(
                     update(models)
@@ -215,8 +229,13 @@ class Registry:
         log.info("registered %s (artifact %s)", result.ref, key)
         return result
 
-    def set_alias(self, ref: str | Reference, alias: str, *, create: bool = True) -> ModelVersion:
-        """Point ``alias`` of the model at the version ``ref`` names: move it, or (``create``) make it."""
+    def set_alias(
+        self, ref: str | Reference, alias: str, *, create: bool = True, allow_signature_change: bool = False
+    ) -> ModelVersion:
+        """Point ``alias`` of the model at the version ``ref`` names: move it, or (``create``) make it.
+
+        A move to a version whose signature would break the alias's clients is Conflict, unless
+        ``allow_signature_change`` (see :mod:`modelport.registry.compatibility`)."""
         ref = _reference(ref)
         alias = validate_alias(alias)
         now = datetime.now(UTC)
@@ -225,6 +244,8 @@ class Registry:
             if not create and traffic.primary_id(conn, model_id, alias) is None:
                 raise self._no_alias(conn, ref.name, model_id, alias)
             row = self._find(conn, ref)
+            if not allow_signature_change:
+                self._check_clients(conn, ref.name, model_id, alias, row, f"move {ref.name}@{alias} to")
             _point_alias(conn, model_id, alias, row.id, now)
             return self._to_version(conn, ref.name, row)
 
@@ -362,10 +383,13 @@ class Registry:
 
     # -- traffic: weighted aliases, promote and rollback, shadows -----------------------------------
 
-    def split(self, ref: str | Reference, alias: str, weight: int) -> dict[int, int]:
+    def split(
+        self, ref: str | Reference, alias: str, weight: int, *, allow_signature_change: bool = False
+    ) -> dict[int, int]:
         """Send ``weight`` percent of ``alias``'s traffic to the version ``ref`` names (0 stops it).
 
         The alias's own version keeps the rest. Returns every target's weight, version -> percent.
+        A version whose signature would break the alias's clients is Conflict, unless ``allow_signature_change``.
         """
         ref, alias = _reference(ref), validate_alias(alias)
         if not 0 <= weight < 100:
@@ -380,6 +404,8 @@ class Registry:
                 )
             if primary == row.id:
                 raise Conflict(f"{ref.name}@{alias} already points at version {row.version}; split to another version")
+            if weight and not allow_signature_change:
+                self._check_clients(conn, ref.name, model_id, alias, row, f"send {weight}% of {ref.name}@{alias} to")
             weights = traffic.set_split(conn, model_id, alias, row.id, weight)
             rest = 100 - sum(weights.values())
             if rest < 1:
@@ -390,14 +416,19 @@ class Registry:
             current = int(conn.execute(select(versions.c.version).where(versions.c.id == primary)).scalar_one())
             return {current: rest, **weights}
 
-    def promote(self, ref: str | Reference, alias: str, *, create: bool = False) -> ModelVersion:
+    def promote(
+        self, ref: str | Reference, alias: str, *, create: bool = False, allow_signature_change: bool = False
+    ) -> ModelVersion:
         """Point an existing ``alias`` fully at ``ref``'s version: its weighted targets and that
         version's shadow go. A misspelled alias is :class:`NotFound` (naming the model's aliases)
-        unless ``create``."""
-        return self.set_alias(ref, alias, create=create)
+        unless ``create``; a signature that would break its clients is Conflict, as for :meth:`set_alias`."""
+        return self.set_alias(ref, alias, create=create, allow_signature_change=allow_signature_change)
 
     def rollback(self, name: str, alias: str) -> ModelVersion:
-        """Point ``alias`` back at the version it pointed at before its last move."""
+        """Point ``alias`` back at the version it pointed at before its last move.
+
+        Never refused for its signature (it returns to what clients had before that move): a
+        difference is logged as a warning."""
         parse_name(name)
         alias = validate_alias(alias)
         now = datetime.now(UTC)
@@ -409,6 +440,11 @@ class Registry:
             if not moves or moves[0].from_version is None:
                 raise Conflict(f"{name}@{alias} has no earlier version to roll back to")
             row = self._find(conn, Reference(name, version=moves[0].from_version))
+            changes = self._client_breaks(conn, model_id, alias, Signature.from_dict(row.signature))
+            if changes:
+                log.warning(
+                    "rolling %s@%s back to version %s changes its signature: %s", name, alias, row.version, changes[1]
+                )
             traffic.move(conn, model_id, alias, row.id, now)
             return self._to_version(conn, name, row)
 
@@ -417,8 +453,18 @@ class Registry:
         with reading(self._engine) as conn:
             return traffic.history(conn, self._model_id(conn, parse_name(name)), validate_alias(alias))
 
-    def set_shadow(self, ref: str | Reference, shadow: str | Reference, fraction: float = 1.0) -> ModelVersion:
-        """Mirror ``fraction`` of the requests for alias ``ref`` (NAME@ALIAS) to version ``shadow``."""
+    def set_shadow(
+        self,
+        ref: str | Reference,
+        shadow: str | Reference,
+        fraction: float = 1.0,
+        *,
+        allow_signature_change: bool = False,
+    ) -> ModelVersion:
+        """Mirror ``fraction`` of the requests for alias ``ref`` (NAME@ALIAS) to version ``shadow``.
+
+        A version that would not take the alias's requests (another input name, datatype, shape, ...)
+        is Conflict, unless ``allow_signature_change``; its outputs may differ (no client reads them)."""
         ref, target = _reference(ref), _reference(shadow)
         if ref.alias is None:
             raise InvalidReference(
@@ -435,6 +481,8 @@ class Registry:
             row = self._find(conn, target)
             if row.id == primary.id:
                 raise Conflict(f"{ref} is version {row.version} already; shadow it with another version")
+            if not allow_signature_change:
+                self._check_clients(conn, ref.name, model_id, ref.alias, row, f"mirror {ref} to", outputs=False)
             traffic.set_shadow(conn, model_id, ref.alias, row.id, fraction, now)
             return self._to_version(conn, ref.name, row)
 
@@ -537,6 +585,51 @@ class Registry:
             raise NotFound(f"model {ref.name!r} has no version {ref.version} (versions: {_ranges(numbers)})")
         return row
 
+    def _check_aliases(self, conn: Connection, name: str, aliases: Sequence[str], signature: Signature) -> None:
+        """Refuse (Conflict) registering ``signature`` with ``aliases`` that would break their clients."""
+        model_id = conn.execute(select(models.c.id).where(models.c.name == name)).scalar_one_or_none()
+        if model_id is None:  # a new model: no alias has clients yet
+            return
+        for alias in aliases:
+            found = self._client_breaks(conn, int(model_id), alias, signature)
+            if found:
+                _refuse(f"point {name}@{alias} at the new version", "the new version", name, alias, found)
+
+    def _check_clients(
+        self,
+        conn: Connection,
+        name: str,
+        model_id: int,
+        alias: str,
+        row: Row[Any],
+        action: str,
+        *,
+        outputs: bool = True,
+    ) -> None:
+        """Refuse (Conflict) ``action`` + version ``row`` when its signature would break ``alias``'s clients."""
+        signature = Signature.from_dict(row.signature)
+        found = self._client_breaks(conn, model_id, alias, signature, skip=row.id, outputs=outputs)
+        if found:
+            _refuse(f"{action} version {row.version}", f"version {row.version}", name, alias, found)
+
+    def _client_breaks(
+        self,
+        conn: Connection,
+        model_id: int,
+        alias: str,
+        signature: Signature,
+        *,
+        skip: int | None = None,
+        outputs: bool = True,
+    ) -> tuple[int, str] | None:
+        """The version ``alias`` points at and what ``signature`` would break for its clients; None when nothing."""
+        current = traffic.primary_id(conn, model_id, alias)
+        if current is None or current == skip:
+            return None
+        old = conn.execute(select(versions.c.version, versions.c.signature).where(versions.c.id == current)).one()
+        changes = compatibility.breaking_changes(Signature.from_dict(old.signature), signature, outputs=outputs)
+        return (int(old.version), "; ".join(changes)) if changes else None
+
     def _no_alias(self, conn: Connection, name: str, model_id: int, alias: str) -> NotFound:
         known = conn.execute(
             select(alias_table.c.alias).where(alias_table.c.model_id == model_id).order_by(alias_table.c.alias)
@@ -548,6 +641,14 @@ class Registry:
             select(alias_table.c.alias).where(alias_table.c.version_id == row.id).order_by(alias_table.c.alias)
         ).scalars()
         return _model_version(name, row, list(names))
+
+
+def _refuse(action: str, target: str, name: str, alias: str, found: tuple[int, str]) -> NoReturn:
+    version, changes = found
+    raise Conflict(
+        f"cannot {action}: {target} would break the clients of {name}@{alias} (version {version}): {changes}. "
+        "Change the clients first, then pass --allow-signature-change (CLI) or allow_signature_change=True (Python)"
+    )
 
 
 def _ensure_model(conn: Connection, name: str, now: datetime) -> int:
