@@ -31,7 +31,15 @@ from modelport.observability.drift import (
     ks_pvalue,
     upper_gamma,
 )
-from modelport.observability.profile import PROFILE_FILE, Profile, features, read_profile
+from modelport.observability.profile import (
+    CATEGORICAL_VALUES,
+    PROFILE_FILE,
+    ROWS_PER_VALUE,
+    FeatureProfile,
+    Profile,
+    features,
+    read_profile,
+)
 from modelport.packaging.export import export_version
 from modelport.packaging.ingest import package
 from modelport.registry.registry import Registry
@@ -343,12 +351,14 @@ def test_json_has_exactly_the_documented_shape(
     assert (data["model"], data["version"], data["rows"]) == ("num", 1, 500)
     assert [feature["name"] for feature in data["features"]] == FEATURES
     for entry in [*data["features"], data["prediction"]]:
-        assert list(entry) == ["name", "psi", "ks_pvalue", "drifted"]
+        assert list(entry) == ["name", "psi", "ks_pvalue", "drifted", "unseen"]
         assert isinstance(entry["psi"], float)
         assert isinstance(entry["drifted"], bool)
     assert all(isinstance(feature["ks_pvalue"], float) for feature in data["features"])
+    assert all(feature["unseen"] is None for feature in data["features"])  # numeric: not counted
     assert data["prediction"]["name"] == "label"
     assert data["prediction"]["ks_pvalue"] is None
+    assert data["prediction"]["unseen"] == 0
 
 
 def test_html_report_has_one_inline_plot_per_feature(
@@ -587,3 +597,188 @@ def test_the_servers_drift_gauges_wait_for_enough_rows(tmp_path: Path, iris: Any
         gauges.refresh([version])
         found = {key[2]: value for family, key, value in gauges.samples() if family == "modelport_drift_detected"}
     assert found == dict.fromkeys([*frame.columns, DriftGauges.PREDICTION], 0.0)
+
+
+# --- categories: class ids, flags, unseen values; --fail-on-drift ---------------------------------
+
+
+def coded(rows: int, seed: int) -> pd.DataFrame:
+    """A numeric table with codes in it: a 0/1 flag and a 4-valued plan code (whole numbers that
+    become floats in the model's float matrix), a count with many values and a measurement."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "senior": rng.integers(0, 2, rows),
+            "plan": rng.integers(1, 5, rows),
+            "age": rng.integers(18, 90, rows),
+            "charges": rng.normal(70.0, 20.0, rows).round(2),
+        }
+    )
+
+
+def test_class_ids_and_flags_are_profiled_as_categories(tmp_path: Path) -> None:
+    """Class ids were profiled as numbers (KS, bins "≤ 0, 0–1, 1–2, > 2"), and so were 0/1 flags."""
+    settings = Settings(home=tmp_path / "home")
+    frame = coded(3000, seed=0)
+    classes = (frame["plan"] - 1 + frame["senior"]).clip(0, 2).to_numpy()  # class ids 0, 1, 2
+    model = LogisticRegression(max_iter=1000).fit(frame, classes)
+    version = modelport.register(
+        model, name="codes", sample_input=frame.head(20), reference_data=frame, settings=settings
+    )
+    with Registry.open(settings) as registry:
+        profile = read_profile(registry.artifact_path(version))
+    assert profile is not None
+    kinds = {feature.name: feature.kind for feature in profile.features}
+    assert kinds == {"senior": "categorical", "plan": "categorical", "age": "numeric", "charges": "numeric"}
+    senior = profile.features[0]
+    assert senior.categories == ("0", "1") or senior.categories == ("1", "0")  # most frequent first
+    assert senior.labels() == [*senior.categories, "(unseen)"]
+    assert profile.prediction is not None
+    assert profile.prediction_output == "label"
+    assert profile.prediction.kind == "categorical"
+    assert set(profile.prediction.categories) == {"0", "1", "2"}
+
+    capture(settings, version, coded(2000, seed=1))
+    report = compute_drift(profile, iter_captured(settings.home / "capture", "codes", 1))
+    assert report.rows == 2000
+    assert report.drifted == []
+    by_name = {feature.name: feature for feature in report.features}
+    assert by_name["senior"].test == "χ²"
+    assert by_name["senior"].bins == (*senior.categories, "(unseen)")
+    assert by_name["senior"].unseen == 0
+    assert by_name["age"].test == "KS"
+    assert by_name["age"].unseen is None
+    assert report.prediction is not None
+    assert report.prediction.test == "χ²"
+
+
+def test_whole_number_columns_are_categorical_up_to_the_documented_number_of_values() -> None:
+    few = np.arange(CATEGORICAL_VALUES).repeat(ROWS_PER_VALUE)
+    assert FeatureProfile.of("x", few).kind == "categorical"
+    assert FeatureProfile.of("x", few.astype(np.float32)).kind == "categorical"  # whole floats: flags in a matrix
+    assert FeatureProfile.of("x", np.arange(CATEGORICAL_VALUES + 1).repeat(ROWS_PER_VALUE)).kind == "numeric"
+    assert FeatureProfile.of("x", few[1:]).kind == "numeric"  # fewer rows than ROWS_PER_VALUE per value
+    assert FeatureProfile.of("x", np.array([0.0, 0.5, 1.0] * 20)).kind == "numeric"
+    with_nan = np.array([0.0, 1.0, np.nan] * 20)
+    flag = FeatureProfile.of("x", with_nan)
+    assert (flag.kind, flag.missing, flag.counts) == ("categorical", 20, (20, 20, 0))
+    assert FeatureProfile.of("x", np.arange(3).repeat(2), categorical=True).kind == "categorical"
+
+
+def unseen_traffic(rows: int, seed: int, share: float) -> pd.DataFrame:
+    """The mixed table with ``share`` of its colours misspelt: 'gren' and, ten times rarer, 'rde'."""
+    frame, _ = mixed_frame(rows, seed=seed)
+    rng = np.random.default_rng(seed)
+    drawn = rng.random(rows)
+    frame.loc[drawn < share, "color"] = "gren"
+    frame.loc[drawn < share / 10, "color"] = "rde"
+    return frame
+
+
+def test_unseen_categories_are_counted_per_feature_in_the_table_json_and_html(tmp_path: Path) -> None:
+    """A misspelt category is served silently (the one-hot encoder ignores it) and was a sliver
+    of the "(other)" bar: now it is counted and named."""
+    settings = Settings(home=tmp_path / "home")
+    frame, labels = mixed_frame(3000, seed=0)
+    version = modelport.register(
+        mixed_pipeline(frame, labels), name="mixed", sample_input=frame.head(30), reference_data=frame,
+        settings=settings,
+    )  # fmt: skip
+    traffic = unseen_traffic(4000, seed=7, share=0.03)
+    typos = int((traffic["color"] == "gren").sum()), int((traffic["color"] == "rde").sum())
+    assert typos[0] > typos[1] > 0
+    capture(settings, version, traffic, columns=True)
+    runner = CliRunner()
+    env = {"MODELPORT_HOME": str(settings.home), "COLUMNS": "200", "NO_COLOR": "1"}
+
+    data = orjson.loads(runner.invoke(app, ["drift", "mixed@1", "--json"], env=env).stdout)
+    unseen = {feature["name"]: feature["unseen"] for feature in data["features"]}
+    assert unseen == {"color": sum(typos), "size": None, "count": 0}  # count: ten whole values, categorical
+    assert flagged(data) == []  # 3 %: too small a shift for the drift rule, so counted apart
+
+    table = runner.invoke(app, ["drift", "mixed@1"], env=env)
+    assert table.exit_code == 0, table.output
+    assert f"{sum(typos)}: 'gren' {typos[0]}, 'rde' {typos[1]}" in table.stdout
+    assert f"values the reference never had in: color ({sum(typos)})" in table.stdout
+
+    page = tmp_path / "report.html"
+    assert runner.invoke(app, ["drift", "mixed@1", "--html", str(page)], env=env).exit_code == 0
+    html = page.read_text(encoding="utf-8")
+    assert "<th>unseen</th>" in html
+    assert f"<td class='unseen'>{sum(typos)}: &#x27;gren&#x27; {typos[0]}, &#x27;rde&#x27; {typos[1]}</td>" in html
+    assert "(unseen): now" in html  # the bar of the values the reference never had is named so
+
+
+def test_unseen_values_are_not_counted_when_the_reference_had_too_many_to_keep() -> None:
+    """A free-text column: every value is new, so "unseen" says nothing and is not counted."""
+    text = np.array([f"note {i}" for i in range(1500)], dtype=object)
+    profile = FeatureProfile.of("note", text)
+    assert profile.kind == "categorical"
+    assert profile.others is None
+    assert profile.unseen(np.array(["new"], dtype=object)) is None
+    kept = FeatureProfile.of("note", text[:300])
+    assert kept.others is not None
+    assert len(kept.others) == 280  # beyond the 20 most frequent
+    assert dict(kept.unseen(np.array(["note 299", "new", "new"], dtype=object)) or {}) == {"new": 2}
+    assert FeatureProfile.from_dict(kept.to_dict()) == kept
+    old = {key: value for key, value in kept.to_dict().items() if key != "others"}  # written before others
+    assert FeatureProfile.from_dict(old).others is None
+    complete = FeatureProfile.of("c", np.array(["a", "b"] * 5, dtype=object)).to_dict()
+    del complete["others"]
+    assert FeatureProfile.from_dict(complete).others == ()  # an empty other bin: the categories are all
+
+
+def test_fail_on_drift_exits_3_when_a_feature_drifted(
+    home: Home, cli: Callable[..., Result], traffic: Callable[..., Path]
+) -> None:
+    traffic(draw(3000, seed=21))
+    stable = cli("drift", "num@1", "--fail-on-drift")
+    assert stable.exit_code == 0, stable.output
+    clear_capture(home.settings, home.full)
+    shifted = draw(3000, seed=22)
+    shifted["f1"] = shifted["f1"] + 2.0
+    traffic(shifted)
+    assert cli("drift", "num@1").exit_code == 0  # without the flag, drift is a finding, not a failure
+    failed = cli("drift", "num@1", "--fail-on-drift", "--json")
+    assert failed.exit_code == 3, failed.output
+    assert flagged(orjson.loads(failed.stdout)) == ["f1"]  # the report is still printed
+    assert "drifted: f1 (exit code 3, --fail-on-drift)" in failed.stderr
+    assert "--fail-on-drift" in cli("drift", "--help").output
+
+
+async def test_the_server_exports_unseen_values_per_categorical_feature(tmp_path: Path) -> None:
+    import asyncio
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from modelport.server.app import build_app
+    from tests.serving import client_for
+
+    settings = Settings(home=tmp_path / "home")
+    frame, labels = mixed_frame(3000, seed=0)
+    modelport.register(
+        mixed_pipeline(frame, labels), name="mixed", sample_input=frame.head(30), reference_data=frame,
+        alias="production", settings=settings,
+    )  # fmt: skip
+    traffic = unseen_traffic(200, seed=8, share=0.1)
+    typos = int(traffic["color"].isin(["gren", "rde"]).sum())
+    assert typos
+    served = settings.with_(models=("mixed@production",), capture_rate=1.0, drift_interval=0.05)
+    found: dict[str, float] = {}
+    async with client_for(build_app(served)) as client:
+        for start in range(0, len(traffic), 20):
+            rows = traffic.iloc[start : start + 20].to_dict(orient="records")
+            answer = await client.post("/v1/models/mixed:predict", json={"instances": rows})
+            assert answer.status_code == 200, answer.text
+        for _ in range(500):  # capture writes, then a refresh compares (once 100 rows are in): bounded
+            text = (await client.get("/metrics")).text
+            found = {
+                sample.labels["feature"]: sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.name == "modelport_drift_unseen_values"
+            }
+            if found.get("color") == typos:  # a refresh may come while the last requests are written
+                break
+            await asyncio.sleep(0.02)
+    assert found == {"color": typos, "count": 0, "(prediction)": 0}

@@ -1,8 +1,10 @@
 """``modelport drift REF``: a version's captured traffic against its reference profile.
 
-A table (or ``--json``) of PSI, p-value and the drifted flag per feature and for the prediction,
-and with ``--html`` a self-contained report: one inline SVG histogram per feature, reference
-against traffic, no external assets.
+A table (or ``--json``) of PSI, p-value, the drifted flag and the unseen values (of categorical
+features) per feature and for the prediction, and with ``--html`` a self-contained report: one
+inline SVG histogram per feature, reference against traffic, no external assets. With
+``--fail-on-drift`` it exits with :data:`DRIFT_EXIT` (3) when a feature or the prediction is
+drifted, for CI; 1 stays "could not compare".
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from modelport.observability.profile import Profile, read_profile
 from modelport.settings import Settings
 from modelport.types import ModelVersion
 
+DRIFT_EXIT = 3  # --fail-on-drift: a feature or the prediction drifted (1: could not compare, 2: usage)
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 
@@ -58,8 +61,10 @@ def run(
     capture_dir: Path | None,
     out: Console,
     err: Console,
+    fail_on_drift: bool = False,
 ) -> int:
-    """Compare REF's captured traffic with its reference profile and print the result."""
+    """Compare REF's captured traffic with its reference profile and print the result; the exit
+    code is :data:`DRIFT_EXIT` when ``fail_on_drift`` and anything drifted, else 0."""
     from modelport.registry.registry import Registry
 
     settings = Settings.from_env()
@@ -96,11 +101,17 @@ def run(
         _print_table(version, report, out)
     if html_path is not None:
         err.print(f"wrote {escape(str(html_path))}")
+    drifted = [*report.drifted, *([report.prediction.name] if report.prediction and report.prediction.drifted else [])]
+    if fail_on_drift and drifted:
+        err.print(f"drifted: {escape(', '.join(drifted))} (exit code {DRIFT_EXIT}, --fail-on-drift)")
+        return DRIFT_EXIT
     return 0
 
 
 def _print_table(version: ModelVersion, report: DriftReport, out: Console) -> None:
-    table = Table("feature", "type", "PSI", "p-value", "drifted", title=f"drift of {version.ref}", title_justify="left")
+    table = Table(
+        "feature", "type", "PSI", "p-value", "drifted", "unseen", title=f"drift of {version.ref}", title_justify="left"
+    )
     for feature in report.features:
         table.add_row(*_cells(feature))
     out.print(table)
@@ -108,19 +119,34 @@ def _print_table(version: ModelVersion, report: DriftReport, out: Console) -> No
     if prediction is None:
         out.print("prediction: not profiled (the model has no output of one value per row)")
     else:
-        psi, pvalue, flag = _cells(prediction)[2:]
-        out.print(f"prediction {escape(prediction.name)}: PSI {psi}, p-value {pvalue}, {flag}")
+        psi, pvalue, flag, unseen = _cells(prediction)[2:]
+        also = f", unseen {unseen}" if prediction.unseen else ""
+        out.print(f"prediction {escape(prediction.name)}: PSI {psi}, p-value {pvalue}, {flag}{also}")
     drifted = report.drifted
     verdict = f"[bold red]drifted: {escape(', '.join(drifted))}[/]" if drifted else "no feature drifted"
     out.print(f"{report.rows} captured rows against {_reference(report.profile)}; {verdict}")
+    if report.unseen:
+        counts = ", ".join(f"{escape(name)} ({count})" for name, count in report.unseen.items())
+        out.print(f"[bold yellow]values the reference never had[/] in: {counts}")
     out.print(f"drifted = PSI > {PSI_THRESHOLD:g} and p-value < {P_VALUE:g} (KS for numbers, χ² for categories)")
 
 
-def _cells(feature: FeatureDrift) -> tuple[str, str, str, str, str]:
+def _cells(feature: FeatureDrift) -> tuple[str, str, str, str, str, str]:
     psi = "-" if feature.psi is None else f"{feature.psi:.3f}"
     pvalue = "-" if feature.pvalue is None else f"{feature.pvalue:.3g} ({feature.test})"
     flag = "[bold red]DRIFTED[/]" if feature.drifted else ("no values" if feature.psi is None else "stable")
-    return escape(feature.name), feature.kind, psi, pvalue, flag
+    return escape(feature.name), feature.kind, psi, pvalue, flag, escape(unseen_text(feature))
+
+
+def unseen_text(feature: FeatureDrift) -> str:
+    """``312: fibre 300, fibr 12`` (the most frequent unseen values), ``0``, or ``-`` when not counted."""
+    if feature.unseen is None:
+        return "-"
+    if not feature.unseen:
+        return "0"
+    shown = ", ".join(f"{value!r} {count}" for value, count in feature.unseen_values)
+    more = ", …" if sum(count for _, count in feature.unseen_values) < feature.unseen else ""
+    return f"{feature.unseen}: {shown}{more}"
 
 
 def _reference(profile: Profile) -> str:
@@ -137,6 +163,7 @@ body { font-family: system-ui, sans-serif; margin: 2rem; color: #1f2933; }
 table { border-collapse: collapse; margin: 1rem 0; }
 th, td { padding: 0.3rem 0.8rem; border-bottom: 1px solid #d9e2ec; text-align: left; }
 td.drifted { color: #c0392b; font-weight: bold; }
+td.unseen { color: #b7791f; font-weight: bold; }
 figure { display: inline-block; margin: 0.5rem 1rem 1rem 0; }
 figcaption { font-weight: bold; margin-bottom: 0.3rem; }
 .legend span { display: inline-block; width: 0.8rem; height: 0.8rem; margin: 0 0.3rem 0 1rem; }
@@ -149,7 +176,8 @@ def render_html(version: ModelVersion, report: DriftReport, *, since: datetime |
     rows = "".join(
         f"<tr><td>{e(f.name)}</td><td>{f.kind}</td><td>{_number(f.psi, '.3f')}</td>"
         f"<td>{_number(f.pvalue, '.3g')} {f.test}</td>"
-        f"<td class='{'drifted' if f.drifted else ''}'>{'drifted' if f.drifted else 'stable'}</td></tr>"
+        f"<td class='{'drifted' if f.drifted else ''}'>{'drifted' if f.drifted else 'stable'}</td>"
+        f"<td class='{'unseen' if f.unseen else ''}'>{e(unseen_text(f))}</td></tr>"
         for f in (*report.features, *([report.prediction] if report.prediction else []))
     )
     window = f" since {e(since.isoformat(timespec='seconds'))}" if since else ""
@@ -166,8 +194,9 @@ def render_html(version: ModelVersion, report: DriftReport, *, since: datetime |
         f"<h1>Drift of {e(version.ref)}</h1>"
         f"<p>{report.rows} captured rows{window} against {e(_reference(report.profile))}. "
         f"A feature is drifted when its PSI is above {PSI_THRESHOLD:g} and its p-value (Kolmogorov–Smirnov "
-        f"for numbers, chi-squared for categories) is below {P_VALUE:g}.</p>"
-        "<table><tr><th>feature</th><th>type</th><th>PSI</th><th>p-value</th><th>drifted</th></tr>"
+        f"for numbers, chi-squared for categories) is below {P_VALUE:g}. Unseen: values of a categorical "
+        "feature that its reference never had, counted apart (the most frequent named).</p>"
+        "<table><tr><th>feature</th><th>type</th><th>PSI</th><th>p-value</th><th>drifted</th><th>unseen</th></tr>"
         f"{rows}</table>{legend}<h2>Features</h2>{plots}"
         f"{'<h2>Prediction</h2>' + prediction if prediction else ''}</body></html>\n"
     )
@@ -209,6 +238,8 @@ def _figure(feature: FeatureDrift, kind: str) -> str:
     parts.append("</svg>")
     psi = _number(feature.psi, ".3f")
     caption = f"{e(feature.name)} — PSI {psi}{' (drifted)' if feature.drifted else ''}"
+    if feature.unseen:
+        caption += f"<br><span class='unseen'>{e(unseen_text(feature))} unseen</span>"
     return (
         f"<figure class='{kind}' data-name='{e(feature.name)}'><figcaption>{caption}</figcaption>{''.join(parts)}"
         "</figure>"
@@ -216,5 +247,6 @@ def _figure(feature: FeatureDrift, kind: str) -> str:
 
 
 def report_json(version: ModelVersion, report: DriftReport) -> dict[str, Any]:
-    """``{"model", "version", "rows", "features": [{"name", "psi", "ks_pvalue", "drifted"}], "prediction"}``."""
+    """``{"model", "version", "rows", "features": [{"name", "psi", "ks_pvalue", "drifted", "unseen"}],
+    "prediction"}``."""
     return {"model": version.name, "version": version.version, **report.to_dict()}

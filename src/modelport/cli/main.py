@@ -828,11 +828,24 @@ def drift(
     capture_dir: Annotated[
         Path | None, typer.Option(help="The capture root (default: MODELPORT_HOME/capture).")
     ] = None,
+    fail_on_drift: Annotated[
+        bool, typer.Option("--fail-on-drift", help="Exit with code 3 when a feature or the prediction drifted (CI).")
+    ] = False,
 ) -> None:
     """Compare a version's captured traffic with its reference profile: PSI and a KS or χ² test per feature."""
     from modelport.cli.drift import run
 
-    raise typer.Exit(run(ref, since=since, as_json=as_json, html_path=html, capture_dir=capture_dir, out=out, err=err))
+    code = run(
+        ref,
+        since=since,
+        as_json=as_json,
+        html_path=html,
+        capture_dir=capture_dir,
+        fail_on_drift=fail_on_drift,
+        out=out,
+        err=err,
+    )
+    raise typer.Exit(code)
 
 
 def _require_grpc() -> None:

@@ -16,6 +16,12 @@ PSI = Σ (c_i − r_i) · ln(c_i / r_i) over the bins, with r_i and c_i the refe
 traffic's shares of the bin, each count plus 0.5 so an empty bin stays finite; missing values
 are a bin of their own when either side has any.
 
+**Unseen values.** Of a categorical feature, the traffic's values that the reference never had
+(``fibre`` where it had ``fiber``) are counted apart (:attr:`FeatureDrift.unseen`, with the most
+frequent of them): a few percent of them barely move the PSI, yet each is a value the model was
+never trained on. Not counted (None) for numeric features, and for a reference with more
+distinct values than its profile keeps.
+
 The p-values are computed in NumPy, without SciPy: the KS p-value from the limiting Kolmogorov
 distribution, P(K > D·√(nm/(n+m))) (``scipy.stats.kstwobign.sf``), with n the reference values
 the profile keeps (up to 1,000) and m the traffic's; ``scipy.stats.ks_2samp`` uses the
@@ -61,6 +67,7 @@ logger = logging.getLogger("modelport")
 PSI_THRESHOLD = 0.2
 P_VALUE = 0.01
 SMOOTHING = 0.5  # added to every bin's count before shares are taken
+UNSEEN_SHOWN = 5  # the most frequent unseen values a report names
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,8 @@ class FeatureDrift:
     bins: tuple[str, ...]
     reference: tuple[float, ...]  # share of the reference in each bin
     current: tuple[float, ...]  # share of the traffic in each bin
+    unseen: int | None = None  # categorical: the traffic's values its reference never had (None: not counted)
+    unseen_values: tuple[tuple[str, int], ...] = ()  # the most frequent of them, with their counts
 
     @property
     def test(self) -> str:
@@ -86,7 +95,13 @@ class FeatureDrift:
         return self.pvalue if self.kind == NUMERIC else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "psi": self.psi, "ks_pvalue": self.ks_pvalue, "drifted": self.drifted}
+        return {
+            "name": self.name,
+            "psi": self.psi,
+            "ks_pvalue": self.ks_pvalue,
+            "drifted": self.drifted,
+            "unseen": self.unseen,
+        }
 
 
 @dataclass(frozen=True)
@@ -103,6 +118,12 @@ class DriftReport:
     @property
     def drifted(self) -> list[str]:
         return [feature.name for feature in self.features if feature.drifted]
+
+    @property
+    def unseen(self) -> dict[str, int]:
+        """Features (and the prediction) with unseen values: how many values each."""
+        compared = [*self.features, *([self.prediction] if self.prediction is not None else [])]
+        return {feature.name: feature.unseen for feature in compared if feature.unseen}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -202,6 +223,7 @@ def _compare(feature: FeatureProfile, parts: list[np.ndarray]) -> FeatureDrift:
         else:
             pvalue = chi_squared_pvalue(reference, current)
     drifted = psi is not None and pvalue is not None and psi > PSI_THRESHOLD and pvalue < P_VALUE
+    unseen = feature.unseen(values) if current.sum() else None
     return FeatureDrift(
         feature.name,
         feature.kind,
@@ -212,6 +234,8 @@ def _compare(feature: FeatureProfile, parts: list[np.ndarray]) -> FeatureDrift:
         tuple(labels),
         tuple(float(s) for s in ref_share),
         tuple(float(s) for s in cur_share),
+        None if unseen is None else sum(unseen.values()),
+        () if unseen is None else tuple(unseen.most_common(UNSEEN_SHOWN)),
     )
 
 
@@ -356,8 +380,9 @@ def _parse(line: bytes) -> dict[str, Any] | None:
 class DriftGauges:
     """The server's drift gauges: every ``interval`` seconds, each served version that has a
     reference profile is compared with the traffic captured in the last ``window`` seconds; the
-    results are what ``/metrics`` shows as ``modelport_drift_psi`` and ``modelport_drift_detected``
-    (the prediction as feature ``(prediction)``). Versions without a profile, or with fewer than
+    results are what ``/metrics`` shows as ``modelport_drift_psi``, ``modelport_drift_detected``
+    and, for categorical features, ``modelport_drift_unseen_values`` (the prediction as feature
+    ``(prediction)``). Versions without a profile, or with fewer than
     ``min_rows`` captured rows in the window (a handful of rows flags chance), have no gauges."""
 
     PREDICTION = "(prediction)"
@@ -409,6 +434,8 @@ class DriftGauges:
                 if feature.psi is not None:
                     yield "modelport_drift_psi", labels, feature.psi
                 yield "modelport_drift_detected", labels, 1.0 if feature.drifted else 0.0
+                if feature.unseen is not None:
+                    yield "modelport_drift_unseen_values", labels, float(feature.unseen)
 
     @contextlib.asynccontextmanager
     async def running(self, served: Callable[[], Iterable[ModelVersion]]) -> AsyncIterator[None]:

@@ -195,6 +195,9 @@ FAMILIES: dict[str, Family] = {
         "gauge", "Population stability index of captured traffic.", (*_MV, "feature"), merge="max"
     ),
     "modelport_drift_detected": Family("gauge", "1 when the feature drifted.", (*_MV, "feature"), merge="max"),
+    "modelport_drift_unseen_values": Family(
+        "gauge", "Captured values of a categorical feature its reference never had.", (*_MV, "feature"), merge="max"
+    ),
     "process_cpu_seconds": Family("counter", "CPU time of the worker process.", ("worker",), merge="worker"),
     "process_resident_memory_bytes": Family("gauge", "Resident memory of the worker.", ("worker",), merge="worker"),
     "process_open_fds": Family("gauge", "Open file descriptors of the worker.", ("worker",), merge="worker"),

@@ -5,8 +5,17 @@ and stored beside the model as ``reference_profile.json`` in the version's artif
 carry it. Per feature: a numeric one keeps ten bins cut at the reference's deciles, the count in
 each, and up to :data:`SAMPLE_VALUES` sorted reference values (evenly spaced order statistics)
 for the Kolmogorov–Smirnov test; a categorical or text one keeps the counts of its
-:data:`TOP_CATEGORIES` most frequent values and of all the others together. Missing values
-(NaN, null) are counted apart. The prediction output is profiled the same way.
+:data:`TOP_CATEGORIES` most frequent values and of all the others together, and the others'
+values themselves (up to :data:`KNOWN_OTHERS`), so traffic's unseen values can be told apart.
+Missing values (NaN, null) are counted apart. The prediction output is profiled the same way.
+
+**Categorical or numeric.** Text, booleans and other objects are categorical. A number column is
+categorical when it holds codes rather than quantities: the prediction of a classifier (its
+``label`` output: class ids are names, not amounts), and a column of whole numbers (an integer
+type, or floats that are all whole, as a DataFrame's 0/1 flags become in a float matrix) with at
+most :data:`CATEGORICAL_VALUES` distinct values in the reference, each seen
+:data:`ROWS_PER_VALUE` times on average (so a 20-row sample does not turn counts into
+categories). Every other number column is numeric.
 
 Features come from the model's inputs (:func:`features`): a 2-D input with feature names gives
 one feature per named column, a 2-D input without names one per column named ``input[j]``, and a
@@ -34,11 +43,16 @@ FORMAT = 1
 BINS = 10  # numeric features: bins cut at the reference's deciles (fewer when values repeat)
 SAMPLE_VALUES = 1000  # numeric features: sorted reference values kept for the KS test
 TOP_CATEGORIES = 20  # categorical features: the most frequent values kept; the rest count as one
+KNOWN_OTHERS = 1000  # categorical features: the rest's distinct values kept, to tell unseen values
+CATEGORICAL_VALUES = 10  # whole-number columns with at most this many distinct values are categorical ...
+ROWS_PER_VALUE = 5  # ... when the reference has at least this many rows per distinct value
 OTHER = "(other)"
+UNSEEN = "(unseen)"  # the other bin's label when the reference had no other values
 MISSING = "(missing)"
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
 PREFERRED_OUTPUTS = ("label", "prediction")  # the output whose distribution is "the prediction"
+CATEGORICAL_OUTPUTS = ("label",)  # a classifier's prediction: categorical whatever its type
 
 
 @dataclass(frozen=True)
@@ -47,7 +61,9 @@ class FeatureProfile:
 
     Numeric: ``edges`` are the inner bin edges; value v falls in bin
     ``searchsorted(edges, v, "left")``, so bin i holds edges[i-1] < v <= edges[i]. Categorical:
-    bin i holds ``categories[i]``, the last bin every other value. ``missing`` counts NaN and null.
+    bin i holds ``categories[i]``, the last bin every other value; ``others`` are the reference's
+    values in that last bin (None when it had more than :data:`KNOWN_OTHERS`: unseen values are
+    then not told apart). ``missing`` counts NaN and null.
     """
 
     name: str
@@ -57,11 +73,13 @@ class FeatureProfile:
     edges: tuple[float, ...] = ()
     sample: tuple[float, ...] = ()  # numeric: sorted reference values for the KS test
     categories: tuple[str, ...] = ()
+    others: tuple[str, ...] | None = ()
 
     @classmethod
-    def of(cls, name: str, values: np.ndarray) -> FeatureProfile:
-        """The profile of ``values``: numeric for integer and float arrays, else categorical."""
-        if values.dtype.kind in "iuf":
+    def of(cls, name: str, values: np.ndarray, *, categorical: bool = False) -> FeatureProfile:
+        """The profile of ``values``: categorical when ``categorical`` says so or when
+        :func:`is_categorical`, else numeric."""
+        if not (categorical or is_categorical(values)):
             numbers = values.astype(np.float64)
             present = np.sort(numbers[~np.isnan(numbers)])
             quantiles = np.linspace(0.0, 1.0, BINS + 1)[1:-1]
@@ -69,8 +87,15 @@ class FeatureProfile:
             profile = cls(name, NUMERIC, (), edges=tuple(float(e) for e in edges), sample=_spread(present))
         else:
             frequent = Counter(key for key in map(category, values) if key is not None)
-            ranked = sorted(frequent.items(), key=lambda item: (-item[1], item[0]))[:TOP_CATEGORIES]
-            profile = cls(name, CATEGORICAL, (), categories=tuple(key for key, _ in ranked))
+            ranked = sorted(frequent.items(), key=lambda item: (-item[1], item[0]))
+            rest = sorted(key for key, _ in ranked[TOP_CATEGORIES:])
+            profile = cls(
+                name,
+                CATEGORICAL,
+                (),
+                categories=tuple(key for key, _ in ranked[:TOP_CATEGORIES]),
+                others=tuple(rest) if len(rest) <= KNOWN_OTHERS else None,
+            )
         counts, missing = profile.bin(values)
         return replace(profile, counts=tuple(int(c) for c in counts), missing=missing)
 
@@ -92,10 +117,18 @@ class FeatureProfile:
                 counts[index.get(key, other)] += 1
         return counts, missing
 
+    def unseen(self, values: np.ndarray) -> Counter[str] | None:
+        """The values of a categorical feature that its reference never had, with their counts;
+        None for a numeric feature, or when the reference had too many values to keep."""
+        if self.kind != CATEGORICAL or self.others is None:
+            return None
+        known = {*self.categories, *self.others}
+        return Counter(key for key in map(category, values) if key is not None and key not in known)
+
     def labels(self) -> list[str]:
         """A short label per bin, for tables and plots."""
         if self.kind == CATEGORICAL:
-            return [*self.categories, OTHER]
+            return [*self.categories, UNSEEN if self.others == () else OTHER]
         if not self.edges:
             return ["all values"]
         shown = [f"{edge:.4g}" for edge in self.edges]
@@ -109,18 +142,25 @@ class FeatureProfile:
             data.update(edges=list(self.edges), sample=list(self.sample))
         else:
             data["categories"] = list(self.categories)
+            data["others"] = None if self.others is None else list(self.others)
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FeatureProfile:
+        counts = tuple(int(c) for c in data["counts"])
+        if "others" in data:
+            others = None if data["others"] is None else tuple(str(v) for v in data["others"])
+        else:  # a profile written before others were kept: complete when its other bin is empty
+            others = () if not counts or not counts[-1] else None
         return cls(
             name=str(data["name"]),
             kind=str(data["kind"]),
-            counts=tuple(int(c) for c in data["counts"]),
+            counts=counts,
             missing=int(data.get("missing", 0)),
             edges=tuple(float(e) for e in data.get("edges", ())),
             sample=tuple(float(v) for v in data.get("sample", ())),
             categories=tuple(str(c) for c in data.get("categories", ())),
+            others=others if data["kind"] == CATEGORICAL else (),
         )
 
 
@@ -228,7 +268,8 @@ def build_profile(
         got = np.asarray(outputs[output])
         values = prediction_values(got)
         if values is not None:
-            prediction = FeatureProfile.of(prediction_name(output, got), values)
+            categorical = output in CATEGORICAL_OUTPUTS
+            prediction = FeatureProfile.of(prediction_name(output, got), values, categorical=categorical)
     return Profile(rows, source, signature.inputs, profiles, prediction, output if prediction else None)
 
 
@@ -249,14 +290,31 @@ def read_profile(artifact: Path) -> Profile | None:
         raise InvalidModel(f"{path} is not a readable reference profile: {exc}") from None
 
 
+def is_categorical(values: np.ndarray) -> bool:
+    """Whether a feature's reference ``values`` are categories (see the module docstring): not
+    numbers, or whole numbers with at most :data:`CATEGORICAL_VALUES` distinct values and
+    :data:`ROWS_PER_VALUE` rows per value."""
+    if values.dtype.kind not in "iuf":
+        return True
+    numbers = values.astype(np.float64)
+    present = numbers[~np.isnan(numbers)]
+    if not present.size or not np.all(np.isfinite(present)) or np.any(present != np.round(present)):
+        return False
+    distinct = np.unique(present).size
+    return distinct <= CATEGORICAL_VALUES and present.size >= ROWS_PER_VALUE * distinct
+
+
 def category(value: Any) -> str | None:
-    """A categorical value as the text it is counted under; None for a missing one."""
+    """A categorical value as the text it is counted under; None for a missing one. A whole
+    float is counted as the integer it is (``1.0`` and ``1`` are both ``"1"``)."""
     if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
         return None
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     if isinstance(value, np.generic):
         value = value.item()
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
     return str(value)
 
 
