@@ -47,7 +47,7 @@ from modelport.packaging.kubernetes import (
 )
 from modelport.reference import parse_reference
 from modelport.registry.registry import Registry
-from modelport.server.launcher import serving
+from modelport.server.launcher import GRPC_RUNNING, serving
 from modelport.settings import Settings
 from modelport.types import ModelVersion
 from tests.sagemaker import sagemaker_serve
@@ -464,3 +464,55 @@ def test_the_registry_variant_on_s3_mounts_no_volume_and_still_validates(
     assert result.returncode == 0, result.stdout + result.stderr
     with pytest.raises(InvalidSetting, match="give the shared store's s3://"):
         KubernetesOptions(artifacts="/mnt/artifacts")
+
+
+@pytest.mark.slow
+def test_with_grpc_the_registry_variant_serves_it_and_its_readiness_probe_is_grpc_health(
+    registered: tuple[Settings, ModelVersion], run: Any, tmp_path: Path
+) -> None:
+    grpc = pytest.importorskip("grpc")
+    from modelport.protocols.grpc.proto import health_pb2
+    from modelport.protocols.grpc.proto.health_pb2_grpc import HealthStub
+
+    settings, _ = registered
+    result = run("deploy", "k8s", REF, "--out", str(tmp_path / "layout"), "--grpc-port", "8081")
+    assert result.exit_code == 0, result.output
+    objects = list(yaml.safe_load_all(kustomize(tmp_path / "layout" / "overlays" / "registry")))
+    (deployment,) = of_kind(objects, "Deployment")
+    (server,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert {port["name"]: port["containerPort"] for port in server["ports"]} == {"http": container.PORT, "grpc": 8081}
+    assert server["readinessProbe"] == {
+        "grpc": {"port": 8081},
+        "periodSeconds": 5,
+        "timeoutSeconds": 2,
+        "failureThreshold": 2,
+    }
+    for probe in ("startupProbe", "livenessProbe"):  # gRPC health is readiness: liveness stays /v2/health/live
+        assert server[probe]["httpGet"]["path"] == container.LIVE_PATH
+    (service,) = of_kind(objects, "Service")
+    assert {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {
+        "http": (container.PORT, "http"),
+        "grpc": (8081, "grpc"),
+    }
+    (policy,) = of_kind(objects, "NetworkPolicy")
+    assert [p["port"] for p in policy["spec"]["ingress"][0]["ports"]] == ["http", "grpc"]
+    (baked,) = of_kind(list(yaml.safe_load_all(kustomize(tmp_path / "layout" / "base"))), "Deployment")
+    assert "httpGet" in baked["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]  # SageMaker mode: HTTP
+    path = tmp_path / "rendered.yaml"
+    path.write_text(yaml.safe_dump_all([o for o in objects if (o["apiVersion"], o["kind"]) not in CRD_SCHEMAS]))
+    for kubernetes in KUBERNETES_VERSIONS:
+        result = kubernetes_validate(path, kubernetes)
+        assert result.returncode == 0, f"{kubernetes}: {result.stdout}{result.stderr}"
+    # The probe as the kubelet sends it (service "", no credentials) to the server the variant runs
+    mounted = mount_keys(objects, tmp_path)
+    assert mounted.settings["MODELPORT_GRPC_PORT"] == "8081"
+    drop = ("MODELPORT_HOST", "MODELPORT_ARTIFACTS")
+    data = {k: v for k, v in mounted.settings.items() if k not in drop} | {"MODELPORT_GRPC_PORT": "0"}
+    env = {**os.environ, **data, "MODELPORT_HOME": str(settings.home), "NO_COLOR": "1"}
+    with serving([env["MODELPORT_MODELS"]], env=env) as launched:
+        port = int(launched.output.wait_for(GRPC_RUNNING, 60).group(1))
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            answer = HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(InvalidSetting, match="--grpc-port 8080: give a port from 1 to 65535 other than the HTTP port"):
+        KubernetesOptions(grpc_port=container.PORT)

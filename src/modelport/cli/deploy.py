@@ -90,6 +90,13 @@ def commands(handled: Handled) -> typer.Typer:
                 "claim modelport-NAME-artifacts)."
             ),
         ] = None,
+        grpc_port: Annotated[
+            int | None,
+            typer.Option(
+                help="The registry variant also serves V2 gRPC on this port; its readiness probe is then gRPC health "
+                "(its image needs grpcio: modelport build --with grpcio --with protobuf).",
+            ),
+        ] = None,
         open_: Annotated[
             bool,
             typer.Option(
@@ -121,6 +128,7 @@ def commands(handled: Handled) -> typer.Typer:
             inflight_per_pod=inflight_target,
             open=open_,
             artifacts=artifacts,
+            grpc_port=grpc_port,
         )
         version = _registered(ref)
         written = write_files(directory, kustomize_layout(version, reference, options), force=force)

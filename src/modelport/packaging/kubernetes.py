@@ -44,7 +44,9 @@ class KubernetesOptions:
     replicas is the prod Deployment's count when created (the HPA then keeps it between
     min_replicas and max_replicas); cpu and memory are each container's requests, cpu_limit and
     memory_limit its limits (memory: request = limit unless given, a model's memory is not
-    elastic); target_cpu_percent and inflight_per_pod are the HPAs' targets.
+    elastic); target_cpu_percent and inflight_per_pod are the HPAs' targets. grpc_port: the
+    registry variant also serves the V2 gRPC API on this port, and its readiness probe is gRPC
+    health on it (a baked image serves SageMaker's HTTP contract only).
     """
 
     image: str | None = None  # None: default_image(version)
@@ -61,6 +63,7 @@ class KubernetesOptions:
     inflight_per_pod: int = 8
     open: bool = False  # no API keys Secret: inside the cluster the NetworkPolicy is then the only gate
     artifacts: str | None = None  # the registry variant's store URL (s3://...); None: a shared volume
+    grpc_port: int | None = None  # the registry variant's gRPC port; None: no gRPC
 
     def __post_init__(self) -> None:
         for what, image in (("--image", self.image), ("--registry-image", self.registry_image)):
@@ -94,6 +97,10 @@ class KubernetesOptions:
             raise InvalidSetting(
                 f"--artifacts {self.artifacts!r}: give the shared store's s3://bucket/prefix URL, or leave it out "
                 "to mount a shared volume of artifacts"
+            )
+        if self.grpc_port is not None and not (1 <= self.grpc_port <= 65535 and self.grpc_port != container.PORT):
+            raise InvalidSetting(
+                f"--grpc-port {self.grpc_port}: give a port from 1 to 65535 other than the HTTP port {container.PORT}"
             )
         if self.inflight_per_pod < 1:
             raise InvalidSetting(
@@ -166,6 +173,14 @@ def probes(port: int | str) -> dict[str, Any]:
         "livenessProbe": get(container.LIVE_PATH, 10, 3),
         "readinessProbe": get(container.READY_PATH, 5, 2),
     }
+
+
+def grpc_readiness(port: int) -> dict[str, Any]:
+    """Readiness as gRPC health on ``port`` (service "": the server, ready exactly when
+    /v2/health/ready is 200); the probe also proves the gRPC port answers. Startup and liveness stay
+    on HTTP /v2/health/live: gRPC health is readiness, and a pod that is only not ready (loading,
+    shedding load, draining) must not be restarted."""
+    return {"grpc": {"port": port}, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 2}
 
 
 def container_security() -> dict[str, Any]:
@@ -282,7 +297,10 @@ def disruption_budget(version: ModelVersion) -> dict[str, Any]:
     }
 
 
-def network_policy(version: ModelVersion) -> dict[str, Any]:
+def network_policy(version: ModelVersion, *, grpc: bool = False) -> dict[str, Any]:
+    """Ingress from the namespace's pods and from namespaces labelled ACCESS_LABEL, to the http port
+    (and ``grpc``'s)."""
+    ports = [{"port": "http", "protocol": "TCP"}] + ([{"port": "grpc", "protocol": "TCP"}] if grpc else [])
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -293,7 +311,7 @@ def network_policy(version: ModelVersion) -> dict[str, Any]:
             "ingress": [
                 {
                     "from": [{"podSelector": {}}, {"namespaceSelector": {"matchLabels": {ACCESS_LABEL: "true"}}}],
-                    "ports": [{"port": "http", "protocol": "TCP"}],
+                    "ports": ports,
                 }
             ],
         },
@@ -397,7 +415,12 @@ def registry_patches(version: ModelVersion, ref: Reference, options: KubernetesO
         pod["volumes"] = [
             {"name": "artifacts", "persistentVolumeClaim": {"claimName": n["artifacts"], "readOnly": True}}
         ]
-    return [
+    grpc = options.grpc_port
+    if grpc is not None:  # the V2 gRPC API beside HTTP: port, Service port, NetworkPolicy, gRPC readiness
+        settings["MODELPORT_GRPC_PORT"] = str(grpc)
+        server["ports"] = [{"name": "grpc", "containerPort": grpc, "protocol": "TCP"}]  # merged with http's
+        server["readinessProbe"] = {"httpGet": None, **grpc_readiness(grpc)}  # null: the base's httpGet goes
+    patches = [
         _patch("ConfigMap", "v1", n["settings"], settings, key="data"),
         _server_patch(n["app"], server, pod),
         _patch(
@@ -407,6 +430,12 @@ def registry_patches(version: ModelVersion, ref: Reference, options: KubernetesO
             {"endpoints": [scrape_endpoint(version, True)]},
         ),
     ]
+    if grpc is not None:
+        ports = [{"name": "grpc", "port": grpc, "targetPort": "grpc", "protocol": "TCP"}]  # merged by port
+        patches.append(_patch("Service", "v1", n["app"], {"ports": ports}))
+        allowed = network_policy(version, grpc=True)["spec"]["ingress"]  # a list kustomize replaces whole
+        patches.append(_patch("NetworkPolicy", "networking.k8s.io/v1", n["app"], {"ingress": allowed}))
+    return patches
 
 
 # -- files ------------------------------------------------------------------------------------

@@ -1,10 +1,15 @@
 """The V2 gRPC endpoint: a ``grpc.aio`` server on the app's event loop, with the same admission as HTTP.
 
-:class:`AdmissionInterceptor` runs before every method: a request id (the caller's
+Beside ``inference.GRPCInferenceService`` it serves ``grpc.health.v1.Health`` (Kubernetes' gRPC
+probes; :mod:`modelport.protocols.grpc.health`) and server reflection, v1 and v1alpha (grpcurl;
+:mod:`modelport.protocols.grpc.reflection`).
+
+:class:`AdmissionInterceptor` runs before every method, streaming ones too: a request id (the caller's
 ``x-request-id`` metadata or a new one, sent back as trailing metadata), the
 :class:`~modelport.server.guard.Gate` on the ``authorization`` / ``x-api-key`` metadata (the REST
-policy: ServerLive and ServerReady are open, ServerMetadata needs any valid credentials, the
-model methods need a caller allowed to use the model), and one error handler: a domain error
+policy: ServerLive, ServerReady and the server's health (service ``""``) are open, ServerMetadata,
+health's List and reflection need any valid credentials, the model methods and a model's health
+need a caller allowed to use the model), and one error handler: a domain error
 becomes the gRPC status of its HTTP status (the one table in :mod:`modelport.protocols.errors`),
 with the same message as REST; anything else is logged and answered INTERNAL. When on, it traces
 the call as HTTP requests are traced (a ``traceparent`` in the metadata is continued, the span's
@@ -17,6 +22,7 @@ certificate (:mod:`modelport.server.tls`), requiring client certificates with a 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,7 +33,10 @@ import grpc
 
 from modelport.errors import ModelportError
 from modelport.protocols.errors import status_of
+from modelport.protocols.grpc import reflection
+from modelport.protocols.grpc.health import SERVER, HealthServicer
 from modelport.protocols.grpc.proto.grpc_predict_v2_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
+from modelport.protocols.grpc.proto.health_pb2_grpc import add_HealthServicer_to_server
 from modelport.protocols.grpc.servicer import InferenceServicer, metadata_of
 from modelport.protocols.v2 import GetManager
 from modelport.server.admission import REQUEST_ID, Watchers, request_id
@@ -58,7 +67,14 @@ _CODES: dict[int, grpc.StatusCode] = {
     507: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
-# What each method needs, from its request message (the REST policy, method by method).
+
+def _health(request: Any) -> Need:
+    """The server's health is open (as /v2/health/ready); a model's needs a caller allowed to use it."""
+    return Need(Access.OPEN) if request.service in SERVER else Need(Access.INFER, request.service)
+
+
+# What each method needs, from its request message (the REST policy, method by method; None for
+# a streamed request).
 NEEDS: dict[str, Callable[[Any], Need]] = {
     "ServerLive": lambda request: Need(Access.OPEN),
     "ServerReady": lambda request: Need(Access.OPEN),
@@ -66,6 +82,10 @@ NEEDS: dict[str, Callable[[Any], Need]] = {
     "ModelReady": lambda request: Need(Access.INFER, request.name),
     "ModelMetadata": lambda request: Need(Access.INFER, request.name),
     "ModelInfer": lambda request: Need(Access.INFER, request.model_name),
+    "Check": _health,
+    "Watch": _health,
+    "List": lambda request: Need(Access.ANY),
+    "ServerReflectionInfo": lambda requests: Need(Access.ANY),
 }
 
 Behavior = Callable[..., Awaitable[Any]]  # (request, context), ModelInfer also (request, context, exchange)
@@ -87,16 +107,23 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  #
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
         path = str(details.method)
-        method = path.rpartition("/")[2]
-        admitted = self._admitted(handler.unary_unary, NEEDS.get(method, lambda request: Need(Access.ANY)), path)
-        return grpc.unary_unary_rpc_method_handler(
-            admitted,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        need_of = NEEDS.get(path.rpartition("/")[2], lambda request: Need(Access.ANY))
+        codecs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(self._admitted(handler.unary_unary, need_of, path), **codecs)
+        if handler.unary_stream is not None:
+            admitted = self._admitted_stream(handler.unary_stream, need_of, path, streamed=False)
+            return grpc.unary_stream_rpc_method_handler(admitted, **codecs)
+        if handler.stream_stream is not None:
+            admitted = self._admitted_stream(handler.stream_stream, need_of, path, streamed=True)
+            return grpc.stream_stream_rpc_method_handler(admitted, **codecs)
+        return handler  # no client-streaming methods are served
 
     def _admitted(self, behavior: Behavior, need_of: Callable[[Any], Need], path: str) -> Behavior:
         gate = self.gate
@@ -160,6 +187,57 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  #
 
         return admitted
 
+    def _admitted_stream(
+        self, behavior: Callable[..., AsyncIterator[Any]], need_of: Callable[[Any], Need], path: str, *, streamed: bool
+    ) -> Callable[..., AsyncIterator[Any]]:
+        """Admission for a method that answers with a stream (health's Watch; reflection, whose
+        requests are a stream too: ``streamed``): request id, credentials, errors as status codes,
+        one access-log line and metrics entry when the stream ends (the client leaving ends it well)."""
+        gate = self.gate
+
+        async def admitted(request: Any, context: Any) -> AsyncIterator[Any]:
+            start = time.perf_counter()
+            metadata = metadata_of(context)
+            rid = request_id(metadata.get(REQUEST_ID, "").encode("latin-1") or None)
+            exchange = Exchange(request_id=rid)
+            context.set_trailing_metadata(((REQUEST_ID, rid),))
+            status, principal = 500, None
+            try:
+                need = need_of(None if streamed else request)
+                if gate is not None and need.access is not Access.OPEN:
+                    credentials = metadata.get("authorization"), metadata.get("x-api-key")
+                    try:
+                        principal = gate.admit(need, *credentials, None)
+                    except ModelportError as exc:
+                        self.watchers.refused(exc, credentials == (None, None))
+                        raise
+                async for response in behavior(request, context):
+                    yield response
+                status = 200
+            except asyncio.CancelledError:  # the client hung up: how a Watch ends
+                status = 200
+                raise
+            except ModelportError as exc:
+                status = status_of(exc)
+                if status == 500:
+                    self.watchers.fault(exc, exchange, method="gRPC", path=path, trace=None)
+                await context.abort(code_of(exc), exc.message)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                logger.error("unhandled error in a gRPC call (request %s)", rid, exc_info=exc)
+                self.watchers.fault(exc, exchange, method="gRPC", path=path, trace=None)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, f"internal server error: {type(exc).__name__}; see the server log"
+                )
+            finally:
+                seconds = time.perf_counter() - start
+                self.watchers.answered(
+                    exchange, status, principal, seconds, client=_peer(context), method="gRPC", path=path
+                )
+
+        return admitted
+
 
 def _peer(context: Any) -> str:
     """The client's address from gRPC's peer text (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``)."""
@@ -201,6 +279,10 @@ async def grpc_endpoint(
     server = grpc.aio.server(options=options, interceptors=[interceptor])
     servicer = InferenceServicer(get_manager, sticky_header=settings.sticky_header)
     add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]  # generated code
+    health = HealthServicer(get_manager)
+    add_HealthServicer_to_server(health, server)  # type: ignore[no-untyped-call]
+    for generated, reflecting in reflection.servicers():
+        generated.add_ServerReflectionServicer_to_server(reflecting, server)
     address = _address(settings.host, settings.grpc_port)
     try:
         if tls is None:
@@ -222,4 +304,5 @@ async def grpc_endpoint(
     try:
         yield port
     finally:
+        health.close()  # every Watch says NOT_SERVING and ends, so none holds the grace period
         await server.stop(GRACE_SECONDS)

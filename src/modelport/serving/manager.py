@@ -37,7 +37,7 @@ from modelport.serving.batching import Batcher, BatchSettings
 from modelport.serving.inference import Inference
 from modelport.serving.lifecycle import Lifecycle, warm
 from modelport.serving.plans import Spec, build_plans
-from modelport.serving.routes import Chance, Route, RoutingTable, build_table
+from modelport.serving.routes import NOT_LOADED, Chance, Route, RoutingTable, build_table
 from modelport.serving.shadow import ShadowRunner
 from modelport.serving.versions import (
     INLINE_SECONDS,
@@ -303,7 +303,7 @@ class ModelManager:
         if self._closed:
             return "the server is shutting down"
         if self._table.unmet:
-            return "the configured models are not all loaded yet"
+            return self._unmet()
         runaway = self._runaways(1.0)
         if runaway:
             return f"runaway predictions past the {self.timeout:g} s deadline: {runaway}; restart to recycle"
@@ -314,6 +314,26 @@ class ModelManager:
             if shedding:
                 return f"overloaded: {', '.join(shedding)} refused requests in the last {OVERLOAD_WINDOW:g} s"
         return None
+
+    def _unmet(self) -> str:
+        """Why the configured references are not all served, each reason once: failed to load (for
+        good: a failed version is not retried on its own), not loaded yet, or not in the registry."""
+        refs: dict[str, list[str]] = {}  # what is wrong -> the references it holds back
+        for (name, selector), why in self._table.unmet.items():
+            if any(error.message in why for error in self._versions.failures(name)):
+                what = f"failed to load: {why} (not retried: fix it, then move the alias again or load it again)"
+            elif why == NOT_LOADED:
+                what = "not loaded yet"
+            else:  # "iris@3 is not in the registry": it names its reference
+                refs.setdefault(why, [])
+                continue
+            refs.setdefault(what, []).append(name if selector is None else f"{name}@{selector}")
+        parts = []
+        for what, held in refs.items():
+            # a model's default route beside one of its named ones says nothing new
+            named = sorted(r for r in held if "@" in r or not any(o.startswith(f"{r}@") for o in held))
+            parts.append(f"{', '.join(named)} {what}" if named else what)
+        return "; ".join(parts)
 
     def not_live(self) -> str | None:
         """Why the server should be replaced, or None: a runtime call has run for more than

@@ -22,6 +22,7 @@ from modelport.serving.versions import ServingModel
 
 Key = tuple[str, int]
 Selector = tuple[str, str | None]  # (name, selector); a None selector is the model's default
+NOT_LOADED = "not loaded yet"  # why a required route is unmet while none of its versions failed
 
 
 class Chance(Protocol):
@@ -107,7 +108,7 @@ def build_table(
                 routes[(name, selector)] = route
             elif selector in plan.required:
                 reasons = [errors[(name, v)] for v, _ in targets if (name, v) in errors]
-                why[(name, selector)] = "; ".join(reasons) or "not loaded yet"
+                why[(name, selector)] = "; ".join(reasons) or NOT_LOADED
     return RoutingTable(routes, MappingProxyType(why))
 
 
