@@ -1,5 +1,6 @@
 """Real models of several input shapes: a mixed text/number DataFrame pipeline, an ONNX graph with
-a 2-D and a 1-D input, an ONNX graph over strings, and a model that handles missing values."""
+a 2-D and a 1-D input, an ONNX graph over strings, a model that handles missing values, and ONNX
+graphs over token ids (INT64, refused past the vocabulary at run time), BOOL and 3-D UINT8 tensors."""
 
 from __future__ import annotations
 
@@ -104,6 +105,69 @@ def write_word_codes_onnx(path: Path) -> Path:
     )
     opsets = [helper.make_opsetid("", 18), helper.make_opsetid("ai.onnx.ml", 3)]
     model = helper.make_model(graph, opset_imports=opsets)
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def write_embedding_onnx(path: Path) -> Path:
+    """Token ids [N, 3] (INT64) looked up in a table of 50 rows of 4: ONNX Gather, which
+    refuses an id past the table's end at run time."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.arange(50 * 4, dtype=np.float32).reshape(50, 4), "table")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["table", "ids"], ["rows"], axis=0),
+            helper.make_node("Flatten", ["rows"], ["vector"]),
+        ],
+        "embed",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [None, 3])],
+        [helper.make_tensor_value_info("vector", TensorProto.FLOAT, [None, 12])],
+        initializer=[table],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def write_flags_onnx(path: Path) -> Path:
+    """BOOL in, BOOL and INT32 out: ``flags`` [N, 2] -> ``negated`` [N, 2] (BOOL), ``as_int`` [N, 2] (INT32)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Not", ["flags"], ["negated"]),
+            helper.make_node("Cast", ["flags"], ["as_int"], to=TensorProto.INT32),
+        ],
+        "flags",
+        [helper.make_tensor_value_info("flags", TensorProto.BOOL, [None, 2])],
+        [
+            helper.make_tensor_value_info("negated", TensorProto.BOOL, [None, 2]),
+            helper.make_tensor_value_info("as_int", TensorProto.INT32, [None, 2]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def write_pixels_onnx(path: Path) -> Path:
+    """A 3-D UINT8 input and output of another type: ``pixels`` [N, 2, 2] -> ``scaled`` [N, 2, 2] (FP32)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["pixels"], ["scaled"], to=TensorProto.FLOAT)],
+        "pixels",
+        [helper.make_tensor_value_info("pixels", TensorProto.UINT8, [None, 2, 2])],
+        [helper.make_tensor_value_info("scaled", TensorProto.FLOAT, [None, 2, 2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx.checker.check_model(model)
     path.write_bytes(model.SerializeToString())
     return path

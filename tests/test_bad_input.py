@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import zlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ from modelport.api import register
 from modelport.server.app import build_app
 from modelport.settings import Settings
 from tests.serving import client_for, register_iris
+from tests.tabular import write_embedding_onnx
 
 LIMIT = 4096
 FEATURES = "features: sepal_length, sepal_width, petal_length, petal_width"
@@ -366,32 +366,11 @@ async def test_unknown_or_broken_compression_is_refused_with_its_reason(client: 
 
 # -- values the model itself cannot take, integers past their type ------------------------------
 
-VOCABULARY = 50
 EMBED_V2 = "/v2/models/embed/infer"
 EMBED_TF = "/v1/models/embed:predict"
 OUT_OF_VOCABULARY = (
     "the model cannot take this input: Gather: indices element out of data bounds, idx=100 must be within"
 )
-
-
-def write_embedding_onnx(path: Path) -> Path:
-    """Token ids [N, 3] (INT64) looked up in a table of VOCABULARY rows of 4: ONNX Gather, which
-    refuses an id past the table's end at run time."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    table = numpy_helper.from_array(np.arange(VOCABULARY * 4, dtype=np.float32).reshape(VOCABULARY, 4), "table")
-    graph = helper.make_graph(
-        [
-            helper.make_node("Gather", ["table", "ids"], ["rows"], axis=0),
-            helper.make_node("Flatten", ["rows"], ["vector"]),
-        ],
-        "embed",
-        [helper.make_tensor_value_info("ids", TensorProto.INT64, [None, 3])],
-        [helper.make_tensor_value_info("vector", TensorProto.FLOAT, [None, 12])],
-        initializer=[table],
-    )
-    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
-    return path
 
 
 @pytest.fixture(scope="module")

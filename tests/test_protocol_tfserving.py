@@ -122,6 +122,20 @@ async def test_unknown_verbs_methods_and_paths_are_refused(client: AsyncClient) 
     assert response.status_code == 404
 
 
+@pytest.mark.parametrize("path", ["/v1/models/iris", "/v1/models/iris/metadata", "/v1/models/iris/versions/1"])
+async def test_other_methods_on_status_and_metadata_are_405_allowing_exactly_get_and_head(
+    client: AsyncClient, path: str
+) -> None:
+    for method in ("POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+        response = await client.request(method, path)
+        assert response.status_code == 405, (method, response.text)
+        assert response.headers["allow"] == "GET, HEAD", method  # not POST, which is :predict's
+        assert response.json()["error"].startswith(f"{method} is not supported on this path; use GET")
+    assert (await client.head(path)).status_code == 200
+    response = await client.get("/v1/models/iris:predict")
+    assert (response.status_code, response.headers["allow"]) == (405, "POST")
+
+
 async def test_single_output_model_answers_plain_lists(tmp_path: Path) -> None:
     pair = fake_version(tmp_path, "scores", 1, features=None)
     signature = pair[0].signature

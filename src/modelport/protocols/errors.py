@@ -58,11 +58,13 @@ JSON = "application/json"
 
 
 class WireError(ModelportError):
-    """A request a protocol cannot take as sent, with the HTTP status that says so (405, 406, 415)."""
+    """A request a protocol cannot take as sent, with the HTTP status that says so (405, 406, 415)
+    and the headers that go with it (a 405's ``Allow``)."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = dict(headers or {})
 
 
 def status_of(error: ModelportError) -> int:
@@ -93,6 +95,8 @@ def error_payload(error: ModelportError) -> Payload:
     headers = {"Retry-After": str(max(1, math.ceil(getattr(error, "retry_after", 1))))} if status == 503 else None
     if status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="modelport"'}
+    if isinstance(error, WireError) and error.headers:
+        headers = {**(headers or {}), **error.headers}
     return Payload(status, orjson.dumps({"error": error.message}), JSON, headers)
 
 

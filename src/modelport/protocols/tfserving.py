@@ -232,16 +232,20 @@ def _rows(arr: np.ndarray) -> list[Any]:
 # -- routes -------------------------------------------------------------------------------------
 
 
+_EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
+
+
 def routes(get_manager: GetManager) -> list[Route]:
     """Status and metadata; ``:predict`` is served by the fast lane (:mod:`modelport.server.fastlane`)."""
 
     async def endpoint(request: Request) -> Response:
         target = parse_path(request.path_params["rest"])
         manager = get_manager()
-        if request.method == "GET" and target.action == "status":
+        reading = request.method in ("GET", "HEAD")
+        if reading and target.action == "status":
             return Response(dumps({"model_version_status": _statuses(manager, target)}), media_type=JSON)
         model = manager.get(target.name, target.selector)
-        if request.method == "GET" and target.action == "metadata":
+        if reading and target.action == "metadata":
             return Response(dumps(metadata(model)), media_type=JSON)
         if target.action not in ("status", "metadata", "predict"):
             raise NotFound(f"':{target.action}' is not supported; modelport serves ':predict' ({PATH_HELP})")
@@ -249,6 +253,9 @@ def routes(get_manager: GetManager) -> list[Route]:
             f"{request.method} is not supported on this path; use GET for status and /metadata, "
             f"POST for :predict ({PATH_HELP})",
             405,
+            {"Allow": "GET, HEAD"},  # status and metadata (:predict takes POST, on the fast lane)
         )
 
-    return [Route("/v1/models/{rest:path}", endpoint, methods=["GET", "POST"])]
+    # Every method reaches the endpoint, which answers 405 with the Allow of the path it names
+    # (the router's Allow would list POST for status and metadata too).
+    return [Route("/v1/models/{rest:path}", endpoint, methods=_EVERY_METHOD)]
