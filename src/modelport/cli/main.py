@@ -336,10 +336,33 @@ def _print_registered(version: ModelVersion) -> None:
 
 @app.command()
 @_handled
-def models() -> None:
-    """List registered models."""
+def models(
+    name: Annotated[
+        str | None,
+        typer.Argument(metavar="[NAME]", help="One model: its versions, with aliases, runtime, metrics, created."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List registered models, or (NAME) one model's versions."""
+    if name is not None:
+        _model_versions(name, as_json=as_json)
+        return
     with _registry() as registry:
         summaries = registry.models()
+    if as_json:
+        listed = [
+            {
+                "name": s.name,
+                "latest_version": s.latest_version,
+                "version_count": s.version_count,
+                "aliases": dict(sorted(s.aliases.items())),
+                "updated_at": s.updated_at.isoformat(),
+                "description": s.description,
+            }
+            for s in summaries
+        ]
+        out.print_json(orjson.dumps(listed).decode())
+        return
     if not summaries:
         out.print("no models registered yet: modelport register PATH --name NAME")
         return
@@ -347,6 +370,43 @@ def models() -> None:
     for s in summaries:
         aliases = ", ".join(f"{a}→{v}" for a, v in sorted(s.aliases.items()))
         cells = (s.name, str(s.latest_version), str(s.version_count), aliases, _when(s.updated_at), s.description)
+        table.add_row(*map(escape, cells))
+    out.print(table)
+
+
+def _model_versions(name: str, *, as_json: bool) -> None:
+    """``models NAME``: every version of NAME, oldest first."""
+    from modelport.reference import parse_name
+
+    if "@" in name:
+        raise UsageError(f"models takes a model NAME, not {name!r}; for one version: modelport show {name}")
+    parse_name(name)
+    with _registry() as registry:
+        found = registry.versions(name)
+    if as_json:
+        listed = [
+            {
+                "version": v.version,
+                "aliases": list(v.aliases),
+                "runtime": v.runtime,
+                "framework": v.framework,
+                "metrics": dict(v.metrics),
+                "tags": dict(v.tags),
+                "created_at": v.created_at.isoformat(),
+                "description": v.description,
+            }
+            for v in found
+        ]
+        out.print_json(orjson.dumps({"name": name, "versions": listed}).decode())
+        return
+    if not found:
+        out.print(f"{name} has no versions left (all were deleted): modelport register PATH --name {name}")
+        return
+    created = Column("created", no_wrap=True)
+    table = Table("version", "aliases", "runtime", "metrics", created, "description", title=name, title_justify="left")
+    for v in found:
+        metrics = ", ".join(f"{k}={m}" for k, m in v.metrics.items())
+        cells = (str(v.version), ", ".join(v.aliases), v.runtime, metrics, _when(v.created_at), v.description)
         table.add_row(*map(escape, cells))
     out.print(table)
 
