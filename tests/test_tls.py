@@ -226,7 +226,7 @@ def test_modelport_serve_with_tls_flags_serves_https(pki: Pki, tmp_path: Path, i
     process, output = start(command, env=env)
     try:
         port = int(output.wait_for(re.compile(r"running on https://127\.0\.0\.1:(\d+)"), 120).group(1))
-        assert "docs: https://127.0.0.1:<port>/docs" in output.text
+        assert f"docs: https://127.0.0.1:{port}/docs" in output.text  # bound first: the real port
         base = f"https://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         with httpx.Client(verify=pki.client_context()) as http:

@@ -6,8 +6,10 @@ settings), 1 for failures, 130 for Ctrl-C. A traceback is shown only with ``mode
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -800,9 +802,28 @@ def serve(
     with _registry() as registry:
         resolved = [registry.get(ref) for ref in refs]
         check_serving_exposure(settings, registry)
-    # port 0: the system picks one when the server binds; uvicorn's "running on" line names it
-    host, port = settings.host, settings.port
-    base = f"{'https' if tls else 'http'}://{'[' + host + ']' if ':' in host else host}:{port or '<port>'}"
+    sockets = _bind(settings, "--port")  # before any model loads: a port in use is the first and only line
+    try:
+        _serve_bound(settings, sockets, refs, resolved, serve_alias, policy, tls, log_level, access_log)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _serve_bound(
+    settings: Settings,
+    sockets: list[Any],
+    refs: list[str],
+    resolved: list[ModelVersion],
+    serve_alias: str | None,
+    policy: str | None,
+    tls: Any,
+    log_level: str,
+    access_log: bool,
+) -> None:
+    """What ``serve`` says it serves, and the server on the sockets bound for it."""
+    host, port = settings.host, sockets[0].getsockname()[1]  # port 0: the one the system picked
+    base = f"{'https' if tls else 'http'}://{'[' + host + ']' if ':' in host else host}:{port}"
     for ref, version in zip(refs, resolved, strict=True):
         out.print(f"serving [bold]{ref}[/] (version {version.version}, {version.runtime} runtime)")
     if serve_alias:
@@ -815,12 +836,46 @@ def serve(
         security = f", {tls.description}" if tls else ""
         shown = settings.grpc_port or "<port, logged at start>"
         out.print(f"  V2 gRPC: {grpc_host}:{shown} (inference.GRPCInferenceService{security})")
-    _run_uvicorn(settings, log_level=log_level, access_log=access_log)
+    _run_uvicorn(settings, log_level=log_level, access_log=access_log, sockets=sockets)
+
+
+def _bind(settings: Settings, flag: str) -> list[Any]:
+    """The HTTP sockets, bound now (the server listens on them once started), after a check that
+    the gRPC port can be bound too; a port in use, or an address that cannot be bound, is one line."""
+    from modelport.server.http import bind
+
+    host = settings.host
+    if settings.grpc_port:  # checked only: the gRPC server binds it when it starts
+        try:
+            for sock in bind(host, settings.grpc_port, reuse_port=settings.workers > 1):
+                sock.close()
+        except OSError as exc:
+            raise ModelportError(_unbindable(host, settings.grpc_port, exc, "--grpc-port")) from None
+    try:
+        return bind(host, settings.port)
+    except OSError as exc:
+        raise ModelportError(_unbindable(host, settings.port, exc, flag)) from None
+
+
+def _unbindable(host: str, port: int, exc: OSError, flag: str) -> str:
+    """One line for a failed bind: what is wrong, and the option that changes it."""
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is in use: another process listens there; pick another with {flag}, or stop it"
+    if exc.errno == errno.EACCES:
+        why = "permission denied (ports below 1024 need privileges)"
+        return f"cannot bind port {port} on {host}: {why}; pick another with {flag}"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        why = f"{host} is not an address of this machine"
+        return f"cannot bind {host}:{port}: {why}; give one of its addresses with --host (0.0.0.0: all of them)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot bind {host}:{port}: {host!r} does not resolve ({exc.strerror}); give an address with --host"
+    return f"cannot bind {host}:{port}: {exc.strerror or exc}"
 
 
 def _run_uvicorn(settings: Settings, *, log_level: str, access_log: bool, **options: Any) -> None:
     """Run the app under modelport's guarded uvicorn (:mod:`modelport.server.http`): in this process,
-    or in settings.workers processes."""
+    or in settings.workers processes; ``options`` go to :func:`modelport.server.http.run` (``sockets``
+    bound beforehand) and on to uvicorn."""
     from modelport.server import http as httpserver
     from modelport.server.tls import uvicorn_options
 
@@ -854,10 +909,16 @@ def _serve_sagemaker(*, log_level: str, access_log: bool) -> None:
     from modelport.server.tls import server_tls
 
     tls = server_tls(settings)
-    where = f"{settings.host}:{settings.port}" + (f" over {tls.description}" if tls else "")
-    out.print(f"SageMaker mode: serving {what} on {where} ({settings.workers} worker(s))")
-    # keep-alive longer than SageMaker's front end keeps idle connections
-    _run_uvicorn(settings, log_level=log_level, access_log=access_log, timeout_keep_alive=75)
+    sockets = _bind(settings, "SAGEMAKER_BIND_TO_PORT (or MODELPORT_PORT)")
+    try:
+        port = sockets[0].getsockname()[1]
+        where = f"{settings.host}:{port}" + (f" over {tls.description}" if tls else "")
+        out.print(f"SageMaker mode: serving {what} on {where} ({settings.workers} worker(s))")
+        # keep-alive longer than SageMaker's front end keeps idle connections
+        _run_uvicorn(settings, log_level=log_level, access_log=access_log, timeout_keep_alive=75, sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @app.command()

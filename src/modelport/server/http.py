@@ -33,6 +33,7 @@ status 0.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import resource
@@ -46,7 +47,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import httptools
 from uvicorn import Config, Server
@@ -380,6 +381,85 @@ class ModelportServer(Server):
         else:
             self.should_exit = True
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's start-up; on sockets bound beforehand (:func:`bind`), listening is checked and
+        the "running on" line said, as uvicorn does for the sockets it binds itself."""
+        port = sockets[0].getsockname()[1] if sockets else 0  # before the event loop takes them
+        try:
+            await super().startup(sockets=sockets)
+        except OSError as exc:  # asyncio's listen() failed
+            await self._not_listening(str(exc))
+        if sockets is None or not self.started:
+            return
+        if any(sock is None for server in self.servers for sock in server.sockets):
+            # uvloop drops a socket it cannot listen on without a word: a server that also sets
+            # SO_REUSEADDR bound the port while the models loaded, and listened first
+            taken = f"port {port} on {self.config.host} is in use: another server took it while the models loaded"
+            await self._not_listening(f"[Errno {errno.EADDRINUSE}] {taken}")
+        _log_running(self.config, port)
+
+    async def _not_listening(self, message: str) -> NoReturn:
+        """Stop a start-up that cannot listen as uvicorn stops one that cannot bind."""
+        from uvicorn.config import STARTUP_FAILURE
+
+        logging.getLogger("uvicorn.error").error(message)
+        for server in getattr(self, "servers", []):
+            server.close()
+        await self.lifespan.shutdown()
+        raise SystemExit(STARTUP_FAILURE)
+
+
+def bind(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
+    """Sockets bound to ``host``:``port`` now and not listening yet, for :func:`run` to serve on.
+
+    Bound before any model loads, a port in use is the first thing said (not after minutes of
+    loading), and the port stays bound while they load; connections are refused until the server
+    listens, once started (a server that also sets SO_REUSEADDR, as uvicorn does, can still bind
+    it meanwhile: the first to listen has it). Every address ``host`` resolves to is bound, as
+    asyncio binds a host: SO_REUSEADDR, IPv6 sockets IPv6-only, a family this machine lacks
+    skipped; with port 0 every address gets the port the system picked for the first.
+    ``reuse_port`` sets SO_REUSEPORT too, as gRPC workers that share a port bind it. Raises the
+    OSError of the bind.
+    """
+    found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    infos = list(dict.fromkeys(found))  # once each (a resolver may repeat an address)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if sockets and port == 0:
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                sock.close()
+                if exc.errno == errno.EADDRNOTAVAIL and len(infos) > 1:  # that family is off here
+                    continue
+                raise
+            sockets.append(sock)
+        if not sockets:
+            raise OSError(errno.EADDRNOTAVAIL, f"no address of {host!r} can be bound on this machine")
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    for sock in sockets:
+        sock.set_inheritable(True)  # the worker processes serve them
+    return sockets
+
+
+def _log_running(config: Config, port: int) -> None:
+    """uvicorn's "running on" line (which :mod:`modelport.server.launcher` reads the port from)."""
+    host = config.host
+    shown = f"[{host}]" if ":" in host else host
+    scheme = "https" if config.is_ssl else "http"
+    logging.getLogger("uvicorn.error").info("Uvicorn running on %s://%s:%d (Press CTRL+C to quit)", scheme, shown, port)
+
 
 @contextmanager
 def metrics_directory(settings: Settings) -> Iterator[Settings]:
@@ -401,13 +481,21 @@ def metrics_directory(settings: Settings) -> Iterator[Settings]:
             shutil.rmtree(directory, ignore_errors=True)
 
 
-def run(app: Any, settings: Settings, *, factory: bool = False, **options: Any) -> None:
+def run(
+    app: Any,
+    settings: Settings,
+    *,
+    factory: bool = False,
+    sockets: list[socket.socket] | None = None,
+    **options: Any,
+) -> None:
     """Serve ``app`` on ``settings.host``:``settings.port`` until SIGTERM/SIGINT, then drain and return.
 
     ``app`` is an ASGI app, or with ``settings.workers > 1`` an import string (each worker
-    process builds its own; ``factory`` says it names a factory). ``options`` go to uvicorn's
-    ``Config`` (TLS files, keep-alive timeout). Exits with uvicorn's start-up failure status when
-    the app or the socket cannot start.
+    process builds its own; ``factory`` says it names a factory). ``sockets`` are those
+    :func:`bind` bound for that address beforehand (None: bound here, first). ``options`` go to
+    uvicorn's ``Config`` (TLS files, keep-alive timeout). Exits with uvicorn's start-up failure
+    status when the app or the socket cannot start.
     """
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
@@ -434,10 +522,17 @@ def run(app: Any, settings: Settings, *, factory: bool = False, **options: Any) 
         **options,
     )
     config.modelport_limits = Limits.from_settings(settings)  # type: ignore[attr-defined]  # read by GuardedProtocol
+    if sockets is None:
+        try:
+            sockets = bind(settings.host, settings.port)
+        except OSError as exc:
+            logging.getLogger("uvicorn.error").error(exc)
+            raise SystemExit(STARTUP_FAILURE) from None
     if settings.workers > 1:
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        _log_running(config, sockets[0].getsockname()[1])  # bound: each worker listens once it is ready
+        Multiprocess(config, sockets=sockets).run()
         return
     server = ModelportServer(config)
-    server.run()
+    server.run(sockets=sockets)
     if not server.started:
         raise SystemExit(STARTUP_FAILURE)
