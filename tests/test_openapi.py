@@ -206,3 +206,44 @@ async def test_tf_example_of_a_model_with_several_inputs_gives_each_row_as_an_ob
     (row, *_) = post["requestBody"]["content"]["application/json"]["example"]["instances"]
     assert row.keys() == {"color", "size", "count"}
     assert isinstance(row["color"], str)
+
+
+@pytest.fixture(scope="module")
+def settings_with_class_ids(tmp_path_factory: pytest.TempPathFactory, iris: Any) -> tuple[Settings, Any, Any]:
+    """Iris with integer class ids (0, 1, 2) as labels: an INT64 label output, whose schema alone
+    made Swagger show -9223372036854776000."""
+    from sklearn.linear_model import LogisticRegression
+
+    frame, names = iris
+    ids = np.unique(names, return_inverse=True)[1]
+    model = LogisticRegression(max_iter=500).fit(frame, ids)
+    settings = Settings(home=tmp_path_factory.mktemp("openapi-ids") / "home")
+    register(model, name="iris", sample_input=frame.head(20), alias="production", settings=settings)
+    return settings.with_(models=("iris@production",)), model, frame
+
+
+async def test_response_examples_are_the_models_real_answers_to_the_request_examples(
+    settings_with_class_ids: tuple[Settings, Any, Any],
+) -> None:
+    settings, model, frame = settings_with_class_ids
+    async with client_for(build_app(settings)) as client:
+        spec = (await client.get("/openapi.json")).json()
+        validate(spec)
+        for path in ("/v2/models/iris/infer", "/v1/models/iris:predict"):
+            operation = spec["paths"][path]["post"]
+            request = operation["requestBody"]["content"]["application/json"]["example"]
+            example = operation["responses"]["200"]["content"]["application/json"]["example"]
+            answered = (await client.post(path, json=request)).json()
+            assert example == answered, path  # what the server answers to the request example
+            if path.startswith("/v2"):
+                outputs = {o["name"]: o for o in example["outputs"]}
+                labels = outputs["label"]["data"]
+                probabilities = np.reshape(outputs["probabilities"]["data"], outputs["probabilities"]["shape"])
+            else:
+                labels = [p["label"] for p in example["predictions"]]
+                probabilities = np.array([p["probabilities"] for p in example["predictions"]])
+            rows = frame[IRIS_FEATURES].head(len(labels))
+            assert labels == model.predict(rows).tolist()
+            assert set(labels) <= {0, 1, 2}
+            np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+            np.testing.assert_allclose(probabilities, model.predict_proba(rows), atol=1e-5)

@@ -3,7 +3,9 @@
 Each served model gets concrete paths (``/v2/models/iris/infer``, ``/v1/models/iris:predict``, and
 the ``versions/{version}`` forms) whose request schemas (:mod:`modelport.protocols.bodies`, as
 strict as the server) list its real input and feature names, and whose examples come from the
-registered example input, so Swagger UI's "Try it out" works.
+registered example input, so Swagger UI's "Try it out" works; the response examples are what the
+served version answered to that example when it was warmed (real labels and probabilities, not
+values made up from the schema).
 
 Each model's part is built on its own: a model whose part cannot be built is logged and left out,
 and the rest are still documented. A caller sees only the models it may call.
@@ -17,12 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from modelport import __version__
-from modelport.protocols import bodies
+from modelport.protocols import bodies, tfserving, v2
 from modelport.serving.manager import ServingModel
 from modelport.signature import EXAMPLE_ROWS
-from modelport.types import Signature
+from modelport.types import InferResult, Signature
 
 log = logging.getLogger("modelport")
 
@@ -81,6 +84,19 @@ def tf_example(signature: Signature) -> dict[str, Any]:
     return {"instances": [{name: arr[i] for name, arr in arrays.items()} for i in range(count)]}
 
 
+def response_examples(model: ServingModel, rows: int) -> tuple[Any, Any] | None:
+    """The V2 and TF Serving (rows) answers to the request examples: what the served version
+    answered to the registered example when it was warmed, its first ``rows`` rows, encoded as
+    the server encodes every answer. None when it was warmed without an example."""
+    outputs = model.example_outputs
+    if not outputs:
+        return None
+    version = model.version
+    taken = {name: arr[:rows] if arr.ndim else arr for name, arr in outputs.items()}
+    result = InferResult(version.name, version.version, taken, version.signature)
+    return orjson.loads(v2.encode_result(result, False).body), orjson.loads(tfserving.encode_predict(result, True).body)
+
+
 # -- paths ----------------------------------------------------------------------------------------
 
 _REASONS = {
@@ -125,8 +141,13 @@ class _Doc:
             }
         }
 
-    def post(self, summary: str, tag: str, op: str, params: list[dict[str, Any]], schema: str, example: Any) -> Any:
+    def post(
+        self, summary: str, tag: str, op: str, params: list[dict[str, Any]], schema: str, example: Any, answer: Any
+    ) -> Any:
         binary = {"schema": {"type": "string", "format": "binary"}}
+        answered = {"schema": {"$ref": f"#/components/schemas/{schema}Response"}}
+        if answer is not None:
+            answered["example"] = answer
         return {
             "post": {
                 "summary": summary,
@@ -145,7 +166,7 @@ class _Doc:
                         "description": "predictions",
                         "headers": {"modelport-model-version": {"schema": {"type": "string"}}},
                         "content": {
-                            _JSON: {"schema": {"$ref": f"#/components/schemas/{schema}Response"}},
+                            _JSON: answered,
                             **({"application/octet-stream": binary} if ".V2" in schema else {}),
                         },
                     },
@@ -185,7 +206,9 @@ def _model_part(name: str, models: list[ServingModel], doc: _Doc) -> _Part:
     part.schemas[f"{v2_key}Response"] = bodies.v2_response(signature)
     part.schemas[f"{tf_key}Request"] = bodies.tf_request(signature)
     part.schemas[f"{tf_key}Response"] = bodies.tf_response(signature)
-    v2, tf = v2_example(signature), tf_example(signature)
+    v2_body, tf_body = v2_example(signature), tf_example(signature)
+    rows = len(tf_body["instances"])
+    v2_answer, tf_answer = response_examples(models[0], rows) or (None, None)
     tag_v2, tag_tf = f"{name} (Open Inference Protocol V2)", f"{name} (TF Serving REST)"
     paths = part.paths
     for prefix, params, suffix in (
@@ -199,7 +222,7 @@ def _model_part(name: str, models: list[ServingModel], doc: _Doc) -> _Part:
             f"is {name} ready", tag_v2, f"v2_ready_{name}{suffix}", params, "V2ModelReady", 400, 404, 503
         )
         paths[f"{prefix}/infer"] = doc.post(
-            f"predict with {name}", tag_v2, f"v2_infer_{name}{suffix}", params, v2_key, v2
+            f"predict with {name}", tag_v2, f"v2_infer_{name}{suffix}", params, v2_key, v2_body, v2_answer
         )
     forms = [(f"/v1/models/{name}", [], ""), (f"/v1/models/{name}/versions/{{version}}", [tf_version], "_version")]
     if label is not None:
@@ -212,7 +235,7 @@ def _model_part(name: str, models: list[ServingModel], doc: _Doc) -> _Part:
             f"metadata of {name}", tag_tf, f"tf_metadata_{name}{suffix}", params, "TFModelMetadata", 400, 404
         )
         paths[f"{prefix}:predict"] = doc.post(
-            f"predict with {name}", tag_tf, f"tf_predict_{name}{suffix}", params, tf_key, tf
+            f"predict with {name}", tag_tf, f"tf_predict_{name}{suffix}", params, tf_key, tf_body, tf_answer
         )
     return part
 

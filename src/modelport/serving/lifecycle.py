@@ -15,6 +15,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
+
 from modelport.errors import InvalidModel, ModelportError
 from modelport.serving.versions import ServingModel, VersionState, VersionStatus
 from modelport.signature import count_rows, to_inputs, validate_inputs
@@ -135,7 +137,8 @@ class Lifecycle:
 
 def warm(model: ServingModel) -> None:
     """Run the registered example through ``model`` (InvalidModel when it fails or lacks an output),
-    then time one row and the whole example so the cost model starts from real figures."""
+    then time one row and the whole example so the cost model starts from real figures. What it
+    answered is kept (``example_outputs``: the documentation's response examples)."""
     signature = model.version.signature
     if signature.example is None:
         return
@@ -157,6 +160,7 @@ def warm(model: ServingModel) -> None:
             f"model {model.version.ref}: the runtime returned no output {missing[0]!r} "
             f"(returned: {', '.join(outputs) or 'nothing'})"
         )
+    model.example_outputs = {spec.name: np.asarray(outputs[spec.name]) for spec in signature.outputs}
 
 
 _PATH = re.compile(r"(?<![\w/.~-])(?:~|/)(?:[^\s/'\"]*/)+([^\s/'\"]*)")

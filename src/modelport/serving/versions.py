@@ -245,3 +245,5 @@ class ServingModel:
 
 def _average(old: float, new: float) -> float:
     return new if old == math.inf else 0.8 * old + 0.2 * new
+    # What it answered to the registered example when warmed (the signature's outputs; None: no example)
+    example_outputs: dict[str, np.ndarray] | None = field(default=None, repr=False)
