@@ -137,6 +137,8 @@ class ServingModel:
     drained: asyncio.Event | None = field(default=None, repr=False)  # set when a retiring version's last request ends
     watch: VersionWatch = field(default=UNWATCHED, repr=False)  # observability's hooks (metrics, capture)
     load_seconds: float = field(default=0.0, repr=False)  # how long opening and warming it took
+    # What it answered to the registered example when warmed (the signature's outputs; None: no example)
+    example_outputs: dict[str, np.ndarray] | None = field(default=None, repr=False)
     overloaded: int = field(default=0, repr=False)  # requests refused as overload (503)
     timed_out: int = field(default=0, repr=False)  # requests dropped past their deadline (504)
     # Runtime calls in progress, in any thread: call number -> when it started (perf_counter). A
@@ -245,5 +247,3 @@ class ServingModel:
 
 def _average(old: float, new: float) -> float:
     return new if old == math.inf else 0.8 * old + 0.2 * new
-    # What it answered to the registered example when warmed (the signature's outputs; None: no example)
-    example_outputs: dict[str, np.ndarray] | None = field(default=None, repr=False)
