@@ -42,10 +42,23 @@ def test_other_sklearn_minor_is_an_error_for_the_native_runtime() -> None:
     )
 
 
-def test_other_sklearn_version_is_only_information_for_onnx() -> None:
-    recorded = {**capture("sklearn"), "scikit-learn": "1.0.2", "skl2onnx": "1.0"}
-    mismatches = compare(recorded, runtime="onnx")
-    assert [(m.library, m.severity) for m in mismatches] == [("scikit-learn", "info"), ("skl2onnx", "info")]
+def test_libraries_the_serving_runtime_does_not_use_are_not_mentioned() -> None:
+    recorded = {**capture("sklearn"), "scikit-learn": "1.0.2", "skl2onnx": "1.0", "scipy": "1.0", "skops": "0.1"}
+    assert compare(recorded, runtime="onnx") == []
+    # an image serving the ONNX graph installs none of them (what its start-up log used to list, 5 lines)
+    absent = dict.fromkeys(("scikit-learn", "scipy", "skops", "skl2onnx", "onnx"), "not installed")
+    assert compare(recorded, runtime="onnx", running=absent) == []
+    (runtime,) = compare({**recorded, "onnxruntime": "1.0.0"}, runtime="onnx")
+    assert (runtime.library, runtime.severity) == ("onnxruntime", "info")  # what serves it
+    assert [m.library for m in compare(recorded, runtime="sklearn")] == ["scikit-learn", "scipy", "skops"]
+
+
+def test_a_python_patch_release_is_not_a_difference_but_a_minor_one_warns() -> None:
+    major, minor, *_ = platform.python_version_tuple()
+    for runtime in ("onnx", "sklearn", "torch", "python"):
+        assert compare({"python": f"{major}.{minor}.999"}, runtime=runtime) == []
+    (other,) = compare({"python": f"{major}.{int(minor) + 1}.0"}, runtime="sklearn")
+    assert other.severity == "warning"
 
 
 def test_sklearn_patch_difference_is_a_warning() -> None:
@@ -85,7 +98,7 @@ def test_xgboost_and_lightgbm_are_recorded_for_sklearn_models_when_installed(
     assert "xgboost" not in capture("onnx")
     older = {**versions, "xgboost": "1.7.6"}
     assert [(m.library, m.severity) for m in compare(older, runtime="sklearn")] == [("xgboost", "warning")]
-    assert [(m.library, m.severity) for m in compare(older, runtime="onnx")] == [("xgboost", "info")]
+    assert compare(older, runtime="onnx") == []  # the ONNX graph needs no XGBoost
 
 
 def test_versions_compare_as_releases_not_as_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,9 @@
 
 A native scikit-learn model (skops or pickle) may change results or fail to load under another
 scikit-learn minor version, so that difference is an error; an ONNX model depends only on the
-ONNX Runtime that serves it, so differences there are information.
+ONNX Runtime that serves it, so differences there are information. Libraries the serving runtime
+does not use (:data:`SERVED_WITH`: the converters, scikit-learn under ONNX Runtime...) and patch
+releases of Python are not compared at all: nothing is said about them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,16 @@ DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "tensorflow": ("tensorflow", "tensorflow-cpu"),  # TensorFlow's CPU-only wheel
 }
 NOT_INSTALLED = "not installed"
+# What each built-in runtime uses to load and run a model, Python and NumPy aside: only these are
+# compared for it. A runtime not listed (custom Python code, plugins) may use anything recorded.
+SERVED_WITH: dict[str, tuple[str, ...]] = {
+    "onnx": ("onnxruntime",),
+    "sklearn": ("scikit-learn", "scipy", "skops", *BOOSTING_LIBRARIES),
+    "xgboost": ("xgboost",),
+    "lightgbm": ("lightgbm",),
+    "torch": ("torch",),
+    "tensorflow": ("tensorflow",),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +116,15 @@ def compare(
 
     ``pickled``: the artifact is a pickle (a NumPy major change breaks pickled arrays).
     ``running``: the versions to compare with (default: this process's), e.g. an image's pins.
+    Libraries ``runtime`` does not use and Python patch releases are left out.
     """
-    running = {**running_versions(sorted(recorded)), **(running or {})}
+    used = SERVED_WITH.get(runtime)
+    libraries = sorted(k for k in recorded if used is None or k in ("python", "numpy", *used))
+    running = {**running_versions(libraries), **(running or {})}
     mismatches = []
-    for library in sorted(recorded):
+    for library in libraries:
         was, now = recorded[library], running[library]
-        if _same(was, now):
+        if _same(was, now) or (library == "python" and _release(was, 2) == _release(now, 2)):
             continue
         severity = _severity(library, was, now, runtime=runtime, pickled=pickled)
         mismatches.append(Mismatch(library, was, now, severity, _message(library, was, now, severity)))
@@ -126,25 +141,19 @@ def _severity(library: str, was: str, now: str, *, runtime: str, pickled: bool) 
             return "error"
         if library in ("scikit-learn", "numpy", "scipy", "python", *BOOSTING_LIBRARIES):
             return "warning"
-        return "info"  # converter and ONNX libraries: the native runtime does not use them
+        return "info"  # skops, which reads its files alike across releases
     if runtime in BOOSTING_LIBRARIES:
         # the model file is the library's own format, stable across versions: a difference is a
         # warning; the library missing means the model cannot load
-        if library == runtime and now == NOT_INSTALLED:
-            return "error"
-        if library in (runtime, "numpy", "python"):
-            return "warning"
-        return "info"  # scikit-learn, the converter and ONNX libraries: the native runtime does not use them
+        return "error" if library == runtime and now == NOT_INSTALLED else "warning"
     if runtime == "torch":
         # an exported program or a TorchScript file may not load under another torch minor version
         if library == "torch" and (now == NOT_INSTALLED or _release(was, 2) != _release(now, 2)):
             return "error"
-        return "warning" if library in ("torch", "numpy", "python") else "info"
+        return "warning"
     if runtime == "tensorflow":
         # a SavedModel is a graph TensorFlow keeps loadable across releases: a difference is a warning
-        if library == "tensorflow" and now == NOT_INSTALLED:
-            return "error"
-        return "warning" if library in ("tensorflow", "numpy", "python") else "info"
+        return "error" if library == "tensorflow" and now == NOT_INSTALLED else "warning"
     return "warning"
 
 
