@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import subprocess
 import sys
+import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from typer.testing import CliRunner
 
 import modelport
 from modelport.cli.main import app as cli
-from modelport.errors import InvalidModel, UntrustedArtifact
+from modelport.errors import ConversionWarning, InvalidModel, UntrustedArtifact
 from modelport.packaging import boosting
 from modelport.packaging.ingest import package
 from modelport.registry.environment import capture, compare
@@ -242,7 +243,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Served:
     settings = Settings(home=tmp_path_factory.mktemp("boosting") / "home")
     kinds = {}
     for name, (model, sample, send, runtime, extra) in _kinds().items():
-        version = modelport.register(model, name=name, sample_input=sample, settings=settings, **extra)
+        with warnings.catch_warnings():  # xgb-pipeline is served natively, saying why
+            warnings.simplefilter("ignore", ConversionWarning)
+            version = modelport.register(model, name=name, sample_input=sample, settings=settings, **extra)
         assert version.runtime == runtime, (name, version.notes)
         kinds[name] = Kind(model, send, _answers(model, send), runtime, extra)
     return Served(settings, kinds)

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from modelport.api import register
 from modelport.cli.main import app
-from modelport.errors import InvalidModel, NotFound, UntrustedArtifact
+from modelport.errors import ConversionWarning, InvalidModel, NotFound, UntrustedArtifact
 from modelport.packaging.export import (
     ARCHIVE,
     RECORD,
@@ -155,7 +155,8 @@ def test_pickle_export_loads_only_when_the_server_trusts_exported_code(iris: Any
     frame, labels = iris
     estimator = ShiftedLogistic(max_iter=500).fit(frame, labels)  # no ONNX converter: served natively
     settings = Settings(home=tmp_path / "home")
-    version = register(estimator, name="shifted", sample_input=frame.head(20), trust_pickle=True, settings=settings)
+    with pytest.warns(ConversionWarning):
+        version = register(estimator, name="shifted", sample_input=frame.head(20), trust_pickle=True, settings=settings)
     with Registry.open(settings) as registry:
         export_version(version, registry.artifact_path(version), tmp_path / "out")
     assert version.trusted_code
@@ -177,7 +178,8 @@ def test_forged_export_that_runs_code_is_never_loaded(claims_trusted: bool, iris
     frame, labels = iris
     native = make_pipeline(FunctionTransformer(np.log1p), LogisticRegression(max_iter=1000)).fit(frame, labels)
     settings = Settings(home=tmp_path / "home")
-    version = register(native, name="native", sample_input=frame.head(10), settings=settings)
+    with pytest.warns(ConversionWarning):
+        version = register(native, name="native", sample_input=frame.head(10), settings=settings)
     assert (version.runtime, version.trusted_code) == ("sklearn", False)
     with Registry.open(settings) as registry:
         export_version(version, registry.artifact_path(version), tmp_path / "out")

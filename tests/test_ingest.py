@@ -22,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from modelport.errors import InvalidInput, InvalidModel, UntrustedArtifact
+from modelport.errors import ConversionWarning, InvalidInput, InvalidModel, UntrustedArtifact
 from modelport.packaging.ingest import Packaged, package
 from modelport.runtimes import create
 from modelport.signature import to_inputs, validate_inputs
@@ -81,7 +81,9 @@ def test_regressor_is_converted_to_onnx_with_a_flat_prediction(iris: Iris, tmp_p
 def test_unconvertible_model_falls_back_to_native_skops_with_a_note(iris: Iris, tmp_path: Path) -> None:
     frame, labels = iris
     model = make_pipeline(FunctionTransformer(np.log1p), LogisticRegression(max_iter=1000)).fit(frame, labels)
-    packaged = package(model, workdir=tmp_path, sample_input=frame.iloc[:10])
+    with pytest.warns(ConversionWarning, match="FunctionTransformer is not supported") as caught:
+        packaged = package(model, workdir=tmp_path, sample_input=frame.iloc[:10])
+    assert [str(w.message) for w in caught] == [packaged.notes[0]]
     assert (packaged.runtime, packaged.trusted_code) == ("sklearn", False)
     assert packaged.notes[0].startswith("ONNX conversion failed: RuntimeError: FunctionTransformer is not supported")
     assert packaged.notes[0].endswith("; serving with the native scikit-learn runtime")
@@ -96,7 +98,8 @@ def test_native_fallback_with_a_user_class_needs_trust(iris: Iris, tmp_path: Pat
     model = ShiftedLogistic(max_iter=500).fit(frame, labels)
     with pytest.raises(UntrustedArtifact, match=r"modelport does not allow: tests\.models\.Shifted"):
         package(model, workdir=tmp_path, sample_input=frame.iloc[:10])
-    packaged = package(model, workdir=tmp_path, sample_input=frame.iloc[:10], trust_pickle=True)
+    with pytest.warns(ConversionWarning, match="ONNX conversion failed"):
+        packaged = package(model, workdir=tmp_path, sample_input=frame.iloc[:10], trust_pickle=True)
     assert (packaged.runtime, packaged.trusted_code) == ("sklearn", True)
     assert packaged.notes[0].startswith("ONNX conversion failed")
     out = predict(packaged.directory, "sklearn", packaged.signature, frame.to_numpy())
@@ -121,7 +124,8 @@ def test_function_transformer_of_a_plain_function_needs_trust_to_be_stored(iris:
     model = make_pipeline(clip, LogisticRegression(max_iter=1000)).fit(frame, labels)
     with pytest.raises(UntrustedArtifact, match=r"modelport does not allow: numpy\.clip"):
         package(model, workdir=tmp_path, sample_input=frame.iloc[:10])
-    packaged = package(model, workdir=tmp_path, sample_input=frame.iloc[:10], trust_pickle=True)
+    with pytest.warns(ConversionWarning):
+        packaged = package(model, workdir=tmp_path, sample_input=frame.iloc[:10], trust_pickle=True)
     assert (packaged.runtime, packaged.trusted_code) == ("sklearn", True)
 
 
@@ -322,7 +326,8 @@ def test_mixed_dataframe_served_natively_rebuilds_the_frame_with_its_column_dtyp
     frame["color"] = frame["color"].astype("category")  # used as categorical because of its dtype
     frame["count"] = frame["count"].astype(np.int32)
     model = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(frame, labels)
-    packaged = package(model, workdir=tmp_path, sample_input=frame.head(20), trust_pickle=True)
+    with pytest.warns(ConversionWarning, match="at most 1 input"):
+        packaged = package(model, workdir=tmp_path, sample_input=frame.head(20), trust_pickle=True)
     assert packaged.runtime == "sklearn"  # skl2onnx cannot convert categorical features given as columns
     assert [(s.name, s.datatype) for s in packaged.signature.inputs] == [
         ("color", "BYTES"),
@@ -398,7 +403,8 @@ def test_onnx_graph_that_answers_nan_differently_keeps_onnx_and_refuses_nan(tmp_
     )
     with_nan = frame.head(20).copy()
     with_nan.iloc[3, 1] = np.nan  # NaN in the sample: the model is served natively, and takes NaN
-    packaged = package(model, workdir=tmp_path, sample_input=with_nan)
+    with pytest.warns(ConversionWarning, match="ONNX output disagrees with scikit-learn on the sample"):
+        packaged = package(model, workdir=tmp_path, sample_input=with_nan)
     assert (packaged.runtime, packaged.signature.inputs[0].allow_nan) == ("sklearn", True)
     rows = frame.iloc[30:34].copy()
     rows.iloc[0, 0] = np.nan
@@ -429,3 +435,42 @@ def test_disagreement_names_what_differs_beyond_the_tolerance() -> None:
     assert problem == "p: FP64 [2, 2] instead of FP32 [1, 2]; label: 1 of 1 values differ"
     lost = {"p": np.array([[np.nan, np.nan]], dtype=np.float32), "label": want["label"]}
     assert disagreement(lost, want, atol=1.0, rtol=0.0)[0] == "p: NaN in 1 of 2 places where the other has a number"
+
+
+def test_register_says_when_onnx_is_not_used_with_the_whole_reason_in_python_and_on_the_command_line(
+    iris: Iris, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    import modelport
+    from modelport.cli.main import app
+    from modelport.settings import Settings
+
+    frame, labels = iris
+    model = ShiftedLogistic(max_iter=500).fit(frame, labels)
+    settings = Settings(home=tmp_path / "home")
+    with pytest.warns(ConversionWarning) as caught:
+        version = modelport.register(
+            model, name="shifted", sample_input=frame.iloc[:10], trust_pickle=True, settings=settings
+        )
+    (warning,) = caught
+    message = str(warning.message)
+    assert message == version.notes[0]  # the note, whole
+    assert message.startswith("ONNX conversion failed: MissingShapeCalculator: Unable to find a shape calculator")
+    assert "It usually means the pipeline being converted contains a transformer" in message  # skl2onnx's 2nd line
+    assert message.endswith("; serving with the native scikit-learn runtime")
+    assert warning.filename == __file__  # it points at the register() call
+    joblib.dump(model, tmp_path / "shifted.joblib")
+    frame.iloc[:10].to_csv(tmp_path / "sample.csv", index=False)
+    command = [
+        "register",
+        str(tmp_path / "shifted.joblib"),
+        "--name",
+        "shifted",
+        "--sample",
+        str(tmp_path / "sample.csv"),
+    ]
+    result = CliRunner().invoke(app, [*command, "--trust-pickle"], env={"MODELPORT_HOME": str(settings.home)})
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.stderr.splitlines() if line.startswith("warning:")] == [f"warning: {message}"]
+    assert "registered shifted@2, served by the sklearn runtime" in result.stdout

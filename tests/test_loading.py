@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from modelport.errors import EnvironmentMismatch, InvalidModel, ModelNotReady, UntrustedArtifact
+from modelport.errors import ConversionWarning, EnvironmentMismatch, InvalidModel, ModelNotReady, UntrustedArtifact
 from modelport.packaging.ingest import Packaged, package
 from modelport.serving.loading import open_version
 from modelport.types import ModelVersion
@@ -45,7 +45,8 @@ def version_of(packaged: Packaged, **changes: object) -> ModelVersion:
 def native(iris: Iris, tmp_path: Path) -> Packaged:
     frame, labels = iris
     model = make_pipeline(FunctionTransformer(np.log1p), LogisticRegression(max_iter=1000)).fit(frame, labels)
-    packaged = package(model, workdir=tmp_path, sample_input=frame.iloc[:10])
+    with pytest.warns(ConversionWarning):
+        packaged = package(model, workdir=tmp_path, sample_input=frame.iloc[:10])
     assert packaged.runtime == "sklearn"
     return packaged
 
@@ -87,7 +88,8 @@ def test_onnx_model_from_another_sklearn_version_loads(iris: Iris, tmp_path: Pat
 def test_code_running_artifact_not_registered_as_trusted_is_refused(iris: Iris, tmp_path: Path) -> None:
     frame, labels = iris
     user_class = ShiftedLogistic(max_iter=500).fit(frame, labels)
-    packaged = package(user_class, workdir=tmp_path / "a", sample_input=frame.iloc[:5], trust_pickle=True)
+    with pytest.warns(ConversionWarning):
+        packaged = package(user_class, workdir=tmp_path / "a", sample_input=frame.iloc[:5], trust_pickle=True)
     with pytest.raises(UntrustedArtifact, match="iris@3 runs code when loaded"):
         open_version(version_of(packaged, trusted_code=False), packaged.directory)
     assert open_version(version_of(packaged), packaged.directory).predict({"input": np.ones((1, 4))})

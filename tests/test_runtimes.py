@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from modelport.errors import ModelNotReady, NotFound
+from modelport.errors import ConversionWarning, ModelNotReady, NotFound
 from modelport.packaging.ingest import package
 from modelport.runtimes import BUILTINS, KINDS, Runtime, create
 from modelport.runtimes import sklearn as sklearn_runtime
@@ -54,7 +54,8 @@ def onnx_user_file(iris: Iris, tmp: Path) -> Case:
 def sklearn_skops(iris: Iris, tmp: Path) -> Case:
     frame, labels = iris
     model = make_pipeline(FunctionTransformer(np.log1p), LogisticRegression(max_iter=1000)).fit(frame, labels)
-    packaged = package(model, workdir=tmp, sample_input=frame.iloc[:20])
+    with pytest.warns(ConversionWarning):
+        packaged = package(model, workdir=tmp, sample_input=frame.iloc[:20])
     assert packaged.runtime == "sklearn"
     return "sklearn", packaged.directory, packaged.signature, _rows(packaged.signature, frame)
 

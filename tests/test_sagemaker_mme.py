@@ -17,6 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from modelport.api import register
+from modelport.errors import ConversionWarning
 from modelport.packaging.export import export_version
 from modelport.registry.registry import Registry
 from modelport.server.app import build_app
@@ -167,7 +168,8 @@ async def test_code_running_model_directory_is_refused_and_never_runs(
     root = tmp_path / "root"
     native = make_pipeline(FunctionTransformer(np.log1p), LogisticRegression(max_iter=1000)).fit(frame, labels)
     home = Settings(home=root / "home")
-    version = register(native, name="native", sample_input=frame.head(10), settings=home)
+    with pytest.warns(ConversionWarning):
+        version = register(native, name="native", sample_input=frame.head(10), settings=home)
     with Registry.open(home) as registry:
         export_version(version, registry.artifact_path(version), root / "models" / "evil" / "model")
     canary = tmp_path / "canary"

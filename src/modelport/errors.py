@@ -88,3 +88,13 @@ class InsufficientResources(ModelportError):
 
 class InvalidSetting(ModelportError):
     """A configuration value (environment variable or option) that cannot be used as given."""
+
+
+class RegistrationWarning(UserWarning):
+    """A version was registered, but not as its owner may expect; the message says what and why.
+    The CLI prints these on stderr, one line each."""
+
+
+class ConversionWarning(RegistrationWarning):
+    """The ONNX conversion failed or disagreed with the model, so its native runtime serves it."""
+

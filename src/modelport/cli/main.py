@@ -308,25 +308,44 @@ def register(
 
     if not path.exists():
         raise UsageError(f"{path} does not exist")
-    version = register_model(
-        path,
-        name=name,
-        sample_input=read_data(sample) if sample else None,
-        reference_data=read_data(reference) if reference else None,
-        alias=alias or (),
-        tags=_pairs(tag, "tag", numeric=False),
-        metrics=_pairs(metric, "metric", numeric=True),
-        params=_pairs(param, "param", numeric=True),
-        description=description,
-        trust_pickle=trust_pickle,
-        runtime=runtime,
-        batching=Batching(batching, max_batch_size, max_batch_wait_ms, max_queue_wait_ms),
-        capture_rate=capture_rate,
-        device=device,
-        precision=precision,
-        allow_signature_change=allow_signature_change,
-    )
+    with _registration_warnings():
+        version = register_model(
+            path,
+            name=name,
+            sample_input=read_data(sample) if sample else None,
+            reference_data=read_data(reference) if reference else None,
+            alias=alias or (),
+            tags=_pairs(tag, "tag", numeric=False),
+            metrics=_pairs(metric, "metric", numeric=True),
+            params=_pairs(param, "param", numeric=True),
+            description=description,
+            trust_pickle=trust_pickle,
+            runtime=runtime,
+            batching=Batching(batching, max_batch_size, max_batch_wait_ms, max_queue_wait_ms),
+            capture_rate=capture_rate,
+            device=device,
+            precision=precision,
+            allow_signature_change=allow_signature_change,
+        )
     _print_registered(version)
+
+
+@contextmanager
+def _registration_warnings() -> Iterator[None]:
+    """What registration warns about (RegistrationWarning: ONNX not used, ...) as
+    one line each on stderr; other warnings go on as they came."""
+    import warnings
+
+    from modelport.errors import RegistrationWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RegistrationWarning)
+        yield
+    for warning in caught:
+        if issubclass(warning.category, RegistrationWarning):
+            err.print(f"[yellow]warning:[/] {escape(str(warning.message))}", soft_wrap=True)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def _print_registered(version: ModelVersion) -> None:

@@ -4,9 +4,9 @@ Accepted: a scikit-learn estimator or Pipeline (in memory, ``.skops``, or a trus
 ``.onnx`` file, a directory with a custom Python ``model.py``, and what the framework modules in
 :data:`FRAMEWORKS` claim (XGBoost and LightGBM, PyTorch, TensorFlow/Keras: objects and files). scikit-learn models are
 converted to ONNX and verified against the original on the sample input; when conversion fails
-or disagrees they are served natively. A DataFrame sample with text or categorical columns gives
-one input per column. Whether an input takes missing values (NaN) is asked of the model itself.
-Pickles and custom code need explicit trust.
+or disagrees they are served natively (with a :class:`~modelport.errors.ConversionWarning` saying
+why). A DataFrame sample with text or categorical columns gives one input per column. Whether an
+input takes missing values (NaN) is asked of the model itself. Pickles and custom code need explicit trust.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import logging
 import pickle
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from modelport.errors import InvalidModel, ModelportError, UntrustedArtifact
+from modelport.errors import ConversionWarning, InvalidModel, ModelportError, UntrustedArtifact
 from modelport.packaging import onnxgraph
 from modelport.registry import environment
 from modelport.runtimes import KINDS
@@ -158,6 +159,12 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(":. ")
 
 
+def whole_reason(exc: BaseException) -> str:
+    """An exception's type and its whole message on one line (:func:`_reason` keeps the first line):
+    for a note that says why a conversion failed, whose cause is often past the first line."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(":. ")
+
+
 # --- scikit-learn -------------------------------------------------------------------------
 
 
@@ -218,6 +225,7 @@ def _package_estimator(
     accepts_nan, nan_refusal = _missing_value_answers(estimator, taken, probes, names)
     notes = [source] if source else []
     directory = _new_directory(workdir)
+    asked = runtime
     if runtime == "sklearn":
         converted, conversion_note = None, "native scikit-learn runtime requested; ONNX conversion skipped"
     else:
@@ -254,6 +262,8 @@ def _package_estimator(
         (spec,) = input_specs(taken.arrays, taken.feature_names)
         inputs = (replace(spec, datatype=datatypes[DEFAULT_INPUT], allow_nan=DEFAULT_INPUT in accepts_nan),)
     signature = Signature(inputs=inputs, outputs=output_specs(reference), example=example_of(taken.arrays))
+    if converted is None and asked is None:  # said once the model is packaged
+        warnings.warn(ConversionWarning(conversion_note), stacklevel=4)  # register() -> package() -> here
     return Packaged(
         directory, runtime, "sklearn", signature, environment.capture("sklearn"), tuple(notes), trusted_code
     )
@@ -418,7 +428,7 @@ def _convert(estimator: Any, taken: _Sample, reference: Mapping[str, np.ndarray]
         got = dict(zip(reference, session.run(list(reference), taken.onnx_feed(taken.arrays)), strict=True))
     except Exception as exc:  # skl2onnx and ONNX Runtime raise many types for unsupported models
         log.info("ONNX conversion failed", exc_info=True)
-        return None, f"ONNX conversion failed: {_reason(exc)}; {native}"
+        return None, f"ONNX conversion failed: {whole_reason(exc)}; {native}"
     disagreement, max_diff = _disagreement(got, reference)
     symbol = "|Δp|" if "probabilities" in reference else "|Δ|"
     if disagreement:

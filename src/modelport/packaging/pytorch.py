@@ -7,7 +7,8 @@ the module). The stored program is loaded back and checked against the module on
 on a batch of one row. It is then exported to ONNX (the dynamo exporter, from the exported program,
 so the batch stays dynamic) and that graph is checked the same way within :data:`ONNX_ATOL` /
 :data:`ONNX_RTOL`: when it agrees ONNX Runtime serves it (``.pt2`` kept beside it), otherwise the
-``torch`` runtime serves the exported program, and the notes say which and why. A graph that calls
+``torch`` runtime serves the exported program, and the notes say which and why (with a
+:class:`~modelport.errors.ConversionWarning` when ONNX was not asked to be skipped). A graph that calls
 more than PyTorch's aten and prims operators (custom and higher-order operators, Python callables:
 :func:`modelport.runtimes.torch.scan`) needs trust, in a ``.pt2`` file registered and in the
 program stored.
@@ -37,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from modelport.errors import InvalidInput, InvalidModel, ModelportError, UntrustedArtifact
-from modelport.packaging.ingest import TRUST_HINT, Packaged, check_row_outputs, disagreement
+from modelport.errors import ConversionWarning, InvalidInput, InvalidModel, ModelportError, UntrustedArtifact
+from modelport.packaging.ingest import TRUST_HINT, Packaged, check_row_outputs, disagreement, whole_reason
 from modelport.registry import environment
 from modelport.runtimes import onnx as onnx_runtime
 from modelport.runtimes import torch as torch_runtime
@@ -418,6 +419,8 @@ def _package_module(
         converted, note = _to_onnx(program, taken, reference)
         if converted is None and runtime == "onnx":
             raise InvalidModel(f"the ONNX runtime was requested but {note.rpartition(';')[0]}")
+        if converted is None:
+            warnings.warn(ConversionWarning(note), stacklevel=5)  # register() -> package() -> package() -> here
     notes.append(note)
     if converted is not None:
         (directory / onnx_runtime.FILENAME).write_bytes(converted)
@@ -532,7 +535,7 @@ def _to_onnx(program: Any, taken: _Sample, reference: Mapping[str, np.ndarray]) 
         one = dict(zip(outputs, session.run(outputs, {k: v[:1] for k, v in taken.arrays.items()}), strict=True))
     except Exception as exc:  # the exporter and ONNX Runtime raise many types for unsupported operators
         log.info("ONNX export failed", exc_info=True)
-        return None, f"ONNX export failed: {_reason(exc)}; {native}"
+        return None, f"ONNX export failed: {whole_reason(exc)}; {native}"
     problem, diff = disagreement(whole, reference, atol=ONNX_ATOL, rtol=ONNX_RTOL)
     if not problem:
         problem, diff_one = disagreement(one, {k: v[:1] for k, v in reference.items()}, atol=ONNX_ATOL, rtol=ONNX_RTOL)
