@@ -437,6 +437,38 @@ def test_disagreement_names_what_differs_beyond_the_tolerance() -> None:
     assert disagreement(lost, want, atol=1.0, rtol=0.0)[0] == "p: NaN in 1 of 2 places where the other has a number"
 
 
+def centred_on_the_batch(x: Any) -> Any:
+    """A transform that depends on the rows predicted together: each row's answer changes with the batch."""
+    values = np.asarray(x, dtype=np.float64)
+    return values - values.mean(axis=0)
+
+
+def test_a_model_whose_answer_for_a_row_depends_on_the_other_rows_is_refused(iris: Iris, tmp_path: Path) -> None:
+    frame, labels = iris
+    model = make_pipeline(FunctionTransformer(centred_on_the_batch), LogisticRegression(max_iter=500))
+    model.fit(frame, labels)
+    sample = frame.iloc[::8].head(12)
+    with pytest.raises(
+        InvalidModel,
+        match=r"the model answers sample row 0 alone differently from the same row among the 12 sample rows "
+        r"\(.+\): a server batches requests together",
+    ):
+        package(model, workdir=tmp_path, sample_input=sample, trust_pickle=True)
+
+
+def test_the_served_model_is_checked_on_each_sample_row_alone_and_all_together(iris: Iris, tmp_path: Path) -> None:
+    frame, labels = iris
+    model = LogisticRegression(max_iter=500).fit(frame, labels)
+    for runtime in ("onnx", "sklearn"):
+        packaged = package(model, workdir=tmp_path, sample_input=frame.iloc[::10], runtime=runtime)
+        assert packaged.notes[-1] == (
+            f"checked as served by the {runtime} runtime: the 15 sample rows together and each of the 15 rows "
+            "alone answer as the model does"
+        )
+        assert packaged.sample is not None
+        assert packaged.sample["input"].shape == (15, 4)
+
+
 def test_register_says_when_onnx_is_not_used_with_the_whole_reason_in_python_and_on_the_command_line(
     iris: Iris, tmp_path: Path
 ) -> None:

@@ -436,8 +436,12 @@ def test_pt2_whose_graph_runs_python_by_name_needs_trust(
 
 def test_module_whose_export_calls_a_higher_order_op_is_stored_only_as_trusted_code(tmp_path: Path) -> None:
     class Branches(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("sine", torch.tensor(True))  # not the batch's values: rows stay independent
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.cond(x.sum() > 0, lambda t: t.sin(), lambda t: t.cos(), (x,))
+            return torch.cond(self.sine, lambda t: t.sin(), lambda t: t.cos(), (x,))
 
     with pytest.raises(UntrustedArtifact, match=r"calls .*torch\.ops\.higher_order\.cond.* --trust-pickle"):
         package(Branches(), workdir=tmp_path, sample_input=MLP_ROWS, runtime="torch")

@@ -3,8 +3,10 @@ missing values, registered from memory and served over V2 and TF Serving REST.""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +15,7 @@ import pytest
 from httpx import AsyncClient
 
 import modelport
+from modelport.errors import ConversionWarning, InvalidModel
 from modelport.server.app import build_app
 from modelport.settings import Settings
 from tests.serving import client_for
@@ -144,3 +147,49 @@ async def test_model_that_does_not_handle_missing_values_refuses_null_saying_how
     assert message.startswith("input 'size': contains NaN or infinity, which this model does not accept")
     assert "fill in missing values before sending" in message
     assert "register a model that handles them" in message
+
+
+REVIEWS = [
+    ("a great film, fine acting", "pos"),
+    ("awful plot and poor acting", "neg"),
+    ("great fun, good music", "pos"),
+    ("poor, bad and boring", "neg"),
+    ("good story, nice and fine", "pos"),
+    ("terrible, awful, bad", "neg"),
+    ("nice good fun", "pos"),
+    ("boring poor story", "neg"),
+]
+
+
+@pytest.mark.parametrize("runtime", [None, "sklearn"], ids=["default-runtime", "native"])
+async def test_text_pipeline_registered_from_a_one_column_frame_classifies_the_text_not_the_column_name(
+    tmp_path: Path, runtime: str | None
+) -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    texts, labels = [text for text, _ in REVIEWS], [label for _, label in REVIEWS]
+    pipeline = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(texts, labels)
+    settings = Settings(home=tmp_path / "home")
+    with pytest.raises(InvalidModel, match=r"the sample for a text pipeline is a one-column DataFrame of texts"):
+        modelport.register(pipeline, name="reviews", sample_input=texts, runtime=runtime, settings=settings)
+    with warnings.catch_warnings():  # where ONNX Runtime cannot run the graph (its locale), it is served natively
+        warnings.simplefilter("ignore", ConversionWarning)
+        modelport.register(
+            pipeline, name="reviews", sample_input=pd.DataFrame({"text": texts}), runtime=runtime, settings=settings
+        )
+    sent = ["good fun and a great story", "awful, boring and bad", "nice but poor"]
+
+    def body(rows: list[str]) -> dict[str, Any]:
+        return {"inputs": [{"name": "text", "shape": [len(rows)], "datatype": "BYTES", "data": rows}]}
+
+    async with client_for(build_app(settings.with_(models=("reviews",)))) as client:
+        alone = [await client.post("/v2/models/reviews/infer", json=body([text])) for text in sent[:2]]
+        together = await client.post("/v2/models/reviews/infer", json=body(sent))
+    assert [r.status_code for r in [*alone, together]] == [200, 200, 200], together.text
+    labels_alone = [{o["name"]: o["data"] for o in r.json()["outputs"]}["label"][0] for r in alone]
+    assert labels_alone == pipeline.predict(sent[:2]).tolist() == ["pos", "neg"]  # two texts, two answers
+    outputs = {o["name"]: o["data"] for o in together.json()["outputs"]}
+    assert outputs["label"] == pipeline.predict(sent).tolist()
+    np.testing.assert_allclose(np.reshape(outputs["probabilities"], (3, 2)), pipeline.predict_proba(sent), atol=1e-5)

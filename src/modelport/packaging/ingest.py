@@ -5,8 +5,12 @@ Accepted: a scikit-learn estimator or Pipeline (in memory, ``.skops``, or a trus
 :data:`FRAMEWORKS` claim (XGBoost and LightGBM, PyTorch, TensorFlow/Keras: objects and files). scikit-learn models are
 converted to ONNX and verified against the original on the sample input; when conversion fails
 or disagrees they are served natively (with a :class:`~modelport.errors.ConversionWarning` saying
-why). A DataFrame sample with text or categorical columns gives one input per column. Whether an
-input takes missing values (NaN) is asked of the model itself. Pickles and custom code need explicit trust.
+why). Before a scikit-learn model is stored, the runtime that will serve it is loaded and checked
+against the model on the sample: every row alone and all of them together, as requests come. A
+DataFrame sample with text or categorical columns gives one input per column; a text pipeline
+(one that starts with a text vectorizer) registered with a one-column DataFrame takes that column
+as the 1-D sequence of texts it was fitted on. Whether an input takes missing values (NaN) is
+asked of the model itself. Pickles and custom code need explicit trust.
 """
 
 from __future__ import annotations
@@ -17,14 +21,14 @@ import pickle
 import shutil
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from modelport.errors import ConversionWarning, InvalidModel, ModelportError, UntrustedArtifact
+from modelport.errors import ConversionWarning, InvalidInput, InvalidModel, ModelportError, UntrustedArtifact
 from modelport.packaging import onnxgraph
 from modelport.registry import environment
 from modelport.runtimes import KINDS
@@ -32,7 +36,14 @@ from modelport.runtimes import onnx as onnx_runtime
 from modelport.runtimes import sklearn as sklearn_runtime
 from modelport.runtimes.python import ENTRYPOINT, PythonRuntime
 from modelport.runtimes.sklearn_state import UncheckedState
-from modelport.signature import DEFAULT_INPUT, example_of, input_specs, output_specs, sample_arrays
+from modelport.signature import (
+    DEFAULT_INPUT,
+    example_of,
+    input_specs,
+    output_specs,
+    sample_arrays,
+    validate_inputs,
+)
 from modelport.stores.local import artifact_files
 from modelport.types import Signature, TensorSpec, datatype_of, dtype_of
 
@@ -44,6 +55,7 @@ log = logging.getLogger("modelport")
 FRAMEWORKS = ("boosting", "pytorch", "tensorflow")
 
 TOLERANCE = 1e-5
+ROW_CHECKS = 50  # sample rows each checked alone (the first ones), besides the whole sample
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 TRUST_HINT = "Register it only if you trust its source, with --trust-pickle (CLI) or trust_pickle=True (Python)"
 UNSAFE_TEXT = "names types or functions that skops does not trust and modelport does not allow"
@@ -62,6 +74,8 @@ class Packaged:
     environment: dict[str, str]
     notes: tuple[str, ...]  # human-readable facts for `modelport show`
     trusted_code: bool  # the artifact executes code when loaded (pickle, custom Python)
+    # the sample as the signature's inputs (what a request would carry), where the packager has it
+    sample: Mapping[str, np.ndarray] | None = None
 
 
 def package(
@@ -165,6 +179,24 @@ def whole_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(":. ")
 
 
+def rows_alone(
+    arrays: Mapping[str, np.ndarray], limit: int = ROW_CHECKS
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """Each of the first ``limit`` rows of ``arrays`` as a batch of its own, with its index."""
+    rows = len(next(iter(arrays.values())))
+    for i in range(min(rows, limit)):
+        yield i, {name: arr[i : i + 1] for name, arr in arrays.items()}
+
+
+def row_of(outputs: Mapping[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
+    return {name: arr[i : i + 1] for name, arr in outputs.items()}
+
+
+def checked_rows(rows: int) -> str:
+    """How many sample rows were checked alone, for a note."""
+    return f"each of the {rows} rows alone" if rows <= ROW_CHECKS else f"each of the first {ROW_CHECKS} rows alone"
+
+
 # --- scikit-learn -------------------------------------------------------------------------
 
 
@@ -221,6 +253,8 @@ def _package_estimator(
         reference = sklearn_runtime.predict_outputs(estimator, taken.model_input(taken.arrays), names)
     except Exception as exc:
         raise InvalidModel(f"the model raised on the sample input: {_reason(exc)}") from exc
+    check_row_outputs(reference, taken.rows, "the model's")
+    _check_rows_alone(estimator, taken, reference)
     probes = _nan_probes(taken.arrays)
     accepts_nan, nan_refusal = _missing_value_answers(estimator, taken, probes, names)
     notes = [source] if source else []
@@ -262,11 +296,80 @@ def _package_estimator(
         (spec,) = input_specs(taken.arrays, taken.feature_names)
         inputs = (replace(spec, datatype=datatypes[DEFAULT_INPUT], allow_nan=DEFAULT_INPUT in accepts_nan),)
     signature = Signature(inputs=inputs, outputs=output_specs(reference), example=example_of(taken.arrays))
+    served = _served_inputs(signature, taken.arrays)
+    _check_served(directory, runtime, signature, served, reference)
+    notes.append(
+        f"checked as served by the {runtime} runtime: the {taken.rows} sample rows together and "
+        f"{checked_rows(taken.rows)} answer as the model does"
+    )
     if converted is None and asked is None:  # said once the model is packaged
         warnings.warn(ConversionWarning(conversion_note), stacklevel=4)  # register() -> package() -> here
     return Packaged(
-        directory, runtime, "sklearn", signature, environment.capture("sklearn"), tuple(notes), trusted_code
+        directory, runtime, "sklearn", signature, environment.capture("sklearn"), tuple(notes), trusted_code, served
     )
+
+
+def _check_rows_alone(estimator: Any, taken: _Sample, reference: Mapping[str, np.ndarray]) -> None:
+    """InvalidModel unless the model answers each sample row alone as it does in the whole sample:
+    a server batches requests together (and splits them), so an answer must depend on its row only."""
+    for i, row in rows_alone(taken.arrays):
+        try:
+            got = sklearn_runtime.predict_outputs(estimator, taken.model_input(row), list(reference))
+        except Exception as exc:  # estimators raise what they raise
+            raise InvalidModel(f"the model raised on sample row {i} alone: {_reason(exc)}") from exc
+        problem, _ = _disagreement(got, row_of(reference, i))
+        if problem:
+            raise InvalidModel(
+                f"the model answers sample row {i} alone differently from the same row among the {taken.rows} "
+                f"sample rows ({problem}): a server batches requests together, so each answer would depend on the "
+                "other requests; make each row's prediction depend on that row only (learn scaling and statistics "
+                "at fit time, not from the rows being predicted)"
+            )
+
+
+def _served_inputs(signature: Signature, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The sample as a request carrying it reaches the runtime: cast and checked by the signature
+    (NaN let through: the model answered the sample, NaN included)."""
+    try:
+        return validate_inputs(signature, arrays, finite=list(arrays))
+    except InvalidInput:  # e.g. a text column holding None: no request can carry that
+        return {spec.name: arrays[spec.name].astype(dtype_of(spec.datatype)) for spec in signature.inputs}
+
+
+def _check_served(
+    directory: Path,
+    runtime: str,
+    signature: Signature,
+    inputs: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
+) -> None:
+    """Load the artifact with the runtime that will serve it, as a server would, and refuse it
+    (InvalidModel) unless it answers the sample, and each sample row alone, as the model does."""
+    served = KINDS[runtime]()
+    try:
+        served.load(directory, signature)
+        answers = [("the sample", served.predict(inputs), dict(reference))]
+        answers += [
+            (f"sample row {i} alone", served.predict(row), row_of(reference, i)) for i, row in rows_alone(inputs)
+        ]
+    except ModelportError as exc:
+        raise InvalidModel(f"the {runtime} runtime cannot serve the stored model: {exc.message}") from exc
+    except Exception as exc:  # a runtime raises what its library raises
+        raise InvalidModel(f"the {runtime} runtime fails on the sample with the stored model: {_reason(exc)}") from exc
+    finally:
+        served.unload()
+    for where, got, want in answers:
+        problem = _shape_problem(got, want) or _disagreement(got, want)[0]
+        if problem:
+            raise InvalidModel(
+                f"served by the {runtime} runtime, the stored model answers {where} differently from the model "
+                f"({problem}); it is not registered, since it would answer requests wrongly"
+            )
+
+
+def _shape_problem(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]) -> str:
+    missing = [name for name in want if name not in got]
+    return f"no output {missing[0]!r}" if missing else ""
 
 
 @dataclass(frozen=True)
@@ -274,13 +377,15 @@ class _Sample:
     """A scikit-learn model's registration sample, as the signature's inputs and as the model takes it.
 
     A numeric table is the one input "input" [-1, features]; a DataFrame with text or categorical
-    columns is one 1-D input per column, and ``columns`` says how to rebuild the frame from them.
+    columns is one 1-D input per column, and ``columns`` says how to rebuild the frame from them;
+    ``vector``: the model takes its one column as a 1-D array (a text pipeline), not as a frame.
     """
 
     arrays: dict[str, np.ndarray]
     feature_names: tuple[str, ...] | None
     fitted_names: tuple[str, ...] | None
     columns: tuple[sklearn_runtime.Column, ...] = ()
+    vector: bool = False
 
     @property
     def rows(self) -> int:
@@ -289,7 +394,7 @@ class _Sample:
     def model_input(self, arrays: Mapping[str, np.ndarray]) -> Any:
         """What the estimator predicts on (a DataFrame where it was fitted on one), as the runtime builds it."""
         if self.columns:
-            return sklearn_runtime.frame_of(self.columns, arrays)
+            return sklearn_runtime.model_input(self.columns, arrays, vector=self.vector)
         return sklearn_runtime.as_frame(arrays[DEFAULT_INPUT], self.fitted_names)
 
     def datatypes(self, runtime: str) -> dict[str, str]:
@@ -330,8 +435,14 @@ def _sample_of(estimator: Any, sample: object) -> _Sample:
         typed = tuple(
             sklearn_runtime.Column.of(name, frame[label]) for name, label in zip(names, frame.columns, strict=True)
         )
-        return _Sample(arrays, None, fitted_names, typed)
+        vector = len(typed) == 1 and fitted_names is None and _takes_documents(estimator)
+        return _Sample(arrays, None, fitted_names, typed, vector)
     x = arrays.get(DEFAULT_INPUT)
+    if x is not None and x.ndim == 1 and _takes_documents(estimator):
+        raise InvalidModel(
+            "the sample for a text pipeline is a one-column DataFrame of texts, e.g. pd.DataFrame({'text': texts}): "
+            "the column is the model's input, named by it, and the model is given its texts"
+        )
     if len(arrays) != 1 or x is None or x.ndim != 2:
         raise InvalidModel(
             "the sample for a scikit-learn model must be one 2-D table (rows x features), "
@@ -343,6 +454,16 @@ def _sample_of(estimator: Any, sample: object) -> _Sample:
             "columns as a DataFrame, and each column becomes an input of its own"
         )
     return _Sample({DEFAULT_INPUT: x.astype(np.float64)}, fitted_names or names, fitted_names)
+
+
+def _takes_documents(estimator: Any) -> bool:
+    """Whether the model starts with a text vectorizer (CountVectorizer, TfidfVectorizer,
+    HashingVectorizer, also as a Pipeline's first step): it is fitted on a sequence of texts, and
+    reads a DataFrame as the sequence of its column names."""
+    first = estimator
+    while hasattr(first, "steps") and first.steps:  # a Pipeline: its first step
+        first = first.steps[0][1]
+    return callable(getattr(first, "build_analyzer", None))
 
 
 PROBE_ROWS = 32  # sample rows a column is set missing in, to see how the model answers
@@ -425,7 +546,12 @@ def _convert(estimator: Any, taken: _Sample, reference: Mapping[str, np.ndarray]
             model = onnxgraph.from_sklearn(estimator, n_features=n_features, outputs=reference)
         data: bytes = model.SerializeToString()
         session = onnx_runtime.session(data)
-        got = dict(zip(reference, session.run(list(reference), taken.onnx_feed(taken.arrays)), strict=True))
+        outputs = list(reference)
+        got = dict(zip(outputs, session.run(outputs, taken.onnx_feed(taken.arrays)), strict=True))
+        alone = [
+            (i, dict(zip(outputs, session.run(outputs, taken.onnx_feed(row)), strict=True)))
+            for i, row in rows_alone(taken.arrays)
+        ]
     except Exception as exc:  # skl2onnx and ONNX Runtime raise many types for unsupported models
         log.info("ONNX conversion failed", exc_info=True)
         return None, f"ONNX conversion failed: {whole_reason(exc)}; {native}"
@@ -433,6 +559,11 @@ def _convert(estimator: Any, taken: _Sample, reference: Mapping[str, np.ndarray]
     symbol = "|Δp|" if "probabilities" in reference else "|Δ|"
     if disagreement:
         return None, f"ONNX output disagrees with scikit-learn on the sample ({disagreement}); {native}"
+    for i, one in alone:
+        disagreement, diff = _disagreement(one, row_of(reference, i))
+        if disagreement:
+            return None, f"ONNX output disagrees with scikit-learn on sample row {i} alone ({disagreement}); {native}"
+        max_diff = max(max_diff, diff)
     return data, (
         f"converted to ONNX (opset {onnxgraph.opset(model)}); verified on {taken.rows} sample rows, "
         f"max {symbol} = {max_diff:.2g}"
@@ -541,7 +672,7 @@ def _store_native(
                 )
             return False, [f"no native copy stored: skops would need trust ({unchecked})"]
         manifest = sklearn_runtime.save(
-            estimator, directory, format="skops", columns=taken.columns, unchecked=bool(unchecked)
+            estimator, directory, format="skops", columns=taken.columns, unchecked=bool(unchecked), vector=taken.vector
         )
         _check_round_trip(directory, frame_x, reference)
         if not required:
@@ -562,7 +693,7 @@ def _store_native(
             f"arbitrary code when loaded. {TRUST_HINT}."
         )
     try:
-        sklearn_runtime.save(estimator, directory, format="pickle", columns=taken.columns)
+        sklearn_runtime.save(estimator, directory, format="pickle", columns=taken.columns, vector=taken.vector)
         _check_round_trip(directory, frame_x, reference)
     except Exception as exc:
         raise InvalidModel(f"cannot store the model: {problem}; pickle failed too: {_reason(exc)}") from exc

@@ -4,11 +4,12 @@ TorchScript files, and (trusted) pickled modules. See :func:`claims` and :func:`
 A module is exported with ``torch.export`` with a dynamic batch dimension (dim 0 of every input)
 and stored as ``model.pt2`` (``torch.export.save``: JSON and raw tensor bytes, never a pickle of
 the module). The stored program is loaded back and checked against the module on the sample and
-on a batch of one row. It is then exported to ONNX (the dynamo exporter, from the exported program,
-so the batch stays dynamic) and that graph is checked the same way within :data:`ONNX_ATOL` /
-:data:`ONNX_RTOL`: when it agrees ONNX Runtime serves it (``.pt2`` kept beside it), otherwise the
-``torch`` runtime serves the exported program, and the notes say which and why (with a
-:class:`~modelport.errors.ConversionWarning` when ONNX was not asked to be skipped). A graph that calls
+on each sample row alone (up to :data:`~modelport.packaging.ingest.ROW_CHECKS` rows). It is then
+exported to ONNX (the dynamo exporter, from the exported program, so the batch stays dynamic) and
+that graph is checked the same way within :data:`ONNX_ATOL` / :data:`ONNX_RTOL`: when it agrees ONNX
+Runtime serves it (``.pt2`` kept beside it), otherwise the ``torch`` runtime serves the exported
+program, and the notes say which and why (with a :class:`~modelport.errors.ConversionWarning` when
+ONNX was not asked to be skipped). A graph that calls
 more than PyTorch's aten and prims operators (custom and higher-order operators, Python callables:
 :func:`modelport.runtimes.torch.scan`) needs trust, in a ``.pt2`` file registered and in the
 program stored.
@@ -39,7 +40,16 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import ConversionWarning, InvalidInput, InvalidModel, ModelportError, UntrustedArtifact
-from modelport.packaging.ingest import TRUST_HINT, Packaged, check_row_outputs, disagreement, whole_reason
+from modelport.packaging.ingest import (
+    TRUST_HINT,
+    Packaged,
+    check_row_outputs,
+    checked_rows,
+    disagreement,
+    row_of,
+    rows_alone,
+    whole_reason,
+)
 from modelport.registry import environment
 from modelport.runtimes import onnx as onnx_runtime
 from modelport.runtimes import torch as torch_runtime
@@ -411,7 +421,8 @@ def _package_module(
     stored = _check_stored(directory, signature, taken, reference)
     notes.append(
         f"exported with torch.export (dynamic batch dimension) to {torch_runtime.EXPORTED}, an exported program "
-        f"(no pickle); loaded back and verified on {taken.rows} sample rows and on 1 row, max |Δ| = {stored:.2g}"
+        f"(no pickle); loaded back and verified on {taken.rows} sample rows together and {checked_rows(taken.rows)}, "
+        f"max |Δ| = {stored:.2g}"
     )
     if runtime == "torch":
         converted, note = None, "torch runtime requested; ONNX export skipped"
@@ -429,7 +440,9 @@ def _package_module(
     else:
         served = "torch"
     notes.append(_describe(taken, returns, reference))
-    return Packaged(directory, served, "torch", signature, environment.capture("torch"), tuple(notes), bool(calls))
+    return Packaged(
+        directory, served, "torch", signature, environment.capture("torch"), tuple(notes), bool(calls), taken.arrays
+    )
 
 
 def _set_training(module: Any, mode: bool) -> bool:
@@ -478,7 +491,8 @@ def _export(module: Any, taken: _Sample) -> Any:
 
 def _check_stored(directory: Path, signature: Signature, taken: _Sample, reference: Mapping[str, np.ndarray]) -> float:
     """Load the stored artifact as the torch runtime would and compare it with the module on the
-    sample and on its first row (a batch of 1: a batch size the stored form fixed shows up here)."""
+    sample and on each sample row alone (a batch of 1: a batch size the stored form fixed shows up
+    here, and so does an answer that depends on the other rows)."""
     import torch
 
     runtime = torch_runtime.TorchRuntime()
@@ -486,7 +500,7 @@ def _check_stored(directory: Path, signature: Signature, taken: _Sample, referen
         # The thread count as it is: load sets it process-wide, and registering must not change the caller's.
         runtime.load(directory, signature, threads=torch.get_num_threads())
         whole = runtime.predict(taken.arrays)
-        one = runtime.predict({name: arr[:1] for name, arr in taken.arrays.items()})
+        alone = [(i, runtime.predict(row)) for i, row in rows_alone(taken.arrays)]
     except ModelportError as exc:
         raise InvalidModel(f"the stored model cannot be served: {exc.message}") from exc
     except Exception as exc:  # a module that works on the sample may still fail on one row
@@ -494,15 +508,18 @@ def _check_stored(directory: Path, signature: Signature, taken: _Sample, referen
     finally:
         runtime.unload()
     problem, diff = disagreement(whole, reference, atol=STORED_ATOL, rtol=STORED_RTOL)
-    problem_one, diff_one = disagreement(
-        one, {k: v[:1] for k, v in reference.items()}, atol=STORED_ATOL, rtol=STORED_RTOL
-    )
-    if problem or problem_one:
+    for i, one in alone:
+        if problem:
+            break
+        problem, diff_one = disagreement(one, row_of(reference, i), atol=STORED_ATOL, rtol=STORED_RTOL)
+        problem = problem and f"{problem} on sample row {i} alone"
+        diff = max(diff, diff_one)
+    if problem:
         raise InvalidModel(
-            f"the stored model answers differently from the module ({problem or problem_one + ' on a batch of 1'}); "
+            f"the stored model answers differently from the module ({problem}); "
             "a module whose answer for a row depends on the other rows of the batch cannot be batched"
         )
-    return max(diff, diff_one)
+    return diff
 
 
 def _to_onnx(program: Any, taken: _Sample, reference: Mapping[str, np.ndarray]) -> tuple[bytes | None, str]:
@@ -532,21 +549,24 @@ def _to_onnx(program: Any, taken: _Sample, reference: Mapping[str, np.ndarray]) 
             return None, f"the ONNX graph's inputs are {graph_inputs}, not {sorted(taken.arrays)}; {native}"
         outputs = list(reference)
         whole = dict(zip(outputs, session.run(outputs, taken.arrays), strict=True))
-        one = dict(zip(outputs, session.run(outputs, {k: v[:1] for k, v in taken.arrays.items()}), strict=True))
+        alone = [(i, dict(zip(outputs, session.run(outputs, row), strict=True))) for i, row in rows_alone(taken.arrays)]
     except Exception as exc:  # the exporter and ONNX Runtime raise many types for unsupported operators
         log.info("ONNX export failed", exc_info=True)
         return None, f"ONNX export failed: {whole_reason(exc)}; {native}"
     problem, diff = disagreement(whole, reference, atol=ONNX_ATOL, rtol=ONNX_RTOL)
-    if not problem:
-        problem, diff_one = disagreement(one, {k: v[:1] for k, v in reference.items()}, atol=ONNX_ATOL, rtol=ONNX_RTOL)
-        problem = problem and f"{problem} on a batch of 1"
+    for i, one in alone:
+        if problem:
+            break
+        problem, diff_one = disagreement(one, row_of(reference, i), atol=ONNX_ATOL, rtol=ONNX_RTOL)
+        problem = problem and f"{problem} on sample row {i} alone"
         diff = max(diff, diff_one)
     if problem:
         return None, f"ONNX output disagrees with PyTorch on the sample ({problem}); {native}"
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), "?")
     return data, (
         f"converted to ONNX (opset {opset}) with a dynamic batch dimension; verified on {taken.rows} sample rows "
-        f"and on 1 row, max |Δ| = {diff:.2g} (tolerance: atol {ONNX_ATOL:g}, rtol {ONNX_RTOL:g})"
+        f"together and {checked_rows(taken.rows)}, max |Δ| = {diff:.2g} (tolerance: atol {ONNX_ATOL:g}, "
+        f"rtol {ONNX_RTOL:g})"
     )
 
 
@@ -616,8 +636,9 @@ def _package_torchscript(
     stored = _check_stored(directory, signature, taken, reference)
     notes = (
         f"{source}: stored as is and served by the torch runtime (trusted: a TorchScript program runs its own code)",
-        f"loaded back and verified on {taken.rows} sample rows and on 1 row, max |Δ| = {stored:.2g}",
+        f"loaded back and verified on {taken.rows} sample rows together and {checked_rows(taken.rows)}, "
+        f"max |Δ| = {stored:.2g}",
         "ONNX export not tried: it starts from torch.export, which does not take TorchScript",
         _describe(taken, returns, reference),
     )
-    return Packaged(directory, "torch", "torch", signature, environment.capture("torch"), notes, True)
+    return Packaged(directory, "torch", "torch", signature, environment.capture("torch"), notes, True, taken.arrays)

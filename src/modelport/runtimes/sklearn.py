@@ -102,6 +102,16 @@ def frame_of(columns: Sequence[Column], inputs: Mapping[str, np.ndarray]) -> Any
     return pd.DataFrame(data)
 
 
+def model_input(columns: Sequence[Column], inputs: Mapping[str, np.ndarray], *, vector: bool = False) -> Any:
+    """What a per-column model predicts on: the DataFrame of its columns (:func:`frame_of`), or with
+    ``vector`` (a text pipeline, fitted on a sequence of documents) its one column as a 1-D array:
+    given a DataFrame, a text vectorizer would read the column's name as the only document."""
+    if vector:
+        (column,) = columns
+        return np.asarray(inputs[column.name], dtype=object)
+    return frame_of(columns, inputs)
+
+
 @dataclass(frozen=True)
 class Manifest:
     file: str
@@ -111,6 +121,7 @@ class Manifest:
     # trusted at registration although what its objects hold does not pass sklearn_state.check:
     # the check is skipped, so loading needs trust (a forged flag only asks for more trust)
     unchecked: bool = False
+    vector: bool = False  # the one column goes to the model as a 1-D array (:func:`model_input`)
 
     @property
     def runs_code(self) -> bool:
@@ -133,6 +144,7 @@ class Manifest:
                 trusted_types=tuple(data.get("trusted_types", ())),
                 columns=tuple(Column.from_dict(c) for c in data.get("columns", ())),
                 unchecked=data.get("unchecked_state") is True,
+                vector=data.get("vector") is True,
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise InvalidModel(f"cannot read {path}: {exc}") from exc
@@ -175,21 +187,24 @@ def save(
     format: Format = "skops",
     columns: Sequence[Column] = (),
     unchecked: bool = False,
+    vector: bool = False,
 ) -> Manifest:
     """Store ``estimator`` in ``directory`` with its manifest (and the ``columns`` of the DataFrame
-    it takes, for a per-column model). Trust is the caller's decision: check
-    :func:`unsafe_types` of ``skops.io.get_untrusted_types`` and :func:`checked` before saving;
-    ``unchecked``: the owner trusted a skops file that :func:`checked` refuses."""
+    it takes, for a per-column model; ``vector``: it takes its one column as a 1-D array). Trust is
+    the caller's decision: check :func:`unsafe_types` of ``skops.io.get_untrusted_types`` and
+    :func:`checked` before saving; ``unchecked``: the owner trusted a skops file that :func:`checked` refuses."""
+    if vector and len(columns) != 1:
+        raise ValueError("vector: the model takes one column as a 1-D array, so give exactly one column")
     directory.mkdir(parents=True, exist_ok=True)
     if format == "skops":
         import skops.io as sio
 
         data = sio.dumps(estimator)
         untrusted = tuple(sio.get_untrusted_types(data=data))
-        manifest = Manifest("model.skops", "skops", untrusted, tuple(columns), unchecked=unchecked)
+        manifest = Manifest("model.skops", "skops", untrusted, tuple(columns), unchecked=unchecked, vector=vector)
     else:
         data = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
-        manifest = Manifest("model.pkl", "pickle", columns=tuple(columns))
+        manifest = Manifest("model.pkl", "pickle", columns=tuple(columns), vector=vector)
     (directory / manifest.file).write_bytes(data)
     text: dict[str, Any] = {
         "file": manifest.file,
@@ -200,6 +215,8 @@ def save(
         text["columns"] = [column.to_dict() for column in manifest.columns]
     if manifest.unchecked:
         text["unchecked_state"] = True
+    if manifest.vector:
+        text["vector"] = True
     (directory / MANIFEST).write_text(json.dumps(text, indent=2) + "\n", encoding="utf-8")
     return manifest
 
@@ -290,6 +307,7 @@ class SklearnRuntime:
         self._estimator: Any = None
         self._feature_names: list[str] | None = None
         self._columns: tuple[Column, ...] = ()
+        self._vector = False
         self._outputs: tuple[str, ...] = ()
         self._empty: dict[str, np.ndarray] = {}
         self._controller: Any = None
@@ -308,6 +326,11 @@ class SklearnRuntime:
         names = getattr(estimator, "feature_names_in_", None)
         self._feature_names = [str(n) for n in names] if names is not None else None
         self._columns = manifest.columns
+        if manifest.vector and len(self._columns) != 1:
+            raise InvalidModel(
+                f"{MANIFEST} says the model takes one column as a 1-D array, and lists {len(self._columns)}"
+            )
+        self._vector = manifest.vector
         columns = [column.name for column in self._columns]
         unmatched = [spec.name for spec in signature.inputs if columns and spec.name not in columns]
         if unmatched:
@@ -329,7 +352,7 @@ class SklearnRuntime:
         if not count_rows(inputs):
             return {name: arr.copy() for name, arr in self._empty.items()}
         if self._columns:
-            frame = frame_of(self._columns, inputs)
+            frame = model_input(self._columns, inputs, vector=self._vector)
         else:
             (x,) = inputs.values()
             frame = as_frame(x, self._feature_names)
