@@ -4,6 +4,8 @@ server's default device; a runtime that cannot use the device or precision refus
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from modelport.cli.main import app
-from modelport.errors import InvalidModel, InvalidSetting
+from modelport.errors import DeviceWarning, InvalidModel, InvalidSetting
 from modelport.packaging.export import export_version, read_export
 from modelport.registry.registry import Registry
 from modelport.runtimes.base import Capabilities
@@ -88,9 +90,11 @@ def test_device_and_precision_are_registered_shown_and_exported(tmp_path: Path, 
 
     frame, labels = iris
     model = LogisticRegression(max_iter=500).fit(frame, labels)
-    version = register(
-        model, name="iris", sample_input=frame.head(20), device="cuda:0", precision="bf16", settings=settings
-    )
+    with warnings.catch_warnings():  # a DeviceWarning where onnxruntime has no CUDA (test below)
+        warnings.simplefilter("ignore", DeviceWarning)
+        version = register(
+            model, name="iris", sample_input=frame.head(20), device="cuda:0", precision="bf16", settings=settings
+        )
     assert (version.device, version.precision) == ("cuda:0", "bf16")
     with Registry.open(settings) as registry:
         assert registry.get("iris@1").device == "cuda:0"
@@ -111,3 +115,81 @@ def test_bad_devices_are_one_line_on_the_command_line_and_in_the_environment(tmp
     with pytest.raises(InvalidSetting, match="MODELPORT_DEVICE='mps' is not valid"):
         Settings.from_env({"MODELPORT_DEVICE": "mps"})
     assert Settings.from_env({"MODELPORT_DEVICE": "CUDA:1"}).device == "cuda:1"
+
+
+NO_CUDA = pytest.mark.skipif(CUDA_PROVIDER in ort.get_available_providers(), reason="this onnxruntime has CUDA")
+
+
+@NO_CUDA
+def test_a_device_this_machine_lacks_is_a_warning_at_registration_in_python_and_on_the_command_line(
+    tmp_path: Path, iris: Any
+) -> None:
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+
+    from modelport.api import register
+
+    frame, labels = iris
+    model = LogisticRegression(max_iter=500).fit(frame, labels)
+    settings = Settings(home=tmp_path / "home")
+    advice = r"a server that has it runs the version there, and `serve --device cpu` \(MODELPORT_DEVICE=cpu\) serves it"
+    with pytest.warns(
+        DeviceWarning,
+        match=rf"iris@1: registered to run on cuda, which this machine cannot use \(.*"
+        rf"no CUDA execution provider.*\); {advice}",
+    ):
+        register(model, name="iris", sample_input=frame.head(20), device="cuda", settings=settings)
+    sio.dump(model, tmp_path / "iris.skops")
+    frame.head(20).to_csv(tmp_path / "sample.csv", index=False)
+    result = CliRunner().invoke(
+        app,
+        [
+            "register",
+            str(tmp_path / "iris.skops"),
+            "--name",
+            "iris",
+            "--sample",
+            str(tmp_path / "sample.csv"),
+            "--device",
+            "cuda:1",
+        ],
+        env={"MODELPORT_HOME": str(settings.home), "COLUMNS": "300"},
+    )
+    assert result.exit_code == 0, result.output
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert line.startswith("warning: iris@2: registered to run on cuda:1, which this machine cannot use")
+    assert "registered iris@2" in result.stdout
+    with pytest.raises(InvalidModel, match="the sklearn runtime that serves this model runs on cpu only"):
+        register(model, name="iris", sample_input=frame.head(20), runtime="sklearn", device="cuda", settings=settings)
+
+
+@NO_CUDA
+async def test_the_servers_device_wins_over_the_registered_one_so_serve_device_cpu_serves_it(
+    tmp_path: Path, iris: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from modelport.api import register
+    from modelport.server.app import build_app
+    from tests.serving import client_for
+
+    settings = Settings(home=tmp_path / "home")
+    frame, labels = iris
+    model = LogisticRegression(max_iter=500).fit(frame, labels)
+    with pytest.warns(DeviceWarning):
+        version = register(model, name="iris", sample_input=frame.head(20), device="cuda", settings=settings)
+    with Registry.open(settings) as registry:
+        artifact = registry.artifact_path(version)
+    with pytest.raises(InvalidSetting, match="no CUDA execution provider"):
+        open_version(version, artifact)  # no device given: the version's own
+    with caplog.at_level(logging.INFO, logger="modelport"):
+        runtime = open_version(version, artifact, device="cpu")  # given: it wins
+    assert runtime.predict({"input": ROWS})["label"].shape == (1,)
+    assert "iris@1 was registered to run on cuda; running it on cpu, as the server's --device" in caplog.text
+    assert Settings.from_env({}).device is None  # not given
+    assert Settings.from_env({"MODELPORT_DEVICE": "cpu"}).to_env()["MODELPORT_DEVICE"] == "cpu"
+    assert "MODELPORT_DEVICE" not in Settings().to_env()  # workers started from these settings: not given either
+    body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": ROWS.ravel().tolist()}]}
+    async with client_for(build_app(settings.with_(models=("iris@1",), device="cpu"))) as client:
+        answered = await client.post("/v2/models/iris/versions/1/infer", json=body)
+    assert answered.status_code == 200, answered.text

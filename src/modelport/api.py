@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -11,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from modelport.errors import InvalidInput, InvalidModel, ModelportError
+from modelport.errors import DeviceWarning, InvalidInput, InvalidModel, ModelportError
 from modelport.observability.profile import build_profile, write_profile
+from modelport.packaging import placement
 from modelport.packaging.ingest import Packaged, package
 from modelport.reference import parse_name, validate_alias
 from modelport.registry.registry import Registry
@@ -21,7 +23,7 @@ from modelport.runtimes.base import Runtime
 from modelport.serving.loading import open_version
 from modelport.settings import Settings
 from modelport.signature import select_outputs, to_inputs, validate_inputs
-from modelport.types import Batching, ModelVersion, Signature
+from modelport.types import Batching, ModelVersion, Signature, device_of
 
 log = logging.getLogger("modelport")
 
@@ -60,6 +62,9 @@ def register(
     ``batching`` (a :class:`~modelport.types.Batching`) sets this version's own adaptive-batching
     settings; a server uses them instead of its own defaults. ``capture_rate`` (0 to 1) is the
     share of this version's requests that payload capture writes, instead of the server's rate.
+    ``device`` (``cpu``, ``cuda``, ``cuda:N``) is where servers run this version unless their own
+    ``--device`` says otherwise; one this machine cannot use is a
+    :class:`~modelport.errors.DeviceWarning`.
     An ``alias`` that clients call is moved to the new version only if its signature keeps what
     they send and read (else :class:`~modelport.errors.Conflict` naming the difference), or with
     ``allow_signature_change=True``.
@@ -69,14 +74,16 @@ def register(
     for each in aliases:
         validate_alias(each)
     settings = settings or Settings.from_env()
+    device = _checked(device_of, device)
     with tempfile.TemporaryDirectory(prefix="modelport-") as workdir:
         packaged = package(
             model, workdir=Path(workdir), sample_input=sample_input, trust_pickle=trust_pickle, runtime=runtime
         )
+        device_warning = _device_warning(packaged, device)
         _keep_reference_profile(packaged, reference_data, sample_input)
         registry = Registry.open(settings)
         try:
-            return registry.register(
+            version = registry.register(
                 name,
                 packaged.directory,
                 runtime=packaged.runtime,
@@ -98,6 +105,27 @@ def register(
             )
         finally:
             registry.close()
+    if device_warning:
+        warnings.warn(DeviceWarning(f"{version.ref}: {device_warning}"), stacklevel=2)
+    return version
+
+
+def _checked(check: Any, value: Any) -> Any:
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise InvalidModel(str(exc)) from None
+
+
+def _device_warning(packaged: Packaged, device: str | None) -> str:
+    """A warning when this machine cannot run the packaged model on ``device`` ("" if it can)."""
+    problem = placement.device_problem(packaged, device) if device else None
+    if problem is None:
+        return ""
+    return (
+        f"registered to run on {device}, which this machine cannot use ({problem}); a server that has it runs "
+        "the version there, and `serve --device cpu` (MODELPORT_DEVICE=cpu) serves it on the CPU anywhere"
+    )
 
 
 def _keep_reference_profile(packaged: Packaged, reference_data: Any, sample_input: Any) -> None:

@@ -98,3 +98,6 @@ class RegistrationWarning(UserWarning):
 class ConversionWarning(RegistrationWarning):
     """The ONNX conversion failed or disagreed with the model, so its native runtime serves it."""
 
+
+class DeviceWarning(RegistrationWarning):
+    """The device a version was registered for is not usable on the machine that registered it."""

@@ -45,9 +45,10 @@ class Settings:
     artifacts: where artifacts are stored: a folder, or a URL (``file:///srv/artifacts``;
         ``s3://bucket/prefix`` with the ``s3`` extra, the endpoint, region and credentials from the
         standard AWS variables; the scheme of an installed store plugin). Default ``home/artifacts``.
-    device: where versions without a device of their own run: ``cpu`` (default), ``cuda`` or
-        ``cuda:N`` (``MODELPORT_DEVICE``, ``serve --device``); a version registered with a device
-        runs there. A runtime that cannot use the device refuses to load, saying so.
+    device: where versions run: ``cpu``, ``cuda`` or ``cuda:N`` (``MODELPORT_DEVICE``,
+        ``serve --device``); given, it wins over the device a version was registered with (logged
+        when they differ). None (not given): each version on its own device, else the CPU. A
+        runtime that cannot use the device refuses to load, saying so.
     artifact_cache_bytes: how much a remote store (S3) keeps in its local cache,
         ``home/cache/artifacts``; the least recently used artifacts go first
         (``MODELPORT_ARTIFACT_CACHE_MB``, default 10240).
@@ -155,7 +156,7 @@ class Settings:
     database_url: str = ""
     artifacts: str | Path | None = None
     artifact_cache_bytes: int = 10 * 1024 * MIB
-    device: str = "cpu"
+    device: str | None = None
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     workers: int = 1
@@ -334,10 +335,10 @@ class Settings:
         return cls.from_env(env, **values)
 
 
-def _device(text: str) -> str:
+def _device(text: str) -> str | None:
     from modelport.types import device_of
 
-    return device_of(text) or "cpu"
+    return device_of(text)
 
 
 def _text(value: Any) -> str:

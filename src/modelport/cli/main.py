@@ -282,7 +282,8 @@ def register(
     device: Annotated[
         str | None,
         typer.Option(
-            help="Run this version on cpu, cuda or cuda:N (default: the server's --device).", metavar="DEVICE"
+            help="Run this version on cpu, cuda or cuda:N unless the server's --device says otherwise.",
+            metavar="DEVICE",
         ),
     ] = None,
     precision: Annotated[
@@ -332,7 +333,7 @@ def register(
 
 @contextmanager
 def _registration_warnings() -> Iterator[None]:
-    """What registration warns about (RegistrationWarning: ONNX not used, ...) as
+    """What registration warns about (RegistrationWarning: ONNX not used, a device missing here) as
     one line each on stderr; other warnings go on as they came."""
     import warnings
 
@@ -469,7 +470,8 @@ def show(
     facts.add_row("batching", ", ".join(f"{k}={v}" for k, v in own.items()) if own else "the server's settings")
     rate = version.capture_rate
     facts.add_row("capture", f"rate {rate:g} (this version's)" if rate is not None else "the server's rate")
-    facts.add_row("device", version.device or "the server's (--device, default cpu)")
+    own_device = f"{version.device}, unless the server's --device says otherwise" if version.device else ""
+    facts.add_row("device", own_device or "the server's (--device, default cpu)")
     facts.add_row("precision", version.precision or "fp32")
     for title, values in (("tags", version.tags), ("metrics", version.metrics), ("params", version.params)):
         if values:
@@ -751,7 +753,8 @@ def serve(
         str | None,
         typer.Option(
             metavar="DEVICE",
-            help="Run versions without a device of their own on cpu, cuda or cuda:N (default: MODELPORT_DEVICE, cpu).",
+            help="Run versions on cpu, cuda or cuda:N, over the device they were registered with "
+            "(default: MODELPORT_DEVICE, else each version's own, else cpu).",
         ),
     ] = None,
     capture_redact: Annotated[

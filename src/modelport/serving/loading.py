@@ -20,12 +20,14 @@ def open_version(
     *,
     threads: int = 1,
     allow_env_mismatch: bool = False,
-    device: str = "cpu",
+    device: str | None = None,
 ) -> Runtime:
     """A runtime of ``version.runtime`` with ``artifact`` loaded, ready to predict.
 
-    The version runs on its own device if it has one, else on ``device`` (the server's), in its
-    own precision (fp32 unless it opted in to fp16 or bf16). Raises UntrustedArtifact when the
+    The version runs on ``device`` when it is given (the server's ``--device`` or
+    ``MODELPORT_DEVICE``: it wins over the version's own device, with a log line when they differ),
+    else on its own device, else on the CPU; in its own precision (fp32 unless it opted in to fp16
+    or bf16). Raises UntrustedArtifact when the
     artifact runs code but the version was not registered as trusted, EnvironmentMismatch when
     library versions make the model unsafe to serve (unless ``allow_env_mismatch``),
     InvalidSetting when its runtime cannot use the device or precision, and InvalidModel when
@@ -39,7 +41,7 @@ def open_version(
     cls = KINDS[version.runtime]
     pickled = _check_trust(version, artifact, runs_code=cls.capabilities.runs_code)
     _check_environment(version, pickled=pickled, allow_env_mismatch=allow_env_mismatch)
-    placement = _placement(version, cls, version.device or device)
+    placement = _placement(version, cls, _device(version, device))
     runtime = cls()
     try:
         runtime.load(artifact, version.signature, threads=threads, **placement)
@@ -49,6 +51,20 @@ def open_version(
         cause = exc.message if isinstance(exc, ModelportError) else f"{type(exc).__name__}: {exc}"
         raise InvalidModel(f"cannot load {version.ref} with the {version.runtime} runtime: {cause}") from exc
     return runtime
+
+
+def _device(version: ModelVersion, given: str | None) -> str:
+    """Where ``version`` runs: on the server's device when one is ``given``, else on its own, else the CPU."""
+    if given is None:
+        return version.device or "cpu"
+    if version.device and version.device != given:
+        log.info(
+            "%s was registered to run on %s; running it on %s, as the server's --device (MODELPORT_DEVICE) says",
+            version.ref,
+            version.device,
+            given,
+        )
+    return given
 
 
 def _placement(version: ModelVersion, cls: type[Runtime], device: str) -> dict[str, str]:

@@ -84,7 +84,12 @@ class ExportSource:
     """
 
     def __init__(
-        self, *, threads: int = 1, allow_env_mismatch: bool = False, trust_code: bool = False, device: str = "cpu"
+        self,
+        *,
+        threads: int = 1,
+        allow_env_mismatch: bool = False,
+        trust_code: bool = False,
+        device: str | None = None,
     ) -> None:
         self.threads = threads
         self.device = device

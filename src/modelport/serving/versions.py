@@ -64,12 +64,12 @@ class RegistrySource:
     """A :class:`ModelSource` over a registry: resolve there, load its artifact with ``loading``."""
 
     def __init__(
-        self, registry: Registry, *, threads: int = 1, allow_env_mismatch: bool = False, device: str = "cpu"
+        self, registry: Registry, *, threads: int = 1, allow_env_mismatch: bool = False, device: str | None = None
     ) -> None:
         self.registry = registry
         self.threads = threads
         self.allow_env_mismatch = allow_env_mismatch
-        self.device = device  # where versions without a device of their own run
+        self.device = device  # where versions run (None: each on its own device, else the CPU)
 
     def resolve(self, ref: Reference) -> ModelVersion:
         return self.registry.get(ref)
