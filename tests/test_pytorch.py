@@ -8,6 +8,7 @@ registration checks the ONNX graph with); the torch runtime on the CPU in bf16 w
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import warnings
@@ -542,6 +543,104 @@ def test_bf16_on_the_cpu_agrees_within_a_looser_tolerance(tmp_path: Path) -> Non
     np.testing.assert_allclose(got["logits"], want["logits"], atol=BF16_ATOL)
     assert not np.array_equal(got["logits"], want["logits"])  # bf16 really ran: it rounds
     np.testing.assert_array_equal(got["label"], want["label"])
+
+
+class Cancelling(nn.Module):
+    """Two nearly equal branches subtracted: outputs small beside the values they come from, so bf16's
+    rounding (about 3 significant digits) moves them by several percent of their size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 32), nn.Linear(4, 32)
+        with torch.no_grad():
+            self.b.weight.copy_(self.a.weight * 1.05)
+            self.b.bias.copy_(self.a.bias * 1.05)
+        self.head = nn.Linear(32, 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.b(x) - self.a(x))
+
+
+DEVIATION = re.compile(
+    r"bf16 deviates from fp32 by at most (\S+) abs / (\S+) rel \(of the output's largest magnitude\) "
+    r"on the 20 sample rows, on cpu; tolerance (\S+)"
+)
+PRECISION_ROWS = np.random.default_rng(3).normal(size=(20, 4)).astype(np.float32)
+
+
+def test_bf16_is_measured_against_fp32_at_registration_and_the_figure_is_shown_and_exported(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from modelport.packaging.export import export_version, read_export
+    from modelport.registry.registry import Registry
+
+    module = _seeded(Classifier).eval()
+    version = modelport.register(module, name="mlp", sample_input=PRECISION_ROWS, precision="bf16", settings=settings)
+    assert (version.runtime, version.precision) == ("torch", "bf16")  # ONNX Runtime has no bf16
+    (note,) = [note for note in version.notes if DEVIATION.fullmatch(note)]
+    absolute, relative, tolerance = map(float, DEVIATION.fullmatch(note).groups())  # type: ignore[union-attr]
+    with modelport.load("mlp@1", settings=settings) as served:  # in bf16, as registered
+        got = served.predict(PRECISION_ROWS)["output"]
+    want = _answers(module, PRECISION_ROWS)
+    assert float(np.abs(got - want).max()) == pytest.approx(absolute, rel=0.05)
+    assert relative == pytest.approx(absolute / float(np.abs(want).max()), rel=0.05)
+    assert 0 < relative <= tolerance == 0.02
+    env = {"MODELPORT_HOME": str(settings.home)}
+    shown = orjson.loads(CliRunner().invoke(cli, ["show", "mlp@1", "--json"], env=env).stdout)
+    assert (shown["precision"], note in shown["notes"]) == ("bf16", True)
+    with Registry.open(settings) as registry:
+        export_version(version, registry.artifact_path(version), tmp_path / "export")
+    assert read_export(tmp_path / "export").precision == "bf16"
+
+
+def test_bf16_past_the_tolerance_is_refused_with_the_figure_unless_the_tolerance_allows_it(
+    run: Callable[..., Any], settings: Settings, tmp_path: Path
+) -> None:
+    refusal = (
+        r"in bf16 the model deviates from fp32 by up to \S+ on the sample \(output 'output': (\S+) of its largest "
+        r"magnitude\), past the precision tolerance 0.02; register it in fp32, or accept the deviation with "
+        r"--precision-tolerance (\S+) \(precision_tolerance= in Python\)"
+    )
+    with pytest.raises(InvalidModel, match=refusal) as refused:
+        modelport.register(
+            _seeded(Cancelling), name="diff", sample_input=PRECISION_ROWS, precision="bf16", settings=settings
+        )
+    share, suggested = re.search(refusal, str(refused.value)).groups()  # type: ignore[union-attr]
+    assert 0.02 < float(share) <= float(suggested) < 1
+    version = modelport.register(
+        _seeded(Cancelling),
+        name="diff",
+        sample_input=PRECISION_ROWS,
+        precision="bf16",
+        precision_tolerance=float(suggested),
+        settings=settings,
+    )
+    assert any(DEVIATION.fullmatch(note) and note.endswith(f"tolerance {suggested}") for note in version.notes)
+    with pytest.raises(InvalidModel, match="a precision tolerance applies to a reduced precision"):
+        modelport.register(_seeded(Cancelling), name="diff", sample_input=PRECISION_ROWS, precision_tolerance=0.1)
+    # the command line: one line and exit 1, then accepted with --precision-tolerance
+    rows = torch.from_numpy(PRECISION_ROWS)
+    batch = ({0: torch.export.Dim("batch")},)
+    torch.export.save(
+        torch.export.export(_seeded(Cancelling).eval(), (rows,), dynamic_shapes=batch), str(tmp_path / "d.pt2")
+    )
+    np.save(tmp_path / "rows.npy", PRECISION_ROWS)
+    args = [
+        "register",
+        str(tmp_path / "d.pt2"),
+        "--name",
+        "diff",
+        "--sample",
+        str(tmp_path / "rows.npy"),
+        "--precision",
+        "bf16",
+    ]
+    result = run(*args)
+    assert (result.exit_code, len(result.output.strip().splitlines())) == (1, 1), result.output
+    assert re.search(refusal, " ".join(result.output.split()))
+    result = run(*args, "--precision-tolerance", suggested)
+    assert result.exit_code == 0, result.output
+    assert "bf16 deviates from fp32 by at most" in result.output
 
 
 def test_asking_for_a_gpu_without_cuda_names_the_device(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from modelport.runtimes.base import Runtime
 from modelport.serving.loading import open_version
 from modelport.settings import Settings
 from modelport.signature import select_outputs, to_inputs, validate_inputs
-from modelport.types import Batching, ModelVersion, Signature, device_of
+from modelport.types import Batching, ModelVersion, Signature, device_of, precision_of
 
 log = logging.getLogger("modelport")
 
@@ -45,6 +45,7 @@ def register(
     capture_rate: float | None = None,
     device: str | None = None,
     precision: str | None = None,
+    precision_tolerance: float | None = None,
     allow_signature_change: bool = False,
     settings: Settings | None = None,
 ) -> ModelVersion:
@@ -64,7 +65,10 @@ def register(
     share of this version's requests that payload capture writes, instead of the server's rate.
     ``device`` (``cpu``, ``cuda``, ``cuda:N``) is where servers run this version unless their own
     ``--device`` says otherwise; one this machine cannot use is a
-    :class:`~modelport.errors.DeviceWarning`.
+    :class:`~modelport.errors.DeviceWarning`. ``precision`` ``fp16`` or ``bf16`` (runtimes that offer
+    it: torch; a PyTorch model is then served by the torch runtime) is measured against fp32 on the
+    sample, noted, and refused when it moves an output by more than ``precision_tolerance`` (default
+    0.02) of that output's largest magnitude.
     An ``alias`` that clients call is moved to the new version only if its signature keeps what
     they send and read (else :class:`~modelport.errors.Conflict` naming the difference), or with
     ``allow_signature_change=True``.
@@ -74,12 +78,23 @@ def register(
     for each in aliases:
         validate_alias(each)
     settings = settings or Settings.from_env()
-    device = _checked(device_of, device)
+    device, precision = _checked(device_of, device), _checked(precision_of, precision)
+    reduced = precision not in (None, "fp32")
+    if precision_tolerance is not None and not reduced:
+        raise InvalidModel("a precision tolerance applies to a reduced precision: give precision='bf16' or 'fp16' too")
+    tolerance = placement.tolerance_of(
+        placement.PRECISION_TOLERANCE if precision_tolerance is None else precision_tolerance
+    )
+    chosen = runtime
+    if reduced and runtime is None and _is_pytorch(model):
+        chosen = "torch"  # ONNX Runtime serves the graph in fp32 only
     with tempfile.TemporaryDirectory(prefix="modelport-") as workdir:
         packaged = package(
-            model, workdir=Path(workdir), sample_input=sample_input, trust_pickle=trust_pickle, runtime=runtime
+            model, workdir=Path(workdir), sample_input=sample_input, trust_pickle=trust_pickle, runtime=chosen
         )
-        device_warning = _device_warning(packaged, device)
+        notes, device_warning = _placement(packaged, device, precision, tolerance, sample_input)
+        if chosen != runtime:
+            notes = (f"{precision}: served by the torch runtime (ONNX Runtime computes in fp32 only)", *notes)
         _keep_reference_profile(packaged, reference_data, sample_input)
         registry = Registry.open(settings)
         try:
@@ -94,7 +109,7 @@ def register(
                 metrics=metrics,
                 params=params,
                 description=description,
-                notes=packaged.notes,
+                notes=notes,
                 trusted_code=packaged.trusted_code,
                 aliases=aliases,
                 batching=batching,
@@ -117,15 +132,42 @@ def _checked(check: Any, value: Any) -> Any:
         raise InvalidModel(str(exc)) from None
 
 
-def _device_warning(packaged: Packaged, device: str | None) -> str:
-    """A warning when this machine cannot run the packaged model on ``device`` ("" if it can)."""
+def _is_pytorch(model: Any) -> bool:
+    from modelport.packaging import pytorch
+
+    return bool(pytorch.claims(model))
+
+
+def _placement(
+    packaged: Packaged, device: str | None, precision: str | None, tolerance: float, sample_input: Any
+) -> tuple[tuple[str, ...], str]:
+    """The version's notes with a reduced precision's deviation from fp32 on the sample (refused
+    past ``tolerance``), and a warning when this machine cannot run it on ``device`` ("" if it can)."""
+    notes = packaged.notes
     problem = placement.device_problem(packaged, device) if device else None
+    if precision not in (None, "fp32"):
+        assert precision is not None
+        where = device if device and problem is None else "cpu"
+        inputs = _sample_inputs(packaged, sample_input)
+        deviation = placement.measure_precision(packaged, precision, inputs, device=where)
+        notes = (*notes, deviation.note(tolerance))
+        placement.check_tolerance(deviation, tolerance)
     if problem is None:
-        return ""
-    return (
+        return notes, ""
+    return notes, (
         f"registered to run on {device}, which this machine cannot use ({problem}); a server that has it runs "
         "the version there, and `serve --device cpu` (MODELPORT_DEVICE=cpu) serves it on the CPU anywhere"
     )
+
+
+def _sample_inputs(packaged: Packaged, sample_input: Any) -> dict[str, np.ndarray]:
+    """The sample as the signature's inputs (as a request would carry it)."""
+    signature = packaged.signature
+    try:
+        data = packaged.sample if packaged.sample is not None else to_inputs(signature, sample_input)
+        return validate_inputs(signature, data, finite=[spec.name for spec in signature.inputs])
+    except InvalidInput as exc:
+        raise InvalidModel(f"the precision cannot be measured on the sample: {exc}") from None
 
 
 def _keep_reference_profile(packaged: Packaged, reference_data: Any, sample_input: Any) -> None:

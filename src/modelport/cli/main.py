@@ -292,6 +292,15 @@ def register(
             help="fp16 or bf16: this version in reduced precision (runtimes that offer it: torch).", metavar="P"
         ),
     ] = None,
+    precision_tolerance: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="With --precision: the largest deviation from fp32 on the sample accepted, as a share of the "
+            "output's largest magnitude (default 0.02).",
+            metavar="SHARE",
+        ),
+    ] = None,
     allow_signature_change: Annotated[
         bool,
         typer.Option(
@@ -326,6 +335,7 @@ def register(
             capture_rate=capture_rate,
             device=device,
             precision=precision,
+            precision_tolerance=precision_tolerance,
             allow_signature_change=allow_signature_change,
         )
     _print_registered(version)
