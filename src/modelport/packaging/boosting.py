@@ -84,7 +84,9 @@ def package(
 
     ``runtime``: None serves ONNX when verified and the library's runtime otherwise; "onnx"
     insists on ONNX; "xgboost" / "lightgbm" skips the conversion. ``trust_pickle`` is not needed:
-    nothing stored runs code when loaded.
+    nothing stored runs code when loaded. A model file whose trees the library would follow out
+    of bounds or round a cycle is refused before the library reads it
+    (:class:`boosted.UncheckedTrees`), trusted or not.
     """
     found = _found(model)
     name = NAMES[found.library]
@@ -215,11 +217,13 @@ def _found(model: object) -> _Found:
         library = _library_of_file(path)
         if library is None:  # claims() said it is one
             raise InvalidModel(f"{path.name} is not an XGBoost or LightGBM model file")
-        try:
+        try:  # open_booster checks the trees before the library reads the file
             if library == "xgboost":
                 booster = xgboost_runtime.open_booster(path)
             else:
                 booster = lightgbm_runtime.open_booster(path)
+        except boosted.UncheckedTrees:
+            raise
         except Exception as exc:  # the libraries raise their own errors for broken files
             raise InvalidModel(f"{NAMES[library]} cannot load {path.name}: {_reason(exc)}") from exc
         return _from_booster(library, booster, f"loaded from {path.name}", path.suffix.lower())

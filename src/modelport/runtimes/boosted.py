@@ -5,6 +5,15 @@ never a pickle) and ``boosted.json``, written at registration: which file, wheth
 classifies (and its classes, in the order of the probability columns) or predicts values, and
 the library's prediction settings that differ from its defaults. Outputs follow the scikit-learn
 runtime's names: ``label`` and ``probabilities`` for classifiers, ``prediction`` for the rest.
+
+"No code runs on load" is not "safe to serve": both libraries' compiled predict follows a tree's
+child, leaf and feature indices without bounds checks (a child 10**6 away: SIGSEGV; a child
+pointing back to its parent: a worker spinning for good), and parts of their loaders do too. So
+every model file is checked before the library reads it, at registration and at every load
+(:func:`modelport.runtimes.xgboost.check_model_file`, :func:`modelport.runtimes.lightgbm.check_model_file`,
+sharing :func:`walk`); what does not pass is refused with :class:`UncheckedTrees`. Trust does not
+change that: the libraries never write such a file, and the server's loader does not ask these
+runtimes whether a version needs trust.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from modelport.errors import InvalidModel, ModelNotReady
+from modelport.errors import InvalidModel, ModelNotReady, UntrustedArtifact
 from modelport.runtimes.base import Capabilities
 from modelport.signature import count_rows
 from modelport.types import Signature, dtype_of
@@ -74,6 +83,38 @@ class Manifest:
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise InvalidModel(f"cannot read {path}: {exc}") from exc
+
+
+class UncheckedTrees(UntrustedArtifact):
+    """A model file holding trees the library's compiled code would follow out of bounds or forever."""
+
+
+def refusal(path: Path, library: str, problem: str) -> UncheckedTrees:
+    return UncheckedTrees(
+        f"{path.name} holds trees {library}'s compiled predict would follow unchecked ({problem}); serving it "
+        f"could crash or hang the server. {library} never writes such a file, so modelport refuses it (trusted or not)"
+    )
+
+
+def walk(left: np.ndarray, right: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The nodes reached from node 0 of the tree whose internal nodes (``inner``) have children
+    ``left``/``right``, once every child is a node of the tree and no node is reached twice (no
+    cycle, one parent each); else ValueError saying what is wrong. Leaves' children are ignored."""
+    count = len(inner)
+    reached = np.zeros(count, dtype=bool)
+    reached[0] = True
+    level = np.zeros(1, dtype=np.int64)
+    while level.size:
+        level = level[inner[level]]
+        children = np.concatenate([left[level], right[level]]).astype(np.int64)
+        if ((children < 0) | (children >= count)).any():
+            bad = int(children[(children < 0) | (children >= count)][0])
+            raise ValueError(f"a node's child {bad} is outside its {count} nodes")
+        if reached[children].any() or len(np.unique(children)) != len(children):
+            raise ValueError("a node is reached twice (a cycle, or a node with two parents)")
+        reached[children] = True
+        level = children
+    return reached
 
 
 def label_datatype(classes: np.ndarray) -> str:

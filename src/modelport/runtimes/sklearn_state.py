@@ -18,9 +18,24 @@ back to itself loops forever. :func:`check` walks everything a loaded estimator 
 - rebuilds every neighbour index (``KDTree``, ``BallTree``) from its data and parameters with
   scikit-learn's own constructor, instead of trusting the stored node and index arrays (a
   neighbour query follows them unchecked too); the data must be finite 2-D floats;
+- checks the arrays other estimators that skops trusts by default hand to compiled code at
+  predict time, against each other and against the columns the model is given: the libsvm
+  models (``SVC``, ``NuSVC``, ``SVR``, ``NuSVR``, ``OneClassSVM``: support vectors, per-class
+  counts, dual coefficients, intercepts, Platt parameters, precomputed-kernel indices), k-means
+  centres (``KMeans``, ``MiniBatchKMeans``, ``BisectingKMeans``), what neighbour models search
+  and vote with (``_fit_X``, ``n_samples_fit_``, the encoded labels ``_y``), and what builds a
+  sparse matrix's column indices (``OneHotEncoder``'s category counts, infrequent mappings and
+  dropped categories; ``CountVectorizer``/``TfidfVectorizer``/``DictVectorizer`` vocabularies;
+  the hashing vectorizers' ``n_features``): scipy's sparse routines trust those indices too;
 - refuses functions (but NumPy's ufuncs, elementwise math such as ``np.log1p`` that skops
   trusts), and the allow-listed classes in a function's place (a
   ``FunctionTransformer(func=numpy.dtype)``): calling them at predict time is code the file chose.
+
+What the rest of scikit-learn runs at predict time is NumPy or SciPy code that checks shapes
+and indices itself (linear models, naive Bayes, MLPs, scalers, decompositions, ...), or compiled
+code whose arrays scikit-learn derives from others there and then (LDA, NMF, sparse polynomial
+features); the classes whose compiled predict reads other state (scipy sparse matrices, splines,
+bisecting k-means' tree, kernels, ...) are not trusted by skops, so need trust anyway.
 
 A problem is raised as :class:`UncheckedState` naming the object and what is wrong. Whoever loads
 the estimator decides what that means: without trust, it is refused.
@@ -28,8 +43,10 @@ the estimator decides what that means: without trust, it is refused.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -135,6 +152,9 @@ class _Walk:
             attributes[attribute] = self.visit(item, f"{where}.{attribute}", features)
         if _name(value).endswith("GradientBoostingClassifier") or _name(value).endswith("GradientBoostingRegressor"):
             _check_gradient_boosting(attributes, where)
+        for family, check in _families():
+            if isinstance(value, family):
+                check(value, attributes, where, features)
         if "_bin_mapper" in attributes and "_predictors" in attributes:
             _check_bin_mapper(attributes["_bin_mapper"], attributes["_predictors"], where)
 
@@ -314,3 +334,228 @@ def _rebuilt(tree: Any, where: str) -> Any:
         )
     except (ValueError, TypeError) as exc:
         raise UncheckedState(f"{where}: scikit-learn cannot rebuild it from its data: {exc}") from None
+
+
+_Check = Callable[[Any, dict[str, Any], str, int | None], None]
+
+
+@functools.cache
+def _families() -> tuple[tuple[type | tuple[type, ...], _Check], ...]:
+    """The estimator classes whose predict hands their arrays to compiled code, with their checks."""
+    from sklearn.cluster._kmeans import _BaseKMeans
+    from sklearn.feature_extraction import DictVectorizer, FeatureHasher
+    from sklearn.feature_extraction.text import CountVectorizer, HashingVectorizer
+    from sklearn.neighbors._base import NeighborsBase
+    from sklearn.preprocessing import OneHotEncoder
+    from sklearn.svm._base import BaseLibSVM
+
+    return (
+        (BaseLibSVM, _check_svm),
+        (_BaseKMeans, _check_kmeans),
+        (NeighborsBase, _check_neighbours),
+        (OneHotEncoder, _check_one_hot),
+        ((CountVectorizer, DictVectorizer), _check_vocabulary),
+        ((HashingVectorizer, FeatureHasher), _check_hashing),
+    )
+
+
+def _array(attributes: dict[str, Any], name: str, where: str, dtype: Any, ndim: int) -> np.ndarray:
+    value = attributes.get(name)
+    if not isinstance(value, np.ndarray) or value.dtype != dtype or value.ndim != ndim:
+        raise UncheckedState(f"{where}.{name} is not a {ndim}-D {np.dtype(dtype)} array, as scikit-learn writes it")
+    return value
+
+
+def _labels(values: np.ndarray, count: int, what: str) -> None:
+    """``values`` are integer indices below ``count`` (compiled code indexes with them)."""
+    if values.dtype.kind not in "iu":
+        raise UncheckedState(f"{what} is not integer labels")
+    if values.size and (int(values.min()) < 0 or int(values.max()) >= count):
+        raise UncheckedState(f"{what} names a class outside 0..{count - 1}")
+
+
+LIBSVM_KERNELS = ("linear", "poly", "rbf", "sigmoid", "precomputed")
+
+
+def _check_svm(model: Any, attributes: dict[str, Any], where: str, features: int | None) -> None:
+    """What libsvm's predict builds its model from (``set_model`` in libsvm_helper.c, no bounds
+    checks): ``len(support_)`` support vectors, ``len(_n_support)`` classes, and
+    ``_dual_coef_``, ``_intercept_``, ``_probA``/``_probB`` read as that many rows and pairs."""
+    impl = attributes.get("_impl", type(model)._impl)
+    if impl != type(model)._impl:
+        raise UncheckedState(f"{where}._impl is {impl!r}, and a {type(model).__name__} is {type(model)._impl!r}")
+    kernel = attributes.get("kernel")
+    if not isinstance(kernel, str) or kernel not in LIBSVM_KERNELS:
+        raise UncheckedState(f"{where}.kernel {kernel!r} is not one of libsvm's kernels {list(LIBSVM_KERNELS)}")
+    if "support_" not in attributes:
+        return  # not fitted: predict refuses
+    if attributes.get("_sparse") is not False:
+        raise UncheckedState(f"{where} was fitted on a sparse matrix (_sparse): its sparse arrays are not checked")
+    support = _array(attributes, "support_", where, np.int32, 1)
+    vectors = _array(attributes, "support_vectors_", where, np.float64, 2)
+    n_support = _array(attributes, "_n_support", where, np.int32, 1)
+    dual = _array(attributes, "_dual_coef_", where, np.float64, 2)
+    intercept = _array(attributes, "_intercept_", where, np.float64, 1)
+    prob_a = _array(attributes, "_probA", where, np.float64, 1)
+    prob_b = _array(attributes, "_probB", where, np.float64, 1)
+    classes, count = len(n_support), len(support)
+    pairs = classes * (classes - 1) // 2
+    if classes < 2:
+        raise UncheckedState(f"{where}._n_support has {classes} entries; libsvm reads at least 2")
+    if impl in ("c_svc", "nu_svc") and ((n_support < 0).any() or int(n_support.sum()) != count):
+        raise UncheckedState(
+            f"{where}._n_support {n_support.tolist()} does not split the {count} support vectors (support_)"
+        )
+    if kernel == "precomputed":
+        if features is None or ((support < 0) | (support >= features)).any():
+            raise UncheckedState(f"{where}.support_ names a training sample outside the {features} kernel columns")
+    else:
+        if len(vectors) != count:
+            raise UncheckedState(f"{where}.support_vectors_ has {len(vectors)} rows for {count} support vectors")
+        if features is not None and vectors.shape[1] != features:
+            raise UncheckedState(
+                f"{where}.support_vectors_ has {vectors.shape[1]} columns, and the model is given {features}"
+            )
+    if dual.shape != (classes - 1, count):
+        raise UncheckedState(f"{where}._dual_coef_ has shape {list(dual.shape)}, libsvm reads {[classes - 1, count]}")
+    if intercept.shape != (pairs,):
+        raise UncheckedState(f"{where}._intercept_ has {len(intercept)} values, libsvm reads {pairs}")
+    if prob_a.shape != prob_b.shape or prob_a.size not in (0, pairs):
+        raise UncheckedState(f"{where}._probA/_probB hold {prob_a.size}/{prob_b.size} values, libsvm reads {pairs}")
+    if not (np.isfinite(vectors).all() and np.isfinite(dual).all() and np.isfinite(intercept).all()):
+        raise UncheckedState(f"{where}: its support vectors, dual coefficients or intercepts are not all finite")
+
+
+def _check_kmeans(model: Any, attributes: dict[str, Any], where: str, features: int | None) -> None:
+    """``_labels_inertia`` multiplies the rows (``n_features_in_`` columns) by ``cluster_centers_``
+    with BLAS, taking the centres' column count as the rows': one more column reads past the rows."""
+    centers = attributes.get("cluster_centers_")
+    if centers is None:
+        return  # not fitted
+    if not isinstance(centers, np.ndarray) or centers.dtype not in (np.float32, np.float64) or centers.ndim != 2:
+        raise UncheckedState(f"{where}.cluster_centers_ is not a 2-D float array")
+    if features is None or centers.shape[1] != features or not len(centers):
+        raise UncheckedState(
+            f"{where}.cluster_centers_ has shape {list(centers.shape)}, and the model is given {features} features"
+        )
+    if not np.isfinite(centers).all():
+        raise UncheckedState(f"{where}.cluster_centers_ is not all finite")
+    threads = attributes.get("_n_threads")
+    if not isinstance(threads, int | np.integer) or isinstance(threads, bool) or threads < 1:
+        raise UncheckedState(f"{where}._n_threads {threads!r} is not a number of threads")
+
+
+def _check_neighbours(model: Any, attributes: dict[str, Any], where: str, features: int | None) -> None:
+    """A brute-force search reads ``_fit_X`` with the rows' column count, a graph has
+    ``n_samples_fit_`` columns for the neighbours found, and a classifier's class votes are
+    written at ``class_scores[row, _y[neighbour]]`` in compiled code (ArgKminClassMode,
+    RadiusNeighborsClassMode)."""
+    data = attributes.get("_fit_X")
+    if data is None:
+        return  # not fitted
+    if not isinstance(data, np.ndarray) or data.ndim != 2:
+        raise UncheckedState(f"{where}._fit_X is not a 2-D array")
+    count = attributes.get("n_samples_fit_")
+    if not isinstance(count, int | np.integer) or count != len(data):
+        raise UncheckedState(f"{where}.n_samples_fit_ {count!r} is not the {len(data)} rows of _fit_X")
+    if attributes.get("effective_metric_") != "precomputed" and data.shape[1] != features:
+        raise UncheckedState(f"{where}._fit_X has {data.shape[1]} columns, and the model is given {features}")
+    tree: Any = attributes.get("_tree")
+    if _name(tree) in _NEIGHBOUR_TREES and len(tree.data) != count:
+        raise UncheckedState(f"{where}._tree indexes {len(tree.data)} samples, and the model has {count}")
+    labels = attributes.get("_y")
+    if labels is None:
+        return
+    if not isinstance(labels, np.ndarray) or labels.ndim not in (1, 2) or len(labels) != count:
+        raise UncheckedState(f"{where}._y is not one target per sample of _fit_X ({count})")
+    classes = attributes.get("classes_")
+    if classes is None:
+        return  # a regressor: its targets are only averaged by NumPy
+    if labels.ndim == 1:
+        _labels(labels, len(classes), f"{where}._y")
+        return
+    if not isinstance(classes, list) or len(classes) != labels.shape[1]:
+        raise UncheckedState(f"{where}.classes_ does not list the classes of each of _y's {labels.shape[1]} outputs")
+    for output, known in enumerate(classes):
+        _labels(labels[:, output], len(known), f"{where}._y[:, {output}]")
+
+
+def _check_one_hot(model: Any, attributes: dict[str, Any], where: str, features: int | None) -> None:
+    """``transform`` writes a one at column ``offset + code`` of each feature's block, the blocks
+    sized by ``_n_features_outs``, into a sparse matrix scipy densifies without checks: every code
+    the categories, infrequent grouping and dropped category can give must fall in its block."""
+    categories = attributes.get("categories_")
+    if categories is None:
+        return  # not fitted
+    if not isinstance(categories, list) or not all(isinstance(c, np.ndarray) and c.ndim == 1 for c in categories):
+        raise UncheckedState(f"{where}.categories_ is not a list of 1-D arrays")
+    if features is not None and len(categories) != features:
+        raise UncheckedState(f"{where}.categories_ describes {len(categories)} features, the model is given {features}")
+    sizes = []
+    for index, known in enumerate(categories):
+        if not _sorted_categories(known):
+            raise UncheckedState(f"{where}.categories_[{index}] is not sorted as scikit-learn writes it")
+        sizes.append(len(known))
+    if attributes.get("_infrequent_enabled"):
+        grouped = attributes.get("_infrequent_indices")
+        mappings = attributes.get("_default_to_infrequent_mappings")
+        if not isinstance(grouped, list) or not isinstance(mappings, list):
+            raise UncheckedState(f"{where}: its infrequent categories are not lists per feature")
+        if len(grouped) != len(sizes) or len(mappings) != len(sizes):
+            raise UncheckedState(f"{where}: its infrequent categories are not lists per feature")
+        for index, (infrequent, mapping) in enumerate(zip(grouped, mappings, strict=True)):
+            if infrequent is None and mapping is None:
+                continue
+            if not isinstance(infrequent, np.ndarray) or not isinstance(mapping, np.ndarray):
+                raise UncheckedState(f"{where}: feature {index}'s infrequent categories are not index arrays")
+            if infrequent.ndim != 1 or mapping.ndim != 1 or not infrequent.size:
+                raise UncheckedState(f"{where}: feature {index}'s infrequent categories are not index arrays")
+            _labels(infrequent, sizes[index], f"{where}._infrequent_indices[{index}]")
+            sizes[index] -= len(np.unique(infrequent)) - 1
+            _labels(mapping, sizes[index], f"{where}._default_to_infrequent_mappings[{index}]")
+    dropped = attributes.get("_drop_idx_after_grouping")
+    if dropped is not None:
+        if not isinstance(dropped, np.ndarray) or dropped.shape != (len(sizes),):
+            raise UncheckedState(f"{where}._drop_idx_after_grouping is not one entry per feature")
+        for index, drop in enumerate(dropped):
+            if drop is None:
+                continue
+            if not isinstance(drop, int | np.integer) or not 0 <= drop < sizes[index]:
+                raise UncheckedState(f"{where}._drop_idx_after_grouping[{index}] is {drop!r}, not a category")
+            sizes[index] -= 1
+    outs = attributes.get("_n_features_outs")
+    if not isinstance(outs, list) or [int(n) if isinstance(n, int | np.integer) else n for n in outs] != sizes:
+        raise UncheckedState(f"{where}._n_features_outs is {outs!r}, and its categories give {sizes} columns")
+
+
+def _sorted_categories(known: np.ndarray) -> bool:
+    """Whether ``known`` is increasing, but for missing values (None, NaN) at its end: encoding
+    is a binary search in it, which on an unsorted array can answer one past its end."""
+    items = known.tolist()
+    while items and (items[-1] is None or (isinstance(items[-1], float) and items[-1] != items[-1])):
+        items.pop()
+    try:
+        return all(a < b for a, b in itertools.pairwise(items))
+    except TypeError:  # categories that do not compare
+        return False
+
+
+def _check_vocabulary(model: Any, attributes: dict[str, Any], where: str, features: int | None) -> None:
+    """``transform`` builds a sparse matrix of ``len(vocabulary_)`` columns whose column indices
+    are the vocabulary's values: scipy's products and densifying trust them."""
+    vocabulary = attributes.get("vocabulary_")
+    if vocabulary is None:
+        return  # not fitted, or a fixed vocabulary scikit-learn validates itself
+    if not isinstance(vocabulary, dict):
+        raise UncheckedState(f"{where}.vocabulary_ is not a dict")
+    size = len(vocabulary)
+    for term, column in vocabulary.items():
+        if not isinstance(column, int | np.integer) or isinstance(column, bool) or not 0 <= column < size:
+            raise UncheckedState(f"{where}.vocabulary_ maps {term!r} to {column!r}, outside its columns 0..{size - 1}")
+
+
+def _check_hashing(model: Any, attributes: dict[str, Any], where: str, features: int | None) -> None:
+    """The hashing kernel takes hash % ``n_features`` in C: 0 divides by zero (SIGFPE)."""
+    size = attributes.get("n_features")
+    if not isinstance(size, int | np.integer) or isinstance(size, bool) or not 1 <= size <= np.iinfo(np.int32).max:
+        raise UncheckedState(f"{where}.n_features {size!r} is not a number of columns in 1..2**31-1")
