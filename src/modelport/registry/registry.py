@@ -119,13 +119,15 @@ class Registry:
         """
         if create:
             settings.home.mkdir(parents=True, exist_ok=True)
-        else:
-            file = _sqlite_file(settings.database_url)
-            if file is not None and not file.is_file():
-                raise _not_found(settings, f"{file} does not exist")
+        # the artifact store first: a store URL no store serves (or a missing bucket) is a setting to
+        # fix whether or not a registry exists yet, and is said first
         store = open_store(
             settings.artifact_location, cache=settings.artifact_cache, cache_bytes=settings.artifact_cache_bytes
         )
+        if not create:
+            file = _sqlite_file(settings.database_url)
+            if file is not None and not file.is_file():
+                raise _not_found(settings, f"{file} does not exist")
         try:
             return cls(settings.database_url, store, create=create)
         except RegistryNotFound:
