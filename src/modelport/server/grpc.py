@@ -46,7 +46,7 @@ from modelport.settings import Settings
 from modelport.types import Exchange
 
 if TYPE_CHECKING:
-    pass
+    from modelport.auth.principal import Principal
 
 logger = logging.getLogger("modelport")
 
@@ -125,6 +125,30 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  #
             return grpc.stream_stream_rpc_method_handler(admitted, **codecs)
         return handler  # no client-streaming methods are served
 
+    def _admit(self, gate: Gate, need: Need, metadata: dict[str, str]) -> Principal | None:
+        """The caller's principal for ``need`` (a refusal is counted and raised), unary and streams alike."""
+        credentials = metadata.get("authorization"), metadata.get("x-api-key")
+        try:
+            return gate.admit(need, *credentials, None)
+        except ModelportError as exc:
+            self.watchers.refused(exc, credentials == (None, None))
+            raise
+
+    async def _abort(
+        self, error: Exception, status: int, context: Any, exchange: Exchange, path: str, trace: Any
+    ) -> None:
+        """End the call with the gRPC status of ``error`` (answered ``status``), reported when it is a
+        fault of ours: the one error mapping for unary and streaming methods."""
+        if not isinstance(error, ModelportError):
+            logger.error("unhandled error in a gRPC call (request %s)", exchange.request_id, exc_info=error)
+        if status == 500:
+            self.watchers.fault(error, exchange, method="gRPC", path=path, trace=trace)
+        if isinstance(error, ModelportError):
+            await context.abort(code_of(error), error.message)
+        await context.abort(
+            grpc.StatusCode.INTERNAL, f"internal server error: {type(error).__name__}; see the server log"
+        )
+
     def _admitted(self, behavior: Behavior, need_of: Callable[[Any], Need], path: str) -> Behavior:
         gate = self.gate
         inference = path.endswith("/ModelInfer")
@@ -145,12 +169,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  #
             try:
                 need = need_of(request)
                 if gate is not None and need.access is not Access.OPEN:
-                    credentials = metadata.get("authorization"), metadata.get("x-api-key")
-                    try:
-                        principal = gate.admit(need, *credentials, None)
-                    except ModelportError as exc:
-                        self.watchers.refused(exc, credentials == (None, None))
-                        raise
+                    principal = self._admit(gate, need, metadata)
                 marks = exchange.marks
                 if marks is not None and inference:  # traced: ModelInfer takes the exchange, to note steps
                     marks.begun = time.time_ns()
@@ -163,19 +182,11 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  #
                     exchange.rows = max((int(o.shape[0]) for o in response.outputs if o.shape), default=0)
                 status = 200
                 return response
-            except ModelportError as exc:
-                status = status_of(exc)
-                if status == 500:
-                    self.watchers.fault(exc, exchange, method="gRPC", path=path, trace=trace)
-                await context.abort(code_of(exc), exc.message)
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                logger.error("unhandled error in a gRPC call (request %s)", rid, exc_info=exc)
-                self.watchers.fault(exc, exchange, method="gRPC", path=path, trace=trace)
-                await context.abort(
-                    grpc.StatusCode.INTERNAL, f"internal server error: {type(exc).__name__}; see the server log"
-                )
+                status = status_of(exc) if isinstance(exc, ModelportError) else 500
+                await self._abort(exc, status, context, exchange, path, trace)
             finally:
                 seconds = time.perf_counter() - start
                 self.watchers.answered(
@@ -205,31 +216,18 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  #
             try:
                 need = need_of(None if streamed else request)
                 if gate is not None and need.access is not Access.OPEN:
-                    credentials = metadata.get("authorization"), metadata.get("x-api-key")
-                    try:
-                        principal = gate.admit(need, *credentials, None)
-                    except ModelportError as exc:
-                        self.watchers.refused(exc, credentials == (None, None))
-                        raise
+                    principal = self._admit(gate, need, metadata)
                 async for response in behavior(request, context):
                     yield response
                 status = 200
             except asyncio.CancelledError:  # the client hung up: how a Watch ends
                 status = 200
                 raise
-            except ModelportError as exc:
-                status = status_of(exc)
-                if status == 500:
-                    self.watchers.fault(exc, exchange, method="gRPC", path=path, trace=None)
-                await context.abort(code_of(exc), exc.message)
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                logger.error("unhandled error in a gRPC call (request %s)", rid, exc_info=exc)
-                self.watchers.fault(exc, exchange, method="gRPC", path=path, trace=None)
-                await context.abort(
-                    grpc.StatusCode.INTERNAL, f"internal server error: {type(exc).__name__}; see the server log"
-                )
+                status = status_of(exc) if isinstance(exc, ModelportError) else 500
+                await self._abort(exc, status, context, exchange, path, None)
             finally:
                 seconds = time.perf_counter() - start
                 self.watchers.answered(
