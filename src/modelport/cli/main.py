@@ -59,6 +59,16 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+# register --alias, alias and promote: what lets a move change the signature clients depend on
+AllowSignatureChange = Annotated[
+    bool,
+    typer.Option(
+        "--allow-signature-change",
+        help="Move the alias even if the version's inputs or outputs differ from what its clients send and read.",
+    ),
+]
+
+
 def _handled(func: Callable[P, R]) -> Callable[P, R]:
     """Turn every error into one clear line and the right exit code (tracebacks with --debug)."""
 
@@ -301,13 +311,7 @@ def register(
             metavar="SHARE",
         ),
     ] = None,
-    allow_signature_change: Annotated[
-        bool,
-        typer.Option(
-            "--allow-signature-change",
-            help="Move the alias even if the version's inputs or outputs differ from what its clients send and read.",
-        ),
-    ] = False,
+    allow_signature_change: AllowSignatureChange = False,
 ) -> None:
     """Register a model file or directory as the next version of NAME.
 
@@ -572,13 +576,7 @@ def alias(
         str | None, typer.Option(help="Mirror requests for REF (NAME@ALIAS) to this version, e.g. iris@5.")
     ] = None,
     fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of requests --shadow mirrors.")] = 1.0,
-    allow_signature_change: Annotated[
-        bool,
-        typer.Option(
-            "--allow-signature-change",
-            help="Move the alias even if the version's inputs or outputs differ from what its clients send and read.",
-        ),
-    ] = False,
+    allow_signature_change: AllowSignatureChange = False,
 ) -> None:
     """Point ALIAS at a version (moving it if it exists), split its traffic, shadow it, or remove it."""
     parse_reference(ref)
@@ -617,13 +615,7 @@ def promote(
     ref: Annotated[str, typer.Argument(help="The version to promote, e.g. iris@5.")],
     alias_name: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias name, e.g. production.")],
     create: Annotated[bool, typer.Option("--create", help="Create ALIAS if the model has no such alias yet.")] = False,
-    allow_signature_change: Annotated[
-        bool,
-        typer.Option(
-            "--allow-signature-change",
-            help="Move the alias even if the version's inputs or outputs differ from what its clients send and read.",
-        ),
-    ] = False,
+    allow_signature_change: AllowSignatureChange = False,
 ) -> None:
     """Move ALIAS fully to REF's version, ending its split and that version's shadow."""
     parse_reference(ref)
