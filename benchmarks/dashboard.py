@@ -41,10 +41,10 @@ from typing import Any
 import httpx
 import numpy as np
 
-from modelport.observability.dashboard import ROWS, Panel
-from modelport.observability.expressions import WINDOW, MonitoringOptions, expressions
+from modelport.shipping.monitoring.dashboard import ROWS, Panel
+from modelport.shipping.monitoring.expressions import WINDOW, MonitoringOptions, expressions
 from modelport.registry.registry import Registry
-from modelport.server.launcher import listening_ports, serving
+from modelport.server.spawn import listening_ports, serving
 from modelport.settings import Settings
 
 JOB = "modelport"

@@ -40,7 +40,7 @@ from torch import nn
 
 import modelport
 from modelport.bench.load import run_load
-from modelport.server.launcher import serving
+from modelport.server.spawn import serving
 from modelport.settings import Settings
 
 VOCAB = 30522  # BERT's vocabulary

@@ -65,7 +65,7 @@ def export_quickstart(root: Path) -> Path:
     from rich.console import Console
 
     from modelport.cli.quickstart import train_and_register
-    from modelport.packaging.export import export_version
+    from modelport.registry.export import export_version
     from modelport.registry.registry import Registry
     from modelport.settings import Settings
 

@@ -19,7 +19,10 @@ PLUGINS = Path(__file__).parent / "plugins"
 if str(PLUGINS) not in sys.path:
     sys.path.insert(0, str(PLUGINS))
 
-pytest_plugins = ["tests.postgres", "tests.s3"]  # session-scoped `postgres_url` and `s3_server` fixtures
+pytest_plugins = [
+    "tests.support.postgres",
+    "tests.support.s3",
+]  # session-scoped `postgres_url` and `s3_server` fixtures
 
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
@@ -32,9 +35,9 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def fake_manager(tmp_path: Path) -> AsyncIterator[Any]:
-    """A manager serving ``iris@1``, the fake linear model (tests.serving.fake_version), loaded."""
+    """A manager serving ``iris@1``, the fake linear model (tests.support.serving.fake_version), loaded."""
     from modelport.serving.manager import ModelManager
-    from tests.serving import DirectorySource, fake_version
+    from tests.support.serving import DirectorySource, fake_version
 
     manager = ModelManager(DirectorySource([fake_version(tmp_path)]))
     await manager.load(["iris"])

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import DeviceWarning, InvalidInput, InvalidModel, ModelportError
+from modelport.ingest import placement
+from modelport.ingest.package import Packaged, package
 from modelport.observability.profile import build_profile, write_profile
-from modelport.packaging import placement
-from modelport.packaging.ingest import Packaged, package
 from modelport.reference import parse_name, validate_alias
 from modelport.registry.registry import Registry
 from modelport.runtimes import KINDS
@@ -133,7 +133,7 @@ def _checked(check: Any, value: Any) -> Any:
 
 
 def _is_pytorch(model: Any) -> bool:
-    from modelport.packaging import pytorch
+    from modelport.ingest import pytorch
 
     return bool(pytorch.claims(model))
 

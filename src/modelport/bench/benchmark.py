@@ -20,7 +20,6 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from modelport import __version__
 from modelport.bench.load import (
     PROTOCOLS,
     SAME_LOAD,
@@ -43,7 +42,8 @@ from modelport.bench.load import (
     write_histogram_png,
 )
 from modelport.errors import InvalidSetting
-from modelport.server.launcher import serving
+from modelport.server.spawn import serving
+from modelport.version import __version__
 
 DEFAULT_CONCURRENCY = 8
 DEFAULT_DURATION_S = 10.0

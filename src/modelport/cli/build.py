@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from modelport.packaging import container
+from modelport.shipping import container
 
 Handled = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -97,11 +97,11 @@ def register(app: typer.Typer, handled: Handled) -> None:
         registration and installed from wheels put in the build context, so the build needs no network.
         """
         from modelport.errors import InvalidSetting
-        from modelport.packaging.container import default_image
-        from modelport.packaging.engine import find_engine
-        from modelport.packaging.image import DEFAULT_BASE_IMAGE, TARGETS, ImageSpec, write_context
         from modelport.registry.registry import Registry
         from modelport.settings import Settings
+        from modelport.shipping.container import default_image
+        from modelport.shipping.engine import find_engine
+        from modelport.shipping.image import DEFAULT_BASE_IMAGE, TARGETS, ImageSpec, write_context
 
         def progress(line: str) -> None:
             out.print(f"[dim]{escape(line)}[/]")

@@ -22,7 +22,7 @@ WHEELS = Path(".github/wheels")  # in the repository, where init-ci runs: a whee
 
 def _this_modelport(extras: str) -> tuple[str, Path | None]:
     """The pip spec of the running modelport for CI, and the wheel to write where only this machine has it."""
-    from modelport.packaging.wheel import extras_spec, origin, pip_spec, wheel_name
+    from modelport.shipping.wheel import extras_spec, origin, pip_spec, wheel_name
 
     wanted = extras_spec(extras)
     found = origin()
@@ -86,7 +86,7 @@ def register(app: typer.Typer, handled: Handled) -> None:
     ) -> None:
         """Write a GitHub Actions workflow: train and register, test, bench gate, image, Kubernetes manifests."""
         from modelport.bench.load import parse_threshold
-        from modelport.packaging.ci import FILENAME, CiOptions, needs_secrets, render, workflow
+        from modelport.shipping.ci import FILENAME, CiOptions, needs_secrets, render, workflow
 
         parse_threshold(max_regression)  # the same check `modelport bench` makes, before anything is written
         if modelport_spec is not None and extras is not None:
@@ -117,7 +117,7 @@ def register(app: typer.Typer, handled: Handled) -> None:
         out.print(f"wrote {escape(str(target))}")
         written = [str(target)]
         if vendored is not None:
-            from modelport.packaging.wheel import write_wheel
+            from modelport.shipping.wheel import write_wheel
 
             written.append(str(write_wheel(vendored.parent)))
             out.print(

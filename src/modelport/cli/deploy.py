@@ -108,9 +108,9 @@ def commands(handled: Handled) -> typer.Typer:
         force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
     ) -> None:
         """Write a kustomize layout: base/, overlays/dev, prod, prod-inflight, registry, and components/."""
-        from modelport.packaging.container import default_image
-        from modelport.packaging.kubernetes import KubernetesOptions, kustomize_layout, names, write_files
         from modelport.reference import parse_reference
+        from modelport.shipping.container import default_image
+        from modelport.shipping.kubernetes import KubernetesOptions, kustomize_layout, names, write_files
 
         reference = parse_reference(ref)
         options = KubernetesOptions(  # bad options stop here, before the registry is opened
@@ -162,10 +162,10 @@ def commands(handled: Handled) -> typer.Typer:
         force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
     ) -> None:
         """Write a KServe InferenceService (custom V2 predictor) and its canary variant."""
-        from modelport.packaging.container import default_image
-        from modelport.packaging.kserve import kserve_files
-        from modelport.packaging.kubernetes import write_files
         from modelport.reference import parse_reference
+        from modelport.shipping.container import default_image
+        from modelport.shipping.kserve import kserve_files
+        from modelport.shipping.kubernetes import write_files
 
         reference = parse_reference(ref)
         sizing: dict[str, Any] = {

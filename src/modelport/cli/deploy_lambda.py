@@ -2,7 +2,7 @@
 
 :func:`register` adds the command to the ``deploy`` sub-app around the error handling the main
 command line hands in, so this module does not import :mod:`modelport.cli.main`. The AWS work is
-:mod:`modelport.packaging.lambdas`'; this module reads the options, checks the reference against
+:mod:`modelport.shipping.aws.lambdas`'; this module reads the options, checks the reference against
 the registry and makes the boto3 clients from the standard AWS environment.
 """
 
@@ -87,8 +87,8 @@ def register(app: typer.Typer, handled: Handled, clients: Clients | None = None)
     ) -> None:
         """Create or update an AWS Lambda function running the image, behind an HTTP API; prints its URL."""
         from modelport.errors import InvalidSetting
-        from modelport.packaging.lambdas import LambdaOptions, deploy_function, ensure_http_api, function_name
         from modelport.reference import parse_reference
+        from modelport.shipping.aws.lambdas import LambdaOptions, deploy_function, ensure_http_api, function_name
 
         variables: dict[str, str] = {}
         for item in env or []:
@@ -141,7 +141,7 @@ def _registered(ref: str) -> Any:
 def boto3_clients(region: str | None) -> tuple[Any, Any]:
     """Lambda and API Gateway v2 clients from the standard AWS environment and config files."""
     from modelport.errors import ModelportError
-    from modelport.packaging.aws import INSTALL_AWS, aws_errors
+    from modelport.shipping.aws import INSTALL_AWS, aws_errors
 
     try:
         import boto3

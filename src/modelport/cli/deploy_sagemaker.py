@@ -2,7 +2,7 @@
 
 :func:`register` adds the command to the ``deploy`` sub-app around the error handling the main
 command line hands in, so this module does not import :mod:`modelport.cli.main`. The AWS work is
-:class:`modelport.packaging.sagemaker.SageMakerDeployer`'s; this module reads the options, opens
+:class:`modelport.shipping.aws.endpoint.SageMakerDeployer`'s; this module reads the options, opens
 the registry, makes the boto3 clients (``clients``, replaceable for tests) and builds the test
 request from each version's signature, the way ``modelport bench`` does.
 """
@@ -43,7 +43,7 @@ def boto3_clients(region: str | None) -> AwsClients:
         import boto3
     except ImportError:
         raise ModelportError(f"deploying to SageMaker needs boto3: {INSTALL_AWS}") from None
-    from modelport.packaging.aws import aws_errors
+    from modelport.shipping.aws import aws_errors
 
     with aws_errors():
         session = boto3.session.Session(region_name=region)
@@ -65,7 +65,7 @@ def invocation_body(version: ModelVersion) -> bytes:
 
 def default_location(clients: AwsClients, region: str | None) -> str:
     """``s3://sagemaker-REGION-ACCOUNT/modelport``, the SageMaker SDK's default bucket, created if missing."""
-    from modelport.packaging.aws import aws_errors
+    from modelport.shipping.aws import aws_errors
 
     with aws_errors():
         account = clients.sts.get_caller_identity()["Account"]
@@ -177,8 +177,8 @@ def register(app: typer.Typer, handled: Handled, *, clients: ClientFactory = bot
         ] = False,
     ) -> None:
         """Deploy registered models to a SageMaker endpoint: S3, model, configuration, endpoint, test request."""
-        from modelport.packaging.sagemaker import SageMakerDeployer
-        from modelport.packaging.sagemaker_plan import (
+        from modelport.shipping.aws.endpoint import SageMakerDeployer
+        from modelport.shipping.aws.endpoint_plan import (
             EndpointSpec,
             Invocation,
             S3Location,

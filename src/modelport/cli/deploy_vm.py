@@ -24,7 +24,7 @@ MODEL_DIR = "model"  # --export writes the exported model here, under --out
 
 def register(app: typer.Typer, handled: Handled) -> None:
     """Add ``vm`` to the ``deploy`` sub-app ``app``."""
-    from modelport.packaging.vm import DEFAULT_SPEC, VENV
+    from modelport.shipping.vm import DEFAULT_SPEC, VENV
 
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -76,12 +76,12 @@ def register(app: typer.Typer, handled: Handled) -> None:
     ) -> None:
         """Write a hardened systemd unit, its environment file and cloud-init user-data for a Linux host or EC2."""
         from modelport.errors import InvalidSetting
-        from modelport.packaging.export import export_version
-        from modelport.packaging.kubernetes import write_files
-        from modelport.packaging.vm import VmOptions, names, vm_files
         from modelport.reference import parse_reference
+        from modelport.registry.export import export_version
         from modelport.registry.registry import Registry
         from modelport.settings import Settings
+        from modelport.shipping.kubernetes import write_files
+        from modelport.shipping.vm import VmOptions, names, vm_files
 
         reference = parse_reference(ref)
         if export and registry_from_env:

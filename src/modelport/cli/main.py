@@ -23,7 +23,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
-from modelport import __version__
 from modelport.cli.build import register as register_build
 from modelport.cli.ci import register as register_ci
 from modelport.cli.deploy import commands as deploy_commands
@@ -32,6 +31,7 @@ from modelport.errors import InvalidReference, InvalidScope, InvalidSetting, Mod
 from modelport.reference import parse_reference
 from modelport.settings import DEFAULT_HOST, DEFAULT_PORT, Settings
 from modelport.types import Batching, ModelVersion
+from modelport.version import __version__
 
 app = typer.Typer(
     name="modelport",
@@ -952,7 +952,7 @@ def export(
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="A new or empty directory to write.")],
 ) -> None:
     """Write a model directory that serves without the registry (SageMaker's /opt/ml/model) and its model.tar.gz."""
-    from modelport.packaging.export import export_version
+    from modelport.registry.export import export_version
 
     parse_reference(ref)
     with _registry() as registry:

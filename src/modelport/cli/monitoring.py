@@ -52,8 +52,8 @@ def commands(handled: Handled) -> typer.Typer:
         ] = "http://localhost:9090",
     ) -> None:
         """Write prometheus/ (scrape configs, alerts.yml, its promtool tests) and grafana/ (dashboard, provisioning)."""
-        from modelport.observability.expressions import MonitoringOptions
-        from modelport.observability.monitoring import export as write
+        from modelport.shipping.monitoring.expressions import MonitoringOptions
+        from modelport.shipping.monitoring.files import export as write
 
         options = MonitoringOptions(
             job=job,

@@ -13,7 +13,7 @@ import httpx
 from rich.console import Console
 
 from modelport.errors import ModelportError
-from modelport.server.launcher import port_free, serving
+from modelport.server.spawn import port_free, serving
 from modelport.settings import Settings
 from modelport.types import ModelVersion
 

@@ -39,11 +39,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from modelport import __version__
 from modelport.observability.capture import Capture
 from modelport.serving.tasks import in_background
 from modelport.serving.versions import VersionState
 from modelport.types import Exchange, ModelVersion
+from modelport.version import __version__
 
 if TYPE_CHECKING:
     from modelport.serving.manager import ModelManager
@@ -83,7 +83,7 @@ class Histogram:
 
 
 class VersionMetrics:
-    """One version's :class:`~modelport.serving.watch.VersionWatch`: runtime calls, queue waits
+    """One version's :class:`~modelport.serving.hooks.VersionWatch`: runtime calls, queue waits
     (locked: prediction threads report too) and, when its capture rate is above 0, the answered
     requests go to payload capture."""
 

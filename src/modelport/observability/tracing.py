@@ -46,9 +46,9 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvid
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
-from modelport import __version__
 from modelport.errors import InvalidSetting
 from modelport.types import Exchange, Marks
+from modelport.version import __version__
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from modelport import __version__
 from modelport.protocols import bodies, tfserving, v2
 from modelport.serving.manager import ServingModel
 from modelport.signature import EXAMPLE_ROWS
 from modelport.types import InferResult, Signature
+from modelport.version import __version__
 
 log = logging.getLogger("modelport")
 

@@ -29,7 +29,7 @@ from modelport.protocols.errors import JSON, WireError, error_response
 from modelport.protocols.tfserving import decode_document, encode_predict
 from modelport.protocols.v2 import VERSION_HEADER
 from modelport.serving.manager import ServingModel
-from modelport.serving.sagemaker import SageMakerEndpoint
+from modelport.serving.modeldirs import SageMakerEndpoint
 from modelport.signature import EXACT_FLOATS, count_rows, feature_mismatch, to_inputs
 from modelport.types import DATATYPES, EXCHANGE, Exchange, InferRequest, InferResult, Signature, TensorSpec
 

@@ -14,7 +14,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from modelport import __version__
 from modelport.errors import InvalidInput, ModelNotReady
 from modelport.protocols.codec import (
     array_from_bytes,
@@ -34,6 +33,7 @@ from modelport.reference import parse_name, parse_reference, parse_selector
 from modelport.serving.manager import ModelManager, ServingModel, VersionState, VersionStatus
 from modelport.signature import count_rows, to_inputs, validate_inputs
 from modelport.types import Exchange, InferRequest, InferResult, Signature, TensorSpec, datatype_of
+from modelport.version import __version__
 
 HEADER_LENGTH = "inference-header-content-length"
 VERSION_HEADER = "modelport-model-version"

@@ -38,8 +38,8 @@ from modelport.server.http import listening_addresses
 from modelport.server.logs import AccessLog, configure_modelport
 from modelport.serving.batching import BatchSettings
 from modelport.serving.manager import ModelManager, RegistrySource
+from modelport.serving.modeldirs import SageMakerEndpoint
 from modelport.serving.plans import specs_from
-from modelport.serving.sagemaker import SageMakerEndpoint
 from modelport.serving.watcher import watching
 from modelport.settings import Settings
 

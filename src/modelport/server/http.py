@@ -454,7 +454,7 @@ def bind(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socke
 
 
 def _log_running(config: Config, port: int) -> None:
-    """uvicorn's "running on" line (which :mod:`modelport.server.launcher` reads the port from)."""
+    """uvicorn's "running on" line (which :mod:`modelport.server.spawn` reads the port from)."""
     host = config.host
     shown = f"[{host}]" if ":" in host else host
     scheme = "https" if config.is_ssl else "http"

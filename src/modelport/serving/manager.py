@@ -34,6 +34,7 @@ from modelport.reference import Reference, parse_reference, parse_selector
 from modelport.registry.traffic import AliasTarget, ModelRouting, Snapshot, summary
 from modelport.runtimes.base import Runtime
 from modelport.serving.batching import Batcher, BatchSettings
+from modelport.serving.hooks import UNWATCHED, Watching
 from modelport.serving.inference import Inference
 from modelport.serving.lifecycle import Lifecycle, warm
 from modelport.serving.plans import Spec, build_plans
@@ -50,7 +51,6 @@ from modelport.serving.versions import (
     VersionStatus,
     WatchableSource,
 )
-from modelport.serving.watch import UNWATCHED, Watching
 from modelport.types import InferRequest, InferResult, ModelVersion
 
 __all__ = [
@@ -115,7 +115,7 @@ class ModelManager:
     batched or not. ``timeout`` is every request's deadline in seconds (0: none; a request may
     ask for less). ``overload_unready``: :meth:`ready` is False while a version sheds load.
     ``chance`` is where traffic splits and shadow sampling draw from (tests pass an exact one).
-    ``watching`` gives each loaded version its :class:`~modelport.serving.watch.VersionWatch`
+    ``watching`` gives each loaded version its :class:`~modelport.serving.hooks.VersionWatch`
     (metrics, payload capture); :attr:`swaps` counts, per model, routes moved to other versions.
     ``load_failed`` (settable later, as the app does for a manager it is given) hears of every
     version that fails to load or warm up: its name, number and error (error reports).

@@ -22,7 +22,7 @@ import numpy as np
 from modelport.reference import Reference
 from modelport.registry.traffic import Snapshot
 from modelport.runtimes.base import Runtime
-from modelport.serving.watch import UNWATCHED, VersionWatch
+from modelport.serving.hooks import UNWATCHED, VersionWatch
 from modelport.signature import count_rows
 from modelport.types import ModelVersion
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelport import __version__
 from modelport.errors import ModelNotReady, NotFound
 from modelport.protocols.codec import earliest, timeout_parameter
 from modelport.protocols.grpc.codec import decode_infer_request, encode_infer_result
 from modelport.protocols.grpc.proto import grpc_predict_v2_pb2 as pb
 from modelport.protocols.v2 import EXTENSIONS, VERSION_HEADER, GetManager, model_metadata
 from modelport.types import Exchange
+from modelport.version import __version__
 
 
 class InferenceServicer:

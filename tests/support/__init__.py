@@ -1,0 +1,1 @@
+"""What the tests share: real models, servers, registries and services to run them against."""
