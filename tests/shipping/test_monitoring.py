@@ -330,10 +330,11 @@ def test_promtool_unit_tests_catch_a_rule_that_would_not_fire(tmp_path: Path) ->
     """The generated tests have teeth: with the error-rate alert's threshold out of reach, they fail."""
     export(tmp_path, MonitoringOptions())
     rules = tmp_path / "prometheus" / "alerts.yml"
-    text = rules.read_text()
-    broken = re.sub(r"> 0\.01'$", "> 1'", text, count=1, flags=re.MULTILINE)
-    assert broken != text
-    rules.write_text(broken)
+    document = yaml.safe_load(rules.read_text())
+    (alert,) = (r for r in document["groups"][0]["rules"] if r["alert"] == "ModelportHighErrorRate")
+    assert alert["expr"].endswith(" > 0.01")
+    alert["expr"] = alert["expr"].removesuffix(" > 0.01") + " > 1"
+    rules.write_text(to_yaml(document))
     tested = promtool("test", "rules", "alerts_test.yml", cwd=tmp_path / "prometheus")
     assert tested.returncode != 0
     assert "ModelportHighErrorRate" in tested.stdout + tested.stderr

@@ -19,10 +19,9 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
-import yaml
-
 from modelport.errors import InvalidSetting
 from modelport.reference import parse_reference
+from modelport.shipping.yamlfiles import dump
 
 FILENAME = "modelport.yml"
 
@@ -234,24 +233,6 @@ def workflow(options: CiOptions) -> dict[str, Any]:
     }
 
 
-class _Dumper(yaml.SafeDumper):
-    """The safe dumper, with multi-line strings (the run scripts) as literal blocks and lists indented."""
-
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
-        super().increase_indent(flow, False)
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
-
-
-def _none(dumper: yaml.SafeDumper, value: None) -> yaml.ScalarNode:
-    return dumper.represent_scalar("tag:yaml.org,2002:null", "")  # `push:` rather than `push: null`
-
-
-_Dumper.add_representer(str, _str)
-_Dumper.add_representer(type(None), _none)
-
 HEADER = (
     "# Written by `modelport init-ci`: train and register, test, benchmark gate, image, Kubernetes manifests.\n"
     "# Edit freely; docs/ci.md in modelport's repository explains each step.\n"
@@ -259,5 +240,5 @@ HEADER = (
 
 
 def render(document: dict[str, Any]) -> str:
-    """YAML text of a workflow dict, keys in the order given."""
-    return HEADER + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=1000, allow_unicode=True)
+    """YAML text of a workflow dict, keys in the order given, the run scripts as literal blocks."""
+    return HEADER + dump(document, empty_null=True, width=1000)  # `push:` rather than `push: null`

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from modelport.errors import InvalidSetting
 from modelport.reference import Reference
 from modelport.shipping import container
 from modelport.shipping.container import default_image, slug
+from modelport.shipping.yamlfiles import dump
 from modelport.types import ModelVersion
 from modelport.version import __version__
 
@@ -443,7 +442,7 @@ def registry_patches(version: ModelVersion, ref: Reference, options: KubernetesO
 
 def to_yaml(document: Mapping[str, Any], notes: tuple[str, ...] = ()) -> str:
     head = "".join(f"# {line}\n" for line in notes)
-    return head + yaml.safe_dump(dict(document), sort_keys=False, default_flow_style=False, width=120)
+    return head + dump(dict(document), indent_lists=False, width=120)
 
 
 def _kustomization(kind: str, **fields: Any) -> dict[str, Any]:

@@ -22,14 +22,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from modelport.errors import InvalidSetting
 from modelport.reference import Reference
 from modelport.registry.export import RECORD
 from modelport.settings import LOOPBACK_HOSTS
 from modelport.shipping import container
 from modelport.shipping.container import DRAIN_SECONDS, slug
+from modelport.shipping.yamlfiles import dump
 from modelport.types import ModelVersion
 from modelport.version import __version__
 
@@ -278,7 +277,7 @@ def user_data(version: ModelVersion, options: VmOptions, unit: str, env: str) ->
         "write_files": files,
         "runcmd": commands,
     }
-    text = "#cloud-config\n" + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=1000)
+    text = "#cloud-config\n" + dump(document, indent_lists=False, width=1000)  # the unit and env file as blocks
     if len(text.encode()) > USER_DATA_LIMIT:
         raise InvalidSetting(
             f"the user-data is {len(text.encode())} bytes; EC2 takes at most {USER_DATA_LIMIT}: "
@@ -311,14 +310,3 @@ def _env_value(what: str, value: str) -> str:
     if any(c in value for c in "'\\\n\r"):
         raise InvalidSetting(f"the {what} holds a quote, backslash or line break, which the environment file cannot")
     return f"'{value}'"
-
-
-class _Dumper(yaml.SafeDumper):
-    """YAML with multi-line strings (the unit, the environment file) as literal blocks."""
-
-
-def _literal(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
-
-
-_Dumper.add_representer(str, _literal)

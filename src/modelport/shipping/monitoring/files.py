@@ -2,14 +2,13 @@
 
 prometheus/: a static scrape config and a Kubernetes one, the alert rules (:mod:`.alerts`) and
 their ``promtool`` tests; grafana/: the dashboard (:mod:`.dashboard`) and the provisioning that
-loads it. The expressions behind both are in :mod:`.expressions`. YAML is written by a small
-emitter for plain data (no YAML library at run time).
+loads it. The expressions behind both are in :mod:`.expressions`. YAML is written by the
+shipping layer's one dumper (:mod:`modelport.shipping.yamlfiles`).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,8 @@ from typing import Any
 from modelport.errors import InvalidSetting, ModelportError
 from modelport.shipping.monitoring.alerts import alert_rules, alert_tests
 from modelport.shipping.monitoring.dashboard import dashboard, grafana_dashboards, grafana_datasource
-from modelport.shipping.monitoring.expressions import MonitoringOptions, plain_number
+from modelport.shipping.monitoring.expressions import MonitoringOptions
+from modelport.shipping.yamlfiles import dump
 
 _CREDENTIALS_NOTE = (
     "With authentication on, /metrics needs a key (or token) with scope metrics:",
@@ -74,60 +74,11 @@ def kubernetes_config(options: MonitoringOptions, rule_file: str = "alerts.yml")
 
 # -- files ---------------------------------------------------------------------------------------
 
-_PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./-]*")
-_RESERVED = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"}
 
-
-def to_yaml(data: Any, indent: int = 0) -> str:
-    """YAML for plain data (dicts, lists, strings, numbers, booleans): strings single-quoted
-    unless they are plain words, so PromQL's double quotes need no escapes."""
-    return "\n".join(_yaml_lines(data, indent)) + "\n"
-
-
-def _yaml_lines(value: Any, indent: int) -> list[str]:
-    pad = " " * indent
-    lines: list[str] = []
-    if isinstance(value, dict) and value:
-        for key, item in value.items():
-            if _nested(item):
-                lines.append(f"{pad}{_scalar(str(key))}:")
-                lines.extend(_yaml_lines(item, indent + 2))
-            else:
-                lines.append(f"{pad}{_scalar(str(key))}: {_scalar(item)}")
-        return lines
-    if isinstance(value, list) and value:
-        for item in value:
-            if _nested(item):
-                inner = _yaml_lines(item, indent + 2)
-                lines.append(f"{pad}- {inner[0][indent + 2 :]}")
-                lines.extend(inner[1:])
-            else:
-                lines.append(f"{pad}- {_scalar(item)}")
-        return lines
-    return [pad + _scalar(value)]
-
-
-def _nested(value: Any) -> bool:
-    return isinstance(value, dict | list) and bool(value)
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{}"
-    if isinstance(value, list):
-        return "[]"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return plain_number(value) if isinstance(value, float) else str(value)
-    text = str(value)
-    if "\n" in text:
-        return json.dumps(text, ensure_ascii=False)
-    if _PLAIN.fullmatch(text) and text.lower() not in _RESERVED:
-        return text
-    return "'" + text.replace("'", "''") + "'"
+def to_yaml(data: Any) -> str:
+    """YAML for plain data (dicts, lists, strings, numbers, booleans, None), lists indented under
+    their key as in Prometheus's documentation."""
+    return dump(data)
 
 
 def _comment(lines: Sequence[str], indent: int = 0) -> str:
