@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import os
+import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -21,7 +27,8 @@ from modelport.errors import ConversionWarning
 from modelport.registry.export import export_version
 from modelport.registry.registry import Registry
 from modelport.server.app import build_app
-from modelport.settings import Settings
+from modelport.settings import MIB, Settings
+from modelport.stores.local import file_digest, manifest_key
 from tests.support.models import forge_code_running_export
 from tests.support.sagemaker import sagemaker_serve
 from tests.support.serving import client_for, register_iris, running
@@ -108,6 +115,71 @@ async def test_loading_a_loaded_name_is_409(models_root: tuple[Path, dict[str, A
         second = await client.post("/models", json={"model_name": "strong", "url": url(root, "weak")})
         assert second.status_code == 409
         assert "already loaded" in second.json()["error"]
+
+
+def zeros_digest(size: int) -> str:
+    """The sha256 of ``size`` zero bytes (a multiple of 1 MiB)."""
+    digest, chunk = hashlib.sha256(), bytes(MIB)
+    for _ in range(size // MIB):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def slow_models_root(models_root: tuple[Path, dict[str, Any]], tmp_path: Path) -> Path:
+    """A models root holding ``big/model``: the ``strong`` export plus a file (listed in its
+    record and its key) big enough that checking it against the key takes about 1.5 s here. The
+    file is sparse, so it takes no disk, but reading and hashing it take the real time."""
+    root, _ = models_root
+    big = tmp_path / "models" / "big" / "model"
+    shutil.copytree(root / "models" / "strong" / "model", big)
+    padding = big / "padding.bin"
+    with open(padding, "wb") as handle:
+        os.truncate(handle.fileno(), 64 * MIB)
+    started = time.perf_counter()
+    file_digest(padding)  # what the load does, timed on a 64 MiB file
+    per_mib = (time.perf_counter() - started) / 64
+    size = min(max(int(1.5 / per_mib), 128), 4096) * MIB
+    with open(padding, "wb") as handle:
+        os.truncate(handle.fileno(), size)
+    record = orjson.loads((big / "modelport.json").read_bytes())
+    record["files"].append("padding.bin")
+    digests = {rel: file_digest(big / rel) for rel in record["files"] if rel != "padding.bin"}
+    record["artifact"] = manifest_key([*digests.items(), ("padding.bin", zeros_digest(size))])
+    (big / "modelport.json").write_bytes(orjson.dumps(record))
+    return tmp_path
+
+
+async def test_ping_answers_while_a_slow_load_hashes_its_files(
+    slow_models_root: Path, models_root: tuple[Path, dict[str, Any]]
+) -> None:
+    root, fitted = slow_models_root, models_root[1]
+    # The padding is bytes on disk, not memory the model needs: keep the memory estimate out of it.
+    settings = settings_for(root, sagemaker_memory_factor=0.01)
+    body = {"model_name": "big", "url": url(root, "big")}
+    async with client_for(build_app(settings)) as client:
+        started = time.perf_counter()
+        load = asyncio.create_task(client.post("/models", json=body))
+        await asyncio.sleep(0.2)  # the load is checking its files by now
+        ping = await asyncio.wait_for(client.get("/ping"), timeout=60)
+        pinged = time.perf_counter() - started
+        assert ping.status_code == 200
+        assert not load.done()
+        # While it loads, the name is taken but not listed, and cannot be unloaded.
+        again = await client.post("/models", json=body)
+        assert again.status_code == 409, again.text
+        assert (await client.get("/models")).json() == {"models": []}
+        assert (await client.get("/models/big")).status_code == 404
+        unload = await client.delete("/models/big")
+        assert unload.status_code == 409, unload.text
+        assert not load.done()
+        loaded = await load
+        took = time.perf_counter() - started
+        assert loaded.status_code == 200, loaded.text
+        # Before, the load hashed on the event loop, and /ping waited for the whole hash.
+        assert pinged < took / 2, f"/ping answered {pinged:.2f} s into a {took:.2f} s load"
+        check_probabilities(await client.post("/models/big/invoke", json=ROWS), fitted["strong"])
+        assert [m["modelName"] for m in (await client.get("/models")).json()["models"]] == ["big"]
 
 
 async def test_unknown_model_is_404_everywhere(models_root: tuple[Path, dict[str, Any]]) -> None:

@@ -5,16 +5,20 @@ the models of a bundle there (an image built with several models): ``/invocation
 the first, and every one answers on the V2 and TF Serving routes by name.
 Multi-model mode (``SAGEMAKER_MULTI_MODEL=true``) starts empty and loads and unloads models from
 directories under ``settings.sagemaker_models_dir`` (``/opt/ml/models``) by the name SageMaker
-gives each; a load that would run the machine out of memory is refused.
+gives each; a load that would run the machine out of memory is refused. A load's file work
+(checking the files against the export's key, packaging a plain file, opening the runtime) runs
+in worker threads, so the server answers ``/ping`` and other models' requests meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
 import stat
 import tempfile
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,8 +85,8 @@ class ExportSource:
     """A :class:`~modelport.serving.manager.ModelSource` over model directories, by served name.
 
     ``add`` reads a directory (see :func:`read_model_dir`) and serves it under ``name`` (default:
-    the exported model's name); ``remove`` forgets it. Plain files are packaged into a temporary
-    directory that ``close`` deletes.
+    the exported model's name): ``read`` (file work, safe in any thread) then ``keep``; ``remove``
+    forgets it. Plain files are packaged into a temporary directory that ``close`` deletes.
 
     A model directory is data anyone with write access to it (or to the S3 object SageMaker
     copies into it) can forge, ``modelport.json`` included: its ``trusted_code`` flag is
@@ -103,11 +107,18 @@ class ExportSource:
         self.trust_code = trust_code
         self._models: dict[str, tuple[ModelVersion, Path]] = {}  # name -> version, artifact directory
         self._workdir: Path | None = None
+        self._workdir_lock = threading.Lock()  # reads run in worker threads, several at once
 
     def add(self, directory: Path, name: str | None = None) -> ModelVersion:
-        if self._workdir is None:
-            self._workdir = Path(tempfile.mkdtemp(prefix="modelport-sagemaker-"))
-        version, artifact = read_model_dir(directory, self._workdir)
+        return self.keep(*self.read(directory, name))
+
+    def read(self, directory: Path, name: str | None = None) -> tuple[ModelVersion, Path]:
+        """The version in ``directory`` (named ``name``) and its artifact directory, not yet served."""
+        with self._workdir_lock:
+            if self._workdir is None:
+                self._workdir = Path(tempfile.mkdtemp(prefix="modelport-sagemaker-"))
+            workdir = self._workdir
+        version, artifact = read_model_dir(directory, workdir)
         if version.trusted_code and not self.trust_code:
             raise UntrustedArtifact(
                 f"{directory}: {version.ref} runs code when loaded (a pickle or custom Python code), and this "
@@ -116,8 +127,12 @@ class ExportSource:
             )
         if name is not None and name != version.name:
             version = replace(version, name=name)
-        self._models[version.name] = (version, artifact)
         log.info("model %s from %s (%s runtime)", version.name, directory, version.runtime)
+        return version, artifact
+
+    def keep(self, version: ModelVersion, artifact: Path) -> ModelVersion:
+        """Serve ``version`` (read by :meth:`read`) from ``artifact``."""
+        self._models[version.name] = (version, artifact)
         return version
 
     def remove(self, name: str) -> None:
@@ -162,6 +177,7 @@ class SageMakerEndpoint:
         self._manager: ModelManager | None = None
         self._model: str | None = None  # single-model mode: the served name
         self._urls: dict[str, str] = {}  # multi-model mode: name -> url as SageMaker gave it, in load order
+        self._loading: set[str] = set()  # multi-model mode: names in _urls whose load has not finished
 
     async def start(self, watching: Watching = UNWATCHED) -> ModelManager:
         """Make the manager (its versions watched by ``watching``); in single-model mode load and
@@ -257,17 +273,26 @@ class SageMakerEndpoint:
                 "unload a model first (MODELPORT_SAGEMAKER_MEMORY_FACTOR and _HEADROOM_MB tune the estimate)"
             )
 
+    def _read(self, directory: Path, name: str) -> tuple[ModelVersion, Path]:
+        self._check_memory(directory)
+        return self.source.read(directory, name)
+
     async def load(self, name: str, url: str) -> None:
-        """Load the model directory ``url`` (under the models root) as ``name``."""
+        """Load the model directory ``url`` (under the models root) as ``name``.
+
+        The file work (resolving ``url``, sizing, hashing and packaging the directory, opening the
+        runtime) runs in worker threads, never on the event loop. The name is reserved first: until
+        the load finishes, a second load or an unload of it gets 409, and listings leave it out.
+        """
         manager = self.manager
         self._check_name(name)
-        directory = self._inside_root(url)
+        directory = await asyncio.to_thread(self._inside_root, url)
         if name in self._urls:
-            raise Conflict(f"model {name!r} is already loaded; unload it first (DELETE /models/{name})")
-        self._check_memory(directory)
+            raise Conflict(f"model {name!r} is already loaded or being loaded; unload it first (DELETE /models/{name})")
         self._urls[name] = url  # reserved: a concurrent load of the same name gets 409
+        self._loading.add(name)
         try:
-            self.source.add(directory, name)
+            self.source.keep(*await asyncio.to_thread(self._read, directory, name))
             await manager.load_model(Reference(name))
         except (InvalidModel, EnvironmentMismatch) as exc:
             self.source.remove(name)
@@ -280,11 +305,14 @@ class SageMakerEndpoint:
             self.source.remove(name)
             del self._urls[name]
             raise
+        finally:
+            self._loading.discard(name)
         log.info("multi-model endpoint: loaded %s from %s", name, directory)
 
     async def unload(self, name: str) -> None:
-        if name not in self._urls:
-            raise NotFound(f"model {name!r} is not loaded (loaded: {', '.join(self._urls) or 'none'})")
+        if name in self._loading:
+            raise Conflict(f"model {name!r} is still loading; unload it once its load has answered")
+        self._url_of(name)
         try:
             await self.manager.unload_model(name)
         finally:
@@ -293,12 +321,18 @@ class SageMakerEndpoint:
         log.info("multi-model endpoint: unloaded %s", name)
 
     def loaded(self) -> list[tuple[str, str]]:
-        """(name, url) of every loaded model, in load order."""
-        return list(self._urls.items())
+        """(name, url) of every loaded model, in load order (not those still loading)."""
+        return [(name, url) for name, url in self._urls.items() if name not in self._loading]
 
     def url_of(self, name: str) -> str:
+        if name in self._loading:
+            raise NotFound(f"model {name!r} is not loaded yet: its load is still running")
+        return self._url_of(name)
+
+    def _url_of(self, name: str) -> str:
         if name not in self._urls:
-            raise NotFound(f"model {name!r} is not loaded (loaded: {', '.join(self._urls) or 'none'})")
+            loaded = ", ".join(other for other, _ in self.loaded()) or "none"
+            raise NotFound(f"model {name!r} is not loaded (loaded: {loaded})")
         return self._urls[name]
 
 
