@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
@@ -23,9 +24,9 @@ from tests.support.tokens import AUDIENCE, ISSUER, Signer, write_jwks
 
 
 @pytest.fixture
-def registry(settings: Settings) -> Registry:
+def registry(settings: Settings) -> Iterator[Registry]:
     with Registry.open(settings) as registry:
-        yield registry  # type: ignore[misc]
+        yield registry
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +177,7 @@ def test_jwt_alg_none_and_hmac_with_the_public_key_are_refused(
 ) -> None:
     verifier = TokenVerifier.from_settings(jwt_settings(settings, signer, tmp_path))
     claims = {"sub": "x", "iss": ISSUER, "aud": AUDIENCE, "scope": "manage", "exp": 2_000_000_000}
-    unsigned = jwt.encode(claims, None, algorithm="none")
+    unsigned = jwt.encode(claims, "", algorithm="none")
     with pytest.raises(Unauthenticated, match="must be signed with RS256"):
         verifier.verify(unsigned)
     # The classic confusion attack: HS256 keyed with the server's public PEM. Build it by hand

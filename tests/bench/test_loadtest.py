@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from modelport.bench.benchmark import BenchOptions, bench
 from modelport.bench.load import (
@@ -212,7 +212,7 @@ def test_locustfile_is_valid_python_posting_the_payload_to_the_endpoint() -> Non
     endpoint = Endpoint("tfserving", "http://10.0.0.5:8080/prefix", "iris", "production")
     payload = build_payload(IRIS, "tfserving", rows_per_request=2)
     source = locustfile(endpoint, payload)
-    tree = ast.parse(compile(source, "locustfile.py", "exec", flags=ast.PyCF_ONLY_AST))
+    tree = ast.parse(source, "locustfile.py")
     constants = {
         node.targets[0].id: ast.literal_eval(node.value)
         for node in tree.body
@@ -330,7 +330,7 @@ async def test_connection_failures_count_as_errors() -> None:
 # -- the command --------------------------------------------------------------------------------
 
 
-def _cli(home: Path, *args: str) -> Any:
+def _cli(home: Path, *args: str) -> Result:
     env = {"MODELPORT_HOME": str(home), "COLUMNS": "200", "NO_COLOR": "1"}
     return CliRunner().invoke(cli, list(args), env=env)
 
@@ -375,7 +375,7 @@ def test_cli_run_against_a_url_then_compare_gates_on_regression(served: tuple[st
     assert "REGRESSED" not in passed.output
 
 
-def _error_line(result: Any) -> str:
+def _error_line(result: Result) -> str:
     assert "Traceback" not in result.output
     (line,) = [line for line in result.output.splitlines() if line.startswith("error:")]
     return line

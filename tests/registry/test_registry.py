@@ -406,7 +406,7 @@ def test_gc_needs_a_store_that_knows_artifact_ages(database_url: str, tmp_path: 
             self.delete, self.keys = self._inner.delete, self._inner.keys
 
     with (
-        Registry(database_url, AgelessStore(tmp_path / "a")) as registry,  # type: ignore[arg-type]
+        Registry(database_url, AgelessStore(tmp_path / "a")) as registry,
         pytest.raises(ModelportError, match="cannot tell how old an artifact is"),
     ):
         registry.gc()

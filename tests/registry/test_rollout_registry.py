@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,12 @@ from tests.support.rollout import FLIPPED, register_fake
 
 
 @pytest.fixture
-def registry(database_url: str, tmp_path: Path) -> Registry:
+def registry(database_url: str, tmp_path: Path) -> Iterator[Registry]:
     registry = Registry(database_url, LocalStore(tmp_path / "artifacts"))
     register_fake(registry, tmp_path, aliases=("production",))
     register_fake(registry, tmp_path, weights=FLIPPED)
     register_fake(registry, tmp_path)
-    yield registry  # type: ignore[misc]
+    yield registry
     registry.close()
 
 

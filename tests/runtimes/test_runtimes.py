@@ -152,7 +152,7 @@ class _BatchDependent(FakeRuntime):
 
 
 class _ReturnsLists(FakeRuntime):
-    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:  # type: ignore[override]
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
         return {name: arr.tolist() for name, arr in super().predict(inputs).items()}
 
 

@@ -213,6 +213,8 @@ async def test_one_failing_request_fails_alone_and_the_others_succeed() -> None:
     gate.open.set()
     results = await asyncio.gather(blocker, good_a, bad, good_b, return_exceptions=True)
     assert isinstance(results[2], ValueError)
+    assert isinstance(results[1], dict), results[1]
+    assert isinstance(results[3], dict), results[3]
     assert_same(results[1], expected(request(0, 2), None))
     assert_same(results[3], expected(request(7, 3), ("total",)))
     assert gate.calls == [1, 6, 2, 1, 3], "merged call failed, then each request ran alone"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,9 +23,9 @@ from tests.support.waiting import eventually, until
 
 
 @pytest.fixture
-def registry(settings: Settings) -> Registry:
+def registry(settings: Settings) -> Iterator[Registry]:
     registry = Registry.open(settings)
-    yield registry  # type: ignore[misc]
+    yield registry
     registry.close()
 
 
@@ -33,7 +33,7 @@ def states(statuses: list[VersionStatus]) -> dict[int, str]:
     return {s.version: s.state.value for s in statuses}
 
 
-async def version_of(manager, selector: str | None = "production", name: str = "iris") -> int:  # type: ignore[no-untyped-def]
+async def version_of(manager: ModelManager, selector: str | None = "production", name: str = "iris") -> int:
     return (await manager.infer(name, selector, InferRequest({"input": ROWS}))).model_version
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Mapping
+from functools import partial
 
 import numpy as np
 
@@ -44,7 +45,7 @@ async def test_a_full_queue_drops_jobs_and_never_waits() -> None:
         return {"label": LABELS}
 
     accepted = [
-        runner.offer(Job(("iris", "production", 2), slow, {}, {"label": LABELS}, lambda i=i: released.append(i)))
+        runner.offer(Job(("iris", "production", 2), slow, {}, {"label": LABELS}, partial(released.append, i)))
         for i in range(10)
     ]
     assert 2 <= sum(accepted) <= 3  # the worker may have taken one job off the queue already

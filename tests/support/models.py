@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 
-class ShiftedLogistic(LogisticRegression):
+class ShiftedLogistic(LogisticRegression):  # type: ignore[misc]  # scikit-learn ships no types
     """A user's own estimator class: skl2onnx has no converter and skops must import it."""
 
 

@@ -10,12 +10,13 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import httpx
 import numpy as np
 import uvicorn
-from starlette.applications import Starlette
+from starlette.routing import Router
+from starlette.types import Receive, Scope, Send
 
 from modelport.errors import NotFound
 from modelport.reference import Reference
@@ -116,8 +117,18 @@ def with_signature(pair: tuple[ModelVersion, Path], signature: Signature) -> tup
     return replace(pair[0], signature=signature), pair[1]
 
 
+class Served(Protocol):
+    """What these helpers serve: an ASGI app whose Starlette router holds the lifespan, a
+    :class:`~modelport.server.app.ModelportApp` or a plain ``Starlette`` app."""
+
+    @property
+    def router(self) -> Router: ...
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+
 @asynccontextmanager
-async def client_for(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+async def client_for(app: Served) -> AsyncIterator[httpx.AsyncClient]:
     """An in-process client with the app's lifespan (startup and shutdown) really run."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -126,7 +137,7 @@ async def client_for(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @contextmanager
-def running(app: Starlette, **options: Any) -> Iterator[str]:
+def running(app: Served, **options: Any) -> Iterator[str]:
     """Serve ``app`` with a real uvicorn on loopback port 0 (the port the system chose is read
     back from the bound socket); yields ``host:port``. ``options`` go to uvicorn's Config."""
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", **options)

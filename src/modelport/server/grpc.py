@@ -276,9 +276,9 @@ async def grpc_endpoint(
     interceptor = AdmissionInterceptor(gate, watchers)
     server = grpc.aio.server(options=options, interceptors=[interceptor])
     servicer = InferenceServicer(get_manager, sticky_header=settings.sticky_header)
-    add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]  # generated code
+    add_GRPCInferenceServiceServicer_to_server(servicer, server)
     health = HealthServicer(get_manager)
-    add_HealthServicer_to_server(health, server)  # type: ignore[no-untyped-call]
+    add_HealthServicer_to_server(health, server)
     for generated, reflecting in reflection.servicers():
         generated.add_ServerReflectionServicer_to_server(reflecting, server)
     address = _address(settings.host, settings.grpc_port)
