@@ -123,6 +123,27 @@ def test_capture_is_off_at_rate_zero_and_writes_nothing(root: Path) -> None:
     assert not root.exists()
 
 
+def test_the_writer_thread_starts_with_the_first_sample_not_before(root: Path) -> None:
+    """The app makes its capture when it is built: one that samples nothing runs no thread."""
+
+    def writers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == f"modelport-capture {root}"]
+
+    capture = Capture(root, rate=0.5, chance=Draws(0.9, 0.1))
+    capture.offer("iris", 1, None, "a", X, Y)  # 0.9: not sampled
+    assert writers() == []
+    capture.offer("iris", 1, None, "b", X, Y)  # 0.1: sampled, written by the thread it starts
+    assert len(writers()) == 1
+    capture.close()
+    assert writers() == []
+    assert [line["request_id"] for line in lines(root / "iris" / "1")] == ["b"]
+    unused = Capture(root, rate=1.0)
+    unused.close()  # nothing to stop
+    unused.offer("iris", 1, None, "late", X, Y)  # after close: dropped, counted, no thread
+    assert writers() == []
+    assert unused.counts() == {("iris", 1): (0, 1)}
+
+
 def test_each_sample_is_one_json_line_in_the_agreed_format(root: Path) -> None:
     capture = Capture(root, rate=1.0, clock=lambda: NOON + 0.25)
     inputs = {

@@ -584,17 +584,17 @@ def test_the_servers_drift_gauges_wait_for_enough_rows(tmp_path: Path, iris: Any
     folder.mkdir(parents=True)
     rows = frame.sample(150, random_state=3).to_numpy(dtype=np.float32)
     with Registry.open(settings) as registry:
-        gauges = DriftGauges(registry.artifact_path, root, min_rows=100)
+        gauges = DriftGauges(root, min_rows=100)
 
         def captured(part: np.ndarray, serial: int) -> None:
             sample = (datetime.now(UTC).timestamp(), "iris", 1, None, {"input": part}, {}, None)
             (folder / file_name(0, os.getpid(), serial)).write_bytes(line_of(sample, frozenset()))
 
         captured(rows[:60], 1)
-        gauges.refresh([version])
+        gauges.refresh([version], registry.artifact_path)
         assert list(gauges.samples()) == []  # 60 rows: not enough to judge
         captured(rows[60:], 2)
-        gauges.refresh([version])
+        gauges.refresh([version], registry.artifact_path)
         found = {key[2]: value for family, key, value in gauges.samples() if family == "modelport_drift_detected"}
     assert found == dict.fromkeys([*frame.columns, DriftGauges.PREDICTION], 0.0)
 

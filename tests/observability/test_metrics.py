@@ -122,8 +122,7 @@ async def test_alias_moves_splits_and_shadows_are_exported(settings: Settings, t
         register_fake(registry, tmp_path, weights=FLIPPED)
         register_fake(registry, tmp_path)
         manager = following(registry, Cycle())
-        metrics = Metrics()
-        metrics.manager = lambda: manager
+        metrics = Metrics(manager=lambda: manager)
         manager.watch_with(metrics)
         await manager.follow(specs_from(["iris@production"]))
         registry.set_alias("iris@2", "production")
@@ -156,8 +155,7 @@ async def test_overload_and_deadline_refusals_are_counted(tmp_path: Path) -> Non
     from modelport.types import InferRequest
 
     manager = ModelManager(DirectorySource([fake_version(tmp_path)]), timeout=5.0)
-    metrics = Metrics()
-    metrics.manager = lambda: manager
+    metrics = Metrics(manager=lambda: manager)
     manager.watch_with(metrics)
     await manager.load(["iris"])
     model = manager.get("iris")

@@ -157,6 +157,33 @@ async def test_warm_up_failure_fails_the_load_with_the_reason(tmp_path: Path) ->
     assert not manager.served()
 
 
+async def test_observers_given_after_construction_watch_loaded_versions_and_hear_of_failed_loads(
+    tmp_path: Path,
+) -> None:
+    """A manager built before its observers (one given to the app) gets both from watch_with."""
+    from modelport.serving.hooks import Unwatched
+
+    good = fake_version(tmp_path, "iris", 1)
+    version, path = fake_version(tmp_path, "wine", 1)
+    broken = Signature(version.signature.inputs, version.signature.outputs, example={"input": [[-1.0, 0, 0, 0]]})
+    manager = ModelManager(ExplodingSource([good, (replace(version, signature=broken), path)]))
+    await manager.load(["iris"])
+    watched: list[str] = []
+    failed: list[tuple[str, int, str]] = []
+
+    class Watching(Unwatched):
+        def version(self, version: ModelVersion) -> Unwatched:
+            watched.append(version.ref)
+            return self
+
+    manager.watch_with(Watching(), lambda name, number, error: failed.append((name, number, type(error).__name__)))
+    assert watched == ["iris@1"]  # the version loaded already
+    with pytest.raises(InvalidModel):
+        await manager.load(["wine"])
+    assert failed == [("wine", 1, "InvalidModel")]
+    manager.close()
+
+
 class SlowUnsafeRuntime(FakeRuntime):
     """Not thread-safe: records how many predictions overlap."""
 

@@ -138,7 +138,9 @@ class Capture:
 
     ``chance`` draws the samples (a request is sampled when its draw is below the rate);
     ``clock`` gives the time of a sample and of a file's name; ``before_write`` runs on the writer
-    thread before each sample is written (tests hold the writer with it). Call :meth:`close`.
+    thread before each sample is written (tests hold the writer with it). The writer thread starts
+    with the first sample (a capture that samples nothing never starts one, and one made before a
+    fork writes from the process that samples); call :meth:`close`.
     """
 
     def __init__(
@@ -175,8 +177,7 @@ class Capture:
         self._complained: set[tuple[str, int]] = set()  # the writer thread's alone
         self._root_checked = False  # whether an existing root was checked for others' access; the writer thread's
         self._pid = os.getpid()
-        self._thread = threading.Thread(target=self._write_all, name=f"modelport-capture {self.root}", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None  # started by the first sample
 
     def __repr__(self) -> str:
         return f"Capture({str(self.root)!r}, rate={self.rate})"
@@ -203,7 +204,7 @@ class Capture:
             rate = self.rate
         if rate <= 0.0 or (rate < 1.0 and self._draw() >= rate):
             return
-        if not self._closed:
+        if not self._closed and (self._thread is not None or self._start()):
             try:
                 self._queue.put_nowait((self._clock(), model, version, request_id, inputs, outputs, signature))
                 return
@@ -223,17 +224,33 @@ class Capture:
             if self._closed:
                 return
             self._closed = True
+            thread = self._thread
+        if thread is None:
+            return
         deadline = time.monotonic() + timeout
         with contextlib.suppress(queue.Full):  # a writer stuck that long: the join below gives up too
             self._queue.put(_STOP, timeout=timeout)
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        if self._thread.is_alive():
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
             log.warning(
                 "payload capture: the writer did not finish within %gs at shutdown; about %d queued samples "
                 "are not written",
                 timeout,
                 self._queue.qsize(),
             )
+
+    def _start(self) -> bool:
+        """Start the writer thread (for the first sample); False when closed meanwhile."""
+        with self._lock:
+            if self._closed:
+                return False
+            if self._thread is None:
+                self._pid = os.getpid()  # the process that writes names the files
+                self._thread = threading.Thread(
+                    target=self._write_all, name=f"modelport-capture {self.root}", daemon=True
+                )
+                self._thread.start()
+            return True
 
     def _count(self, counter: dict[tuple[str, int], int], key: tuple[str, int]) -> None:
         with self._lock:

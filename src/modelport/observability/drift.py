@@ -383,20 +383,19 @@ class DriftGauges:
     results are what ``/metrics`` shows as ``modelport_drift_psi``, ``modelport_drift_detected``
     and, for categorical features, ``modelport_drift_unseen_values`` (the prediction as feature
     ``(prediction)``). Versions without a profile, or with fewer than
-    ``min_rows`` captured rows in the window (a handful of rows flags chance), have no gauges."""
+    ``min_rows`` captured rows in the window (a handful of rows flags chance), have no gauges.
+    Made with the app; it computes only while :meth:`running` (the server follows a registry)."""
 
     PREDICTION = "(prediction)"
 
     def __init__(
         self,
-        artifact: Callable[[ModelVersion], Path],
         capture_root: Path,
         *,
         interval: float = 60.0,
         window: float = 3600.0,
         min_rows: int = 100,
     ) -> None:
-        self.artifact = artifact
         self.min_rows = min_rows
         self.capture_root = capture_root
         self.interval = interval
@@ -404,15 +403,16 @@ class DriftGauges:
         self._profiles: dict[tuple[str, int], Profile | None] = {}
         self._reports: dict[tuple[str, int], DriftReport] = {}
 
-    def refresh(self, versions: Iterable[ModelVersion]) -> None:
-        """Recompute the reports of ``versions`` (in a thread: it reads files)."""
+    def refresh(self, versions: Iterable[ModelVersion], artifact: Callable[[ModelVersion], Path]) -> None:
+        """Recompute the reports of ``versions``, whose reference profiles are in the directories
+        ``artifact`` gives (in a thread: it reads files)."""
         since = datetime.now(UTC) - timedelta(seconds=self.window)
         reports: dict[tuple[str, int], DriftReport] = {}
         for version in versions:
             key = (version.name, version.version)
             if key not in self._profiles:
                 try:
-                    self._profiles[key] = read_profile(self.artifact(version))
+                    self._profiles[key] = read_profile(artifact(version))
                 except ModelportError as exc:
                     logger.warning("drift of %s: %s", version.ref, exc.message)
                     self._profiles[key] = None
@@ -438,8 +438,10 @@ class DriftGauges:
                     yield "modelport_drift_unseen_values", labels, float(feature.unseen)
 
     @contextlib.asynccontextmanager
-    async def running(self, served: Callable[[], Iterable[ModelVersion]]) -> AsyncIterator[None]:
-        """Refresh every ``interval`` seconds while the block runs (0: never)."""
+    async def running(
+        self, served: Callable[[], Iterable[ModelVersion]], artifact: Callable[[ModelVersion], Path]
+    ) -> AsyncIterator[None]:
+        """Refresh the versions ``served`` names every ``interval`` seconds while the block runs (0: never)."""
         if self.interval <= 0:
             yield
             return
@@ -447,7 +449,7 @@ class DriftGauges:
         async def forever() -> None:
             while True:
                 try:
-                    await asyncio.to_thread(self.refresh, list(served()))
+                    await asyncio.to_thread(self.refresh, list(served()), artifact)
                 except Exception as exc:  # a bad capture file must not end the loop
                     logger.warning("cannot compute drift: %s: %s", type(exc).__name__, exc)
                 await asyncio.sleep(self.interval)

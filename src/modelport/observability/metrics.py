@@ -211,14 +211,23 @@ class Metrics:
     """Everything ``/metrics`` shows for one process (see the module docstring).
 
     ``directory``: where the workers of one server exchange snapshots (None: a single process).
-    ``capture``: called with every answered request of every version (payload capture).
+    ``manager``: what the server serves now (None while it starts), read for the serving figures
+    and to tell a served model's name from a caller's text. ``capture``: called with every
+    answered request of every version (payload capture). ``extras``: more gauge samples (drift).
     """
 
-    def __init__(self, *, directory: Path | None = None, capture: Capture | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        directory: Path | None = None,
+        manager: Callable[[], ModelManager | None] = lambda: None,
+        capture: Capture | None = None,
+        extras: Iterable[Extra] = (),
+    ) -> None:
         self.directory = directory
+        self.manager = manager
         self.capture = capture
-        self.manager: Callable[[], ModelManager | None] = lambda: None  # bound by the app
-        self.extras: list[Extra] = []
+        self.extras = tuple(extras)
         self._versions: dict[tuple[str, int], VersionMetrics] = {}
         self._series: dict[tuple[str, str, int | None], _Series] = {}
         self.clients: dict[str, int] = {}

@@ -11,8 +11,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    closing,
+    contextmanager,
+    nullcontext,
+    suppress,
+)
 from typing import TYPE_CHECKING, Any
 
 from starlette.exceptions import HTTPException
@@ -36,17 +44,19 @@ from modelport.server.fastlane import FastLane
 from modelport.server.guard import METRICS_PATH, Gate, authentication, is_loopback
 from modelport.server.http import listening_addresses
 from modelport.server.logs import AccessLog, configure_modelport
+from modelport.serving import watcher
 from modelport.serving.batching import BatchSettings
-from modelport.serving.manager import ModelManager, RegistrySource
+from modelport.serving.hooks import Watching
+from modelport.serving.manager import LoadFailed, ModelManager, RegistrySource
 from modelport.serving.modeldirs import SageMakerEndpoint
 from modelport.serving.plans import specs_from
-from modelport.serving.watcher import watching
 from modelport.settings import Settings
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
     from modelport.observability.tracing import Tracing
+    from modelport.registry.registry import Registry
 
 logger = logging.getLogger("modelport")
 
@@ -54,7 +64,7 @@ EXPOSURE_POLLS = 50  # tenths of a second to wait for the server to bind its soc
 
 
 class _Holder:
-    """The manager the lifespan makes; handlers ask for it on each request."""
+    """What the lifespan runs; handlers ask for it on each request."""
 
     def __init__(self, manager: ModelManager | None) -> None:
         self.manager = manager
@@ -67,6 +77,16 @@ class _Holder:
         if manager is None:
             raise ModelNotReady("the server is starting: models are still loading; retry shortly")
         return manager
+
+    @asynccontextmanager
+    async def serving(self, models: AbstractAsyncContextManager[ModelManager]) -> AsyncIterator[None]:
+        """Requests go to the manager ``models`` yields (once it has loaded) while the block runs."""
+        before = self.manager
+        async with models as self.manager:
+            try:
+                yield
+            finally:
+                self.manager = before
 
 
 def build_app(
@@ -90,127 +110,127 @@ def build_app(
     holder = _Holder(manager)
     tracing = _tracing(settings, tracer_provider)  # None: off
     reports = ErrorReports(settings.sentry_dsn) if settings.sentry_dsn else None  # None: off
-    gate = Gate(settings, lambda: holder.authenticator)  # one policy for HTTP and gRPC
-    # The app's own metrics (no process-wide registry); versions are watched even with /metrics
-    # off, for payload capture. Capture runs from the lifespan (it has a writer thread).
-    metrics = Metrics(directory=settings.metrics_dir)
-    metrics.manager = lambda: holder.manager
-    # What sees every request, HTTP and gRPC alike
-    watchers = Watchers(
-        metrics if settings.metrics else None,
-        AccessLog(settings.log_format) if settings.access_log else None,
-        tracing,
-        reports,
+    load_failed = reports.load_failed if reports is not None else None
+    # Payload capture (writing from its first sample) and drift (computed while the registry is followed)
+    capture = Capture(settings.capture_root, rate=settings.capture_rate, redact=settings.capture_redact)
+    drift = DriftGauges(settings.capture_root, interval=settings.drift_interval, window=settings.drift_window)
+    # The app's own metrics (no process-wide registry); versions are watched even with /metrics off, for capture
+    metrics = Metrics(
+        directory=settings.metrics_dir, manager=lambda: holder.manager, capture=capture, extras=[drift.samples]
     )
+    gate = Gate(settings, lambda: holder.authenticator)  # one policy for HTTP and gRPC
+    access = AccessLog(settings.log_format) if settings.access_log else None
+    watchers = Watchers(metrics if settings.metrics else None, access, tracing, reports)  # see every request
     # SageMaker mode serves /opt/ml/model (or a multi-model endpoint), not the registry.
     endpoint = SageMakerEndpoint(settings) if settings.sagemaker and manager is None else None
+    from_registry = manager is None and endpoint is None
+
+    def models(registry: Registry | None) -> AbstractAsyncContextManager[ModelManager]:
+        """The registry's models, SageMaker's, or the manager given."""
+        if registry is not None:
+            return _following(settings, registry, metrics, load_failed, drift)
+        if endpoint is not None:
+            return _sagemaker(endpoint, metrics)
+        assert manager is not None
+        return _given(manager, settings.models, metrics, load_failed)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         try:
-            async with serving(app):
-                yield
+            with closing(capture), observing(tracing, reports), _registry(settings, from_registry) as registry:
+                async with (
+                    metrics.flushing(),
+                    authentication(settings, registry, authenticator) as holder.authenticator,
+                    holder.serving(models(registry)),
+                    _grpc(settings, holder, gate, watchers),
+                    exposure_check(settings, holder),
+                ):
+                    with frozen_heap():
+                        yield
         except ModelportError as exc:
             holder.startup_error = exc  # said in one line, not as a traceback
             raise
 
-    @asynccontextmanager
-    async def serving(app: Any) -> AsyncIterator[None]:
-        with capturing(settings, metrics), observing(tracing, reports):
-            async with metrics.flushing(), models(app):
-                yield
-
-    @asynccontextmanager
-    async def models(app: Any) -> AsyncIterator[None]:
-        if manager is not None:
-            manager.watch_with(metrics)
-            if reports is not None:
-                manager.load_failed = reports.load_failed
-            async with authentication(settings, None, authenticator) as auth:
-                holder.authenticator = auth
-                if settings.models:
-                    await manager.load(settings.models)
-                async with (
-                    _grpc(settings, holder, gate, watchers),
-                    exposure_check(settings, holder),
-                ):
-                    with frozen_heap():
-                        yield
-            return
-        if endpoint is not None:
-            async with authentication(settings, None, authenticator) as auth:
-                holder.authenticator = auth
-                holder.manager = await endpoint.start(metrics)
-                try:
-                    with frozen_heap():
-                        yield
-                finally:
-                    holder.manager = None
-                    endpoint.close()
-            return
-        from modelport.registry.registry import Registry
-
-        registry = Registry.open(settings)
-        threads = settings.compute_threads
-        source = RegistrySource(
-            registry, threads=threads, allow_env_mismatch=settings.allow_env_mismatch, device=settings.device
-        )
-        own = ModelManager(
-            source,
-            threads=threads,
-            batching=BatchSettings.from_settings(settings),
-            timeout=settings.request_timeout,
-            overload_unready=settings.overload_unready,
-            watching=metrics,
-            load_failed=reports.load_failed if reports is not None else None,
-        )
-        try:
-            async with authentication(settings, registry, authenticator) as auth:
-                holder.authenticator = auth
-                await own.follow(specs_from(settings.models, settings.serve_alias, settings.version_policy))
-                if not (settings.models or settings.serve_alias or settings.version_policy):
-                    logger.warning("no models configured to serve; pass model references, --alias or --policy")
-                holder.manager = own
-                drift = DriftGauges(
-                    registry.artifact_path,
-                    settings.capture_root,
-                    interval=settings.drift_interval,
-                    window=settings.drift_window,
-                )
-                metrics.extras.append(drift.samples)
-                async with (
-                    _grpc(settings, holder, gate, watchers),
-                    watching(own, registry, settings.poll_seconds),
-                    exposure_check(settings, holder),
-                    drift.running(lambda: [model.version for model in own.served()]),
-                ):
-                    with frozen_heap():
-                        yield
-        finally:
-            holder.manager = None
-            own.close()
-            registry.close()
-
+    router = Router(_routes(settings, holder, metrics, endpoint), lifespan=lifespan)
     lane = FastLane(holder.get, sticky_header=settings.sticky_header)
-    routes = [
+    return ModelportApp(router, lane, gate, holder, max_body_bytes=settings.max_body_bytes, watchers=watchers)
+
+
+def _routes(settings: Settings, holder: _Holder, metrics: Metrics, endpoint: SageMakerEndpoint | None) -> list[Route]:
+    """Every protocol's routes, for a plain router, not a Starlette app: admission is the one
+    middleware and the one error handler, and the protocols bring their own routes and OpenAPI document."""
+    return [
         *v2.routes(holder.get, management=settings.enable_management),
         *tfserving.routes(holder.get),
         *_doc_routes(holder),
         *_metrics_routes(metrics, settings),
+        *(sagemaker.routes(endpoint) if endpoint is not None else []),
     ]
-    if endpoint is not None:
-        routes += sagemaker.routes(endpoint)
-    # A plain router, not a Starlette app: admission is the one middleware and the one error
-    # handler, and the protocols bring their own routes and OpenAPI document.
-    router = Router(routes, lifespan=lifespan)
-    return ModelportApp(
-        router,
-        lane,
-        gate,
-        holder,
-        max_body_bytes=settings.max_body_bytes,
-        watchers=watchers,
+
+
+# -- what the app serves: each yields the manager once its models are loaded -------------------------
+
+
+@asynccontextmanager
+async def _given(
+    manager: ModelManager, refs: Sequence[str], watching: Watching, load_failed: LoadFailed | None
+) -> AsyncIterator[ModelManager]:
+    """A manager the caller built (it stays theirs to close), watched by the app, ``refs`` loaded."""
+    manager.watch_with(watching, load_failed)
+    if refs:
+        await manager.load(refs)
+    yield manager
+
+
+@asynccontextmanager
+async def _sagemaker(endpoint: SageMakerEndpoint, watching: Watching) -> AsyncIterator[ModelManager]:
+    """The model directories of a SageMaker container (see :mod:`modelport.serving.modeldirs`)."""
+    served = await endpoint.start(watching)
+    try:
+        yield served
+    finally:
+        endpoint.close()
+
+
+@asynccontextmanager
+async def _following(
+    settings: Settings, registry: Registry, watching: Watching, load_failed: LoadFailed | None, drift: DriftGauges
+) -> AsyncIterator[ModelManager]:
+    """The registry's versions that ``settings`` name (references, an alias for every model, a
+    version policy), followed as the registry changes; the served versions' drift computed."""
+    threads = settings.compute_threads
+    source = RegistrySource(
+        registry, threads=threads, allow_env_mismatch=settings.allow_env_mismatch, device=settings.device
     )
+    manager = ModelManager(
+        source,
+        threads=threads,
+        batching=BatchSettings.from_settings(settings),
+        timeout=settings.request_timeout,
+        overload_unready=settings.overload_unready,
+        watching=watching,
+        load_failed=load_failed,
+    )
+    try:
+        await manager.follow(specs_from(settings.models, settings.serve_alias, settings.version_policy))
+        if not (settings.models or settings.serve_alias or settings.version_policy):
+            logger.warning("no models configured to serve; pass model references, --alias or --policy")
+        async with (
+            watcher.watching(manager, registry, settings.poll_seconds),
+            drift.running(lambda: [model.version for model in manager.served()], registry.artifact_path),
+        ):
+            yield manager
+    finally:
+        manager.close()
+
+
+def _registry(settings: Settings, wanted: bool) -> AbstractContextManager[Registry | None]:
+    """The registry the app serves from, closed at the end (None when it serves none)."""
+    if not wanted:
+        return nullcontext()
+    from modelport.registry.registry import Registry
+
+    return Registry.open(settings)
 
 
 class ModelportApp(HttpAdmission):
@@ -384,19 +404,6 @@ def _doc_routes(holder: _Holder) -> list[Route]:
         return Response(dumps(document), media_type=JSON)
 
     return [Route("/openapi.json", spec, methods=["GET"]), *docs.routes()]
-
-
-@contextmanager
-def capturing(settings: Settings, metrics: Metrics) -> Iterator[None]:
-    """Payload capture while the app runs (its writer thread), for the server's rate and every
-    version registered with its own; drained and stopped at shutdown."""
-    capture = Capture(settings.capture_root, rate=settings.capture_rate, redact=settings.capture_redact)
-    metrics.capture = capture
-    try:
-        yield
-    finally:
-        metrics.capture = None
-        capture.close()
 
 
 def _metrics_routes(metrics: Metrics, settings: Settings) -> list[Route]:

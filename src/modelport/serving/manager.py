@@ -117,8 +117,9 @@ class ModelManager:
     ``chance`` is where traffic splits and shadow sampling draw from (tests pass an exact one).
     ``watching`` gives each loaded version its :class:`~modelport.serving.hooks.VersionWatch`
     (metrics, payload capture); :attr:`swaps` counts, per model, routes moved to other versions.
-    ``load_failed`` (settable later, as the app does for a manager it is given) hears of every
-    version that fails to load or warm up: its name, number and error (error reports).
+    ``load_failed`` hears of every version that fails to load or warm up: its name, number and
+    error (error reports). A manager built before its observers (one given to the app) gets both
+    from :meth:`watch_with`.
     """
 
     def __init__(
@@ -415,9 +416,12 @@ class ModelManager:
         default = self.get(name)
         return [default, *(m for m in self._versions.loaded.values() if m.name == name and m is not default)]
 
-    def watch_with(self, watching: Watching) -> None:
-        """Watch every version with ``watching`` from now on, the ones loaded already included."""
+    def watch_with(self, watching: Watching, load_failed: LoadFailed | None = None) -> None:
+        """Watch every version with ``watching`` from now on, the ones loaded already included, and
+        tell ``load_failed`` (when given) of every version that fails to load from now on."""
         self.watching = watching
+        if load_failed is not None:
+            self.load_failed = load_failed
         for model in self._versions.loaded.values():
             model.watch = watching.version(model.version)
 
