@@ -14,7 +14,8 @@ import numpy as np
 
 from modelport.errors import DeviceWarning, InvalidInput, InvalidModel, ModelportError
 from modelport.ingest import placement
-from modelport.ingest.package import Packaged, package
+from modelport.ingest.package import package
+from modelport.ingest.packaged import Packaged
 from modelport.observability.profile import build_profile, write_profile
 from modelport.reference import parse_name, validate_alias
 from modelport.registry.registry import Registry

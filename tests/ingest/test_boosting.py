@@ -347,7 +347,9 @@ def test_notes_say_what_serves_each_version_and_why(served: Served) -> None:
     assert {"boosted.json", "model.txt"} <= set(artifacts["lgb-native"])
     assert notes["lgb-native"][0] == "native LightGBM runtime requested; ONNX conversion skipped"
     assert notes["lgb-pipeline"][0].startswith("converted to ONNX (opset")
-    assert notes["xgb-pipeline"][0].startswith("ONNX output disagrees with scikit-learn on the sample (max |Δp| = ")
+    assert notes["xgb-pipeline"][0].startswith(
+        "ONNX output disagrees with scikit-learn on the sample (probabilities: max |Δ| = "
+    )
     assert notes["xgb-pipeline"][1].startswith(
         "stored with skops (trusted types: xgboost.core.Booster, xgboost.sklearn.XGBClassifier"
     )
@@ -382,7 +384,7 @@ def test_model_the_onnx_graph_answers_differently_is_served_natively(
     model = make().fit(x, y)
     packaged = package(model, workdir=tmp_path, sample_input=x[:40])
     assert packaged.runtime == library
-    assert packaged.notes[0].startswith(f"ONNX output disagrees with {name} on the sample (max |Δ| = ")
+    assert packaged.notes[0].startswith(f"ONNX output disagrees with {name} on the sample (prediction: max |Δ| = ")
     assert packaged.notes[0].endswith(f"; serving with the native {name} runtime")
     assert packaged.notes[1].startswith("stored as ")
     assert not (packaged.directory / "model.onnx").exists()

@@ -16,14 +16,17 @@ import pandas as pd
 import pytest
 import skops.io as sio
 from skl2onnx import to_onnx
+from sklearn.compose import TransformedTargetRegressor
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestRegressor
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from modelport.errors import ConversionWarning, InvalidInput, InvalidModel, UntrustedArtifact
 from modelport.ingest.package import Packaged, package
+from modelport.ingest.verification import TOLERANCE, disagreement
 from modelport.runtimes import create
 from modelport.signature import to_inputs, validate_inputs
 from modelport.types import Signature, TensorSpec
@@ -422,8 +425,6 @@ def predict_columns(packaged: Packaged, rows: pd.DataFrame) -> dict[str, np.ndar
 
 
 def test_disagreement_names_what_differs_beyond_the_tolerance() -> None:
-    from modelport.ingest.package import disagreement
-
     want = {"p": np.array([[0.5, np.nan]], dtype=np.float32), "label": np.array([1], dtype=np.int64)}
     close = {"p": np.array([[0.50001, np.nan]], dtype=np.float32), "label": np.array([1], dtype=np.int64)}
     assert disagreement(close, want, atol=1e-4, rtol=0.0)[0] == ""  # NaN where the original has NaN
@@ -435,6 +436,65 @@ def test_disagreement_names_what_differs_beyond_the_tolerance() -> None:
     assert problem == "p: FP64 [2, 2] instead of FP32 [1, 2]; label: 1 of 1 values differ"
     lost = {"p": np.array([[np.nan, np.nan]], dtype=np.float32), "label": want["label"]}
     assert disagreement(lost, want, atol=1.0, rtol=0.0)[0] == "p: NaN in 1 of 2 places where the other has a number"
+
+
+def test_disagreement_has_one_tolerance_rule_for_every_output() -> None:
+    want = {"prediction": np.array([1e5, 0.5]), "probabilities": np.array([[0.0, 1.0]], dtype=np.float32)}
+    # |Δ| <= TOLERANCE + TOLERANCE·|want|, whatever the output is called
+    near = {
+        "prediction": want["prediction"] + [0.9, 1.4e-5],
+        "probabilities": want["probabilities"] + np.array([[0.8e-5, 1.8e-5]], dtype=np.float32),
+    }
+    assert disagreement(near, want) == ("", pytest.approx(0.9))
+    far = {
+        "prediction": want["prediction"] + [1.1, 0.0],
+        "probabilities": want["probabilities"] + np.array([[0.0, 2.5e-5]], dtype=np.float32),
+    }
+    assert disagreement(far, want)[0] == "prediction: max |Δ| = 1.1; probabilities: max |Δ| = 2.5e-05"
+    assert TOLERANCE == 1e-5
+
+
+def nan_for_the_first_row_of_a_batch(y: Any) -> Any:
+    """An inverse target transform that makes the first answer of any batch of several rows NaN."""
+    values = np.array(y, dtype=np.float64)
+    if len(values) > 1:
+        values[0] = np.nan
+    return values
+
+
+def unchanged(y: Any) -> Any:
+    return np.asarray(y, dtype=np.float64)
+
+
+def test_a_model_that_answers_nan_for_a_row_in_the_stored_form_too_is_registered(tmp_path: Path) -> None:
+    # IsotonicRegression(out_of_bounds="nan") answers NaN for inputs outside what it was fitted on; the
+    # stored and served forms answer NaN for the same rows, which is agreement (issue 20: it was refused,
+    # as "the model answers sample row 2 alone differently ... (max |Δ| = nan)").
+    x = np.linspace(0.0, 10.0, 40)
+    model = IsotonicRegression(out_of_bounds="nan").fit(x, np.sqrt(x))
+    sample = np.array([[1.0], [2.5], [11.0], [4.0], [-1.0]])
+    packaged = package(model, workdir=tmp_path, sample_input=sample, trust_pickle=True, runtime="sklearn")
+    assert packaged.runtime == "sklearn"
+    assert packaged.notes[-1] == (
+        "checked as served by the sklearn runtime: the 5 sample rows together and each of the 5 rows alone "
+        "answer as the model does"
+    )
+    served = predict(packaged.directory, "sklearn", packaged.signature, sample)["prediction"]
+    np.testing.assert_array_equal(np.isnan(served), [False, False, True, False, True])
+    np.testing.assert_allclose(served, model.predict(sample))
+
+
+def test_a_model_that_answers_nan_on_one_side_only_is_refused(iris: Iris, tmp_path: Path) -> None:
+    frame, _ = iris
+    model = TransformedTargetRegressor(
+        LinearRegression(), func=unchanged, inverse_func=nan_for_the_first_row_of_a_batch, check_inverse=False
+    ).fit(frame, frame.sum(axis=1))
+    with pytest.raises(
+        InvalidModel,
+        match=r"the model answers sample row 0 alone differently from the same row among the 10 sample rows "
+        r"\(prediction: NaN in 1 of 1 places where the other has a number\)",
+    ):
+        package(model, workdir=tmp_path, sample_input=frame.iloc[:10], trust_pickle=True)
 
 
 def centred_on_the_batch(x: Any) -> Any:

@@ -26,18 +26,16 @@ import numpy as np
 
 from modelport.errors import InvalidModel
 from modelport.ingest import onnxgraph
-from modelport.ingest.package import (
-    TOLERANCE,
-    Packaged,
-    _disagreement,
-    _missing_value_answers,
-    _nan_probes,
-    _new_directory,
-    _onnx_differs_on_nan,
-    _reason,
-    _Sample,
-    _sample_of,
+from modelport.ingest.packaged import Packaged, new_directory, reason
+from modelport.ingest.tabular import (
+    Sample,
+    canonical_labels,
+    missing_value_answers,
+    nan_probes,
+    onnx_differs_on_nan,
+    sample_of,
 )
+from modelport.ingest.verification import TOLERANCE, disagreement
 from modelport.registry import environment
 from modelport.runtimes import boosted
 from modelport.runtimes import lightgbm as lightgbm_runtime
@@ -99,7 +97,7 @@ def package(
             f"a {name} model needs a sample input (a few rows of training data: DataFrame, ndarray or list of "
             "row dicts) to infer and verify its signature; pass sample_input= (Python) or --sample (CLI)"
         )
-    taken = _sample_of(found.names_holder(sample_input), sample_input)
+    taken = sample_of(found.names_holder(sample_input), sample_input)
     if taken.columns:
         raise InvalidModel(
             f"the sample for a {name} model must be numeric: one table of features. Encode text and categorical "
@@ -113,11 +111,11 @@ def package(
     try:
         reference = sklearn_runtime.predict_outputs(original, taken.model_input(taken.arrays), names)
     except Exception as exc:  # the libraries raise their own errors
-        raise InvalidModel(f"the model raised on the sample input: {_reason(exc)}") from exc
-    probes = _nan_probes(taken.arrays)
-    accepts_nan, nan_refusal = _missing_value_answers(original, taken, probes, names)
+        raise InvalidModel(f"the model raised on the sample input: {reason(exc)}") from exc
+    probes = nan_probes(taken.arrays)
+    accepts_nan, nan_refusal = missing_value_answers(original, taken, probes, names)
     notes = [found.source] if found.source else []
-    directory = _new_directory(workdir)
+    directory = new_directory(workdir)
     native_note = _store_native(found, directory, taken, reference)
     if runtime == found.library:
         converted, conversion_note = None, f"native {name} runtime requested; ONNX conversion skipped"
@@ -126,7 +124,7 @@ def package(
         if converted is None and runtime == "onnx":
             raise InvalidModel(f"the ONNX runtime was requested but {conversion_note.rpartition(';')[0]}")
     notes.append(conversion_note)
-    differ = _onnx_differs_on_nan(converted, taken, probes, accepts_nan) if converted is not None else []
+    differ = onnx_differs_on_nan(converted, taken, probes, accepts_nan) if converted is not None else []
     if differ:
         accepts_nan = {key: answer for key, answer in accepts_nan.items() if key not in differ}
         notes.append(
@@ -225,7 +223,7 @@ def _found(model: object) -> _Found:
         except boosted.UncheckedTrees:
             raise
         except Exception as exc:  # the libraries raise their own errors for broken files
-            raise InvalidModel(f"{NAMES[library]} cannot load {path.name}: {_reason(exc)}") from exc
+            raise InvalidModel(f"{NAMES[library]} cannot load {path.name}: {reason(exc)}") from exc
         return _from_booster(library, booster, f"loaded from {path.name}", path.suffix.lower())
     library = type(model).__module__.split(".")[0]
     if hasattr(model, "get_params") and hasattr(model, "predict"):
@@ -251,7 +249,7 @@ def _from_wrapper(library: str, model: Any) -> _Found:
         else:
             booster = model.booster_
     except Exception as exc:  # NotFittedError, LightGBMError, XGBoostError
-        raise InvalidModel(f"the {type(model).__name__} is not fitted: {_reason(exc)}") from exc
+        raise InvalidModel(f"the {type(model).__name__} is not fitted: {reason(exc)}") from exc
     missing = None
     if library == "xgboost":
         value = model.get_params().get("missing")
@@ -308,7 +306,7 @@ def _from_booster(library: str, booster: Any, source: str | None, suffix: str) -
     return _Found(library, booster, None, manifest, names, n_features, source, suffix)
 
 
-def _store_native(found: _Found, directory: Path, taken: _Sample, reference: Mapping[str, np.ndarray]) -> str:
+def _store_native(found: _Found, directory: Path, taken: Sample, reference: Mapping[str, np.ndarray]) -> str:
     """Save the booster in the library's format with its manifest, load it back with the native
     runtime and check it answers the sample as the original does; returns what it was stored as."""
     if found.library == "xgboost":
@@ -329,15 +327,13 @@ def _store_native(found: _Found, directory: Path, taken: _Sample, reference: Map
         again = runtime.predict(taken.arrays)
     finally:
         runtime.unload()
-    disagreement, _ = _disagreement(again, reference)
-    if disagreement:
-        raise InvalidModel(
-            f"the saved {NAMES[found.library]} model predicts differently after loading ({disagreement})"
-        )
+    problem, _ = disagreement(canonical_labels(again), reference)
+    if problem:
+        raise InvalidModel(f"the saved {NAMES[found.library]} model predicts differently after loading ({problem})")
     return what
 
 
-def _convert(found: _Found, taken: _Sample, reference: Mapping[str, np.ndarray]) -> tuple[bytes | None, str]:
+def _convert(found: _Found, taken: Sample, reference: Mapping[str, np.ndarray]) -> tuple[bytes | None, str]:
     """ONNX bytes with canonical output names, verified on the sample, or None and the reason."""
     name = NAMES[found.library]
     native = f"serving with the native {name} runtime"
@@ -348,11 +344,11 @@ def _convert(found: _Found, taken: _Sample, reference: Mapping[str, np.ndarray])
         got = dict(zip(reference, session.run(list(reference), taken.onnx_feed(taken.arrays)), strict=True))
     except Exception as exc:  # onnxmltools and ONNX Runtime raise many types for unsupported models
         log.info("ONNX conversion failed", exc_info=True)
-        return None, f"ONNX conversion failed: {_reason(exc)}; {native}"
-    disagreement, max_diff, agreed = _verify(got, reference)
+        return None, f"ONNX conversion failed: {reason(exc)}; {native}"
+    problem, max_diff, agreed = _verify(got, reference)
     symbol = "|Δp|" if "probabilities" in reference else "|Δ|"
-    if disagreement:
-        return None, f"ONNX output disagrees with {name} on the sample ({disagreement}); {native}"
+    if problem:
+        return None, f"ONNX output disagrees with {name} on the sample ({problem}); {native}"
     labels = f", labels agree on {agreed}" if agreed else ""
     return data, (
         f"converted to ONNX with onnxmltools (opset {onnxgraph.opset(model)}); verified on {taken.rows} sample rows, "
@@ -361,13 +357,13 @@ def _convert(found: _Found, taken: _Sample, reference: Mapping[str, np.ndarray])
 
 
 def _verify(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]) -> tuple[str, float, str]:
-    """Probabilities and predictions within tolerance (ingest's check); labels equal but where the
+    """Probabilities and predictions within tolerance (:func:`disagreement`); labels equal but where the
     original's two most probable classes tie within the tolerance, a tie float32 may break otherwise.
     Returns what differs (empty when nothing does), the largest difference and the label agreement."""
     numbers = {key: value for key, value in want.items() if key != "label"}
-    disagreement, max_diff = _disagreement(got, numbers)
-    if "label" not in want or disagreement:
-        return disagreement, max_diff, ""
+    problem, max_diff = disagreement(got, numbers)
+    if "label" not in want or problem:
+        return problem, max_diff, ""
     labels = sklearn_runtime.canonical_label(np.asarray(got["label"]))
     expected = want["label"]
     if labels.shape != expected.shape or labels.dtype.kind != expected.dtype.kind:
@@ -376,7 +372,7 @@ def _verify(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]) -> tu
     top = np.sort(want["probabilities"], axis=1)[:, -2:] if "probabilities" in want else None
     ties = np.abs(top[:, 1] - top[:, 0]) <= TOLERANCE if top is not None else np.zeros_like(differ)
     if np.any(differ & ~ties):
-        return f"{int(np.sum(differ & ~ties))} of {len(expected)} labels differ", max_diff, ""
+        return f"label: {int(np.sum(differ & ~ties))} of {len(expected)} values differ", max_diff, ""
     return "", max_diff, f"{len(expected) - int(differ.sum())} of {len(expected)} rows"
 
 
@@ -490,3 +486,20 @@ def _ml_opset_capped(convert: Any) -> Any:
             container.target_opset_all = before
 
     return converter
+
+
+class Boosting:
+    """XGBoost and LightGBM as ingest asks a framework (:class:`~modelport.ingest.frameworks.Framework`)."""
+
+    name = "boosting"
+
+    def claims(self, model: object) -> bool:
+        return claims(model)
+
+    def package(
+        self, model: object, *, workdir: Path, sample_input: object | None, trust_pickle: bool, runtime: str | None
+    ) -> Packaged:
+        return package(model, workdir=workdir, sample_input=sample_input, trust_pickle=trust_pickle, runtime=runtime)
+
+    def register_converters(self, estimator: object) -> None:
+        register_converters(estimator)

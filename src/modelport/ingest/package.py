@@ -1,28 +1,25 @@
-"""Turning what the user has into an artifact directory with a signature.
+"""Turning what the user has into an artifact directory with a signature: :func:`package`.
 
 Accepted: a scikit-learn estimator or Pipeline (in memory, ``.skops``, or a trusted pickle), an
-``.onnx`` file, a directory with a custom Python ``model.py``, and what the framework modules in
-:data:`FRAMEWORKS` claim (XGBoost and LightGBM, PyTorch, TensorFlow/Keras: objects and files). scikit-learn models are
-converted to ONNX and verified against the original on the sample input; when conversion fails
-or disagrees they are served natively (with a :class:`~modelport.errors.ConversionWarning` saying
-why). Before a scikit-learn model is stored, the runtime that will serve it is loaded and checked
-against the model on the sample: every row alone and all of them together, as requests come. A
-DataFrame sample with text or categorical columns gives one input per column; a text pipeline
-(one that starts with a text vectorizer) registered with a one-column DataFrame takes that column
-as the 1-D sequence of texts it was fitted on. Whether an input takes missing values (NaN) is
-asked of the model itself. Pickles and custom code need explicit trust.
+``.onnx`` file, a directory with a custom Python ``model.py``, and what the frameworks of
+:data:`~modelport.ingest.frameworks.FRAMEWORKS` claim (XGBoost and LightGBM, PyTorch,
+TensorFlow/Keras: objects and files). scikit-learn models are converted to ONNX and verified
+against the original on the sample input; when conversion fails or disagrees they are served
+natively (with a :class:`~modelport.errors.ConversionWarning` saying why). Before a scikit-learn
+model is stored, the runtime that will serve it is loaded and checked against the model on the
+sample: every row alone and all of them together, as requests come. The sample's inputs (one per
+text or categorical column of a DataFrame) and whether each takes missing values (NaN) are
+:mod:`modelport.ingest.tabular`'s. Pickles and custom code need explicit trust.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import pickle
 import shutil
-import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +27,17 @@ import numpy as np
 
 from modelport.errors import ConversionWarning, InvalidInput, InvalidModel, ModelportError, UntrustedArtifact
 from modelport.ingest import onnxgraph
+from modelport.ingest.frameworks import FRAMEWORKS, Framework
+from modelport.ingest.packaged import TRUST_HINT, Packaged, new_directory, reason, whole_reason
+from modelport.ingest.tabular import (
+    Sample,
+    canonical_labels,
+    missing_value_answers,
+    nan_probes,
+    onnx_differs_on_nan,
+    sample_of,
+)
+from modelport.ingest.verification import check_row_outputs, checked_rows, disagreement, row_of, rows_alone
 from modelport.registry import environment
 from modelport.runtimes import KINDS
 from modelport.runtimes import onnx as onnx_runtime
@@ -45,37 +53,16 @@ from modelport.signature import (
     validate_inputs,
 )
 from modelport.stores.local import artifact_files
-from modelport.types import Signature, TensorSpec, datatype_of, dtype_of
+from modelport.types import Signature, TensorSpec, dtype_of
 
 log = logging.getLogger("modelport")
 
-# Frameworks packaged by a module of their own in modelport.ingest, asked in this order. Each has
-# ``claims(model) -> bool`` (True for its objects and files; it imports its library only for those)
-# and ``package(model, *, workdir, sample_input, trust_pickle, runtime) -> Packaged``.
-FRAMEWORKS = ("boosting", "pytorch", "tensorflow")
-
-TOLERANCE = 1e-5
-ROW_CHECKS = 50  # sample rows each checked alone (the first ones), besides the whole sample
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
-TRUST_HINT = "Register it only if you trust its source, with --trust-pickle (CLI) or trust_pickle=True (Python)"
 UNSAFE_TEXT = "names types or functions that skops does not trust and modelport does not allow"
 ACCEPTED = (
     "a scikit-learn estimator or Pipeline, a .onnx, .skops or .pkl/.pickle/.joblib file, "
     "or a directory whose model.py defines class Model"
 )
-
-
-@dataclass(frozen=True)
-class Packaged:
-    directory: Path  # a directory with the artifact's files, inside workdir; the caller stores it
-    runtime: str  # kind that serves it
-    framework: str  # "sklearn" | "onnx" | "python"
-    signature: Signature
-    environment: dict[str, str]
-    notes: tuple[str, ...]  # human-readable facts for `modelport show`
-    trusted_code: bool  # the artifact executes code when loaded (pickle, custom Python)
-    # the sample as the signature's inputs (what a request would carry), where the packager has it
-    sample: Mapping[str, np.ndarray] | None = None
 
 
 def package(
@@ -96,10 +83,9 @@ def package(
     """
     framework = _framework_for(model)
     if framework is not None:
-        packaged: Packaged = framework.package(
+        return framework.package(
             model, workdir=workdir, sample_input=sample_input, trust_pickle=trust_pickle, runtime=runtime
         )
-        return packaged
     directory = isinstance(model, str | Path) and Path(model).is_dir()
     if runtime not in (None, "onnx", "sklearn") and not directory:
         raise InvalidModel(
@@ -139,62 +125,9 @@ def package(
     raise InvalidModel(f"cannot register a {type(model).__module__}.{type(model).__qualname__}; give {ACCEPTED}")
 
 
-def _framework_for(model: object) -> Any:
-    """The module of :data:`FRAMEWORKS` that claims ``model``, or None."""
-    for name in FRAMEWORKS:
-        module = importlib.import_module(f"modelport.ingest.{name}")
-        if module.claims(model):
-            return module
-    return None
-
-
-def check_row_outputs(outputs: Mapping[str, np.ndarray], rows: int, whose: str) -> None:
-    """InvalidModel unless every output has one row per input row (so requests can be batched)
-    and a datatype the protocols carry; ``whose``: e.g. "the module's", for the message."""
-    for name, arr in outputs.items():
-        if arr.ndim == 0 or arr.shape[0] != rows:
-            raise InvalidModel(
-                f"{whose} output {name!r} has shape {list(arr.shape)}; give one row per input row "
-                f"({rows} for the sample), so requests can be batched"
-            )
-        try:
-            datatype_of(arr.dtype)
-        except ValueError as exc:
-            raise InvalidModel(f"{whose} output {name!r}: {exc}") from exc
-
-
-def _new_directory(workdir: Path) -> Path:
-    workdir.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix="artifact-", dir=workdir))
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(":. ")
-
-
-def whole_reason(exc: BaseException) -> str:
-    """An exception's type and its whole message on one line (:func:`_reason` keeps the first line):
-    for a note that says why a conversion failed, whose cause is often past the first line."""
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(":. ")
-
-
-def rows_alone(
-    arrays: Mapping[str, np.ndarray], limit: int = ROW_CHECKS
-) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-    """Each of the first ``limit`` rows of ``arrays`` as a batch of its own, with its index."""
-    rows = len(next(iter(arrays.values())))
-    for i in range(min(rows, limit)):
-        yield i, {name: arr[i : i + 1] for name, arr in arrays.items()}
-
-
-def row_of(outputs: Mapping[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
-    return {name: arr[i : i + 1] for name, arr in outputs.items()}
-
-
-def checked_rows(rows: int) -> str:
-    """How many sample rows were checked alone, for a note."""
-    return f"each of the {rows} rows alone" if rows <= ROW_CHECKS else f"each of the first {ROW_CHECKS} rows alone"
+def _framework_for(model: object) -> Framework | None:
+    """The first of :data:`FRAMEWORKS` that claims ``model``, or None."""
+    return next((framework for framework in FRAMEWORKS if framework.claims(model)), None)
 
 
 # --- scikit-learn -------------------------------------------------------------------------
@@ -206,7 +139,7 @@ def _load_skops(path: Path, *, trust: bool) -> Any:
     try:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as exc:
-        raise InvalidModel(f"{path.name} is not a readable skops file: {_reason(exc)}") from exc
+        raise InvalidModel(f"{path.name} is not a readable skops file: {reason(exc)}") from exc
     unsafe = sklearn_runtime.unsafe_types(untrusted)
     if unsafe and not trust:
         raise UntrustedArtifact(
@@ -215,7 +148,7 @@ def _load_skops(path: Path, *, trust: bool) -> Any:
     try:
         estimator = sio.load(path, trusted=untrusted)
     except Exception as exc:
-        raise InvalidModel(f"cannot load {path.name} with skops: {_reason(exc)}") from exc
+        raise InvalidModel(f"cannot load {path.name} with skops: {reason(exc)}") from exc
     try:  # before anything converts it or predicts with it
         return sklearn_runtime.checked(estimator)
     except UncheckedState as exc:
@@ -236,7 +169,7 @@ def _load_pickle(path: Path) -> Any:
                 return pickle.load(fh)  # trusted by the caller
         return joblib.load(path)
     except Exception as exc:
-        raise InvalidModel(f"cannot load {path.name}: {_reason(exc)}") from exc
+        raise InvalidModel(f"cannot load {path.name}: {reason(exc)}") from exc
 
 
 def _package_estimator(
@@ -248,17 +181,17 @@ def _package_estimator(
             "list of row dicts) to infer and verify its signature; pass sample_input= (Python) or --sample (CLI)"
         )
     names = sklearn_runtime.output_names(estimator)
-    taken = _sample_of(estimator, sample)
+    taken = sample_of(estimator, sample)
     try:
         reference = sklearn_runtime.predict_outputs(estimator, taken.model_input(taken.arrays), names)
     except Exception as exc:
-        raise InvalidModel(f"the model raised on the sample input: {_reason(exc)}") from exc
+        raise InvalidModel(f"the model raised on the sample input: {reason(exc)}") from exc
     check_row_outputs(reference, taken.rows, "the model's")
     _check_rows_alone(estimator, taken, reference)
-    probes = _nan_probes(taken.arrays)
-    accepts_nan, nan_refusal = _missing_value_answers(estimator, taken, probes, names)
+    probes = nan_probes(taken.arrays)
+    accepts_nan, nan_refusal = missing_value_answers(estimator, taken, probes, names)
     notes = [source] if source else []
-    directory = _new_directory(workdir)
+    directory = new_directory(workdir)
     asked = runtime
     if runtime == "sklearn":
         converted, conversion_note = None, "native scikit-learn runtime requested; ONNX conversion skipped"
@@ -267,7 +200,7 @@ def _package_estimator(
         if converted is None and runtime == "onnx":
             raise InvalidModel(f"the ONNX runtime was requested but {conversion_note.rpartition(';')[0]}")
     notes.append(conversion_note)
-    differ = _onnx_differs_on_nan(converted, taken, probes, accepts_nan) if converted is not None else []
+    differ = onnx_differs_on_nan(converted, taken, probes, accepts_nan) if converted is not None else []
     if differ:
         # ONNX stays (the fast path) and NaN is refused there; a sample with NaN fails the ONNX
         # check above and so is served natively, NaN accepted.
@@ -309,15 +242,15 @@ def _package_estimator(
     )
 
 
-def _check_rows_alone(estimator: Any, taken: _Sample, reference: Mapping[str, np.ndarray]) -> None:
+def _check_rows_alone(estimator: Any, taken: Sample, reference: Mapping[str, np.ndarray]) -> None:
     """InvalidModel unless the model answers each sample row alone as it does in the whole sample:
     a server batches requests together (and splits them), so an answer must depend on its row only."""
     for i, row in rows_alone(taken.arrays):
         try:
             got = sklearn_runtime.predict_outputs(estimator, taken.model_input(row), list(reference))
         except Exception as exc:  # estimators raise what they raise
-            raise InvalidModel(f"the model raised on sample row {i} alone: {_reason(exc)}") from exc
-        problem, _ = _disagreement(got, row_of(reference, i))
+            raise InvalidModel(f"the model raised on sample row {i} alone: {reason(exc)}") from exc
+        problem, _ = disagreement(got, row_of(reference, i))
         if problem:
             raise InvalidModel(
                 f"the model answers sample row {i} alone differently from the same row among the {taken.rows} "
@@ -355,11 +288,11 @@ def _check_served(
     except ModelportError as exc:
         raise InvalidModel(f"the {runtime} runtime cannot serve the stored model: {exc.message}") from exc
     except Exception as exc:  # a runtime raises what its library raises
-        raise InvalidModel(f"the {runtime} runtime fails on the sample with the stored model: {_reason(exc)}") from exc
+        raise InvalidModel(f"the {runtime} runtime fails on the sample with the stored model: {reason(exc)}") from exc
     finally:
         served.unload()
     for where, got, want in answers:
-        problem = _shape_problem(got, want) or _disagreement(got, want)[0]
+        problem = _shape_problem(got, want) or disagreement(canonical_labels(got), want)[0]
         if problem:
             raise InvalidModel(
                 f"served by the {runtime} runtime, the stored model answers {where} differently from the model "
@@ -372,169 +305,7 @@ def _shape_problem(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]
     return f"no output {missing[0]!r}" if missing else ""
 
 
-@dataclass(frozen=True)
-class _Sample:
-    """A scikit-learn model's registration sample, as the signature's inputs and as the model takes it.
-
-    A numeric table is the one input "input" [-1, features]; a DataFrame with text or categorical
-    columns is one 1-D input per column, and ``columns`` says how to rebuild the frame from them;
-    ``vector``: the model takes its one column as a 1-D array (a text pipeline), not as a frame.
-    """
-
-    arrays: dict[str, np.ndarray]
-    feature_names: tuple[str, ...] | None
-    fitted_names: tuple[str, ...] | None
-    columns: tuple[sklearn_runtime.Column, ...] = ()
-    vector: bool = False
-
-    @property
-    def rows(self) -> int:
-        return len(next(iter(self.arrays.values())))
-
-    def model_input(self, arrays: Mapping[str, np.ndarray]) -> Any:
-        """What the estimator predicts on (a DataFrame where it was fitted on one), as the runtime builds it."""
-        if self.columns:
-            return sklearn_runtime.model_input(self.columns, arrays, vector=self.vector)
-        return sklearn_runtime.as_frame(arrays[DEFAULT_INPUT], self.fitted_names)
-
-    def datatypes(self, runtime: str) -> dict[str, str]:
-        """Each input's datatype when served by ``runtime``: a table is FP32 in ONNX, FP64 natively;
-        a column is FP32, INT64, BOOL or BYTES in ONNX, and natively its own dtype's (so values
-        are range-checked for the column the model rebuilds)."""
-        if not self.columns:
-            return {DEFAULT_INPUT: "FP32" if runtime == "onnx" else "FP64"}
-        return {name: _column_datatype(arr, runtime) for name, arr in self.arrays.items()}
-
-    def onnx_feed(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {name: arrays[name].astype(dtype_of(datatype)) for name, datatype in self.datatypes("onnx").items()}
-
-
-def _column_datatype(column: np.ndarray, runtime: str) -> str:
-    kind = column.dtype.kind
-    if kind not in "biuf":
-        return "BYTES"
-    if runtime != "onnx":
-        return datatype_of(column.dtype)
-    return {"f": "FP32", "i": "INT64", "u": "INT64", "b": "BOOL"}[kind]
-
-
-def _sample_of(estimator: Any, sample: object) -> _Sample:
-    """The sample as a float64 table with its feature names, or (a DataFrame with text or
-    categorical columns) as one array per column; checked against the columns the model was fitted on."""
-    arrays, names = sample_arrays(sample)
-    fitted = getattr(estimator, "feature_names_in_", None)
-    fitted_names = tuple(str(n) for n in fitted) if fitted is not None else None
-    columns = names is not None and tuple(arrays) == names and all(arr.ndim == 1 for arr in arrays.values())
-    if fitted_names is not None and names is not None and names != fitted_names:
-        raise InvalidModel(
-            f"the sample's columns ({', '.join(names)}) differ from those the model was fitted on "
-            f"({', '.join(fitted_names)}); give the sample with the training columns in order"
-        )
-    if columns and names is not None:
-        frame: Any = sample
-        typed = tuple(
-            sklearn_runtime.Column.of(name, frame[label]) for name, label in zip(names, frame.columns, strict=True)
-        )
-        vector = len(typed) == 1 and fitted_names is None and _takes_documents(estimator)
-        return _Sample(arrays, None, fitted_names, typed, vector)
-    x = arrays.get(DEFAULT_INPUT)
-    if x is not None and x.ndim == 1 and _takes_documents(estimator):
-        raise InvalidModel(
-            "the sample for a text pipeline is a one-column DataFrame of texts, e.g. pd.DataFrame({'text': texts}): "
-            "the column is the model's input, named by it, and the model is given its texts"
-        )
-    if len(arrays) != 1 or x is None or x.ndim != 2:
-        raise InvalidModel(
-            "the sample for a scikit-learn model must be one 2-D table (rows x features), "
-            "or a DataFrame (text and categorical columns become one input each)"
-        )
-    if x.dtype.kind not in "biuf":
-        raise InvalidModel(
-            "the sample for a scikit-learn model must be numeric, or a DataFrame: give text and categorical "
-            "columns as a DataFrame, and each column becomes an input of its own"
-        )
-    return _Sample({DEFAULT_INPUT: x.astype(np.float64)}, fitted_names or names, fitted_names)
-
-
-def _takes_documents(estimator: Any) -> bool:
-    """Whether the model starts with a text vectorizer (CountVectorizer, TfidfVectorizer,
-    HashingVectorizer, also as a Pipeline's first step): it is fitted on a sequence of texts, and
-    reads a DataFrame as the sequence of its column names."""
-    first = estimator
-    while hasattr(first, "steps") and first.steps:  # a Pipeline: its first step
-        first = first.steps[0][1]
-    return callable(getattr(first, "build_analyzer", None))
-
-
-PROBE_ROWS = 32  # sample rows a column is set missing in, to see how the model answers
-
-
-def _nan_probes(arrays: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    """For each float input, the sample with missing values (NaN) put in it: a table gets one
-    NaN per row, in a different feature each; a column is missing in every row."""
-    probes = {}
-    for name, arr in arrays.items():
-        if arr.dtype.kind != "f":
-            continue
-        head = {key: value[:PROBE_ROWS] for key, value in arrays.items()}
-        if arr.ndim == 2 and arr.shape[1]:
-            diagonal = np.arange(arr.shape[1])
-            probe = arr[diagonal % len(arr)].copy()
-            probe[diagonal, diagonal] = np.nan
-        else:
-            probe = np.full_like(head[name], np.nan)
-        probes[name] = {**head, name: probe}
-    return probes
-
-
-def _missing_value_answers(
-    estimator: Any, taken: _Sample, probes: Mapping[str, Mapping[str, np.ndarray]], names: tuple[str, ...]
-) -> tuple[dict[str, dict[str, np.ndarray]], str]:
-    """The model's own answers on each input's NaN probe, for the inputs where it accepts missing
-    values (answers without raising, all finite), and why it refuses them where it does.
-
-    scikit-learn's ``allow_nan`` tag cannot decide this: a Pipeline's tag is False even when it
-    starts with an imputer, and a StandardScaler's is True though it only passes NaN on; so the
-    model itself is asked."""
-    answers: dict[str, dict[str, np.ndarray]] = {}
-    refusal = ""
-    for name, probe in probes.items():
-        try:
-            got = sklearn_runtime.predict_outputs(estimator, taken.model_input(probe), names)
-        except Exception as exc:  # estimators raise ValueError and others for NaN they do not take
-            refusal = refusal or _reason(exc)
-            continue
-        bad = [output for output, arr in got.items() if arr.dtype.kind == "f" and not np.isfinite(arr).all()]
-        if bad:
-            refusal = refusal or f"its output {bad[0]!r} is NaN when an input value is missing"
-            continue
-        answers[name] = got
-    return answers, refusal
-
-
-def _onnx_differs_on_nan(
-    data: bytes,
-    taken: _Sample,
-    probes: Mapping[str, Mapping[str, np.ndarray]],
-    answers: Mapping[str, Mapping[str, np.ndarray]],
-) -> list[str]:
-    """The inputs whose NaN probe the ONNX graph answers differently from the estimator."""
-    if not answers:
-        return []
-    session = onnx_runtime.session(data)
-    differ = []
-    for name, want in answers.items():
-        try:
-            got = dict(zip(want, session.run(list(want), taken.onnx_feed(probes[name])), strict=True))
-        except Exception:  # ONNX Runtime raises its own types
-            differ.append(name)
-            continue
-        if _disagreement(got, want)[0]:
-            differ.append(name)
-    return differ
-
-
-def _convert(estimator: Any, taken: _Sample, reference: Mapping[str, np.ndarray]) -> tuple[bytes | None, str]:
+def _convert(estimator: Any, taken: Sample, reference: Mapping[str, np.ndarray]) -> tuple[bytes | None, str]:
     """ONNX bytes with canonical output names, verified on the sample, or None and the reason."""
     native = "serving with the native scikit-learn runtime"
     try:
@@ -555,14 +326,14 @@ def _convert(estimator: Any, taken: _Sample, reference: Mapping[str, np.ndarray]
     except Exception as exc:  # skl2onnx and ONNX Runtime raise many types for unsupported models
         log.info("ONNX conversion failed", exc_info=True)
         return None, f"ONNX conversion failed: {whole_reason(exc)}; {native}"
-    disagreement, max_diff = _disagreement(got, reference)
+    problem, max_diff = disagreement(canonical_labels(got), reference)
     symbol = "|Δp|" if "probabilities" in reference else "|Δ|"
-    if disagreement:
-        return None, f"ONNX output disagrees with scikit-learn on the sample ({disagreement}); {native}"
+    if problem:
+        return None, f"ONNX output disagrees with scikit-learn on the sample ({problem}); {native}"
     for i, one in alone:
-        disagreement, diff = _disagreement(one, row_of(reference, i))
-        if disagreement:
-            return None, f"ONNX output disagrees with scikit-learn on sample row {i} alone ({disagreement}); {native}"
+        problem, diff = disagreement(canonical_labels(one), row_of(reference, i))
+        if problem:
+            return None, f"ONNX output disagrees with scikit-learn on sample row {i} alone ({problem}); {native}"
         max_diff = max(max_diff, diff)
     return data, (
         f"converted to ONNX (opset {onnxgraph.opset(model)}); verified on {taken.rows} sample rows, "
@@ -571,70 +342,16 @@ def _convert(estimator: Any, taken: _Sample, reference: Mapping[str, np.ndarray]
 
 
 def _register_converters(estimator: Any) -> None:
-    """Let the framework modules give skl2onnx converters for their estimators inside ``estimator``
-    (an XGBClassifier in a Pipeline): each one's optional ``register_converters(estimator)``."""
-    for name in FRAMEWORKS:
-        hook = getattr(importlib.import_module(f"modelport.ingest.{name}"), "register_converters", None)
-        if hook is not None:
-            hook(estimator)
-
-
-def disagreement(
-    got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray], *, atol: float, rtol: float
-) -> tuple[str, float]:
-    """What differs between two models' outputs beyond ``atol`` + ``rtol``·|want| (empty when nothing
-    does: same names, shapes and datatypes, floats close, the rest equal), and the largest float
-    difference. How a converted or stored model is checked against the original on the sample."""
-    problems, max_diff = [], 0.0
-    for name, expected in want.items():
-        actual = np.asarray(got[name])
-        if actual.shape != expected.shape or datatype_of(actual.dtype) != datatype_of(expected.dtype):
-            problems.append(
-                f"{name}: {datatype_of(actual.dtype)} {list(actual.shape)} instead of "
-                f"{datatype_of(expected.dtype)} {list(expected.shape)}"
-            )
-        elif expected.dtype.kind == "f":
-            diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
-            largest = float(np.max(diff, initial=0.0, where=~np.isnan(diff)))  # NaN on both sides is agreement
-            max_diff = max(max_diff, largest)
-            missing = int(np.sum(np.isnan(actual) != np.isnan(expected)))
-            if missing:
-                problems.append(f"{name}: NaN in {missing} of {expected.size} places where the other has a number")
-            elif not np.allclose(actual, expected, atol=atol, rtol=rtol, equal_nan=True):
-                problems.append(f"{name}: max |Δ| = {largest:.2g}")
-        elif not np.array_equal(actual, expected):
-            problems.append(f"{name}: {int(np.sum(actual != expected))} of {expected.size} values differ")
-    return "; ".join(problems), max_diff
-
-
-def _disagreement(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]) -> tuple[str, float]:
-    """:func:`disagreement` for scikit-learn's outputs: labels compared as the runtime returns them,
-    probabilities absolutely within ``TOLERANCE``, regression predictions also relatively."""
-    problems, max_diff = [], 0.0
-    for name, expected in want.items():
-        actual = np.asarray(got[name])
-        if name == "label":
-            actual = sklearn_runtime.canonical_label(actual)
-        if actual.shape != expected.shape or datatype_of(actual.dtype) != datatype_of(expected.dtype):
-            problems.append(
-                f"{name}: {datatype_of(actual.dtype)} {list(actual.shape)} instead of "
-                f"{datatype_of(expected.dtype)} {list(expected.shape)}"
-            )
-        elif expected.dtype.kind == "f":
-            diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
-            max_diff = max(max_diff, float(diff.max(initial=0.0)))
-            rel = name == "prediction"
-            if not np.allclose(actual, expected, rtol=TOLERANCE if rel else 0.0, atol=TOLERANCE):
-                problems.append(f"max |Δ{'p' if name == 'probabilities' else ''}| = {float(diff.max()):.2g}")
-        elif not np.array_equal(actual, expected):
-            problems.append(f"{int(np.sum(actual != expected))} of {len(expected)} labels differ")
-    return "; ".join(problems), max_diff
+    """Let the frameworks give skl2onnx converters for their estimators inside ``estimator`` (an
+    XGBClassifier in a Pipeline): each one's ``register_converters(estimator)``."""
+    for framework in FRAMEWORKS:
+        framework.register_converters(estimator)
 
 
 def _store_native(
     estimator: Any,
     directory: Path,
-    taken: _Sample,
+    taken: Sample,
     reference: Mapping[str, np.ndarray],
     trust: bool,
     *,
@@ -683,7 +400,7 @@ def _store_native(
     except UntrustedArtifact:
         raise
     except Exception as exc:
-        problem = f"skops cannot store it: {_reason(exc)}"
+        problem = f"skops cannot store it: {reason(exc)}"
         _clear_native(directory)
     if not required:
         return False, [f"no native copy stored: {problem}"]
@@ -696,16 +413,16 @@ def _store_native(
         sklearn_runtime.save(estimator, directory, format="pickle", columns=taken.columns, vector=taken.vector)
         _check_round_trip(directory, frame_x, reference)
     except Exception as exc:
-        raise InvalidModel(f"cannot store the model: {problem}; pickle failed too: {_reason(exc)}") from exc
+        raise InvalidModel(f"cannot store the model: {problem}; pickle failed too: {reason(exc)}") from exc
     return True, [f"stored as a trusted pickle ({problem})"]
 
 
 def _check_round_trip(directory: Path, x: Any, reference: Mapping[str, np.ndarray]) -> None:
     loaded, _ = sklearn_runtime.load_estimator(directory)
     again = sklearn_runtime.predict_outputs(loaded, x, list(reference))
-    disagreement, _ = _disagreement(again, reference)
-    if disagreement:
-        raise InvalidModel(f"the saved model predicts differently after loading ({disagreement})")
+    problem, _ = disagreement(again, reference)
+    if problem:
+        raise InvalidModel(f"the saved model predicts differently after loading ({problem})")
 
 
 def _clear_native(directory: Path) -> None:
@@ -739,7 +456,7 @@ def _package_onnx(path: Path, *, workdir: Path, sample: object | None) -> Packag
             session = onnx_runtime.session(data)
             results = session.run([spec.name for spec in outputs], arrays)
         except Exception as exc:
-            raise InvalidModel(f"ONNX Runtime cannot run {path.name} on the sample: {_reason(exc)}") from exc
+            raise InvalidModel(f"ONNX Runtime cannot run {path.name} on the sample: {reason(exc)}") from exc
         found = output_specs(dict(zip([spec.name for spec in outputs], results, strict=True)))
         outputs = tuple(_prefer_declared(declared, got) for declared, got in zip(outputs, found, strict=True))
         sampled = {spec.name: spec for spec in input_specs(arrays, names)}
@@ -749,7 +466,7 @@ def _package_onnx(path: Path, *, workdir: Path, sample: object | None) -> Packag
         )
         example = example_of(arrays)
         notes.append(f"checked with ONNX Runtime on {len(next(iter(arrays.values())))} sample rows")
-    directory = _new_directory(workdir)
+    directory = new_directory(workdir)
     (directory / onnx_runtime.FILENAME).write_bytes(data)
     return Packaged(
         directory, "onnx", "onnx", Signature(inputs, outputs, example), environment.capture("onnx"), tuple(notes), False
@@ -797,7 +514,7 @@ def _package_directory(path: Path, kind: str, *, workdir: Path, sample: object |
     # The files as artifact_files lists them: a symlink leaving the directory (or naming a directory)
     # is refused rather than followed, so no host file or folder is copied into the store.
     files = [(rel, source) for rel, source in artifact_files(path) if not _bytecode(rel)]
-    directory = _new_directory(workdir)
+    directory = new_directory(workdir)
     for rel, source in files:
         target = directory / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -809,7 +526,7 @@ def _package_directory(path: Path, kind: str, *, workdir: Path, sample: object |
     except ModelportError as exc:
         raise InvalidModel(f"the {kind} model failed on the sample input: {exc}") from exc
     except Exception as exc:  # a plugin raises what it raises
-        raise InvalidModel(f"the {kind} model failed on the sample input: {_reason(exc)}") from exc
+        raise InvalidModel(f"the {kind} model failed on the sample input: {reason(exc)}") from exc
     finally:
         runtime.unload()
     check_row_outputs(outputs, rows, f"the {kind} model's")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import InvalidModel, InvalidSetting, ModelportError
-from modelport.ingest.package import Packaged
+from modelport.ingest.packaged import Packaged
 from modelport.runtimes import KINDS
 
 # bf16 keeps 8 bits of mantissa: a few matrix products in it typically move an output by well under

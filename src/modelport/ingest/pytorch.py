@@ -4,7 +4,7 @@ TorchScript files, and (trusted) pickled modules. See :func:`claims` and :func:`
 A module is exported with ``torch.export`` with a dynamic batch dimension (dim 0 of every input)
 and stored as ``model.pt2`` (``torch.export.save``: JSON and raw tensor bytes, never a pickle of
 the module). The stored program is loaded back and checked against the module on the sample and
-on each sample row alone (up to :data:`~modelport.ingest.package.ROW_CHECKS` rows). It is then
+on each sample row alone (up to :data:`~modelport.ingest.verification.ROW_CHECKS` rows). It is then
 exported to ONNX (the dynamo exporter, from the exported program, so the batch stays dynamic) and
 that graph is checked the same way within :data:`ONNX_ATOL` / :data:`ONNX_RTOL`: when it agrees ONNX
 Runtime serves it (``.pt2`` kept beside it), otherwise the ``torch`` runtime serves the exported
@@ -28,7 +28,6 @@ import inspect as pyinspect
 import logging
 import shutil
 import sys
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -40,16 +39,8 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import ConversionWarning, InvalidInput, InvalidModel, ModelportError, UntrustedArtifact
-from modelport.ingest.package import (
-    TRUST_HINT,
-    Packaged,
-    check_row_outputs,
-    checked_rows,
-    disagreement,
-    row_of,
-    rows_alone,
-    whole_reason,
-)
+from modelport.ingest.packaged import TRUST_HINT, Packaged, new_directory, reason, whole_reason
+from modelport.ingest.verification import check_row_outputs, checked_rows, disagreement, row_of, rows_alone
 from modelport.registry import environment
 from modelport.runtimes import onnx as onnx_runtime
 from modelport.runtimes import torch as torch_runtime
@@ -133,7 +124,7 @@ def package(
             try:
                 program = torch.export.load(str(path))
             except Exception as exc:  # torch raises many types for a corrupt or foreign archive
-                raise InvalidModel(f"cannot load {path.name} with torch.export.load: {_reason(exc)}") from exc
+                raise InvalidModel(f"cannot load {path.name} with torch.export.load: {reason(exc)}") from exc
             fixed = _fixed_batch(program)
             if fixed:
                 raise InvalidModel(
@@ -213,7 +204,7 @@ def _load_saved(path: Path, *, trust: bool) -> Any:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only" not in str(exc).lower():
-            raise InvalidModel(f"{path.name} is not a file torch.load reads: {_reason(exc)}") from exc
+            raise InvalidModel(f"{path.name} is not a file torch.load reads: {reason(exc)}") from exc
         if not trust:
             raise UntrustedArtifact(
                 f"{path.name} is a pickled PyTorch object (torch.save of a whole module): loading it runs "
@@ -222,9 +213,9 @@ def _load_saved(path: Path, *, trust: bool) -> Any:
         try:
             saved = torch.load(path, map_location="cpu", weights_only=False)  # trusted by the owner
         except Exception as exc:  # unpickling raises whatever the pickled code raises
-            raise InvalidModel(f"cannot load {path.name}: {_reason(exc)}") from exc
+            raise InvalidModel(f"cannot load {path.name}: {reason(exc)}") from exc
     except Exception as exc:  # not a torch file at all
-        raise InvalidModel(f"{path.name} is not a file torch.load reads: {_reason(exc)}") from exc
+        raise InvalidModel(f"{path.name} is not a file torch.load reads: {reason(exc)}") from exc
     if isinstance(saved, torch.nn.Module):
         return saved
     if isinstance(saved, Mapping) and all(isinstance(v, torch.Tensor) for v in saved.values()):
@@ -406,7 +397,7 @@ def _package_module(
         input_specs(taken.arrays, taken.feature_names), output_specs(reference), example_of(taken.arrays)
     )
     manifest = torch_runtime.Manifest("exported", tuple(taken.arrays), taken.call, tuple(reference), returns)
-    directory = Path(tempfile.mkdtemp(prefix="artifact-", dir=_made(workdir)))
+    directory = new_directory(workdir)
     torch.export.save(program, str(directory / torch_runtime.EXPORTED))
     calls = torch_runtime.scan(directory / torch_runtime.EXPORTED).calls  # what every load will check
     if calls and not trust:
@@ -456,18 +447,13 @@ def _set_training(module: Any, mode: bool) -> bool:
     return was
 
 
-def _made(workdir: Path) -> Path:
-    workdir.mkdir(parents=True, exist_ok=True)
-    return workdir
-
-
 def _run(module: Any, taken: _Sample, tensors: Sequence[Any]) -> Any:
     args, kwargs = taken.arguments(tensors)
     try:
         return module(*args, **kwargs)
     except Exception as exc:  # the user's forward raises what it raises
         how = "by keyword (" + ", ".join(taken.arrays) + ")" if taken.call == "keyword" else "positionally"
-        raise InvalidModel(f"the module raised on the sample input, given {how}: {_reason(exc)}") from exc
+        raise InvalidModel(f"the module raised on the sample input, given {how}: {reason(exc)}") from exc
 
 
 def _export(module: Any, taken: _Sample) -> Any:
@@ -483,7 +469,7 @@ def _export(module: Any, taken: _Sample) -> Any:
     except Exception as exc:  # torch.export raises UserError, Unsupported, constraint violations...
         log.info("torch.export failed", exc_info=True)
         raise InvalidModel(
-            f"torch.export cannot export the module with a dynamic batch dimension: {_reason(exc)}. Make forward "
+            f"torch.export cannot export the module with a dynamic batch dimension: {reason(exc)}. Make forward "
             "work for any number of rows (no Python branching on tensor values or on the batch size; see "
             "torch.export's documentation), or register a TorchScript file with trust"
         ) from exc
@@ -504,7 +490,7 @@ def _check_stored(directory: Path, signature: Signature, taken: _Sample, referen
     except ModelportError as exc:
         raise InvalidModel(f"the stored model cannot be served: {exc.message}") from exc
     except Exception as exc:  # a module that works on the sample may still fail on one row
-        raise InvalidModel(f"the stored model fails when loaded back: {_reason(exc)}") from exc
+        raise InvalidModel(f"the stored model fails when loaded back: {reason(exc)}") from exc
     finally:
         runtime.unload()
     problem, diff = disagreement(whole, reference, atol=STORED_ATOL, rtol=STORED_RTOL)
@@ -596,11 +582,6 @@ def _describe(taken: _Sample, returns: str, reference: Mapping[str, np.ndarray])
     return f"inputs (given {how}): {inputs}; outputs ({form}): {', '.join(reference)}"
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(":. ")
-
-
 # --- TorchScript --------------------------------------------------------------------------
 
 
@@ -622,7 +603,7 @@ def _package_torchscript(
     signature = Signature(
         input_specs(taken.arrays, taken.feature_names), output_specs(reference), example_of(taken.arrays)
     )
-    directory = Path(tempfile.mkdtemp(prefix="artifact-", dir=_made(workdir)))
+    directory = new_directory(workdir)
     target = directory / torch_runtime.TORCHSCRIPT
     if path is not None:
         shutil.copyfile(path, target)
@@ -642,3 +623,20 @@ def _package_torchscript(
         _describe(taken, returns, reference),
     )
     return Packaged(directory, "torch", "torch", signature, environment.capture("torch"), notes, True, taken.arrays)
+
+
+class PyTorch:
+    """PyTorch as ingest asks a framework (:class:`~modelport.ingest.frameworks.Framework`)."""
+
+    name = "pytorch"
+
+    def claims(self, model: object) -> bool:
+        return claims(model)
+
+    def package(
+        self, model: object, *, workdir: Path, sample_input: object | None, trust_pickle: bool, runtime: str | None
+    ) -> Packaged:
+        return package(model, workdir=workdir, sample_input=sample_input, trust_pickle=trust_pickle, runtime=runtime)
+
+    def register_converters(self, estimator: object) -> None:
+        """Nothing: modelport gives skl2onnx no converter for PyTorch models inside a scikit-learn estimator."""

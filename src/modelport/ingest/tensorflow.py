@@ -29,7 +29,6 @@ import json
 import logging
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import InvalidModel, UntrustedArtifact
-from modelport.ingest.package import TRUST_HINT, Packaged, disagreement
+from modelport.ingest.packaged import TRUST_HINT, Packaged, new_directory, reason
+from modelport.ingest.verification import disagreement
 from modelport.registry import environment
 from modelport.runtimes import onnx as onnx_runtime
 from modelport.runtimes import tensorflow as tf_runtime
@@ -84,8 +84,7 @@ def package(
             "name) to verify what is stored; pass sample_input= (Python) or --sample (CLI)"
         )
     tf = tf_runtime.import_tensorflow()
-    workdir.mkdir(parents=True, exist_ok=True)
-    directory = Path(tempfile.mkdtemp(prefix="artifact-", dir=workdir))
+    directory = new_directory(workdir)
     saved = directory / tf_runtime.SAVED_MODEL
     notes: list[str] = []
     exported = _store_saved_model(model, saved, trust=trust_pickle, notes=notes)
@@ -93,7 +92,7 @@ def package(
     try:
         loaded = tf.saved_model.load(str(saved))
     except Exception as exc:  # TensorFlow raises many types for what it cannot read
-        raise InvalidModel(f"TensorFlow cannot load the SavedModel: {_reason(exc)}") from exc
+        raise InvalidModel(f"TensorFlow cannot load the SavedModel: {reason(exc)}") from exc
     functions = dict(loaded.signatures)
     name = _serving_signature(functions, notes)
     function = functions[name]
@@ -103,7 +102,7 @@ def package(
     try:
         got = tf_runtime.call(tf, function, arrays)
     except Exception as exc:  # TensorFlow's errors for shapes and values it cannot take
-        raise InvalidModel(f"the SavedModel raised on the sample input: {_reason(exc)}") from exc
+        raise InvalidModel(f"the SavedModel raised on the sample input: {reason(exc)}") from exc
     if exported is not None:
         notes.append(_check_export(exported, arrays, got))
     signature = _signature(inputs, outputs, arrays, got)
@@ -146,7 +145,7 @@ def _store_saved_model(model: object, target: Path, *, trust: bool, notes: list[
         with _quiet():
             tf.saved_model.save(model, str(target))
     except Exception as exc:
-        raise InvalidModel(f"cannot save the {type(model).__qualname__} as a SavedModel: {_reason(exc)}") from exc
+        raise InvalidModel(f"cannot save the {type(model).__qualname__} as a SavedModel: {reason(exc)}") from exc
     notes.append(f"{type(model).__qualname__} saved with tf.saved_model.save")
     return None
 
@@ -176,14 +175,14 @@ def _load_keras(path: Path, *, trust: bool) -> Any:
             return keras.saving.load_model(path, compile=False, safe_mode=not trust)
     except ValueError as exc:
         if "safe_mode" not in str(exc):
-            raise InvalidModel(f"Keras cannot load {path.name}: {_reason(exc)}") from exc
+            raise InvalidModel(f"Keras cannot load {path.name}: {reason(exc)}") from exc
         raise UntrustedArtifact(
             f"{path.name} holds Python code (a Lambda layer's function), which Keras' safe mode refuses to load: "
             f"loading it runs that code. {TRUST_HINT}; better, replace the Lambda with a registered layer class."
         ) from exc
     except Exception as exc:  # Keras raises TypeError for classes it cannot find, and others
         raise InvalidModel(
-            f"Keras cannot load {path.name}: {_reason(exc)}. A model with custom layers or objects needs their "
+            f"Keras cannot load {path.name}: {reason(exc)}. A model with custom layers or objects needs their "
             "classes registered (keras.saving.register_keras_serializable) in the process that registers it; "
             f"one that needs unsafe deserialization needs the trust flag ({TRUST_HINT})"
         ) from exc
@@ -257,7 +256,7 @@ def _export(keras_model: Any, target: Path, notes: list[str]) -> _Exported:
         with _quiet():
             keras_model.export(str(target), format="tf_saved_model", verbose=False, input_signature=structure)
     except Exception as exc:  # Keras raises many types for models it cannot trace
-        raise InvalidModel(f"Keras cannot export the model as a SavedModel: {_reason(exc)}") from exc
+        raise InvalidModel(f"Keras cannot export the model as a SavedModel: {reason(exc)}") from exc
     if found is None:
         notes.append("input names as Keras gave them (its input signature could not be read)")
     return _Exported(keras_model, structure, names)
@@ -362,7 +361,7 @@ def _check_export(exported: _Exported, arrays: Mapping[str, np.ndarray], got: Ma
             answer = exported.model(*exported.arguments(arrays), training=False)
             want = [np.asarray(value) for value in tf.nest.flatten(answer)]
     except Exception as exc:
-        raise InvalidModel(f"the Keras model raised on the sample input: {_reason(exc)}") from exc
+        raise InvalidModel(f"the Keras model raised on the sample input: {reason(exc)}") from exc
     mine = _ordered(got)
     if len(want) != len(mine):
         raise InvalidModel(f"the exported SavedModel has {len(mine)} outputs, the Keras model {len(want)}")
@@ -434,7 +433,7 @@ def _convert(
         first = dict(zip(order, session.run(order, {n: a[:1] for n, a in arrays.items()}), strict=True))
     except Exception as exc:  # tf2onnx and ONNX Runtime raise many types for what they cannot convert or run
         log.info("ONNX conversion of the TensorFlow model failed", exc_info=True)
-        return None, f"ONNX conversion failed: {_reason(exc)}"
+        return None, f"ONNX conversion failed: {reason(exc)}"
     problem, max_diff = disagreement(got, {n: want[n] for n in order}, atol=ATOL, rtol=RTOL)
     if not problem:
         problem, _ = disagreement(first, {n: want[n][:1] for n in order}, atol=ATOL, rtol=RTOL)
@@ -466,6 +465,18 @@ def _quiet() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(":. ")
+class TensorFlow:
+    """TensorFlow and Keras as ingest asks a framework (:class:`~modelport.ingest.frameworks.Framework`)."""
+
+    name = "tensorflow"
+
+    def claims(self, model: object) -> bool:
+        return claims(model)
+
+    def package(
+        self, model: object, *, workdir: Path, sample_input: object | None, trust_pickle: bool, runtime: str | None
+    ) -> Packaged:
+        return package(model, workdir=workdir, sample_input=sample_input, trust_pickle=trust_pickle, runtime=runtime)
+
+    def register_converters(self, estimator: object) -> None:
+        """Nothing: modelport gives skl2onnx no converter for TensorFlow models inside a scikit-learn estimator."""
