@@ -201,8 +201,8 @@ class ModelVersion:
 
     name: str
     version: int
-    runtime: str  # runtime kind that serves it: "onnx", "sklearn", "python", ...
-    framework: str  # what the user trained with: "sklearn", "onnx", "python"
+    runtime: str  # runtime kind that serves it: "onnx", "sklearn", "xgboost", "torch", ... or a plugin's
+    framework: str  # what it was trained with: "sklearn", "onnx", "python", "xgboost", "lightgbm", "torch", ...
     artifact: str  # content hash of the artifact directory, "sha256:<hex>"
     signature: Signature
     created_at: datetime

@@ -1,6 +1,6 @@
 """The registry's database: tables (SQLAlchemy Core), engine set-up, transactions, migrations.
 
-The Alembic migrations in ``modelport/migrations`` create the tables; :func:`upgrade` runs them.
+The Alembic migrations in ``modelport/registry/migrations`` create the tables; :func:`upgrade` runs them.
 
 Tables carry a ``modelport_`` prefix so the registry can share a PostgreSQL database. JSON
 documents are stored as text, so NaN in a signature example or a metric round-trips on every

@@ -1,10 +1,12 @@
 """Library versions captured at registration, and how they compare with the serving process.
 
 A native scikit-learn model (skops or pickle) may change results or fail to load under another
-scikit-learn minor version, so that difference is an error; an ONNX model depends only on the
-ONNX Runtime that serves it, so differences there are information. Libraries the serving runtime
-does not use (:data:`SERVED_WITH`: the converters, scikit-learn under ONNX Runtime...) and patch
-releases of Python are not compared at all: nothing is said about them.
+scikit-learn minor version, and a PyTorch program under another torch minor version, so those
+differences are errors; an ONNX model depends only on the ONNX Runtime that serves it, so
+differences there are information; XGBoost and LightGBM files and TensorFlow SavedModels load
+across releases, so differences there are warnings (the library missing is an error). Libraries
+the serving runtime does not use (:data:`SERVED_WITH`: the converters, scikit-learn under ONNX
+Runtime...) and patch releases of Python are not compared at all: nothing is said about them.
 """
 
 from __future__ import annotations

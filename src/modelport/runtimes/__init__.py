@@ -8,7 +8,8 @@ kind::
 
 Installing the package is what trusts its code, as with any Python package. A plugin cannot
 replace a built-in kind. Runtime modules are imported only when a runtime of that kind is
-used, so importing this package pulls in neither ONNX Runtime nor scikit-learn nor any plugin.
+used, so importing this package pulls in no model library (ONNX Runtime, scikit-learn, XGBoost,
+LightGBM, PyTorch, TensorFlow) and no plugin.
 :func:`modelport.testing.check_runtime` checks a runtime against the seam's promises.
 """
 
@@ -80,7 +81,7 @@ class Kinds(Mapping[str, type[Runtime]]):
         return kind in self._builtins or kind in self.plugins
 
     def describe(self) -> str:
-        """The kinds for messages: ``onnx, python, sklearn`` (plus ``plugins: ...``)."""
+        """The kinds for messages: ``lightgbm, onnx, python, ...`` (plus ``; installed plugins: ...``)."""
         text = ", ".join(sorted(self._builtins))
         return f"{text}; installed plugins: {', '.join(sorted(self.plugins))}" if self.plugins else text
 
