@@ -8,6 +8,10 @@ batching, runtimes, registry, stores) also reaches no web framework, HTTP client
 library, checked statically and in a fresh interpreter. Every third-party import is a declared
 dependency (base or extra), and every base dependency is imported. No module imports itself
 through others (a loop broken only by an import inside a function counts as a loop).
+
+``importlib.import_module(...)`` (and ``__import__``) with a constant name counts as an import of
+that module; with an f-string, as an import of every module whose name starts with its constant
+head (``f"modelport.ingest.{name}"``: every module of ``modelport.ingest``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import json
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -73,13 +77,19 @@ def component(dotted: str) -> str:
 
 
 def runtime_imports(path: Path) -> Iterator[tuple[str, int]]:
-    """(imported module, line) of every import that can run: TYPE_CHECKING blocks left out."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    """(imported module, line) of every import in the module at ``path`` that can run."""
+    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    return imports_in(path.read_text(encoding="utf-8"), package)
+
+
+def imports_in(source: str, package: str) -> Iterator[tuple[str, int]]:
+    """(imported module, line) of every import in ``source``, a module of ``package``, that can run:
+    TYPE_CHECKING blocks left out; ``importlib.import_module`` calls in (:func:`dynamic_import`)."""
+    tree = ast.parse(source)
     skipped: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
             skipped.update(id(inner) for inner in ast.walk(node))
-    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
     for node in ast.walk(tree):
         if id(node) in skipped:
             continue
@@ -96,6 +106,51 @@ def runtime_imports(path: Path) -> Iterator[tuple[str, int]]:
                     yield f"modelport.{alias.name}", node.lineno
             else:
                 yield base, node.lineno
+        elif isinstance(node, ast.Call):
+            named = dynamic_import(node)
+            if named:
+                yield named, node.lineno
+
+
+def dynamic_import(call: ast.Call) -> str | None:
+    """The module ``importlib.import_module(name)`` / ``import_module(name)`` / ``__import__(name)``
+    imports, where the source says: a constant name; for an f-string its constant head and ``*``
+    (``"modelport.ingest.*"``: any module under it). None for other calls and for names it cannot
+    tell (a variable, a relative name)."""
+    func = call.func
+    calls_importlib = (
+        isinstance(func, ast.Attribute)
+        and func.attr == "import_module"
+        and isinstance(func.value, ast.Name)
+        and func.value.id == "importlib"
+    )
+    if not (calls_importlib or (isinstance(func, ast.Name) and func.id in ("import_module", "__import__"))):
+        return None
+    if not call.args:
+        return None
+    name = call.args[0]
+    if isinstance(name, ast.Constant) and isinstance(name.value, str):
+        return name.value if name.value and not name.value.startswith(".") else None
+    if isinstance(name, ast.JoinedStr):
+        head = ""
+        for part in name.values:
+            if not (isinstance(part, ast.Constant) and isinstance(part.value, str)):
+                return f"{head}*" if head and not head.startswith(".") else None
+            head += part.value
+        return head or None
+    return None
+
+
+def imported_modules(imported: str, files: Collection[str]) -> set[str]:
+    """The modules of ``files`` that an import of ``imported`` loads by name: the module itself; for
+    ``from package import name`` (a function or class), the package; for a pattern ``head*`` (an
+    f-string), every module whose name starts with ``head``."""
+    if imported.endswith("*"):
+        return {name for name in files if name.startswith(imported[:-1])}
+    if imported in files:
+        return {imported}
+    parent = imported.rpartition(".")[0]
+    return {parent} if parent in files else set()
 
 
 def test_every_folder_and_module_has_its_layer() -> None:
@@ -114,7 +169,9 @@ def test_imports_go_down_the_layers_only() -> None:
             theirs = component(imported)
             if theirs == mine:
                 continue
-            if LEVEL[theirs] <= LEVEL[mine]:
+            if theirs not in LEVEL:
+                wrong.append(f"{path.relative_to(PACKAGE)}:{line} ({mine}) imports {imported}, which no layer holds")
+            elif LEVEL[theirs] <= LEVEL[mine]:
                 wrong.append(f"{path.relative_to(PACKAGE)}:{line} ({mine}) imports {imported} ({theirs})")
     assert wrong == []
 
@@ -133,7 +190,8 @@ def reachable(start: str) -> dict[str, str]:
         for imported, _ in runtime_imports(path):
             seen.setdefault(imported, name)
             if imported.startswith("modelport"):
-                todo.extend(m for m in files if m == imported or imported.startswith(m + "."))
+                named = imported_modules(imported, files)
+                todo.extend(m for m in files if m in named or imported.startswith(m + "."))
     return seen
 
 
@@ -197,16 +255,15 @@ def test_every_base_dependency_is_used() -> None:
     assert base - imported - {"uvloop"} == set(), "pyproject.toml declares dependencies nothing imports"
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the modelport modules it imports at run time (lazy imports in functions included)."""
-    files = dict(modules())
-    graph: dict[str, set[str]] = {name: set() for name in files}
-    for name, path in files.items():
-        for imported, _ in runtime_imports(path):
-            if imported in files:
-                graph[name].add(imported)
-            elif imported.rpartition(".")[0] in files:  # from package import name (a function or class)
-                graph[name].add(imported.rpartition(".")[0])
+def import_graph(imports: Mapping[str, Iterable[str]] | None = None) -> dict[str, set[str]]:
+    """Module -> the modelport modules it imports at run time (lazy imports in functions and
+    ``importlib.import_module`` included); ``imports``: module -> what it imports (default: the package's)."""
+    if imports is None:
+        imports = {name: [imported for imported, _ in runtime_imports(path)] for name, path in modules()}
+    graph: dict[str, set[str]] = {name: set() for name in imports}
+    for name, imported_names in imports.items():
+        for imported in imported_names:
+            graph[name] |= imported_modules(imported, graph.keys()) - {name}  # a pattern may name its own module
     return graph
 
 
@@ -243,3 +300,32 @@ def test_no_module_imports_itself_round_about() -> None:
 def test_the_cycle_finder_sees_a_loop() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "p": {"p.x"}, "p.x": {"p"}}
     assert cycles(graph) == [["a", "b", "c", "a"]]
+
+
+def test_the_cycle_finder_sees_a_loop_through_import_module() -> None:
+    """The loop issue 20 found: package.py loaded the framework modules with import_module, and
+    they imported its private helpers back."""
+    sources = {
+        "modelport.ingest.package": (
+            "import importlib\n"
+            "def framework_for(model):\n"
+            "    for name in ('boosting', 'pytorch'):\n"
+            "        module = importlib.import_module(f'modelport.ingest.{name}')\n"
+        ),
+        "modelport.ingest.boosting": "from modelport.ingest.package import _reason\n",
+        "modelport.ingest.pytorch": "",
+        "modelport.ingest.onnxgraph": "",
+        "modelport.registry.db": "from importlib import import_module\nimport_module('modelport.ingest.onnxgraph')\n",
+        "modelport.registry.spec": "import importlib\nimportlib.import_module(name)\n",  # a name it cannot tell
+    }
+    imports = {name: [i for i, _ in imports_in(source, name.rpartition(".")[0])] for name, source in sources.items()}
+    assert imports["modelport.ingest.package"] == ["importlib", "modelport.ingest.*"]
+    assert imports["modelport.registry.db"] == ["importlib", "modelport.ingest.onnxgraph"]
+    assert imports["modelport.registry.spec"] == ["importlib"]
+    graph = import_graph(imports)
+    assert graph["modelport.ingest.package"] == {
+        "modelport.ingest.boosting",
+        "modelport.ingest.onnxgraph",
+        "modelport.ingest.pytorch",
+    }
+    assert cycles(graph) == [["modelport.ingest.boosting", "modelport.ingest.package", "modelport.ingest.boosting"]]
