@@ -29,7 +29,9 @@ def test_dataframe_columns_become_feature_names(iris: tuple[pd.DataFrame, np.nda
     arrays, names = sample_arrays(frame)
     specs = input_specs(arrays, names)
     assert specs == (TensorSpec("input", "FP64", (-1, 4), feature_names=FEATURES),)
-    assert example_of(arrays)["input"] == frame.head(3).to_numpy().tolist()
+    example = example_of(arrays)
+    assert example is not None
+    assert example["input"] == frame.head(3).to_numpy().tolist()
 
 
 def test_row_dicts_and_dataframe_give_the_same_tensor(

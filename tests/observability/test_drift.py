@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,9 +17,8 @@ import pytest
 import scipy.special
 import scipy.stats
 import skops.io as sio
-from click.testing import Result
 from sklearn.linear_model import LogisticRegression
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 import modelport
 from modelport.cli.main import app
@@ -151,13 +150,13 @@ def cli(home: Home) -> Callable[..., Result]:
 
 
 @pytest.fixture
-def traffic(home: Home) -> Callable[..., Path]:
+def traffic(home: Home) -> Iterator[Callable[..., Path]]:
     """Capture writer for version 1 (num@1), emptied after each test."""
 
     def write(frame: pd.DataFrame, **options: Any) -> Path:
         return capture(home.settings, home.full, frame, **options)
 
-    yield write  # type: ignore[misc]
+    yield write
     clear_capture(home.settings, home.full)
 
 
@@ -587,7 +586,8 @@ def test_the_servers_drift_gauges_wait_for_enough_rows(tmp_path: Path, iris: Any
         gauges = DriftGauges(root, min_rows=100)
 
         def captured(part: np.ndarray, serial: int) -> None:
-            sample = (datetime.now(UTC).timestamp(), "iris", 1, None, {"input": part}, {}, None)
+            no_outputs: dict[str, np.ndarray] = {}
+            sample = (datetime.now(UTC).timestamp(), "iris", 1, None, {"input": part}, no_outputs, None)
             (folder / file_name(0, os.getpid(), serial)).write_bytes(line_of(sample, frozenset()))
 
         captured(rows[:60], 1)

@@ -75,7 +75,7 @@ def sentry() -> Iterator[tuple[str, Envelopes]]:
             elif encoding == "deflate":
                 raw = zlib.decompress(raw)
             elif encoding == "br":
-                import brotli  # type: ignore[import-not-found]
+                import brotli
 
                 raw = brotli.decompress(raw)
             with envelopes.lock:
@@ -112,7 +112,7 @@ class FaultyRuntime(FakeRuntime):
             raise FloatingPointError("cannot score negative lengths")
         outputs = super().predict(inputs)
         if first == 99:
-            return {name: array.tolist() for name, array in outputs.items()}  # type: ignore[misc]
+            return {name: array.tolist() for name, array in outputs.items()}
         return outputs
 
 

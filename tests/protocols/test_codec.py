@@ -25,7 +25,7 @@ LARGE = SMALL + 4  # past the short path's size
 def shapes(values: list[float | int | None]) -> list[tuple[list[object], tuple[int, ...]]]:
     """The same values flat, nested two per row, and padded past SMALL (flat)."""
     nested: list[object] = [values[i : i + 2] for i in range(0, len(values), 2)]
-    padded = [0] * (LARGE - len(values)) + values
+    padded: list[object] = [*[0] * (LARGE - len(values)), *values]
     return [(list(values), (len(values),)), (nested, (len(values) // 2, 2)), (padded, (LARGE,))]
 
 
@@ -47,7 +47,7 @@ INTEGER_TYPES = ["INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32",
 def _json_values(literals: list[str], shape: tuple[int, ...]) -> list[object]:
     """The values as the server reads them: JSON text through the protocols' parser (orjson reads
     integer literals past 64 bits as rounded floats: -2**63 - 1 as -2.0**63)."""
-    values = loads(("[" + ",".join(literals) + "]").encode())
+    values: list[object] = loads(("[" + ",".join(literals) + "]").encode())
     if len(shape) == 2:
         return [values[i : i + 2] for i in range(0, len(values), 2)]
     return values

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,7 @@ def test_typed_contents_are_answered_typed_with_the_version_in_metadata(served: 
 
 def test_domain_errors_reach_the_client_as_grpc_status_codes(client: Any) -> None:
     three = _tensor(np.ones((1, 3), dtype=np.float32))
-    cases = [
+    cases: list[tuple[Callable[[], object], str, str]] = [
         (lambda: client.infer("cheese", [three]), "StatusCode.NOT_FOUND", "model 'cheese' is not served"),
         (
             lambda: client.infer("iris", [three]),
@@ -242,7 +242,7 @@ def test_the_routing_key_metadata_pins_a_caller_to_one_version_of_a_split(tmp_pa
 
 def test_every_call_carries_a_request_id_in_its_trailing_metadata(served: tuple[str, Any, Any]) -> None:
     with grpc.insecure_channel(served[0]) as channel:
-        stub = GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        stub = GRPCInferenceServiceStub(channel)
         _, call = stub.ServerLive.with_call(pb.ServerLiveRequest())
         assert len(dict(call.trailing_metadata())["x-request-id"]) == 16
         _, call = stub.ModelReady.with_call(pb.ModelReadyRequest(name="iris"), metadata=(("x-request-id", "r-7"),))
@@ -272,7 +272,8 @@ def test_grpc_calls_are_counted_and_logged_like_rest(
     assert value(found, "modelport_requests_total", protocol="grpc", model="iris", version="1", code="2xx") == 2
     assert value(found, "modelport_requests_total", protocol="grpc", model="(unknown)", version="", code="4xx") == 1
     assert value(found, "modelport_request_duration_seconds_count", protocol="grpc", model="iris", version="1") == 2
-    lines = [r.access for r in caplog.records if r.name == "modelport.access" and r.access["protocol"] == "grpc"]
+    access = [vars(r)["access"] for r in caplog.records if r.name == "modelport.access"]
+    lines = [line for line in access if line["protocol"] == "grpc"]
     assert len(lines) == 3
     first = lines[0]
     assert (first["request_id"], first["status"], first["model"], first["version"], first["rows"]) == (

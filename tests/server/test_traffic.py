@@ -6,6 +6,7 @@ import asyncio
 import statistics
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,9 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def registry(settings: Settings) -> Registry:
+def registry(settings: Settings) -> Iterator[Registry]:
     registry = Registry.open(settings)
-    yield registry  # type: ignore[misc]
+    yield registry
     registry.close()
 
 

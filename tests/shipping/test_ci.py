@@ -155,7 +155,7 @@ def test_generated_workflow_calls_only_real_modelport_commands_with_real_options
             while hasattr(command, "commands") and args and not args[0].startswith("-"):
                 name = args.pop(0)
                 path.append(name)
-                found = command.commands.get(name)  # type: ignore[attr-defined]
+                found = command.commands.get(name)
                 if found is None:
                     break
                 command = found

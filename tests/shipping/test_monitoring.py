@@ -172,7 +172,16 @@ def test_latency_and_error_panels_draw_the_alert_thresholds() -> None:
 
 
 def test_yaml_files_read_back_as_the_data_they_were_written_from(tmp_path: Path) -> None:
-    tricky = {"a": "it's", "b": 'x{y="1"}', "c": "true", "d": "5m", "e": [], "f": {}, "g": [{"h": [1, 2.5]}], "i": None}
+    tricky: dict[str, object] = {
+        "a": "it's",
+        "b": 'x{y="1"}',
+        "c": "true",
+        "d": "5m",
+        "e": [],
+        "f": {},
+        "g": [{"h": [1, 2.5]}],
+        "i": None,
+    }
     assert yaml.safe_load(to_yaml(tricky)) == tricky
     written = files(tmp_path, MonitoringOptions())
     for path, text in written.items():
