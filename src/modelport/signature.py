@@ -21,9 +21,9 @@ DEFAULT_INPUT = "input"
 EXAMPLE_ROWS = 3
 NAN_HINT = (
     "fill in missing values before sending, or register a model that handles them (e.g. HistGradientBoosting, "
-    "or a Pipeline starting with SimpleImputer): modelport asks a scikit-learn model at registration and "
-    "`modelport show` says what it found; include rows with NaN in the registration sample for an ONNX file, "
-    "a custom model, or a model whose ONNX conversion answers NaN differently"
+    "or a Pipeline starting with SimpleImputer): modelport asks a scikit-learn, XGBoost or LightGBM model at "
+    "registration and `modelport show` says what it found; include rows with NaN in the registration sample "
+    "for an ONNX file, a custom model, or a model whose ONNX conversion answers NaN differently"
 )
 
 
