@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 
 import modelport
 from modelport.cli.main import app as cli
-from modelport.errors import InvalidModel, InvalidSetting, UntrustedArtifact
+from modelport.errors import ConversionWarning, InvalidModel, InvalidSetting, UntrustedArtifact
 from modelport.ingest.package import package
 from modelport.registry.environment import compare
 from modelport.runtimes import create
@@ -40,6 +40,8 @@ from modelport.settings import Settings
 from modelport.signature import validate_inputs
 from modelport.types import Signature
 from tests.support.serving import client_for
+
+pytestmark = pytest.mark.slow  # real torch.export and ONNX conversions (tests/support/budget.py)
 
 ATOL, RTOL = 1e-4, 1e-3
 BF16_ATOL = 5e-2
@@ -654,6 +656,19 @@ def test_asking_for_a_gpu_without_cuda_names_the_device(tmp_path: Path) -> None:
         torch_runtime.TorchRuntime().load(packaged.directory, packaged.signature, device="tpu")
     with pytest.raises(InvalidSetting, match="precision 'int8' is none of fp32, fp16, bf16"):
         torch_runtime.TorchRuntime().load(packaged.directory, packaged.signature, precision="int8")
+
+
+def test_a_module_onnx_cannot_take_is_served_by_torch_and_register_warns_at_its_call(settings: Settings) -> None:
+    class Bessel(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.special.bessel_j0(x)  # the ONNX exporter has no conversion for it
+
+    with pytest.warns(ConversionWarning, match="^ONNX export failed: ") as caught:
+        version = modelport.register(Bessel(), name="bessel", sample_input=MLP_ROWS, settings=settings)
+    (warning,) = caught
+    assert warning.filename == __file__  # it points at the register() call
+    assert str(warning.message).endswith("; serving the exported program with the torch runtime")
+    assert version.runtime == "torch"
 
 
 def test_claims_imports_torch_only_for_torch_objects_and_files() -> None:

@@ -422,7 +422,8 @@ def _package_module(
         if converted is None and runtime == "onnx":
             raise InvalidModel(f"the ONNX runtime was requested but {note.rpartition(';')[0]}")
         if converted is None:
-            warnings.warn(ConversionWarning(note), stacklevel=5)  # register() -> package() -> package() -> here
+            # register() -> ingest package() -> PyTorch.package() -> package() -> here: the warning names the caller
+            warnings.warn(ConversionWarning(note), stacklevel=6)
     notes.append(note)
     if converted is not None:
         (directory / onnx_runtime.FILENAME).write_bytes(converted)
