@@ -25,7 +25,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from modelport.errors import ConversionWarning, InvalidInput, InvalidModel, UntrustedArtifact
-from modelport.ingest.package import Packaged, package
+from modelport.ingest.package import package
+from modelport.ingest.packaged import Packaged
 from modelport.ingest.verification import TOLERANCE, disagreement
 from modelport.runtimes import create
 from modelport.signature import to_inputs, validate_inputs
@@ -425,27 +426,33 @@ def predict_columns(packaged: Packaged, rows: pd.DataFrame) -> dict[str, np.ndar
 
 
 def test_disagreement_names_what_differs_beyond_the_tolerance() -> None:
-    want = {"p": np.array([[0.5, np.nan]], dtype=np.float32), "label": np.array([1], dtype=np.int64)}
-    close = {"p": np.array([[0.50001, np.nan]], dtype=np.float32), "label": np.array([1], dtype=np.int64)}
+    label = np.array([1], dtype=np.int64)
+    want: dict[str, np.ndarray] = {"p": np.array([[0.5, np.nan]], dtype=np.float32), "label": label}
+    close: dict[str, np.ndarray] = {"p": np.array([[0.50001, np.nan]], dtype=np.float32), "label": label}
     assert disagreement(close, want, atol=1e-4, rtol=0.0)[0] == ""  # NaN where the original has NaN
     far, diff = disagreement(close, want, atol=1e-6, rtol=0.0)
     assert far == "p: max |Δ| = 1e-05"
     assert 9e-6 < diff < 2e-5
-    wrong = {"p": np.zeros((2, 2), dtype=np.float64), "label": np.array([0], dtype=np.int64)}
+    wrong: dict[str, np.ndarray] = {"p": np.zeros((2, 2), dtype=np.float64), "label": np.array([0], dtype=np.int64)}
     problem, _ = disagreement(wrong, want, atol=1e-4, rtol=0.0)
     assert problem == "p: FP64 [2, 2] instead of FP32 [1, 2]; label: 1 of 1 values differ"
-    lost = {"p": np.array([[np.nan, np.nan]], dtype=np.float32), "label": want["label"]}
+    lost: dict[str, np.ndarray] = {"p": np.array([[np.nan, np.nan]], dtype=np.float32), "label": want["label"]}
     assert disagreement(lost, want, atol=1.0, rtol=0.0)[0] == "p: NaN in 1 of 2 places where the other has a number"
 
 
 def test_disagreement_has_one_tolerance_rule_for_every_output() -> None:
-    want = {"prediction": np.array([1e5, 0.5]), "probabilities": np.array([[0.0, 1.0]], dtype=np.float32)}
+    want: dict[str, np.ndarray] = {
+        "prediction": np.array([1e5, 0.5]),
+        "probabilities": np.array([[0.0, 1.0]], dtype=np.float32),
+    }
     # |Δ| <= TOLERANCE + TOLERANCE·|want|, whatever the output is called
     near = {
         "prediction": want["prediction"] + [0.9, 1.4e-5],
         "probabilities": want["probabilities"] + np.array([[0.8e-5, 1.8e-5]], dtype=np.float32),
     }
-    assert disagreement(near, want) == ("", pytest.approx(0.9))
+    problem, diff = disagreement(near, want)
+    assert problem == ""
+    assert diff == pytest.approx(0.9)
     far = {
         "prediction": want["prediction"] + [1.1, 0.0],
         "probabilities": want["probabilities"] + np.array([[0.0, 2.5e-5]], dtype=np.float32),

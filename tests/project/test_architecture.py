@@ -222,8 +222,10 @@ def test_the_checker_sees_an_upward_import_and_a_web_import() -> None:
 def declared_distributions() -> tuple[set[str], set[str]]:
     """(the base dependencies, every dependency of any extra), by canonical distribution name."""
     project = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    base = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
-    extras = {canonicalize_name(Requirement(r).name) for rs in project["optional-dependencies"].values() for r in rs}
+    base: set[str] = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
+    extras: set[str] = {
+        canonicalize_name(Requirement(r).name) for rs in project["optional-dependencies"].values() for r in rs
+    }
     return base, extras
 
 

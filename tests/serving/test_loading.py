@@ -16,7 +16,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from modelport.errors import ConversionWarning, EnvironmentMismatch, InvalidModel, ModelNotReady, UntrustedArtifact
-from modelport.ingest.package import Packaged, package
+from modelport.ingest.package import package
+from modelport.ingest.packaged import Packaged
 from modelport.serving.loading import open_version
 from modelport.types import ModelVersion
 from tests.support.models import ShiftedLogistic, code_running_pipeline, write_custom_model
