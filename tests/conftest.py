@@ -20,9 +20,11 @@ if str(PLUGINS) not in sys.path:
     sys.path.insert(0, str(PLUGINS))
 
 pytest_plugins = [
-    "tests.support.postgres",
-    "tests.support.s3",
-]  # session-scoped `postgres_url` and `s3_server` fixtures
+    "tests.support.postgres",  # session-scoped `postgres_url` fixture
+    "tests.support.s3",  # session-scoped `s3_server` fixture
+    "tests.support.budget",  # --time-budget: a test not marked slow fails past it
+    "pytester",  # tests/project/test_time_budget.py runs pytest on small test files
+]
 
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 

@@ -41,6 +41,8 @@ from modelport.signature import validate_inputs
 from modelport.types import Signature
 from tests.support.serving import client_for
 
+pytestmark = pytest.mark.slow  # real XGBoost/LightGBM models trained and converted to ONNX (tests/support/budget.py)
+
 Iris = tuple[pd.DataFrame, np.ndarray]
 Case = tuple[str, Path, Signature, dict[str, np.ndarray]]
 

@@ -321,6 +321,7 @@ KILLERS: dict[str, tuple[Callable[[], Any], str, Any]] = {
 }
 
 
+@pytest.mark.slow  # a Python process per case, which the crafted model would kill
 @pytest.mark.parametrize("name", list(KILLERS))
 def test_one_request_to_other_crafted_estimators_no_longer_kills_the_process(name: str, tmp_path: Path) -> None:
     """In a process of its own, the serving load path and one request: before the checks the
@@ -495,6 +496,7 @@ def test_real_estimators_pass_the_check_and_predict_as_before() -> None:
         np.testing.assert_allclose(*(a.toarray() if hasattr(a, "toarray") else a for a in (got, want)))
 
 
+@pytest.mark.slow  # a Python process, which the crafted tree would kill
 def test_one_request_to_the_crafted_tree_no_longer_kills_the_process(native: Packaged) -> None:
     """The finding itself, in a process of its own: before the check, loading the file and
     predicting sepal_length=5000 died with SIGSEGV; now loading refuses it."""
@@ -754,6 +756,7 @@ def test_crafted_boosted_model_file_is_refused_before_the_library_reads_it(name:
         assert "could crash or hang the server" in caught.value.message
 
 
+@pytest.mark.slow  # a Python process per case, which the crafted booster would kill or pin
 @pytest.mark.parametrize(
     ("library", "crafted"),
     [

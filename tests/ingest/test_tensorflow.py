@@ -50,6 +50,8 @@ from modelport.signature import validate_inputs
 from modelport.types import Signature
 from tests.support.serving import client_for
 
+pytestmark = pytest.mark.slow  # real SavedModel exports and tf2onnx conversions (tests/support/budget.py)
+
 ATOL, RTOL = 1e-5, 1e-4
 Iris = tuple[pd.DataFrame, np.ndarray]
 Case = tuple[str, Path, Signature, dict[str, np.ndarray]]
