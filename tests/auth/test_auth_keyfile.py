@@ -75,6 +75,7 @@ async def test_a_baked_model_server_with_a_key_file_refuses_callers_without_a_ke
         assert (await client.post("/invocations", json={"instances": [[5.9, 3.0, 5.1, 1.8]]})).status_code == 401
         allowed = await client.post("/v2/models/iris/infer", json=V2_BODY, headers={"Authorization": f"Bearer {key}"})
         assert allowed.status_code == 200, allowed.text
+        assert {o["name"]: o["data"] for o in allowed.json()["outputs"]}["label"] == ["virginica"]
         assert (await client.get("/ping")).status_code == 200  # health stays open for the platform's probes
         KeyFile(path).revoke(record.id)  # a Secret updated in place: the server re-reads the file
         for _ in range(200):
@@ -131,4 +132,5 @@ async def test_registry_and_file_keys_are_both_accepted(tmp_path: Path, iris: An
         for key in (file_key, registry_key):
             answer = await client.post("/v2/models/iris/infer", json=V2_BODY, headers={"X-API-Key": key})
             assert answer.status_code == 200, answer.text
+            assert {o["name"]: o["data"] for o in answer.json()["outputs"]}["label"] == ["virginica"]
         assert (await client.post("/v2/models/iris/infer", json=V2_BODY)).status_code == 401

@@ -72,6 +72,7 @@ def test_insecure_open_starts_on_a_public_bind_and_warns_loudly(registered: Path
     with serving(["iris@production", "--insecure-open"], host="0.0.0.0", env=env_for(registered)) as server:
         response = httpx.post(f"{server.base}/v1/models/iris:predict", json={"instances": [ROW]})
         assert response.status_code == 200, response.text
+        assert response.json()["predictions"][0]["label"] == "virginica"
     output = server.output.text
     assert "WARNING: serving 0.0.0.0 WITHOUT AUTHENTICATION (--insecure-open)" in output
     assert "WITHOUT authentication (insecure open)" in output  # the server's own log line, for log collectors

@@ -122,6 +122,7 @@ async def test_the_app_verifies_discovered_tokens_on_its_endpoints(
             headers = {"Authorization": f"Bearer {token(key_a, idp, scope='infer')}"}
             response = await client.post("/v2/models/iris/infer", json=body, headers=headers)
             assert response.status_code == 200, response.text
+            assert {o["name"]: o["data"] for o in response.json()["outputs"]}["label"] == ["virginica"]
             foreign = {"Authorization": f"Bearer {Signer.rsa('key-a').token(issuer=idp.issuer)}"}
             refused = await client.post("/v2/models/iris/infer", json=body, headers=foreign)
             assert refused.status_code == 401

@@ -115,11 +115,14 @@ async def test_unknown_verbs_methods_and_paths_are_refused(client: AsyncClient) 
     assert response.json()["error"].startswith("':classify' is not supported; modelport serves ':predict'")
     response = await client.post("/v1/models/iris", json={"instances": ROWS})
     assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD"
+    assert response.json()["error"].startswith("POST is not supported on this path; use GET for status and /metadata")
     response = await client.get("/v1/models/iris/versions/production")
     assert response.status_code == 400
     assert "use /labels/production for an alias" in response.json()["error"]
     response = await client.get("/v1/models/iris/weights")
     assert response.status_code == 404
+    assert response.json()["error"].startswith("no such endpoint /v1/models/iris/weights; paths are /v1/models/NAME")
 
 
 @pytest.mark.parametrize("path", ["/v1/models/iris", "/v1/models/iris/metadata", "/v1/models/iris/versions/1"])

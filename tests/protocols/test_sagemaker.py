@@ -177,12 +177,20 @@ def test_payload_over_sagemaker_max_payload_is_413(served: tuple[str, Any]) -> N
     body = b"[" + b"[5.1,3.5,1.4,0.2]," * (MIB // 17 + 1) + b"[5.1,3.5,1.4,0.2]]"
     response = httpx.post(f"{served[0]}/invocations", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 413
+    assert response.json()["error"].startswith("request body is larger than the limit of 1048576 bytes (1 MiB)")
+    assert response.headers["connection"] == "close"
 
 
 def test_the_same_port_also_speaks_v2(served: tuple[str, Any]) -> None:
     body = {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "data": ROWS}]}
     response = httpx.post(f"{served[0]}/v2/models/iris/infer", json=body)
     assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["model_name"] == "iris"
+    outputs = {output["name"]: output for output in answer["outputs"]}
+    labels, probabilities = expected(served[1])
+    assert outputs["label"]["data"] == labels
+    np.testing.assert_allclose(outputs["probabilities"]["data"], probabilities.ravel(), atol=1e-5)
 
 
 def test_plain_onnx_file_served_by_two_workers(tmp_path: Path, iris: Any) -> None:

@@ -195,3 +195,4 @@ async def test_the_servers_device_wins_over_the_registered_one_so_serve_device_c
     async with client_for(build_app(settings.with_(models=("iris@1",), device="cpu"))) as client:
         answered = await client.post("/v2/models/iris/versions/1/infer", json=body)
     assert answered.status_code == 200, answered.text
+    assert {o["name"]: o["data"] for o in answered.json()["outputs"]}["label"] == ["setosa"]
