@@ -103,3 +103,95 @@ def test_the_gate_remembers_a_bounded_number_of_paths(settings: Settings) -> Non
         assert gate.need(f"/v2/models/m{n}/infer") == Need(Access.INFER, f"m{n}")
         assert len(gate._needs) <= Gate.CACHE_PATHS
     assert gate.need("/v2/health/live") == Need(Access.OPEN)
+
+
+# -- one policy over both transports ----------------------------------------------------------------
+
+POLICY = [  # (credentials, what the caller asks for, HTTP status) -- gRPC must answer the same
+    (None, "infer", 401),
+    ("mp_0123456789ab_not-the-secret", "infer", 401),
+    ("churn key", "infer", 403),
+    ("churn key", "metadata", 200),  # any valid credentials read the server's metadata
+    ("iris key", "infer", 200),
+    (None, "ready", 200),  # open
+]
+
+
+@pytest.fixture
+def keyed(tmp_path: Path, iris: Any) -> tuple[Settings, dict[str, str]]:
+    """Iris registered, and API keys: one for iris, one for another model, one to scrape metrics."""
+    from modelport.auth.keys import KeyStore
+    from modelport.registry.registry import Registry
+    from tests.support.serving import register_iris
+
+    settings = Settings(home=tmp_path / "home")
+    register_iris(settings, iris)
+    with Registry.open(settings) as registry:
+        keys = KeyStore(registry.engine)
+        secrets = {
+            name: keys.create([scope])[1]
+            for name, scope in [("iris key", "infer:iris"), ("churn key", "infer:churn"), ("scraper", "metrics")]
+        }
+    return settings, secrets
+
+
+@pytest.mark.slow
+def test_one_admission_policy_answers_http_and_grpc_alike(
+    keyed: tuple[Settings, dict[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each case through V2 REST and V2 gRPC against one server: the same outcome (gRPC's code is
+    the HTTP status's), the same message, the refusal logged with the request id and counted by
+    reason, the request counted and written to the access log once per transport."""
+    grpc = pytest.importorskip("grpc")
+    from modelport.protocols.grpc.proto import grpc_predict_v2_pb2 as pb
+    from modelport.server.grpc import _CODES
+    from tests.observability.test_metrics import samples, value
+    from tests.server.test_transports import http_and_grpc
+
+    settings, secrets = keyed
+    codes = {code: status for status, code in _CODES.items() if status != 429} | {grpc.StatusCode.OK: 200}
+    app = build_app(settings.with_(models=("iris@production",), grpc_port=0, access_log=True, log_format="json"))
+    request = pb.ModelInferRequest(model_name="iris")
+    request.inputs.add(name="input", datatype="FP32", shape=[1, 4]).contents.fp32_contents.extend([5.1, 3.5, 1.4, 0.2])
+    http_calls = {
+        "infer": ("POST", "/v2/models/iris/infer"),
+        "metadata": ("GET", "/v2"),
+        "ready": ("GET", "/v2/health/ready"),
+    }
+    outcomes: dict[str, list[tuple[int, str]]] = {"http": [], "grpc": []}
+    with caplog.at_level("INFO", logger="modelport"), http_and_grpc(app) as (_, client, stub):
+
+        def over_grpc(asked: str, metadata: tuple[tuple[str, str], ...]) -> None:
+            if asked == "infer":
+                stub.ModelInfer(request, metadata=metadata)
+            elif asked == "metadata":
+                stub.ServerMetadata(pb.ServerMetadataRequest(), metadata=metadata)
+            else:
+                stub.ServerReady(pb.ServerReadyRequest(), metadata=metadata)
+
+        for number, (credential, asked, _) in enumerate(POLICY):
+            secret = secrets.get(credential, credential) if credential is not None else None
+            auth = {} if secret is None else {"authorization": f"Bearer {secret}"}
+            method, path = http_calls[asked]
+            headers = {"x-request-id": f"http-{number}", **auth}
+            answer = client.request(method, path, json=BODY if method == "POST" else None, headers=headers)
+            outcomes["http"].append((answer.status_code, answer.json().get("error", "")))
+            metadata = (("x-request-id", f"grpc-{number}"), *auth.items())
+            try:
+                over_grpc(asked, metadata)
+                outcomes["grpc"].append((200, ""))
+            except grpc.RpcError as error:
+                outcomes["grpc"].append((codes[error.code()], error.details()))
+        found = samples(client.get("/metrics", headers={"authorization": f"Bearer {secrets['scraper']}"}).text)
+    assert [status for status, _ in outcomes["http"]] == [status for _, _, status in POLICY]
+    assert outcomes["grpc"] == outcomes["http"]
+    for number, (_, _, status) in enumerate(POLICY):
+        for transport in ("http", "grpc"):
+            refusal = f"(request {transport}-{number}): "
+            assert any(refusal in r.getMessage() for r in caplog.records if r.name == "modelport") == (status >= 400)
+    lines = [vars(r)["access"] for r in caplog.records if r.name == "modelport.access"]
+    logged = {line["request_id"]: line["status"] for line in lines if "-" in line["request_id"]}
+    assert logged == {f"{t}-{n}": status for n, (_, _, status) in enumerate(POLICY) for t in ("http", "grpc")}
+    assert value(found, "modelport_auth_failures_total", reason="missing") == 2
+    assert value(found, "modelport_auth_failures_total", reason="invalid") == 2
+    assert value(found, "modelport_auth_failures_total", reason="forbidden") == 2

@@ -8,7 +8,9 @@ order. Answers follow ``Accept``: ``application/json`` (TF Serving's
 ``{"predictions": ...}``) or ``text/csv``: one line per row holding every output's values for that
 row, flattened, in the signature's output order (``label,p0,p1,p2`` for a classifier). A missing
 ``Accept`` or ``*/*`` means JSON. Multi-model endpoints add ``/models`` (load, list, get, unload)
-and ``POST /models/{name}/invoke``, which takes the same formats as ``/invocations``.
+and ``POST /models/{name}/invoke``, which takes the same formats as ``/invocations``. The
+``modelport-timeout`` header (seconds) sets a request's deadline, as on every HTTP protocol; the
+rest of a request's bookkeeping is :func:`~modelport.serving.call.infer_call`'s.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from modelport.errors import InvalidInput
-from modelport.protocols.codec import binary_values, dumps, loads
+from modelport.protocols.codec import TIMEOUT_HEADER, binary_values, dumps, loads, timeout_header
 from modelport.protocols.errors import JSON, WireError, error_response
 from modelport.protocols.tfserving import decode_document, encode_predict
 from modelport.protocols.v2 import VERSION_HEADER
+from modelport.serving.call import infer_call
 from modelport.serving.manager import ServingModel
 from modelport.serving.modeldirs import SageMakerEndpoint
-from modelport.signature import EXACT_FLOATS, count_rows, feature_mismatch, to_inputs
+from modelport.signature import EXACT_FLOATS, feature_mismatch, to_inputs
 from modelport.types import DATATYPES, EXCHANGE, Exchange, InferRequest, InferResult, Signature, TensorSpec
 
 CSV = "text/csv"
@@ -278,18 +281,20 @@ def routes(endpoint: SageMakerEndpoint) -> list[Route]:
     async def predict(request: Request, name: str | None) -> Response:
         answer = accept_type(request.headers.get("accept"))
         media = content_type(request.headers.get("content-type"))
-        manager = endpoint.manager
+        timeout = timeout_header(request.headers.get(TIMEOUT_HEADER))
+        body = await request.body()
+
+        def decode_body(model: ServingModel) -> tuple[InferRequest, bool]:
+            return decode(body, media, model)
+
+        def encode_result(result: InferResult, row_format: bool) -> Response:
+            return encode(result, answer, row_format)
+
+        exchange: Exchange = request.scope.get(EXCHANGE) or Exchange()
         name = endpoint.model_name if name is None else name
-        exchange: Exchange | None = request.scope.get(EXCHANGE)
-        if exchange is not None:
-            exchange.protocol, exchange.model = "sagemaker", name
-        infer_request, row_format = decode(await request.body(), media, manager.get(name))
-        if exchange is not None:
-            infer_request.request_id = exchange.request_id
-        result = await manager.infer(name, None, infer_request)
-        if exchange is not None:
-            exchange.version, exchange.rows = result.model_version, count_rows(infer_request.inputs)
-        return encode(result, answer, row_format)
+        return await infer_call(
+            endpoint.manager, exchange, "sagemaker", name, None, decode_body, encode_result, timeout=timeout
+        )
 
     async def ping(request: Request) -> Response:
         if endpoint.healthy():

@@ -20,8 +20,9 @@ from modelport.errors import InvalidInput, NotFound
 from modelport.protocols.codec import b64_values, binary_values, dumps, loads
 from modelport.protocols.errors import JSON, Payload, WireError
 from modelport.protocols.v2 import VERSION_HEADER, GetManager
+from modelport.serving.call import infer_call
 from modelport.serving.manager import ModelManager, ServingModel, VersionState, VersionStatus
-from modelport.signature import count_rows, to_inputs
+from modelport.signature import to_inputs
 from modelport.types import Exchange, InferRequest, InferResult, Signature, TensorSpec
 
 DTYPES = {
@@ -195,25 +196,30 @@ def encode_predict(result: InferResult, row_format: bool) -> Payload:
 
 async def predict(
     manager: ModelManager,
+    exchange: Exchange,
     target: Target,
     body: bytes,
     routing_key: str | None,
     timeout: float | None = None,
-    exchange: Exchange | None = None,
 ) -> Payload:
-    """``POST /v1/models/...:predict``: pick the version, decode against it, run, encode.
-    ``timeout``: seconds from the ``modelport-timeout`` header; ``exchange`` is told the version
-    and the rows."""
-    route, model = manager.pick(target.name, target.selector, routing_key)
-    infer_request, row_format = decode_predict(body, model)
-    if exchange is not None:
-        exchange.version = model.version.version
-        exchange.rows = count_rows(infer_request.inputs)
-        infer_request.request_id = exchange.request_id
-        infer_request.marks = exchange.marks  # None unless traced
-    infer_request.timeout = timeout
-    result = await manager.run(route, model, infer_request)
-    return encode_predict(result, row_format)
+    """``POST /v1/models/...:predict``: decode against the picked version, encode the result; the
+    rest is :func:`~modelport.serving.call.infer_call`'s. ``timeout``: seconds from the
+    ``modelport-timeout`` header."""
+
+    def decode(model: ServingModel) -> tuple[InferRequest, bool]:
+        return decode_predict(body, model)
+
+    return await infer_call(
+        manager,
+        exchange,
+        "tfserving",
+        target.name,
+        target.selector,
+        decode,
+        encode_predict,
+        routing_key=routing_key,
+        timeout=timeout,
+    )
 
 
 def _json_ready(arr: np.ndarray) -> Any:

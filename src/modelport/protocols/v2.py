@@ -21,7 +21,6 @@ from modelport.protocols.codec import (
     check_datatype,
     check_shape,
     dumps,
-    earliest,
     flat,
     json_strings,
     loads,
@@ -30,8 +29,9 @@ from modelport.protocols.codec import (
 )
 from modelport.protocols.errors import JSON, Payload, error_response
 from modelport.reference import parse_name, parse_reference, parse_selector
+from modelport.serving.call import infer_call
 from modelport.serving.manager import ModelManager, ServingModel, VersionState, VersionStatus
-from modelport.signature import count_rows, to_inputs, validate_inputs
+from modelport.signature import to_inputs, validate_inputs
 from modelport.types import Exchange, InferRequest, InferResult, Signature, TensorSpec, datatype_of
 from modelport.version import __version__
 
@@ -197,28 +197,24 @@ def encode_result(result: InferResult, binary: BinaryOutputs) -> Payload:
 
 async def infer(
     manager: ModelManager,
+    exchange: Exchange,
     name: str,
     selector: str | None,
     body: bytes,
     header_length: str | None,
     routing_key: str | None,
     timeout: float | None = None,
-    exchange: Exchange | None = None,
 ) -> Payload:
-    """``POST /v2/models/{name}[/versions/{selector}]/infer``: pick the version, decode and check
-    against its signature, run, encode. ``timeout``: seconds from the ``modelport-timeout`` header;
-    ``exchange`` is told the version and the rows."""
-    route, model = manager.pick(name, selector, routing_key)
-    infer_request, binary = decode_request(body, header_length, model.version.signature)
-    if exchange is not None:
-        exchange.version = model.version.version
-        exchange.rows = count_rows(infer_request.inputs)
-        infer_request.request_id = exchange.request_id
-        infer_request.marks = exchange.marks  # None unless traced
-    if timeout is not None:
-        infer_request.timeout = earliest(infer_request.timeout, timeout)
-    result = await manager.run(route, model, infer_request)
-    return encode_result(result, binary)
+    """``POST /v2/models/{name}[/versions/{selector}]/infer``: decode against the picked version,
+    encode the result; the rest is :func:`~modelport.serving.call.infer_call`'s. ``timeout``:
+    seconds from the ``modelport-timeout`` header (the earlier of it and ``parameters.timeout`` wins)."""
+
+    def decode(model: ServingModel) -> tuple[InferRequest, BinaryOutputs]:
+        return decode_request(body, header_length, model.version.signature)
+
+    return await infer_call(
+        manager, exchange, "v2", name, selector, decode, encode_result, routing_key=routing_key, timeout=timeout
+    )
 
 
 def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:

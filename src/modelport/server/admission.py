@@ -24,7 +24,8 @@ router through :meth:`Admitted.sending`), so the request id is on every answer.
    (an answer of 500) is also reported to Sentry when ``SENTRY_DSN`` is set
    (:mod:`modelport.observability.errors`). Off, each costs one ``is None`` check.
 
-gRPC gets the same steps from :class:`modelport.server.grpc.AdmissionInterceptor`.
+The steps are one transport-neutral object, :class:`Admission` (begin, admit, fail, finish); gRPC's
+:class:`modelport.server.grpc.AdmissionInterceptor` calls the same one.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from modelport.auth.principal import Principal
 from modelport.errors import Forbidden, ModelportError, Unauthenticated
 from modelport.protocols.errors import JSON, Payload, error_payload, too_large, unsupported_encoding
 from modelport.server.body import BodyTooLarge, ClientGone, UnsupportedEncoding, decode_body, read_body
-from modelport.server.guard import Access, Gate, NotLoopback, absent, refused
+from modelport.server.guard import Access, Gate, Need, NotLoopback, absent, refused
 from modelport.server.logs import AccessLog
 from modelport.types import EXCHANGE, Exchange, Marks
 
@@ -68,15 +69,16 @@ CLOSED = 499  # the status counted for a request whose client left before the an
 
 
 class Admitted(Exchange):
-    """One request in admission: its id, its headers by (lower-case) name, its whole body, its
-    caller, whether its answer has started (then an error can no longer be answered) and with
-    which status, its trace when traced; the :class:`~modelport.types.Exchange` fields say what
-    it turned out to be. (A plain class: one is made per request, and a dataclass ``__init__``
-    with keyword-only fields costs twice as much.)"""
+    """One request in admission, HTTP or gRPC: when it arrived, its id, its headers by (lower-case)
+    name (HTTP's), its whole body, its caller, whether its answer has started (then an error can no
+    longer be answered) and with which status, its trace when traced; the
+    :class:`~modelport.types.Exchange` fields say what it turned out to be. (A plain class: one is
+    made per request, and a dataclass ``__init__`` with keyword-only fields costs twice as much.)"""
 
-    __slots__ = ("body", "headers", "principal", "started", "status", "trace")
+    __slots__ = ("begun", "body", "headers", "principal", "started", "status", "trace")
 
     def __init__(self, request_id: str, headers: dict[bytes, bytes]) -> None:
+        self.begun = time.perf_counter()
         self.protocol = "other"
         self.model = ""
         self.version: int | None = None
@@ -214,6 +216,74 @@ class Watchers:
             )
 
 
+class Admission:
+    """The admission steps, written once for every transport: :meth:`begin` (the request id, the
+    clock, the trace), :meth:`admit` (the gate: who may call what), :meth:`fail` (an error's status,
+    a fault logged and reported), :meth:`finish` (counted, and written to the access log).
+    :class:`HttpAdmission` and the gRPC interceptor (:class:`modelport.server.grpc.AdmissionInterceptor`)
+    call them in that order and only translate: headers or metadata in, answers or status codes out.
+    ``gate`` None: no credential check (a gRPC server built without one)."""
+
+    def __init__(self, gate: Gate | None, watchers: Watchers | None = None) -> None:
+        self.gate = gate
+        self.watchers = watchers if watchers is not None else Watchers()
+
+    @staticmethod
+    def begin(given_id: bytes | None, headers: dict[bytes, bytes], trace: Trace | None) -> Admitted:
+        """A request arrived (``given_id``: the caller's request id, used when sane; ``trace``: the
+        transport's server span, None when not traced): its :class:`Admitted`, its clock started."""
+        admitted = Admitted(request_id(given_id), headers)
+        if trace is not None:
+            admitted.trace = trace
+            admitted.marks = trace.marks  # None when sampled out: serving then notes nothing
+        return admitted
+
+    def admit(
+        self,
+        admitted: Admitted,
+        need: Need,
+        authorization: str | None,
+        api_key: str | None,
+        *,
+        server: tuple[str, int] | None,
+        method: str,
+        path: str,
+        client: str,
+    ) -> None:
+        """Raise when the caller may not make this request (the refusal logged and counted); note
+        the principal. ``server``: the address the request reached (the loopback rule), if known."""
+        if self.gate is None or need.access is Access.OPEN:
+            return
+        try:
+            principal = self.gate.admit(need, authorization, api_key, server)
+        except ModelportError as exc:
+            refused(method, path, client, admitted.request_id, exc)
+            self.watchers.refused(exc, authorization is None and api_key is None)
+            raise
+        admitted.principal = principal
+
+    def fail(self, admitted: Admitted, error: Exception, status: int, *, method: str, path: str) -> None:
+        """The request ends in ``error``, answered ``status``: a fault of ours (500) is logged when it
+        is not a domain error, recorded on the span and reported to Sentry. (An answer already started
+        keeps the status it started with.)"""
+        if not admitted.started:
+            admitted.status = status
+        if status != INTERNAL:
+            return
+        if not isinstance(error, ModelportError):
+            logger.error("unhandled error on %s %s (request %s)", method, path, admitted.request_id, exc_info=error)
+        self.watchers.fault(error, admitted, method=method, path=path, trace=admitted.trace)
+
+    def finish(self, admitted: Admitted, *, client: str, method: str, path: str) -> float:
+        """The request was answered (``admitted.status``): count it and write its access-log line;
+        returns its seconds."""
+        seconds = time.perf_counter() - admitted.begun
+        self.watchers.answered(
+            admitted, admitted.status, admitted.principal, seconds, client=client, method=method, path=path
+        )
+        return seconds
+
+
 class HttpAdmission:
     """Plain ASGI: admit every HTTP request (see the module docstring), then call ``app``;
     ``watchers`` see each one."""
@@ -222,21 +292,17 @@ class HttpAdmission:
         self.app = app
         self.gate = gate
         self.max_body = max_body_bytes
-        self.watchers = watchers if watchers is not None else Watchers()
+        self.admission = Admission(gate, watchers)
+        self.watchers = self.admission.watchers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start = time.perf_counter()
         headers = dict(scope["headers"])
-        rid = request_id(headers.get(_REQUEST_ID))
-        admitted = scope[ADMITTED] = Admitted(rid, headers)
         tracing = self.watchers.tracing
-        if tracing is not None:
-            trace = admitted.trace = tracing.start_http(scope["method"], scope["path"], headers)
-            if trace is not None:
-                admitted.marks = trace.marks  # None when sampled out: serving then notes nothing
+        trace = None if tracing is None else tracing.start_http(scope["method"], scope["path"], headers)
+        admitted = scope[ADMITTED] = self.admission.begin(headers.get(_REQUEST_ID), headers, trace)
         try:
             self._check(scope, admitted)
             if scope["method"] in _WITH_BODY:  # read here, not in a helper: one coroutine fewer per request
@@ -250,27 +316,25 @@ class HttpAdmission:
                 admitted.body = body
             await self.app(scope, receive, send)
         except Exception as exc:
-            payload = self._error(scope, exc, rid)
+            payload = self._error(scope, exc)
             if payload is None:
                 return  # the client left
-            if payload.status == INTERNAL:
-                self.watchers.fault(exc, admitted, method=scope["method"], path=scope["path"], trace=admitted.trace)
+            self.admission.fail(admitted, exc, payload.status, method=scope["method"], path=scope["path"])
             if admitted.started:
                 raise
-            admitted.status = payload.status
-            await send_payload(send, payload, rid, admitted.trace)
+            await send_payload(send, payload, admitted.request_id, admitted.trace)
         finally:
-            self._answered(scope, admitted, time.perf_counter() - start)
+            self._answered(scope, admitted)
 
-    def _answered(self, scope: Scope, admitted: Admitted, seconds: float) -> None:
+    def _answered(self, scope: Scope, admitted: Admitted) -> None:
         client = scope.get("client")
         host = client[0] if client else "-"
         method, path = scope["method"], scope["path"]
-        watchers = self.watchers
-        watchers.answered(admitted, admitted.status, admitted.principal, seconds, client=host, method=method, path=path)
-        if watchers.tracing is not None and admitted.trace is not None:
+        self.admission.finish(admitted, client=host, method=method, path=path)
+        tracing = self.watchers.tracing
+        if tracing is not None and admitted.trace is not None:
             route = scope.get("route")
-            watchers.tracing.finish_http(
+            tracing.finish_http(
                 admitted.trace,
                 admitted,
                 method=method,
@@ -290,22 +354,21 @@ class HttpAdmission:
         headers = admitted.headers
         authorization = headers.get(b"authorization")
         api_key = headers.get(b"x-api-key")
-        try:
-            principal = self.gate.admit(
-                need,
-                authorization.decode("latin-1") if authorization is not None else None,
-                api_key.decode("latin-1") if api_key is not None else None,
-                scope.get("server"),
-            )
-        except ModelportError as exc:
-            refused(scope, exc, admitted.request_id)
-            self.watchers.refused(exc, authorization is None and api_key is None)
-            raise
-        if principal is not None:
-            admitted.principal = principal
-            scope.setdefault("state", {})["principal"] = principal
+        client = scope.get("client")
+        self.admission.admit(
+            admitted,
+            need,
+            authorization.decode("latin-1") if authorization is not None else None,
+            api_key.decode("latin-1") if api_key is not None else None,
+            server=scope.get("server"),
+            method=scope["method"],
+            path=scope["path"],
+            client=client[0] if client else "-",
+        )
+        if admitted.principal is not None:
+            scope.setdefault("state", {})["principal"] = admitted.principal
 
-    def _error(self, scope: Scope, exc: Exception, rid: str) -> Payload | None:
+    def _error(self, scope: Scope, exc: Exception) -> Payload | None:
         """The answer to an exception from admission or the app (None: nobody to answer)."""
         if isinstance(exc, ModelportError):
             return error_payload(exc)
@@ -320,5 +383,4 @@ class HttpAdmission:
             text = f"no such endpoint: {scope['method']} {scope['path']}" if status in (404, 405) else exc.detail
             headers = dict(exc.headers or {})
             return Payload(status, orjson.dumps({"error": str(text)}), JSON, headers or None)
-        logger.error("unhandled error on %s %s (request %s)", scope["method"], scope["path"], rid, exc_info=exc)
         return error_payload(ModelportError(f"internal server error: {type(exc).__name__}; see the server log"))

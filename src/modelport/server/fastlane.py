@@ -3,14 +3,13 @@
 The app (:class:`modelport.server.app.ModelportApp`) hands admitted inference POSTs to the lane
 instead of the router: no routing, no request or response objects. Admission
 (:mod:`modelport.server.admission`) has already checked the caller, read and decoded the body
-and parsed the headers; the lane lets the protocol module decode the body, the manager run it,
-and sends the encoded answer in two ``send`` calls. Errors are admission's to answer. A traced
-request's marks (:class:`~modelport.types.Marks`) are told when decoding began and encoding ended.
+and parsed the headers; the lane hands the body to the protocol module (which decodes and encodes
+around :func:`~modelport.serving.call.infer_call`, the one per-request call of every transport)
+and sends the encoded answer in two ``send`` calls. Errors are admission's to answer.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from starlette.types import Scope, Send
@@ -67,33 +66,17 @@ class FastLane:
         routing_key = headers.get(self.sticky)
         timeout = headers.get(_TIMEOUT)
         seconds = None if timeout is None else timeout_header(timeout.decode("latin-1"))
-        manager = self.get_manager()
-        marks = admitted.marks  # None unless traced
-        if marks is not None:
-            marks.begun = time.time_ns()
+        key = None if routing_key is None else routing_key.decode("latin-1")
         if isinstance(target, tuple):
             name, selector = target
-            admitted.protocol = "v2"
-            admitted.model = name
-            header_length = headers.get(_HEADER_LENGTH)
+            length = headers.get(_HEADER_LENGTH)
+            header_length = None if length is None else length.decode("latin-1")
             payload = await v2.infer(
-                manager,
-                name,
-                selector,
-                admitted.body,
-                header_length.decode("latin-1") if header_length is not None else None,
-                routing_key.decode("latin-1") if routing_key is not None else None,
-                seconds,
-                admitted,
+                self.get_manager(), admitted, name, selector, admitted.body, header_length, key, seconds
             )
         else:
-            key = routing_key.decode("latin-1") if routing_key is not None else None
             path = tfserving.parse_path(target)
-            admitted.protocol = "tfserving"
-            admitted.model = path.name
-            payload = await tfserving.predict(manager, path, admitted.body, key, seconds, admitted)
-        if marks is not None:
-            marks.encoded = time.time_ns()
+            payload = await tfserving.predict(self.get_manager(), admitted, path, admitted.body, key, seconds)
         admitted.started = True
         admitted.status = payload.status
         await send_payload(send, payload, admitted.request_id, admitted.trace)

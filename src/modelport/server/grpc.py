@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
@@ -39,14 +38,10 @@ from modelport.protocols.grpc.proto.grpc_predict_v2_pb2_grpc import add_GRPCInfe
 from modelport.protocols.grpc.proto.health_pb2_grpc import add_HealthServicer_to_server
 from modelport.protocols.grpc.servicer import InferenceServicer, metadata_of
 from modelport.protocols.v2 import GetManager
-from modelport.server.admission import REQUEST_ID, Watchers, request_id
+from modelport.server.admission import REQUEST_ID, Admission, Admitted, Watchers
 from modelport.server.guard import Access, Gate, Need
 from modelport.server.tls import server_tls
 from modelport.settings import Settings
-from modelport.types import Exchange
-
-if TYPE_CHECKING:
-    from modelport.auth.principal import Principal
 
 logger = logging.getLogger("modelport")
 
@@ -97,13 +92,15 @@ def code_of(error: ModelportError) -> grpc.StatusCode:
 
 
 class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types
-    """Admission for every gRPC method (see the module docstring); ``gate`` None: no credential check.
-    ``watchers`` (the app's, shared with HTTP) see every call as REST requests are seen: a model
-    inference is protocol ``grpc``, its status class the HTTP one of its outcome."""
+    """Admission for every gRPC method (see the module docstring): the steps of
+    :class:`~modelport.server.admission.Admission`, the one HTTP admission takes too, translated to
+    metadata and status codes; ``gate`` None: no credential check. ``watchers`` (the app's, shared
+    with HTTP) see every call as REST requests are seen: a model inference is protocol ``grpc``, its
+    status class the HTTP one of its outcome."""
 
     def __init__(self, gate: Gate | None, watchers: Watchers | None = None) -> None:
-        self.gate = gate
-        self.watchers = watchers if watchers is not None else Watchers()
+        self.admission = Admission(gate, watchers)
+        self.watchers = self.admission.watchers
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = await continuation(details)
@@ -125,24 +122,36 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  #
             return grpc.stream_stream_rpc_method_handler(admitted, **codecs)
         return handler  # no client-streaming methods are served
 
-    def _admit(self, gate: Gate, need: Need, metadata: dict[str, str]) -> Principal | None:
-        """The caller's principal for ``need`` (a refusal is counted and raised), unary and streams alike."""
-        credentials = metadata.get("authorization"), metadata.get("x-api-key")
-        try:
-            return gate.admit(need, *credentials, None)
-        except ModelportError as exc:
-            self.watchers.refused(exc, credentials == (None, None))
-            raise
+    def _begin(self, context: Any, path: str, traced: bool) -> tuple[Admitted, dict[str, str], str]:
+        """Admission's first step for a call: its Admitted (the request id, the trace when ``traced``
+        and tracing is on) sent back in the trailing metadata; the call's metadata and client."""
+        metadata = metadata_of(context)
+        tracing = self.watchers.tracing
+        trace = tracing.start_grpc(path, metadata) if tracing is not None and traced else None
+        call = self.admission.begin(metadata.get(REQUEST_ID, "").encode("latin-1") or None, {}, trace)
+        trailing: tuple[tuple[str, str], ...] = ((REQUEST_ID, call.request_id),)
+        if trace is not None:
+            trailing += (("traceparent", trace.traceparent),)
+        context.set_trailing_metadata(trailing)
+        return call, metadata, _peer(context)
 
-    async def _abort(
-        self, error: Exception, status: int, context: Any, exchange: Exchange, path: str, trace: Any
-    ) -> None:
-        """End the call with the gRPC status of ``error`` (answered ``status``), reported when it is a
-        fault of ours: the one error mapping for unary and streaming methods."""
-        if not isinstance(error, ModelportError):
-            logger.error("unhandled error in a gRPC call (request %s)", exchange.request_id, exc_info=error)
-        if status == 500:
-            self.watchers.fault(error, exchange, method="gRPC", path=path, trace=trace)
+    def _admit(self, call: Admitted, need: Need, metadata: dict[str, str], path: str, client: str) -> None:
+        self.admission.admit(
+            call,
+            need,
+            metadata.get("authorization"),
+            metadata.get("x-api-key"),
+            server=None,
+            method="gRPC",
+            path=path,
+            client=client,
+        )
+
+    async def _abort(self, error: Exception, context: Any, call: Admitted, path: str) -> None:
+        """End the call with the gRPC status of ``error`` (admission's fail step first): the one error
+        mapping for unary and streaming methods."""
+        status = status_of(error) if isinstance(error, ModelportError) else 500
+        self.admission.fail(call, error, status, method="gRPC", path=path)
         if isinstance(error, ModelportError):
             await context.abort(code_of(error), error.message)
         await context.abort(
@@ -150,51 +159,29 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  #
         )
 
     def _admitted(self, behavior: Behavior, need_of: Callable[[Any], Need], path: str) -> Behavior:
-        gate = self.gate
         inference = path.endswith("/ModelInfer")
 
         async def admitted(request: Any, context: Any) -> Any:
-            start = time.perf_counter()
-            metadata = metadata_of(context)
-            rid = request_id(metadata.get(REQUEST_ID, "").encode("latin-1") or None)
-            exchange = Exchange("grpc", request.model_name, request_id=rid) if inference else Exchange(request_id=rid)
-            tracing = self.watchers.tracing
-            trace = None if tracing is None else tracing.start_grpc(path, metadata)
-            if trace is None:
-                context.set_trailing_metadata(((REQUEST_ID, rid),))
-            else:
-                context.set_trailing_metadata(((REQUEST_ID, rid), ("traceparent", trace.traceparent)))
-                exchange.marks = trace.marks
-            status, principal = 500, None
+            call, metadata, client = self._begin(context, path, traced=True)
+            if inference:
+                call.protocol, call.model = "grpc", request.model_name  # known before admission
             try:
-                need = need_of(request)
-                if gate is not None and need.access is not Access.OPEN:
-                    principal = self._admit(gate, need, metadata)
-                marks = exchange.marks
-                if marks is not None and inference:  # traced: ModelInfer takes the exchange, to note steps
-                    marks.begun = time.time_ns()
-                    response = await behavior(request, context, exchange)
-                    marks.encoded = time.time_ns()
-                else:
-                    response = await behavior(request, context)
-                if inference and response.model_version.isdigit():
-                    exchange.version = int(response.model_version)
-                    exchange.rows = max((int(o.shape[0]) for o in response.outputs if o.shape), default=0)
-                status = 200
+                self._admit(call, need_of(request), metadata, path, client)
+                response = await (behavior(request, context, call) if inference else behavior(request, context))
+                call.status = 200
                 return response
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                status = status_of(exc) if isinstance(exc, ModelportError) else 500
-                await self._abort(exc, status, context, exchange, path, trace)
+                await self._abort(exc, context, call, path)
             finally:
-                seconds = time.perf_counter() - start
-                self.watchers.answered(
-                    exchange, status, principal, seconds, client=_peer(context), method="gRPC", path=path
-                )
+                self.admission.finish(call, client=client, method="gRPC", path=path)
+                tracing, trace = self.watchers.tracing, call.trace
                 if trace is not None and tracing is not None:
-                    code = grpc.StatusCode.OK if status == 200 else _CODES.get(status, grpc.StatusCode.INTERNAL)
-                    tracing.finish_grpc(trace, exchange, path=path, status=status, code=code.value[0])
+                    code = (
+                        grpc.StatusCode.OK if call.status == 200 else _CODES.get(call.status, grpc.StatusCode.INTERNAL)
+                    )
+                    tracing.finish_grpc(trace, call, path=path, status=call.status, code=code.value[0])
 
         return admitted
 
@@ -202,37 +189,25 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  #
         self, behavior: Callable[..., AsyncIterator[Any]], need_of: Callable[[Any], Need], path: str, *, streamed: bool
     ) -> Callable[..., AsyncIterator[Any]]:
         """Admission for a method that answers with a stream (health's Watch; reflection, whose
-        requests are a stream too: ``streamed``): request id, credentials, errors as status codes,
-        one access-log line and metrics entry when the stream ends (the client leaving ends it well)."""
-        gate = self.gate
+        requests are a stream too: ``streamed``): the same steps, one access-log line and metrics
+        entry when the stream ends (the client leaving ends it well); not traced."""
 
         async def admitted(request: Any, context: Any) -> AsyncIterator[Any]:
-            start = time.perf_counter()
-            metadata = metadata_of(context)
-            rid = request_id(metadata.get(REQUEST_ID, "").encode("latin-1") or None)
-            exchange = Exchange(request_id=rid)
-            context.set_trailing_metadata(((REQUEST_ID, rid),))
-            status, principal = 500, None
+            call, metadata, client = self._begin(context, path, traced=False)
             try:
-                need = need_of(None if streamed else request)
-                if gate is not None and need.access is not Access.OPEN:
-                    principal = self._admit(gate, need, metadata)
+                self._admit(call, need_of(None if streamed else request), metadata, path, client)
                 async for response in behavior(request, context):
                     yield response
-                status = 200
+                call.status = 200
             except asyncio.CancelledError:  # the client hung up: how a Watch ends
-                status = 200
+                call.status = 200
                 raise
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                status = status_of(exc) if isinstance(exc, ModelportError) else 500
-                await self._abort(exc, status, context, exchange, path, None)
+                await self._abort(exc, context, call, path)
             finally:
-                seconds = time.perf_counter() - start
-                self.watchers.answered(
-                    exchange, status, principal, seconds, client=_peer(context), method="gRPC", path=path
-                )
+                self.admission.finish(call, client=client, method="gRPC", path=path)
 
         return admitted
 

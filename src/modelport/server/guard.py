@@ -201,12 +201,9 @@ def is_loopback(host: str) -> bool:
     return bool((mapped or address).is_loopback)
 
 
-def refused(scope: Scope, exc: ModelportError, request_id: str) -> None:
-    """Log a refused request (never its credentials)."""
-    client = scope.get("client") or ("-", 0)
-    log.info(
-        "refused %s %s from %s (request %s): %s", scope["method"], scope["path"], client[0], request_id, exc.message
-    )
+def refused(method: str, path: str, client: str, request_id: str, exc: ModelportError) -> None:
+    """Log a refused request, HTTP or gRPC (never its credentials)."""
+    log.info("refused %s %s from %s (request %s): %s", method, path, client, request_id, exc.message)
 
 
 def absent(scope: Scope) -> ModelportError:

@@ -1,8 +1,8 @@
 """Open Inference Protocol (KServe V2) over gRPC: ``inference.GRPCInferenceService``.
 
-The servicer translates, nothing else: proto message -> neutral request (:mod:`.codec`), one
-call to the app's :class:`~modelport.serving.manager.ModelManager`, neutral result -> proto
-message. It raises domain errors; the server's admission interceptor
+The servicer translates, nothing else: proto message -> neutral request (:mod:`.codec`), the one
+per-request call of every transport (:func:`~modelport.serving.call.infer_call`), neutral result
+-> proto message. It raises domain errors; the server's admission interceptor
 (:mod:`modelport.server.grpc`) checks credentials before a method runs and turns those errors
 into gRPC status codes, as admission does for HTTP.
 """
@@ -12,11 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from modelport.errors import ModelNotReady, NotFound
-from modelport.protocols.codec import earliest, timeout_parameter
+from modelport.protocols.codec import timeout_parameter
 from modelport.protocols.grpc.codec import decode_infer_request, encode_infer_result
 from modelport.protocols.grpc.proto import grpc_predict_v2_pb2 as pb
 from modelport.protocols.v2 import EXTENSIONS, VERSION_HEADER, GetManager, model_metadata
-from modelport.types import Exchange
+from modelport.serving.call import infer_call
+from modelport.serving.manager import ServingModel
+from modelport.types import Exchange, InferRequest, InferResult
 from modelport.version import __version__
 
 
@@ -71,18 +73,29 @@ class InferenceServicer:
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Any, exchange: Exchange | None = None
     ) -> pb.ModelInferResponse:
-        """``exchange``: the call's, from the admission interceptor (which passes it when tracing)."""
-        manager = self._get_manager()
-        route, model = manager.pick(
-            request.model_name, request.model_version or None, metadata_of(context).get(self._sticky_header)
+        """``exchange``: the call's, from the admission interceptor. The client's gRPC deadline is the
+        transport's timeout (Triton's ``timeout`` request parameter, microseconds, may ask for less)."""
+        raw = bool(request.raw_input_contents)
+
+        def decode(model: ServingModel) -> tuple[InferRequest, bool]:
+            infer_request = decode_infer_request(request, model.version.signature)
+            infer_request.timeout = timeout_parameter(infer_request.parameters)
+            return infer_request, raw
+
+        def encode(result: InferResult, raw: bool) -> pb.ModelInferResponse:
+            return encode_infer_result(result, raw=raw)
+
+        response = await infer_call(
+            self._get_manager(),
+            Exchange() if exchange is None else exchange,
+            "grpc",
+            request.model_name,
+            request.model_version or None,
+            decode,
+            encode,
+            routing_key=metadata_of(context).get(self._sticky_header),
+            timeout=context.time_remaining(),
         )
-        infer_request = decode_infer_request(request, model.version.signature)
-        # the client's gRPC deadline, and Triton's "timeout" request parameter (microseconds)
-        infer_request.timeout = earliest(timeout_parameter(infer_request.parameters), context.time_remaining())
-        if exchange is not None:
-            infer_request.marks = exchange.marks
-        result = await manager.run(route, model, infer_request)
-        response = encode_infer_result(result, raw=bool(request.raw_input_contents))
         await context.send_initial_metadata(((VERSION_HEADER, response.model_version),))
         return response
 
