@@ -141,7 +141,7 @@ def _answers(model: Any, x: np.ndarray) -> dict[str, np.ndarray]:
         p = model.predict(xgb.DMatrix(x))
         return {"label": (p > 0.5).astype(np.int64), "probabilities": np.vstack((1 - p, p)).T}
     if isinstance(model, lgb.Booster):
-        p = model.predict(x)
+        p = np.asarray(model.predict(x))
         return {"label": p.argmax(axis=1), "probabilities": p}
     if hasattr(model, "predict_proba"):
         return {"label": model.predict(x), "probabilities": model.predict_proba(x)}

@@ -36,7 +36,8 @@ from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils import Bunch
 
 from modelport.errors import UntrustedArtifact
-from modelport.ingest.package import Packaged, package
+from modelport.ingest.package import package
+from modelport.ingest.packaged import Packaged
 from modelport.runtimes import sklearn as sklearn_runtime
 from modelport.runtimes.sklearn_state import UncheckedState
 from modelport.serving.loading import open_version
@@ -331,7 +332,8 @@ def test_one_request_to_other_crafted_estimators_no_longer_kills_the_process(nam
     directory = tmp_path / "artifact"
     sklearn_runtime.save(build(), directory)  # the manifest lists the file's types, as registration writes them
     request = tmp_path / "request.pkl"
-    pd.to_pickle(rows, request)  # the test's own rows (an array, a frame or a column of text)
+    # the test's own rows (an array, a frame or a column of text); pandas-stubs 3.1 lacks pandas.to_pickle
+    pd.to_pickle(rows, request)  # type: ignore[attr-defined]
     script = (
         "import sys, pandas as pd\n"
         "from pathlib import Path\n"

@@ -16,7 +16,7 @@ import zipfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -70,7 +70,7 @@ class TextClassifier(nn.Module):
         self.head = nn.Linear(16, 2)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embedding(ids).mean(dim=1))
+        return cast(torch.Tensor, self.head(self.embedding(ids).mean(dim=1)))
 
 
 class TwoInputs(nn.Module):
@@ -95,7 +95,7 @@ class ConvNet(nn.Module):
         self.head = nn.Linear(4, 2)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.conv(images)).mean(dim=(2, 3)))
+        return cast(torch.Tensor, self.head(torch.relu(self.conv(images)).mean(dim=(2, 3))))
 
 
 def _seeded(cls: type[nn.Module]) -> nn.Module:
@@ -119,7 +119,7 @@ def _torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> Path:
         # torch.jit.trace / torch.jit.save are deprecated in favour of torch.export (PyTorch 2.10+);
         # users still bring TorchScript files, so the tests make one.
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
-        torch.jit.save(torch.jit.trace(module.eval(), example), str(path))
+        torch.jit.save(torch.jit.trace(module.eval(), example), str(path))  # type: ignore[no-untyped-call]
     return path
 
 
@@ -271,8 +271,8 @@ def test_pt2_file_registers_from_the_cli(run: Callable[..., Any], tmp_path: Path
     result = run("register", str(tmp_path / "text.pt2"), "--name", "text", "--sample", str(tmp_path / "sample.json"))
     assert result.exit_code == 0, result.output
     assert "served by the onnx runtime" in result.output
-    ids = _tokens(5, 6)
-    np.testing.assert_allclose(_cli_predict(run, "text", ids, tmp_path), _answers(module, ids), atol=ATOL, rtol=RTOL)
+    rows = _tokens(5, 6)
+    np.testing.assert_allclose(_cli_predict(run, "text", rows, tmp_path), _answers(module, rows), atol=ATOL, rtol=RTOL)
     shown = run("show", "text")
     assert "loaded from exported program text.pt2" in shown.output
 
@@ -439,12 +439,14 @@ def test_pt2_whose_graph_runs_python_by_name_needs_trust(
 
 def test_module_whose_export_calls_a_higher_order_op_is_stored_only_as_trusted_code(tmp_path: Path) -> None:
     class Branches(nn.Module):
+        sine: torch.Tensor  # a buffer
+
         def __init__(self) -> None:
             super().__init__()
             self.register_buffer("sine", torch.tensor(True))  # not the batch's values: rows stay independent
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.cond(self.sine, lambda t: t.sin(), lambda t: t.cos(), (x,))
+            return cast(torch.Tensor, torch.cond(self.sine, lambda t: t.sin(), lambda t: t.cos(), (x,)))
 
     with pytest.raises(UntrustedArtifact, match=r"calls .*torch\.ops\.higher_order\.cond.* --trust-pickle"):
         package(Branches(), workdir=tmp_path, sample_input=MLP_ROWS, runtime="torch")
@@ -560,7 +562,7 @@ class Cancelling(nn.Module):
         self.head = nn.Linear(32, 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.b(x) - self.a(x))
+        return cast(torch.Tensor, self.head(self.b(x) - self.a(x)))
 
 
 DEVIATION = re.compile(
@@ -661,7 +663,7 @@ def test_asking_for_a_gpu_without_cuda_names_the_device(tmp_path: Path) -> None:
 def test_a_module_onnx_cannot_take_is_served_by_torch_and_register_warns_at_its_call(settings: Settings) -> None:
     class Bessel(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.special.bessel_j0(x)  # the ONNX exporter has no conversion for it
+            return cast(torch.Tensor, torch.special.bessel_j0(x))  # the ONNX exporter has no conversion for it
 
     with pytest.warns(ConversionWarning, match="^ONNX export failed: ") as caught:
         version = modelport.register(Bessel(), name="bessel", sample_input=MLP_ROWS, settings=settings)

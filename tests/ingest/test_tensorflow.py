@@ -570,7 +570,7 @@ def v1_savedmodel(directory: Path, *, reads: Path | None) -> Path:
     return directory
 
 
-REFUSED = {
+REFUSED: dict[str, tuple[Callable[[Path], Any], str]] = {
     "read-file": (
         lambda tmp: FileReader(tmp / "secret.txt"),
         r"ReadFile \(reads or writes files\) in function __inference_serve_\d+",
