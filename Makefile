@@ -19,7 +19,7 @@ lint:
 	$(PY) -m ruff format --check src tests
 
 typecheck:
-	$(PY) -m mypy src
+	$(PY) -m mypy src tests
 
 unit:
 	$(PY) -m pytest -m "not container"
