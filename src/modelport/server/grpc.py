@@ -4,17 +4,21 @@ Beside ``inference.GRPCInferenceService`` it serves ``grpc.health.v1.Health`` (K
 probes; :mod:`modelport.protocols.grpc.health`) and server reflection, v1 and v1alpha (grpcurl;
 :mod:`modelport.protocols.grpc.reflection`).
 
-:class:`AdmissionInterceptor` runs before every method, streaming ones too: a request id (the caller's
+:class:`AdmissionInterceptor` runs before every method, streaming ones too, the steps of
+:class:`~modelport.server.admission.Admission` (HTTP's): a request id (the caller's
 ``x-request-id`` metadata or a new one, sent back as trailing metadata), the
 :class:`~modelport.server.guard.Gate` on the ``authorization`` / ``x-api-key`` metadata (the REST
 policy: ServerLive, ServerReady and the server's health (service ``""``) are open, ServerMetadata,
 health's List and reflection need any valid credentials, the model methods and a model's health
 need a caller allowed to use the model), and one error handler: a domain error
 becomes the gRPC status of its HTTP status (the one table in :mod:`modelport.protocols.errors`),
-with the same message as REST; anything else is logged and answered INTERNAL. When on, it traces
-the call as HTTP requests are traced (a ``traceparent`` in the metadata is continued, the span's
-is sent back in the trailing metadata; ModelInfer is given the call's exchange, whose marks
-serving fills in) and reports an INTERNAL answer to Sentry.
+with the same message as REST; anything else is logged and answered INTERNAL. A refusal is logged
+and counted as HTTP's. ModelInfer is given the call's exchange (its
+:class:`~modelport.server.admission.Admitted`), which the one per-request call fills in
+(:func:`~modelport.serving.call.infer_call`: the request id capture writes, the version, the rows,
+the trace marks). When on, it traces the call as HTTP requests are traced (a ``traceparent`` in the
+metadata is continued, the span's is sent back in the trailing metadata) and reports an INTERNAL
+answer to Sentry.
 
 :func:`grpc_endpoint` serves it for the life of the app, over TLS when ``settings`` give a
 certificate (:mod:`modelport.server.tls`), requiring client certificates with a client CA.
