@@ -90,8 +90,9 @@ def assert_unauthenticated(response: httpx.Response, message: str) -> None:
 async def test_health_is_open_and_inference_without_credentials_is_401(world: World, protocol: str) -> None:
     infer, metadata = PROTOCOLS[protocol]
     async with client_for(build_app(world.settings)) as client:
-        assert (await client.get("/v2/health/live")).status_code == 200
-        assert (await client.get("/v2/health/ready")).status_code == 200
+        live, ready = await client.get("/v2/health/live"), await client.get("/v2/health/ready")
+        assert (live.status_code, live.json()) == (200, {"live": True})
+        assert (ready.status_code, ready.json()) == (200, {"ready": True})
         assert_unauthenticated(await send(client, infer), "this endpoint needs credentials")
         assert_unauthenticated(await send(client, metadata), "this endpoint needs credentials")
 

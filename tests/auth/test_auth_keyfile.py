@@ -76,7 +76,8 @@ async def test_a_baked_model_server_with_a_key_file_refuses_callers_without_a_ke
         allowed = await client.post("/v2/models/iris/infer", json=V2_BODY, headers={"Authorization": f"Bearer {key}"})
         assert allowed.status_code == 200, allowed.text
         assert {o["name"]: o["data"] for o in allowed.json()["outputs"]}["label"] == ["virginica"]
-        assert (await client.get("/ping")).status_code == 200  # health stays open for the platform's probes
+        ping = await client.get("/ping")  # health stays open for the platform's probes
+        assert (ping.status_code, ping.json()) == (200, {"status": "Healthy"})
         KeyFile(path).revoke(record.id)  # a Secret updated in place: the server re-reads the file
         for _ in range(200):
             answer = await client.post("/v2/models/iris/infer", json=V2_BODY, headers={"X-API-Key": key})

@@ -100,7 +100,8 @@ async def test_build_app_refuses_a_public_bind_without_authentication(registered
         async with client_for(build_app(settings)):
             pass
     async with client_for(build_app(settings.with_(insecure_open=True))) as client:
-        assert (await client.get("/v2/health/ready")).status_code == 200
+        ready = await client.get("/v2/health/ready")
+        assert (ready.status_code, ready.json()) == (200, {"ready": True})
 
 
 def test_keys_create_list_revoke_and_only_the_hash_is_stored(home: Path) -> None:

@@ -57,8 +57,9 @@ def output(body: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 async def test_health_and_server_metadata(client: AsyncClient) -> None:
-    assert (await client.get("/v2/health/live")).status_code == 200
-    assert (await client.get("/v2/health/ready")).status_code == 200
+    live, ready = await client.get("/v2/health/live"), await client.get("/v2/health/ready")
+    assert (live.status_code, live.json()) == (200, {"live": True})
+    assert (ready.status_code, ready.json()) == (200, {"ready": True})
     meta = (await client.get("/v2")).json()
     assert meta == {"name": "modelport", "version": __version__, "extensions": ["binary_tensor_data"]}
 
@@ -69,7 +70,8 @@ async def test_ready_is_refused_until_the_models_are_loaded(registered: tuple[Se
     app = build_app(registered[0].with_(models=("iris@production",)))
     transport = httpx.ASGITransport(app=app)  # no lifespan run: nothing loaded yet
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as raw:
-        assert (await raw.get("/v2/health/live")).status_code == 200
+        live = await raw.get("/v2/health/live")
+        assert (live.status_code, live.json()) == (200, {"live": True})  # alive while it starts
         response = await raw.get("/v2/health/ready")
         assert response.status_code == 503
         assert "not ready" in response.json()["error"]

@@ -234,7 +234,8 @@ async def test_ping_is_503_until_the_model_is_loaded(slow_export: Path, tmp_path
         assert (await client.get("/ping")).status_code == 503
         assert (await client.post("/invocations", json=[[1.0, 2.0, 3.0]])).status_code == 503
     async with client_for(app) as client:
-        assert (await client.get("/ping")).status_code == 200
+        ping = await client.get("/ping")
+        assert (ping.status_code, ping.json()) == (200, {"status": "Healthy"})
 
 
 async def test_code_running_export_stops_the_start_unless_the_server_trusts_exported_code(
