@@ -1,10 +1,18 @@
-"""Settings, read once from the environment (``MODELPORT_*``) and passed down explicitly."""
+"""Settings, read once from the environment (``MODELPORT_*``) and passed down explicitly.
+
+Each setting is declared once, as a field of ``Settings`` made by ``setting(...)``: its default,
+its environment variable, how the variable's text is parsed and written back, what the text must
+be (for the message when it is not), its choices, its group and one line saying what it does.
+``ENVIRONMENT``, the choices, the kinds, ``SAGEMAKER_ENVIRONMENT``, the settings tables in the
+docs (``scripts/settings_docs.py`` writes them) and the defaults ``modelport serve --help`` shows
+are all read from those declarations.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +21,24 @@ DEFAULT_PORT = 8080
 DRAIN_SECONDS = 30  # on SIGTERM, requests in progress get this long to finish (orchestrators wait longer)
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 MIB = 1024 * 1024
+
+# What a variable's text must be, for the message when it is not ("give a ...").
+VALUE = "value"
+WHOLE = "whole number"
+NUMBER = "number"
+SWITCH = "switch (on or off)"
+SHARE = "number from 0 (off) to 1 (every request), e.g. 0.01"
+
+# Groups, in the order the docs table lists them.
+GROUPS = {
+    "registry": "Registry and artifacts",
+    "server": "Server",
+    "limits": "Limits and timeouts",
+    "serving": "What is served, and batching",
+    "auth": "Authentication and TLS",
+    "watching": "Watching: logs, metrics, capture, drift, tracing",
+    "sagemaker": "SageMaker",
+}
 
 
 def _bool(text: str) -> bool:
@@ -34,193 +60,702 @@ def _optional_path(text: str) -> Path | None:
     return Path(text) if text else None
 
 
+def _optional(text: str) -> str | None:
+    return text or None
+
+
+def _lower(text: str) -> str:
+    return text.strip().lower()
+
+
+def _device(text: str) -> str | None:
+    from modelport.types import device_of
+
+    return device_of(text)
+
+
+def _mib(text: str) -> int:
+    return int(float(text) * MIB)
+
+
+def _kib(text: str) -> int:
+    return int(float(text) * 1024)
+
+
+def _optional_int(text: str) -> int | None:
+    return int(text) if text else None
+
+
+def _share(value: float) -> float:
+    if not 0 <= value <= 1:
+        raise ValueError(value)
+    return value
+
+
+def _rate(text: str) -> float:
+    return _share(float(text))
+
+
+def _exporter(text: str) -> str:
+    return text.strip().lower() or "otlp"
+
+
+def _stripped_or_none(text: str) -> str | None:
+    return text.strip() or None
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise ValueError(text)
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(text)
+    return value
+
+
+def _positive_mib(text: str) -> int:
+    return int(_positive_float(text) * MIB)
+
+
+def _text(value: Any) -> str:
+    return str(value)
+
+
+def _flag(value: Any) -> str:
+    return "1" if value else "0"
+
+
+def _on_off(value: Any) -> str:
+    return "on" if value else "off"
+
+
+def _joined(value: Any) -> str:
+    return ",".join(value)
+
+
+def _in_mib(value: Any) -> str:
+    return f"{value / MIB:g}"
+
+
+def _in_mib_exact(value: Any) -> str:
+    return f"{value / MIB:.12g}"
+
+
+def _in_kib(value: Any) -> str:
+    return f"{value / 1024:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class SageMakerVariable:
+    """A variable SageMaker sets in a container that ``Settings.for_sagemaker()`` reads into a field."""
+
+    variable: str
+    parse: Callable[[str], Any]
+    help: str  # the end of the message for a bad value: "give ..."
+    doc: str
+    shown: str | None = None  # its default, as the docs show it (None: the field's)
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One setting's declaration (a ``Settings`` field's metadata)."""
+
+    variable: str
+    parse: Callable[[str], Any]
+    render: Callable[[Any], str]
+    kind: str
+    choices: tuple[str, ...]
+    group: str
+    doc: str
+    shown: str | None  # the default as the docs and --help show it; None: rendered from the default
+    sagemaker: SageMakerVariable | None
+
+
+def setting(
+    default: Any = MISSING,
+    *,
+    variable: str,
+    doc: str,
+    group: str,
+    parse: Callable[[str], Any] = str,
+    render: Callable[[Any], str] = _text,
+    kind: str = VALUE,
+    choices: tuple[str, ...] = (),
+    shown: str | None = None,
+    factory: Callable[[], Any] | None = None,
+    sagemaker: SageMakerVariable | None = None,
+) -> Any:
+    """A ``Settings`` field with its declaration as metadata (``default`` or ``factory`` gives its default)."""
+    if group not in GROUPS:
+        raise ValueError(f"setting {variable}: unknown group {group!r}")
+    meta = {"setting": Setting(variable, parse, render, kind, choices, group, doc, shown, sagemaker)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything configurable. ``Settings.from_env()`` is the only reader of the environment;
-    each field's variable is in ``ENVIRONMENT`` below.
+    each field's declaration (``setting(...)``) names its variable and says what it does, and
+    docs/serving.md's settings table is generated from them. Fields used together:
 
-    home: where the default registry lives (``MODELPORT_HOME``, default ``./.modelport``).
-    database_url: SQLAlchemy URL of the metadata DB; default a SQLite file in ``home``.
-        PostgreSQL works by URL (``postgresql+psycopg://user@host:5432/db``).
-    artifacts: where artifacts are stored: a folder, or a URL (``file:///srv/artifacts``;
-        ``s3://bucket/prefix`` with the ``s3`` extra, the endpoint, region and credentials from the
-        standard AWS variables; the scheme of an installed store plugin). Default ``home/artifacts``.
-    device: where versions run: ``cpu``, ``cuda`` or ``cuda:N`` (``MODELPORT_DEVICE``,
-        ``serve --device``); given, it wins over the device a version was registered with (logged
-        when they differ). None (not given): each version on its own device, else the CPU. A
-        runtime that cannot use the device refuses to load, saying so.
-    artifact_cache_bytes: how much a remote store (S3) keeps in its local cache,
-        ``home/cache/artifacts``; the least recently used artifacts go first
-        (``MODELPORT_ARTIFACT_CACHE_MB``, default 10240).
-    threads: compute threads per worker process; 0 means cores / workers.
-    max_body_bytes: largest request body accepted (``MODELPORT_MAX_BODY_MB``, default 32 MiB).
-    allow_env_mismatch: load native models even when library versions differ.
-    trust_exported_code: load pickles and custom Python code from model directories (exports,
-        SageMaker's ``/opt/ml/model`` and multi-model directories). Without it a directory whose
-        ``modelport.json`` says ``trusted_code`` is refused: the file's own word is never enough.
-    models: references the server loads at start (comma-separated), so every worker process
-        of ``modelport serve --workers N`` builds the same app.
-    serve_alias: serve, for every model, the version this alias points at (``--alias``).
-    version_policy: serve every model by policy: ``latest``, ``latest:N``, ``all`` or
-        ``specific:1,3`` (TF Serving style), when neither models nor serve_alias is given.
-    poll_seconds: how often a server checks the registry for alias moves and key changes.
-    sticky_header: the request header whose value pins a caller to one version of a split alias
-        (same value, same version); without it, traffic splits at random by weight.
-    batching: adaptive batching of concurrent requests per model version: ``on`` or ``off``
-        (the default for versions registered without their own setting). No timer: requests
-        that arrive in the same pass of the event loop, or while the model computes, are merged
-        into one call, in batches of at most ``max_batch_size`` rows; ``max_batch_wait_ms``
-        (default 0) holds a batch formed under load that is not full up to that long for more
-        rows.
-    max_queue_wait_ms: overload is shed early: a request that would wait longer than this behind
-        the work queued for its version (expected from the version's measured cost; default
-        1000 ms; a version's own setting wins), or find more than ``max_queue_rows`` rows queued,
-        is refused at once with 503 + Retry-After. overload_unready: while a version sheds load
-        (and for a second after), ``/v2/health/ready`` answers 503 so a load balancer can route
-        around this server (``/ping`` and ``/v2/health/live`` are never affected).
-    grpc_port: port of the V2 gRPC endpoint; None means no gRPC.
-    insecure_open: allow a non-loopback bind without authentication (prints a loud warning).
-    enable_management: expose management endpoints (repository load/unload); they always need
-        the ``manage`` scope.
-    api_keys_file: a file of API key hashes (``modelport keys create --file``), checked besides
-        the registry's keys and re-read every ``poll_seconds``: how an image without a registry
-        (baked models, a Kubernetes Secret mounted as a file) gets keys. Naming one turns
-        authentication on, even while it lists no key.
-    jwt_public_key / jwt_jwks: PEM public key file, or JWKS file, that verifies OAuth2/OIDC
-        bearer tokens. jwt_issuer / jwt_audience: required ``iss`` / ``aud`` claims.
-        jwt_scope_claim: the claim holding scopes (space-separated string or list).
-    jwt_discovery: find the keys by OpenID Connect discovery instead: ``jwt_issuer`` is then also
-        the URL whose ``/.well-known/openid-configuration`` names the JWKS (both fetched over
-        HTTPS, verified against ``jwt_ca_bundle`` when given, else the system's CAs). The keys are
-        cached and refetched when older than ``jwt_jwks_max_age`` seconds (default 3600) or when
-        a token names an unknown ``kid``, at most once per ``jwt_jwks_refetch_seconds`` (default
-        30); a failed fetch keeps the last good keys.
-    tls_certfile / tls_keyfile: PEM certificate (chain) and unencrypted private key: HTTP and
-        gRPC then serve TLS only (both or neither). tls_client_ca: PEM CA bundle; when given,
-        clients must present a certificate it signed (mutual TLS), on both transports.
-    request_timeout: every inference request's deadline in seconds (default 60; 0: none): past
-        it the request is dropped from the queue, or its answer abandoned, and answered 504. A
-        request may ask for less (V2 ``parameters.timeout`` in microseconds, as Triton's client
-        sends it; the ``modelport-timeout`` header in seconds; a gRPC deadline).
-    capture_rate: payload capture: the share of answered requests written (0 to 1, default 0:
-        off), as JSON lines under ``capture_root`` (``home/capture``): one folder per model and
-        version, files rotated at 64 MiB, at most 50 kept per version. A version registered
-        with its own rate (``register --capture-rate``) uses that instead. Samples are written
-        in the background through a bounded queue: when it is full a sample is dropped
-        (counted), never a request slowed or failed.
-    capture_redact: names (comma-separated) whose values capture never writes: an input or
-        output with that name, or a 2-D input with a feature of that name, is written as
-        ``"[redacted]"`` (the whole tensor).
-    log_level / log_format: ``debug``, ``info``, ``warning`` or ``error``; ``text`` or ``json``
-        (one object per line), for the ``modelport`` logger and uvicorn's alike.
-    access_log: one line per request on stdout (``modelport.access`` logger, in ``log_format``):
-        time, request id, client address, API key id, method, path, protocol, model, version,
-        status, latency and rows. Off by default.
-    metrics: ``GET /metrics`` in the Prometheus text format (default on; ``MODELPORT_METRICS=0``
-        turns it off, and it is then 404). metrics_dir: where the workers of one server exchange
-        their counts; ``serve --workers N`` makes one for the run (see docs/monitoring.md).
-    drift_interval / drift_window: every ``drift_interval`` seconds (default 60; 0: never) the
-        server compares each served version's captured traffic of the last ``drift_window``
-        seconds (default 3600) with its reference profile, for the ``modelport_drift_*`` gauges.
-    max_header_bytes / header_timeout / max_connections: per connection, before any request
-        reaches the app (so before authentication): request line and headers larger than this
-        are answered 431 (``MODELPORT_MAX_HEADER_KB``, default 64); headers must arrive within
-        ``header_timeout`` seconds (default 10, else 408); at most ``max_connections`` per worker
-        (0, the default: as many as the open-files limit allows, up to 4096), the longest-idle
-        connection making way for a new one at the cap.
-    body_timeout: a request's body must arrive within this many seconds of its headers, plus one
-        second per 64 KiB received (``MODELPORT_BODY_TIMEOUT``, default 30, else 408 and the
-        connection closed): a trickle is cut after 30 s, an upload keeping up 64 KiB/s never.
-    tracing: OpenTelemetry tracing (``MODELPORT_TRACING=1``; needs the ``tracing`` extra): a server
-        span per request with its decode, queue, inference and encode steps as children, a
-        caller's W3C ``traceparent`` continued and the answer's sent back. The exporter is named
-        by the standard ``OTEL_TRACES_EXPORTER`` (tracing_exporter: ``otlp``, the default, needs
-        ``opentelemetry-exporter-otlp`` and reads ``OTEL_EXPORTER_OTLP_*``; ``console``; ``none``);
-        the other ``OTEL_*`` variables (service name, resource, sampler, batching) are the SDK's
-        own. See docs/monitoring.md.
-    sentry_dsn: report faults (answers of 500, gRPC INTERNAL) and failed model loads to Sentry
-        (the standard ``SENTRY_DSN``; needs the ``sentry`` extra). Bodies, headers, query strings,
-        frame variables, API keys and tokens are never sent.
-    sagemaker_model_dir / sagemaker_models_dir: where SageMaker puts the single model, and the
-        root of multi-model endpoint models.
-    sagemaker: serve the SageMaker container contract (``/ping``, ``/invocations``) with the model
-        in ``sagemaker_model_dir`` instead of registry models; ``Settings.for_sagemaker()`` sets it.
-    sagemaker_multi_model: be a SageMaker multi-model endpoint (``/models`` load/unload/invoke of
-        models under ``sagemaker_models_dir``) instead; ``SAGEMAKER_MULTI_MODEL=true`` sets it.
-    sagemaker_memory_factor / sagemaker_memory_headroom: a multi-model load is refused (507) when
-        artifact size x factor plus the headroom (bytes, ``MODELPORT_SAGEMAKER_MEMORY_HEADROOM_MB``)
-        exceeds the memory available.
+    batching: requests that arrive in the same pass of the event loop, or while the model
+        computes, are merged into one call, in batches of at most ``max_batch_size`` rows;
+        ``max_batch_wait_ms`` holds a batch formed under load that is not full up to that long.
+    max_queue_wait_ms / max_queue_rows: overload is shed early, with 503 + Retry-After; with
+        ``overload_unready``, ``/v2/health/ready`` answers 503 meanwhile (and for a second after).
+    jwt_*: bearer tokens verified by a key file, a JWKS file, or the issuer's OIDC discovery
+        (``jwt_discovery``: keys fetched over HTTPS, cached ``jwt_jwks_max_age`` seconds, refetched
+        for an unknown ``kid`` at most once per ``jwt_jwks_refetch_seconds``; a failed fetch keeps
+        the last good keys).
+    tls_*: with a certificate and key, HTTP and gRPC serve TLS only; ``tls_client_ca`` asks for
+        client certificates (mutual TLS) on both.
+    capture_*: samples are written in the background through a bounded queue (full: a sample is
+        dropped and counted, never a request slowed); files rotate at 64 MiB, 50 kept per version.
+    max_header_bytes / header_timeout / body_timeout / max_connections: per connection, before
+        any request reaches the app (so before authentication).
     """
 
-    home: Path = field(default_factory=lambda: Path(".modelport"))
-    database_url: str = ""
-    artifacts: str | Path | None = None
-    artifact_cache_bytes: int = 10 * 1024 * MIB
-    device: str | None = None
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    workers: int = 1
-    threads: int = 0
-    max_body_bytes: int = 32 * MIB
-    allow_env_mismatch: bool = False
-    trust_exported_code: bool = False
-    log_level: str = "info"
-    log_format: str = "text"
-    max_header_bytes: int = 64 * 1024
-    header_timeout: float = 10.0
-    body_timeout: float = 30.0
-    max_connections: int = 0
-    models: tuple[str, ...] = ()
-    serve_alias: str | None = None
-    version_policy: str = ""
-    poll_seconds: float = 1.0
-    sticky_header: str = "x-modelport-routing-key"
-    batching: bool = True
-    max_batch_size: int = 64
-    max_batch_wait_ms: float = 0.0
-    max_queue_rows: int = 8192
-    max_queue_wait_ms: float = 1000.0
-    overload_unready: bool = True
-    grpc_port: int | None = None
-    insecure_open: bool = False
-    enable_management: bool = False
-    api_keys_file: Path | None = None
-    jwt_public_key: Path | None = None
-    jwt_jwks: Path | None = None
-    jwt_issuer: str | None = None
-    jwt_audience: str | None = None
-    jwt_scope_claim: str = "scope"
-    jwt_discovery: bool = False
-    jwt_ca_bundle: Path | None = None
-    jwt_jwks_max_age: float = 3600.0
-    jwt_jwks_refetch_seconds: float = 30.0
-    tls_certfile: Path | None = None
-    tls_keyfile: Path | None = None
-    tls_client_ca: Path | None = None
-    request_timeout: float = 60.0
-    access_log: bool = False
-    metrics: bool = True
-    metrics_dir: Path | None = None
-    drift_interval: float = 60.0
-    drift_window: float = 3600.0
-    capture_rate: float = 0.0
-    capture_redact: tuple[str, ...] = ()
-    tracing: bool = False
-    tracing_exporter: str = "otlp"
-    sentry_dsn: str | None = None
-    sagemaker_model_dir: Path = Path("/opt/ml/model")
-    sagemaker_models_dir: Path = Path("/opt/ml/models")
-    sagemaker: bool = False
-    sagemaker_multi_model: bool = False
-    sagemaker_memory_factor: float = 3.0
-    sagemaker_memory_headroom: int = 256 * MIB
+    home: Path = setting(
+        variable="MODELPORT_HOME",
+        parse=Path,
+        factory=lambda: Path(".modelport"),
+        shown="`./.modelport`",
+        group="registry",
+        doc="where the default registry lives (``registry.db``, ``artifacts/``, ``cache/``, ``capture/``)",
+    )
+    database_url: str = setting(
+        "",
+        variable="MODELPORT_DATABASE_URL",
+        shown="SQLite, `home/registry.db`",
+        group="registry",
+        doc="SQLAlchemy URL of the metadata database, e.g. ``postgresql+psycopg://user@host:5432/db``",
+    )
+    artifacts: str | Path | None = setting(
+        None,
+        variable="MODELPORT_ARTIFACTS",
+        shown="`home/artifacts`",
+        group="registry",
+        doc="where artifacts are stored: a folder, or a URL (``file:///srv/artifacts``; ``s3://bucket/prefix`` "
+        "with the ``s3`` extra, endpoint, region and credentials from the standard AWS variables; the scheme of "
+        "an installed store plugin)",
+    )
+    artifact_cache_bytes: int = setting(
+        10 * 1024 * MIB,
+        variable="MODELPORT_ARTIFACT_CACHE_MB",
+        parse=_mib,
+        render=_in_mib,
+        group="registry",
+        doc="megabytes a remote store (S3) keeps in its local cache, ``home/cache/artifacts``; the least recently "
+        "used artifacts go first",
+    )
+    device: str | None = setting(
+        None,
+        variable="MODELPORT_DEVICE",
+        parse=_device,
+        shown="each version's own, else `cpu`",
+        group="server",
+        doc="where versions run: ``cpu``, ``cuda`` or ``cuda:N`` (``serve --device``); given, it wins over the "
+        "device a version was registered with (logged when they differ); a runtime that cannot use it refuses "
+        "to load",
+    )
+    host: str = setting(
+        DEFAULT_HOST, variable="MODELPORT_HOST", group="server", doc="address to bind (``serve --host``)"
+    )
+    port: int = setting(
+        DEFAULT_PORT,
+        variable="MODELPORT_PORT",
+        parse=int,
+        kind=WHOLE,
+        group="server",
+        doc="port to bind; 0: one the system picks, logged (``serve --port``)",
+        sagemaker=SageMakerVariable(
+            "SAGEMAKER_BIND_TO_PORT", _port, "give a port number from 1 to 65535, e.g. 8080", "port"
+        ),
+    )
+    workers: int = setting(
+        1,
+        variable="MODELPORT_WORKERS",
+        parse=int,
+        kind=WHOLE,
+        group="server",
+        doc="worker processes sharing the port, each loading the models (``serve --workers``)",
+        sagemaker=SageMakerVariable(
+            "SAGEMAKER_MODEL_SERVER_WORKERS",
+            _positive_int,
+            "give a number of worker processes >= 1",
+            "worker processes (each loads the model)",
+        ),
+    )
+    threads: int = setting(
+        0,
+        variable="MODELPORT_THREADS",
+        parse=int,
+        kind=WHOLE,
+        group="server",
+        doc="compute threads per worker process; 0 means cores / workers",
+    )
+    max_body_bytes: int = setting(
+        32 * MIB,
+        variable="MODELPORT_MAX_BODY_MB",
+        parse=_mib,
+        render=_in_mib,
+        kind=NUMBER,
+        group="limits",
+        doc="largest request body accepted, in megabytes (after decompression); larger: 413",
+        sagemaker=SageMakerVariable(
+            "SAGEMAKER_MAX_PAYLOAD_IN_MB",
+            _positive_mib,
+            "give megabytes > 0, e.g. 6",
+            "largest request body; 413 past it",
+        ),
+    )
+    allow_env_mismatch: bool = setting(
+        False,
+        variable="MODELPORT_ALLOW_ENV_MISMATCH",
+        parse=_bool,
+        render=_flag,
+        group="registry",
+        doc="load native models even when library versions differ from those they were registered with",
+    )
+    trust_exported_code: bool = setting(
+        False,
+        variable="MODELPORT_TRUST_EXPORTED_CODE",
+        parse=_bool,
+        render=_flag,
+        group="registry",
+        doc="load pickles and custom Python code from model directories (exports, SageMaker's ``/opt/ml/model`` "
+        "and multi-model directories); without it a directory whose ``modelport.json`` says ``trusted_code`` is "
+        "refused: the file's own word is never enough",
+    )
+    log_level: str = setting(
+        "info",
+        variable="MODELPORT_LOG_LEVEL",
+        choices=("critical", "error", "warning", "info", "debug", "trace"),
+        group="watching",
+        doc="level of the ``modelport`` logger and uvicorn's alike",
+    )
+    log_format: str = setting(
+        "text",
+        variable="MODELPORT_LOG_FORMAT",
+        parse=_lower,
+        choices=("text", "json"),
+        group="watching",
+        doc="how log lines are written; ``json``: one object per line",
+    )
+    max_header_bytes: int = setting(
+        64 * 1024,
+        variable="MODELPORT_MAX_HEADER_KB",
+        parse=_kib,
+        render=_in_kib,
+        kind=NUMBER,
+        group="limits",
+        doc="largest request line and headers, in KiB, per connection; larger: 431",
+    )
+    header_timeout: float = setting(
+        10.0,
+        variable="MODELPORT_HEADER_TIMEOUT",
+        parse=float,
+        kind=NUMBER,
+        group="limits",
+        doc="seconds a connection's headers must arrive within, else 408",
+    )
+    body_timeout: float = setting(
+        30.0,
+        variable="MODELPORT_BODY_TIMEOUT",
+        parse=float,
+        kind=NUMBER,
+        group="limits",
+        doc="seconds a request's body must arrive within after its headers, plus one second per 64 KiB received, "
+        "else 408 and the connection closed: a trickle is cut, an upload keeping up 64 KiB/s never",
+    )
+    max_connections: int = setting(
+        0,
+        variable="MODELPORT_MAX_CONNECTIONS",
+        parse=int,
+        kind=WHOLE,
+        group="limits",
+        doc="connections per worker (0: as many as the open-files limit allows, up to 4096); at the cap the "
+        "longest-idle connection makes way for a new one",
+    )
+    models: tuple[str, ...] = setting(
+        (),
+        variable="MODELPORT_MODELS",
+        parse=_refs,
+        render=_joined,
+        shown="none",
+        group="serving",
+        doc="references the server loads at start (comma-separated), so every worker process of "
+        "``serve --workers N`` builds the same app",
+    )
+    serve_alias: str | None = setting(
+        None,
+        variable="MODELPORT_SERVE_ALIAS",
+        parse=_optional,
+        group="serving",
+        doc="serve, for every model, the version this alias points at (``serve --alias``)",
+    )
+    version_policy: str = setting(
+        "",
+        variable="MODELPORT_VERSION_POLICY",
+        shown="none",
+        group="serving",
+        doc="serve every model by policy: ``latest``, ``latest:N``, ``all`` or ``specific:1,3`` (TF Serving style), "
+        "when neither models nor an alias is given (``serve --policy``)",
+    )
+    poll_seconds: float = setting(
+        1.0,
+        variable="MODELPORT_POLL_SECONDS",
+        parse=float,
+        kind=NUMBER,
+        group="serving",
+        doc="how often a server checks the registry for alias moves and key changes",
+    )
+    sticky_header: str = setting(
+        "x-modelport-routing-key",
+        variable="MODELPORT_STICKY_HEADER",
+        parse=_lower,
+        group="serving",
+        doc="the request header whose value pins a caller to one version of a split alias; without it, traffic "
+        "splits at random by weight",
+    )
+    batching: bool = setting(
+        True,
+        variable="MODELPORT_BATCHING",
+        parse=_switch,
+        render=_on_off,
+        kind=SWITCH,
+        group="serving",
+        doc="adaptive batching of concurrent requests per version, no timer (for versions registered without "
+        "their own setting)",
+    )
+    max_batch_size: int = setting(
+        64,
+        variable="MODELPORT_MAX_BATCH_SIZE",
+        parse=int,
+        kind=WHOLE,
+        group="serving",
+        doc="most rows in one merged batch (a version's own setting wins)",
+    )
+    max_batch_wait_ms: float = setting(
+        0.0,
+        variable="MODELPORT_MAX_BATCH_WAIT_MS",
+        parse=float,
+        kind=NUMBER,
+        group="serving",
+        doc="how long a batch formed under load that is not full waits for more rows (a version's own setting wins)",
+    )
+    max_queue_rows: int = setting(
+        8192,
+        variable="MODELPORT_MAX_QUEUE_ROWS",
+        parse=int,
+        kind=WHOLE,
+        group="serving",
+        doc="a request finding more rows than this queued for its version is refused at once: 503 + Retry-After",
+    )
+    max_queue_wait_ms: float = setting(
+        1000.0,
+        variable="MODELPORT_MAX_QUEUE_WAIT_MS",
+        parse=float,
+        kind=NUMBER,
+        group="serving",
+        doc="a request expected to wait longer than this behind its version's queue (from the version's measured "
+        "cost) is refused at once: 503 + Retry-After (a version's own setting wins)",
+    )
+    overload_unready: bool = setting(
+        True,
+        variable="MODELPORT_OVERLOAD_UNREADY",
+        parse=_bool,
+        render=_flag,
+        group="serving",
+        doc="while a version sheds load (and for a second after), ``/v2/health/ready`` answers 503 so a load "
+        "balancer can route around this server (``/ping`` and ``/v2/health/live`` never are)",
+    )
+    grpc_port: int | None = setting(
+        None,
+        variable="MODELPORT_GRPC_PORT",
+        parse=_optional_int,
+        kind=WHOLE,
+        shown="none: no gRPC",
+        group="server",
+        doc="port of the V2 gRPC endpoint (``grpc`` extra)",
+    )
+    insecure_open: bool = setting(
+        False,
+        variable="MODELPORT_INSECURE_OPEN",
+        parse=_bool,
+        render=_flag,
+        group="auth",
+        doc="allow a non-loopback bind without authentication (prints a loud warning)",
+    )
+    enable_management: bool = setting(
+        False,
+        variable="MODELPORT_ENABLE_MANAGEMENT",
+        parse=_bool,
+        render=_flag,
+        group="auth",
+        doc="expose management endpoints (repository load/unload); they always need the ``manage`` scope",
+    )
+    api_keys_file: Path | None = setting(
+        None,
+        variable="MODELPORT_API_KEYS_FILE",
+        parse=_optional_path,
+        group="auth",
+        doc="a file of API key hashes (``keys create --file``), checked besides the registry's and re-read every "
+        "``poll_seconds``; naming one turns authentication on, even while it lists no key",
+    )
+    jwt_public_key: Path | None = setting(
+        None,
+        variable="MODELPORT_JWT_PUBLIC_KEY",
+        parse=_optional_path,
+        group="auth",
+        doc="PEM public key file that verifies OAuth2/OIDC bearer tokens",
+    )
+    jwt_jwks: Path | None = setting(
+        None,
+        variable="MODELPORT_JWT_JWKS",
+        parse=_optional_path,
+        group="auth",
+        doc="JWKS file that verifies OAuth2/OIDC bearer tokens",
+    )
+    jwt_issuer: str | None = setting(
+        None, variable="MODELPORT_JWT_ISSUER", parse=_optional, group="auth", doc="required ``iss`` claim"
+    )
+    jwt_audience: str | None = setting(
+        None, variable="MODELPORT_JWT_AUDIENCE", parse=_optional, group="auth", doc="required ``aud`` claim"
+    )
+    jwt_scope_claim: str = setting(
+        "scope",
+        variable="MODELPORT_JWT_SCOPE_CLAIM",
+        group="auth",
+        doc="the claim holding scopes (a space-separated string or a list)",
+    )
+    jwt_discovery: bool = setting(
+        False,
+        variable="MODELPORT_JWT_DISCOVERY",
+        parse=_bool,
+        render=_flag,
+        group="auth",
+        doc="find the keys by OpenID Connect discovery: the issuer is also the URL whose "
+        "``/.well-known/openid-configuration`` names the JWKS (both fetched over HTTPS)",
+    )
+    jwt_ca_bundle: Path | None = setting(
+        None,
+        variable="MODELPORT_JWT_CA_BUNDLE",
+        parse=_optional_path,
+        shown="the system's CAs",
+        group="auth",
+        doc="CA bundle that discovery's HTTPS fetches are verified against",
+    )
+    jwt_jwks_max_age: float = setting(
+        3600.0,
+        variable="MODELPORT_JWT_JWKS_MAX_AGE",
+        parse=float,
+        kind=NUMBER,
+        group="auth",
+        doc="seconds discovered keys are cached before they are refetched",
+    )
+    jwt_jwks_refetch_seconds: float = setting(
+        30.0,
+        variable="MODELPORT_JWT_JWKS_REFETCH_SECONDS",
+        parse=float,
+        kind=NUMBER,
+        group="auth",
+        doc="a token naming an unknown ``kid`` refetches the keys at most once per this many seconds",
+    )
+    tls_certfile: Path | None = setting(
+        None,
+        variable="MODELPORT_TLS_CERTFILE",
+        parse=_optional_path,
+        group="auth",
+        doc="PEM certificate (chain): HTTP and gRPC then serve TLS only (with ``tls_keyfile``: both or neither)",
+    )
+    tls_keyfile: Path | None = setting(
+        None,
+        variable="MODELPORT_TLS_KEYFILE",
+        parse=_optional_path,
+        group="auth",
+        doc="PEM private key (unencrypted) of the certificate",
+    )
+    tls_client_ca: Path | None = setting(
+        None,
+        variable="MODELPORT_TLS_CLIENT_CA",
+        parse=_optional_path,
+        group="auth",
+        doc="PEM CA bundle: clients must present a certificate it signed (mutual TLS), on both transports",
+    )
+    request_timeout: float = setting(
+        60.0,
+        variable="MODELPORT_REQUEST_TIMEOUT",
+        parse=float,
+        kind=NUMBER,
+        group="limits",
+        doc="every inference request's deadline in seconds (0: none), then 504; a request may ask for less (V2 "
+        "``parameters.timeout`` in microseconds, the ``modelport-timeout`` header in seconds, a gRPC deadline)",
+        sagemaker=SageMakerVariable(
+            "SAGEMAKER_MODEL_SERVER_TIMEOUT",
+            _positive_float,
+            "give seconds > 0, e.g. 60",
+            "seconds a prediction may take; 504 past it",
+        ),
+    )
+    access_log: bool = setting(
+        False,
+        variable="MODELPORT_ACCESS_LOG",
+        parse=_bool,
+        render=_flag,
+        group="watching",
+        doc="one line per request on stdout (``modelport.access`` logger, in the log format): time, request id, "
+        "client, API key id, method, path, protocol, model, version, status, latency and rows",
+    )
+    metrics: bool = setting(
+        True,
+        variable="MODELPORT_METRICS",
+        parse=_bool,
+        render=_flag,
+        group="watching",
+        doc="``GET /metrics`` in the Prometheus text format (off: 404)",
+    )
+    metrics_dir: Path | None = setting(
+        None,
+        variable="MODELPORT_METRICS_DIR",
+        parse=_optional_path,
+        shown="one per ``serve --workers N`` run",
+        group="watching",
+        doc="where the workers of one server exchange their counts (docs/monitoring.md)",
+    )
+    drift_interval: float = setting(
+        60.0,
+        variable="MODELPORT_DRIFT_INTERVAL",
+        parse=float,
+        group="watching",
+        doc="every this many seconds (0: never) each served version's captured traffic is compared with its "
+        "reference profile, for the ``modelport_drift_*`` gauges",
+    )
+    drift_window: float = setting(
+        3600.0,
+        variable="MODELPORT_DRIFT_WINDOW",
+        parse=float,
+        group="watching",
+        doc="seconds of captured traffic each drift comparison reads",
+    )
+    capture_rate: float = setting(
+        0.0,
+        variable="MODELPORT_CAPTURE_RATE",
+        parse=_rate,
+        kind=SHARE,
+        shown="0: off",
+        group="watching",
+        doc="share of answered requests written as JSON lines under ``home/capture``, a folder per model and "
+        "version (a version registered with its own rate uses that)",
+    )
+    capture_redact: tuple[str, ...] = setting(
+        (),
+        variable="MODELPORT_CAPTURE_REDACT",
+        parse=_refs,
+        render=_joined,
+        shown="none",
+        group="watching",
+        doc='names (comma-separated) of inputs, outputs or 2-D inputs\' features that capture writes as "[redacted]" '
+        "(the whole tensor)",
+    )
+    tracing: bool = setting(
+        False,
+        variable="MODELPORT_TRACING",
+        parse=_bool,
+        render=_flag,
+        group="watching",
+        doc="OpenTelemetry tracing (``tracing`` extra): a span per request with its decode, queue, inference and "
+        "encode steps, a caller's ``traceparent`` continued; the other ``OTEL_*`` variables are the SDK's own",
+    )
+    tracing_exporter: str = setting(
+        "otlp",
+        variable="OTEL_TRACES_EXPORTER",
+        parse=_exporter,
+        group="watching",
+        doc="``otlp`` (needs ``opentelemetry-exporter-otlp``, reads ``OTEL_EXPORTER_OTLP_*``), ``console`` or ``none``",
+    )
+    sentry_dsn: str | None = setting(
+        None,
+        variable="SENTRY_DSN",
+        parse=_stripped_or_none,
+        group="watching",
+        doc="report faults (answers of 500, gRPC INTERNAL) and failed model loads to Sentry (``sentry`` extra); "
+        "bodies, headers, query strings, frame variables, keys and tokens are never sent",
+    )
+    sagemaker_model_dir: Path = setting(
+        Path("/opt/ml/model"),
+        variable="MODELPORT_SAGEMAKER_MODEL_DIR",
+        parse=Path,
+        group="sagemaker",
+        doc="where the model is",
+    )
+    sagemaker_models_dir: Path = setting(
+        Path("/opt/ml/models"),
+        variable="MODELPORT_SAGEMAKER_MODELS_DIR",
+        parse=Path,
+        group="sagemaker",
+        doc="the only root multi-model loads may come from",
+    )
+    sagemaker: bool = setting(
+        False,
+        variable="MODELPORT_SAGEMAKER",
+        parse=_bool,
+        render=_flag,
+        group="sagemaker",
+        doc="serve the SageMaker container contract (``/ping``, ``/invocations``) with the model in the model "
+        "directory instead of registry models; ``Settings.for_sagemaker()`` sets it",
+    )
+    sagemaker_multi_model: bool = setting(
+        False,
+        variable="MODELPORT_SAGEMAKER_MULTI_MODEL",
+        parse=_bool,
+        render=_flag,
+        group="sagemaker",
+        doc="be a SageMaker multi-model endpoint (``/models`` load, unload and invoke of models under the models "
+        "directory) instead",
+        sagemaker=SageMakerVariable(
+            "SAGEMAKER_MULTI_MODEL", _bool, "give true or false", "``true``: a multi-model endpoint (below)", "false"
+        ),
+    )
+    sagemaker_memory_factor: float = setting(
+        3.0,
+        variable="MODELPORT_SAGEMAKER_MEMORY_FACTOR",
+        parse=float,
+        kind=NUMBER,
+        group="sagemaker",
+        doc="a multi-model load is refused (507) when artifact size x this factor plus the headroom exceeds the "
+        "memory available",
+    )
+    sagemaker_memory_headroom: int = setting(
+        256 * MIB,
+        variable="MODELPORT_SAGEMAKER_MEMORY_HEADROOM_MB",
+        parse=_mib,
+        render=_in_mib_exact,
+        kind=NUMBER,
+        group="sagemaker",
+        doc="megabytes a multi-model load must leave free besides the factor",
+    )
 
     def __post_init__(self) -> None:
-        for name, allowed in _CHOICES.items():
+        for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 from modelport.errors import InvalidSetting
 
-                variable = ENVIRONMENT[name][0]
+                variable = DECLARED[name].variable
                 raise InvalidSetting(f"{variable}={getattr(self, name)!r} is not valid: choose {', '.join(allowed)}")
         rate = self.capture_rate
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
@@ -234,12 +769,16 @@ class Settings:
             if getattr(self, name) < 0:
                 from modelport.errors import InvalidSetting
 
-                raise InvalidSetting(f"{ENVIRONMENT[name][0]}={getattr(self, name)!r} is not valid: give seconds, >= 0")
+                raise InvalidSetting(
+                    f"{DECLARED[name].variable}={getattr(self, name)!r} is not valid: give seconds, >= 0"
+                )
         for name in ("header_timeout", "body_timeout"):
             if not getattr(self, name) > 0:  # NaN too
                 from modelport.errors import InvalidSetting
 
-                raise InvalidSetting(f"{ENVIRONMENT[name][0]}={getattr(self, name)!r} is not valid: give seconds, > 0")
+                raise InvalidSetting(
+                    f"{DECLARED[name].variable}={getattr(self, name)!r} is not valid: give seconds, > 0"
+                )
         home = Path(self.home).expanduser().absolute()
         object.__setattr__(self, "home", home)
         if not self.database_url:
@@ -285,15 +824,15 @@ class Settings:
         """Settings from ``MODELPORT_*`` variables; ``overrides`` that are not None win."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
-        for name, (variable, parse, _) in ENVIRONMENT.items():
-            if variable in env:
+        for name, declared in DECLARED.items():
+            if declared.variable in env:
                 try:
-                    values[name] = parse(env[variable])
+                    values[name] = declared.parse(env[declared.variable])
                 except (ValueError, TypeError, OverflowError):
                     from modelport.errors import InvalidSetting
 
                     raise InvalidSetting(
-                        f"{variable}={env[variable]!r} is not valid: give a {_KIND.get(name, 'value')}"
+                        f"{declared.variable}={env[declared.variable]!r} is not valid: give a {declared.kind}"
                     ) from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -301,10 +840,10 @@ class Settings:
     def to_env(self) -> dict[str, str]:
         """The variables that make ``Settings.from_env()`` in another process equal these."""
         result: dict[str, str] = {}
-        for name, (variable, _, render) in ENVIRONMENT.items():
+        for name, declared in DECLARED.items():
             value = getattr(self, name)
             if value is not None:
-                result[variable] = render(value)
+                result[declared.variable] = declared.render(value)
         return result
 
     @classmethod
@@ -320,7 +859,7 @@ class Settings:
         """
         env = os.environ if env is None else env
         values: dict[str, Any] = {"sagemaker": True, "insecure_open": True}
-        if ENVIRONMENT["host"][0] not in env:
+        if DECLARED["host"].variable not in env:
             values["host"] = "0.0.0.0"
         for variable, (name, parse) in SAGEMAKER_ENVIRONMENT.items():
             text = env.get(variable, "").strip()
@@ -335,168 +874,95 @@ class Settings:
         return cls.from_env(env, **values)
 
 
-def _device(text: str) -> str | None:
-    from modelport.types import device_of
+def declarations(cls: type[Any]) -> dict[str, Setting]:
+    """Field name -> declaration, for every field of the dataclass ``cls``; a field made without
+    ``setting(...)`` is an error, so a setting cannot be added without its variable and doc."""
+    result: dict[str, Setting] = {}
+    for item in fields(cls):
+        declared = item.metadata.get("setting")
+        if not isinstance(declared, Setting):
+            raise TypeError(
+                f"{cls.__name__}.{item.name} has no declaration: make it with setting(default, variable=..., "
+                "group=..., doc=...) in modelport/settings.py"
+            )
+        result[item.name] = declared
+    return result
 
-    return device_of(text)
 
-
-def _text(value: Any) -> str:
-    return str(value)
-
-
-def _flag(value: Any) -> str:
-    return "1" if value else "0"
-
+DECLARED = declarations(Settings)
 
 _Entry = tuple[str, Callable[[str], Any], Callable[[Any], str]]
 
-# field -> (environment variable, parse, render)
-ENVIRONMENT: dict[str, _Entry] = {
-    "home": ("MODELPORT_HOME", Path, _text),
-    "database_url": ("MODELPORT_DATABASE_URL", str, _text),
-    "artifacts": ("MODELPORT_ARTIFACTS", str, _text),
-    "device": ("MODELPORT_DEVICE", lambda t: _device(t), _text),
-    "artifact_cache_bytes": ("MODELPORT_ARTIFACT_CACHE_MB", lambda t: int(float(t) * MIB), lambda v: f"{v / MIB:g}"),
-    "host": ("MODELPORT_HOST", str, _text),
-    "port": ("MODELPORT_PORT", int, _text),
-    "workers": ("MODELPORT_WORKERS", int, _text),
-    "threads": ("MODELPORT_THREADS", int, _text),
-    "max_body_bytes": ("MODELPORT_MAX_BODY_MB", lambda t: int(float(t) * MIB), lambda v: f"{v / MIB:g}"),
-    "allow_env_mismatch": ("MODELPORT_ALLOW_ENV_MISMATCH", _bool, _flag),
-    "trust_exported_code": ("MODELPORT_TRUST_EXPORTED_CODE", _bool, _flag),
-    "log_level": ("MODELPORT_LOG_LEVEL", str, _text),
-    "log_format": ("MODELPORT_LOG_FORMAT", lambda t: t.strip().lower(), _text),
-    "max_header_bytes": ("MODELPORT_MAX_HEADER_KB", lambda t: int(float(t) * 1024), lambda v: f"{v / 1024:g}"),
-    "header_timeout": ("MODELPORT_HEADER_TIMEOUT", float, _text),
-    "body_timeout": ("MODELPORT_BODY_TIMEOUT", float, _text),
-    "max_connections": ("MODELPORT_MAX_CONNECTIONS", int, _text),
-    "models": ("MODELPORT_MODELS", _refs, ",".join),
-    "serve_alias": ("MODELPORT_SERVE_ALIAS", lambda t: t or None, _text),
-    "version_policy": ("MODELPORT_VERSION_POLICY", str, _text),
-    "poll_seconds": ("MODELPORT_POLL_SECONDS", float, _text),
-    "sticky_header": ("MODELPORT_STICKY_HEADER", lambda t: t.strip().lower(), _text),
-    "batching": ("MODELPORT_BATCHING", _switch, lambda v: "on" if v else "off"),
-    "max_batch_size": ("MODELPORT_MAX_BATCH_SIZE", int, _text),
-    "max_batch_wait_ms": ("MODELPORT_MAX_BATCH_WAIT_MS", float, _text),
-    "max_queue_rows": ("MODELPORT_MAX_QUEUE_ROWS", int, _text),
-    "max_queue_wait_ms": ("MODELPORT_MAX_QUEUE_WAIT_MS", float, _text),
-    "overload_unready": ("MODELPORT_OVERLOAD_UNREADY", _bool, _flag),
-    "grpc_port": ("MODELPORT_GRPC_PORT", lambda t: int(t) if t else None, _text),
-    "insecure_open": ("MODELPORT_INSECURE_OPEN", _bool, _flag),
-    "enable_management": ("MODELPORT_ENABLE_MANAGEMENT", _bool, _flag),
-    "api_keys_file": ("MODELPORT_API_KEYS_FILE", _optional_path, _text),
-    "jwt_public_key": ("MODELPORT_JWT_PUBLIC_KEY", _optional_path, _text),
-    "jwt_jwks": ("MODELPORT_JWT_JWKS", _optional_path, _text),
-    "jwt_issuer": ("MODELPORT_JWT_ISSUER", lambda t: t or None, _text),
-    "jwt_audience": ("MODELPORT_JWT_AUDIENCE", lambda t: t or None, _text),
-    "jwt_scope_claim": ("MODELPORT_JWT_SCOPE_CLAIM", str, _text),
-    "jwt_discovery": ("MODELPORT_JWT_DISCOVERY", _bool, _flag),
-    "jwt_ca_bundle": ("MODELPORT_JWT_CA_BUNDLE", _optional_path, _text),
-    "jwt_jwks_max_age": ("MODELPORT_JWT_JWKS_MAX_AGE", float, _text),
-    "jwt_jwks_refetch_seconds": ("MODELPORT_JWT_JWKS_REFETCH_SECONDS", float, _text),
-    "tls_certfile": ("MODELPORT_TLS_CERTFILE", _optional_path, _text),
-    "tls_keyfile": ("MODELPORT_TLS_KEYFILE", _optional_path, _text),
-    "tls_client_ca": ("MODELPORT_TLS_CLIENT_CA", _optional_path, _text),
-    "request_timeout": ("MODELPORT_REQUEST_TIMEOUT", float, _text),
-    "access_log": ("MODELPORT_ACCESS_LOG", _bool, _flag),
-    "metrics": ("MODELPORT_METRICS", _bool, _flag),
-    "metrics_dir": ("MODELPORT_METRICS_DIR", _optional_path, _text),
-    "drift_interval": ("MODELPORT_DRIFT_INTERVAL", float, _text),
-    "drift_window": ("MODELPORT_DRIFT_WINDOW", float, _text),
-    "capture_rate": ("MODELPORT_CAPTURE_RATE", lambda t: _share(float(t)), _text),
-    "capture_redact": ("MODELPORT_CAPTURE_REDACT", _refs, ",".join),
-    "tracing": ("MODELPORT_TRACING", _bool, _flag),
-    "tracing_exporter": ("OTEL_TRACES_EXPORTER", lambda t: t.strip().lower() or "otlp", _text),
-    "sentry_dsn": ("SENTRY_DSN", lambda t: t.strip() or None, _text),
-    "sagemaker_model_dir": ("MODELPORT_SAGEMAKER_MODEL_DIR", Path, _text),
-    "sagemaker_models_dir": ("MODELPORT_SAGEMAKER_MODELS_DIR", Path, _text),
-    "sagemaker": ("MODELPORT_SAGEMAKER", _bool, _flag),
-    "sagemaker_multi_model": ("MODELPORT_SAGEMAKER_MULTI_MODEL", _bool, _flag),
-    "sagemaker_memory_factor": ("MODELPORT_SAGEMAKER_MEMORY_FACTOR", float, _text),
-    "sagemaker_memory_headroom": (
-        "MODELPORT_SAGEMAKER_MEMORY_HEADROOM_MB",
-        lambda t: int(float(t) * MIB),
-        lambda v: f"{v / MIB:.12g}",
-    ),
-}
-
-
-_CHOICES = {"log_format": ("text", "json"), "log_level": ("critical", "error", "warning", "info", "debug", "trace")}
-
-# What a variable's text must be, for messages (fields not listed: "value").
-_KIND = {
-    name: kind
-    for kind, names in {
-        "whole number": (
-            "port",
-            "workers",
-            "threads",
-            "max_batch_size",
-            "max_queue_rows",
-            "grpc_port",
-            "max_connections",
-        ),
-        "number": (
-            "max_body_bytes",
-            "poll_seconds",
-            "max_batch_wait_ms",
-            "max_queue_wait_ms",
-            "request_timeout",
-            "header_timeout",
-            "body_timeout",
-            "max_header_bytes",
-            "sagemaker_memory_factor",
-            "sagemaker_memory_headroom",
-            "jwt_jwks_max_age",
-            "jwt_jwks_refetch_seconds",
-        ),
-        "switch (on or off)": ("batching",),
-        "number from 0 (off) to 1 (every request), e.g. 0.01": ("capture_rate",),
-    }.items()
-    for name in names
-}
-
-
-def _share(value: float) -> float:
-    if not 0 <= value <= 1:
-        raise ValueError(value)
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 < value < 65536:
-        raise ValueError(text)
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError(text)
-    return value
-
+# Derived from the declarations: field -> (environment variable, parse, render).
+ENVIRONMENT: dict[str, _Entry] = {name: (d.variable, d.parse, d.render) for name, d in DECLARED.items()}
+CHOICES = {name: d.choices for name, d in DECLARED.items() if d.choices}
 
 # The variables SageMaker sets in a container -> (field, parse); read only by Settings.for_sagemaker.
 SAGEMAKER_ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "SAGEMAKER_BIND_TO_PORT": ("port", _port),
-    "SAGEMAKER_MODEL_SERVER_WORKERS": ("workers", _positive_int),
-    "SAGEMAKER_MODEL_SERVER_TIMEOUT": ("request_timeout", _positive_float),
-    "SAGEMAKER_MAX_PAYLOAD_IN_MB": ("max_body_bytes", lambda t: int(_positive_float(t) * MIB)),
-    "SAGEMAKER_MULTI_MODEL": ("sagemaker_multi_model", _bool),
+    d.sagemaker.variable: (name, d.sagemaker.parse) for name, d in DECLARED.items() if d.sagemaker
 }
-SAGEMAKER_HELP = {
-    "SAGEMAKER_BIND_TO_PORT": "give a port number from 1 to 65535, e.g. 8080",
-    "SAGEMAKER_MODEL_SERVER_WORKERS": "give a number of worker processes >= 1",
-    "SAGEMAKER_MODEL_SERVER_TIMEOUT": "give seconds > 0, e.g. 60",
-    "SAGEMAKER_MAX_PAYLOAD_IN_MB": "give megabytes > 0, e.g. 6",
-    "SAGEMAKER_MULTI_MODEL": "give true or false",
-}
+SAGEMAKER_HELP = {d.sagemaker.variable: d.sagemaker.help for d in DECLARED.values() if d.sagemaker}
+
+
+def declared_default(name: str) -> Any:
+    """The default a field is declared with."""
+    item = next(f for f in fields(Settings) if f.name == name)
+    if item.default_factory is not MISSING:
+        return item.default_factory()
+    return item.default
+
+
+def shown_default(name: str) -> str:
+    """A field's default as ``--help`` and the docs show it (``64``, ``on``, ``none``, ...)."""
+    declared = DECLARED[name]
+    if declared.shown is not None:
+        return declared.shown.replace("``", "`").replace("`", "")
+    return _display(declared, declared_default(name))
+
+
+def _display(declared: Setting, value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return _on_off(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return declared.render(value)
+
+
+def _cell(declared: Setting, name: str) -> str:
+    if declared.shown is not None:
+        return declared.shown.replace("``", "`")
+    text = shown_default(name)
+    return text if text in {"on", "off", "none"} or text.replace(".", "").isdigit() else f"`{text}`"
+
+
+def _markdown(text: str) -> str:
+    return text.replace("``", "`").replace("|", "\\|")
+
+
+def settings_table(*groups: str) -> str:
+    """The Markdown table of the settings of ``groups`` (all when none), from their declarations."""
+    chosen = groups or tuple(GROUPS)
+    lines = ["| variable | default | what it does |", "| --- | --- | --- |"]
+    for group in chosen:
+        for name, declared in DECLARED.items():
+            if declared.group == group:
+                doc = _markdown(declared.doc)
+                if declared.choices:
+                    doc += f" ({', '.join(f'`{c}`' for c in declared.choices)})"
+                lines.append(f"| `{declared.variable}` | {_cell(declared, name)} | {doc} |")
+    return "\n".join(lines) + "\n"
+
+
+def sagemaker_table() -> str:
+    """The Markdown table of what SageMaker mode reads: SageMaker's variables, then the SageMaker directories."""
+    lines = ["| variable | effect | default |", "| --- | --- | --- |"]
+    for name, declared in DECLARED.items():
+        if declared.sagemaker:
+            shown = declared.sagemaker.shown or _cell(declared, name)
+            lines.append(f"| `{declared.sagemaker.variable}` | {_markdown(declared.sagemaker.doc)} | {shown} |")
+    for name, declared in DECLARED.items():
+        if declared.group == "sagemaker" and isinstance(declared_default(name), Path):
+            lines.append(f"| `{declared.variable}` | {_markdown(declared.doc)} | {_cell(declared, name)} |")
+    return "\n".join(lines) + "\n"

@@ -1,12 +1,27 @@
 from __future__ import annotations
 
-from dataclasses import fields
+import importlib.util
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pytest
 
 from modelport.errors import InvalidSetting
-from modelport.settings import ENVIRONMENT, Settings
+from modelport.settings import (
+    CHOICES,
+    DECLARED,
+    ENVIRONMENT,
+    GROUPS,
+    SAGEMAKER_ENVIRONMENT,
+    SAGEMAKER_HELP,
+    Settings,
+    declarations,
+    declared_default,
+    setting,
+    shown_default,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_setting_has_an_environment_variable() -> None:
@@ -84,3 +99,70 @@ def test_the_body_timeout_is_30_seconds_unless_the_environment_says_otherwise() 
 def test_a_read_timeout_must_be_seconds_above_0(variable: str, text: str) -> None:
     with pytest.raises(InvalidSetting, match=rf"{variable}=.* is not valid: give seconds, > 0"):
         Settings.from_env({variable: text})
+
+
+def test_a_field_without_a_declaration_is_refused() -> None:
+    @dataclass(frozen=True)
+    class Undeclared:
+        port: int = setting(8080, variable="MODELPORT_PORT", group="server", doc="port to bind")
+        new_knob: int = 3
+
+    with pytest.raises(TypeError, match=r"Undeclared.new_knob has no declaration: make it with setting\("):
+        declarations(Undeclared)
+    assert set(declarations(Settings)) == {f.name for f in fields(Settings)}
+
+
+def test_every_table_is_derived_from_the_declarations() -> None:
+    assert {name: d.variable for name, d in DECLARED.items()} == {name: e[0] for name, e in ENVIRONMENT.items()}
+    assert {"log_level": DECLARED["log_level"].choices, "log_format": ("text", "json")} == CHOICES
+    assert SAGEMAKER_ENVIRONMENT["SAGEMAKER_MODEL_SERVER_TIMEOUT"][0] == "request_timeout"
+    assert set(SAGEMAKER_HELP) == set(SAGEMAKER_ENVIRONMENT)
+    assert all(d.doc and d.group in GROUPS for d in DECLARED.values())
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "message"),
+    [
+        ("MODELPORT_PORT", "eighty", "give a whole number"),
+        ("MODELPORT_MAX_BODY_MB", "big", "give a number"),
+        ("MODELPORT_BATCHING", "maybe", r"give a switch \(on or off\)"),
+        ("MODELPORT_ARTIFACT_CACHE_MB", "lots", "give a value"),
+        ("MODELPORT_LOG_FORMAT", "xml", "choose text, json"),
+    ],
+)
+def test_a_bad_value_is_refused_saying_what_to_give(variable: str, text: str, message: str) -> None:
+    with pytest.raises(InvalidSetting, match=rf"^{variable}='{text}' is not valid: {message}"):
+        Settings.from_env({variable: text})
+
+
+def test_a_bad_sagemaker_variable_is_refused_saying_what_to_give() -> None:
+    with pytest.raises(InvalidSetting, match=r"^SAGEMAKER_BIND_TO_PORT='0' is not valid: give a port number from 1"):
+        Settings.for_sagemaker({"SAGEMAKER_BIND_TO_PORT": "0"})
+    assert Settings.for_sagemaker({"SAGEMAKER_MODEL_SERVER_TIMEOUT": "5"}).request_timeout == 5.0
+
+
+def test_the_settings_tables_in_the_docs_are_the_declared_ones() -> None:
+    spec = importlib.util.spec_from_file_location("settings_docs", ROOT / "scripts" / "settings_docs.py")
+    assert spec
+    assert spec.loader
+    docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(docs)
+    tables = 0
+    for name in docs.FILES:
+        text = (ROOT / name).read_text(encoding="utf-8")
+        tables += text.count("<!-- settings table: ")
+        assert docs.regenerate(text) == text, (
+            f"{name}: settings table differs from the declarations; run: {docs.COMMAND}"
+        )
+    assert tables >= 3
+    assert "| `MODELPORT_MAX_BODY_MB` | 32 |" in docs.table("all")
+
+
+def test_shown_defaults_are_the_declared_ones() -> None:
+    assert (shown_default("max_batch_size"), shown_default("max_queue_wait_ms"), shown_default("batching")) == (
+        "64",
+        "1000",
+        "on",
+    )
+    assert declared_default("home") == Path(".modelport")
+    assert shown_default("max_body_bytes") == "32"

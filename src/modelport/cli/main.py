@@ -29,7 +29,7 @@ from modelport.cli.deploy import commands as deploy_commands
 from modelport.cli.monitoring import commands as monitoring_commands
 from modelport.errors import InvalidReference, InvalidScope, InvalidSetting, ModelportError
 from modelport.reference import parse_reference
-from modelport.settings import DEFAULT_HOST, DEFAULT_PORT, Settings
+from modelport.settings import Settings, declared_default, shown_default
 from modelport.types import Batching, ModelVersion
 from modelport.version import __version__
 
@@ -665,19 +665,24 @@ def serve(
         ),
     ] = None,
     host: Annotated[
-        str | None, typer.Option(help=f"Address to bind (default: MODELPORT_HOST, else {DEFAULT_HOST}).")
+        str | None, typer.Option(help=f"Address to bind (default: MODELPORT_HOST, else {shown_default('host')}).")
     ] = None,
     port: Annotated[
         int | None,
         typer.Option(
             min=0,
             max=65535,
-            help=f"Port to bind (0: one the system picks, logged; default: MODELPORT_PORT, else {DEFAULT_PORT}).",
+            help="Port to bind (0: one the system picks, logged; default: MODELPORT_PORT, else "
+            f"{shown_default('port')}).",
         ),
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the port.")] = 1,
-    threads: Annotated[int, typer.Option(min=0, help="Compute threads per worker (0: cores / workers).")] = 0,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the port.")] = declared_default(
+        "workers"
+    ),
+    threads: Annotated[
+        int, typer.Option(min=0, help="Compute threads per worker (0: cores / workers).")
+    ] = declared_default("threads"),
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = declared_default("log_level"),
     access_log: Annotated[
         bool, typer.Option(help="One line per request on stdout (text or json, as MODELPORT_LOG_FORMAT).")
     ] = False,
@@ -722,25 +727,40 @@ def serve(
     batching: Annotated[
         bool | None,
         typer.Option(
-            "--batching/--no-batching", help="Merge concurrent requests (default: on; a version's own setting wins)."
+            "--batching/--no-batching",
+            help=f"Merge concurrent requests (default: {shown_default('batching')}; a version's own setting wins).",
         ),
     ] = None,
     max_batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Most rows in one merged batch (64; a version's own setting wins).")
+        int | None,
+        typer.Option(
+            min=1,
+            help=f"Most rows in one merged batch ({shown_default('max_batch_size')}; a version's own setting wins).",
+        ),
     ] = None,
     max_batch_wait_ms: Annotated[
         float | None,
-        typer.Option(min=0.0, help="Extra wait for a batch to fill, under load (0; a version's own setting wins)."),
+        typer.Option(
+            min=0.0,
+            help="Extra wait for a batch to fill, under load "
+            f"({shown_default('max_batch_wait_ms')}; a version's own setting wins).",
+        ),
     ] = None,
     max_queue_wait_ms: Annotated[
         float | None,
         typer.Option(
-            min=0.0, help="Refuse (503) a request expected to queue longer than this (1000; a version's setting wins)."
+            min=0.0,
+            help="Refuse (503) a request expected to queue longer than this "
+            f"({shown_default('max_queue_wait_ms')}; a version's setting wins).",
         ),
     ] = None,
     request_timeout: Annotated[
         float | None,
-        typer.Option(min=0.0, help="Deadline of every inference request in seconds, then 504 (60; 0: none)."),
+        typer.Option(
+            min=0.0,
+            help="Deadline of every inference request in seconds, then 504 "
+            f"({shown_default('request_timeout')}; 0: none).",
+        ),
     ] = None,
     capture_rate: Annotated[
         float | None,
@@ -1060,7 +1080,7 @@ def _cell(value: Any) -> str:
 def quickstart(
     port: Annotated[
         int, typer.Option(min=0, max=65535, help="Port to serve on (0: one the system picks).")
-    ] = DEFAULT_PORT,
+    ] = declared_default("port"),
     serve_forever: Annotated[bool, typer.Option("--serve/--no-serve", help="Keep serving until Ctrl-C.")] = True,
 ) -> None:
     """Train the bundled Iris example, register it as iris@production, serve it and predict."""
