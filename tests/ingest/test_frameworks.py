@@ -40,6 +40,7 @@ def test_frameworks_have_one_name_each_and_claim_nothing_of_each_other(tmp_path:
     assert claimed == {"saved": ["tensorflow"], "model.pt2": ["pytorch"], "model.txt": ["boosting"]}
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_asking_the_frameworks_about_other_models_imports_no_heavy_library(tmp_path: Path) -> None:
     (tmp_path / "other.json").write_text('{"weights": [1, 2]}')
     (tmp_path / "notes.txt").write_text("not a model\n")
