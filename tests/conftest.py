@@ -82,15 +82,3 @@ def _restore() -> None:
         lg.setLevel(level)
         lg.propagate = propagate
         lg.disabled = disabled
-
-
-@pytest.fixture(autouse=True)
-def _cli_debug_off() -> Iterator[None]:
-    """``modelport --debug`` in one in-process run keeps tracebacks on for the next (the flag lives
-    in the CLI module, set by the root callback); a sub-app a test builds around a command never runs
-    that callback, so every test starts with it off."""
-    from modelport.cli import main
-
-    main.DEBUG["on"] = False
-    yield
-    main.DEBUG["on"] = False

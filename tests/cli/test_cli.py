@@ -241,10 +241,10 @@ def test_capture_rates_outside_0_to_1_are_usage_errors(run, files: dict[str, Pat
 def test_serve_capture_options_become_the_server_s_settings(  # type: ignore[no-untyped-def]
     run, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from modelport.cli import main
+    from modelport.cli import serve
 
     started: list[Settings] = []
-    monkeypatch.setattr(main, "_run_uvicorn", lambda settings, **_: started.append(settings))
+    monkeypatch.setattr(serve, "_run_uvicorn", lambda settings, **_: started.append(settings))
     assert run("register", str(files["skops"]), "--name", "iris", "--sample", str(files["csv"])).exit_code == 0
     result = run("serve", "iris", "--capture-rate", "0.25", "--capture-redact", "ssn, email,")
     assert result.exit_code == 0, result.output
@@ -293,7 +293,7 @@ def test_cli_log_lines_go_to_the_stderr_of_each_run(monkeypatch: pytest.MonkeyPa
     import logging
     import sys
 
-    from modelport.cli.main import configure_cli_logging
+    from modelport.cli.common import configure_cli_logging
 
     configure_cli_logging(False)
     first = io.StringIO()
@@ -308,7 +308,32 @@ def test_cli_log_lines_go_to_the_stderr_of_each_run(monkeypatch: pytest.MonkeyPa
 
 
 def test_inline_json_longer_than_a_file_name_is_read_as_json(tmp_path: Path) -> None:
-    from modelport.cli.main import read_data
+    from modelport.cli.common import read_data
 
     rows = [[float(i)] * 4 for i in range(200)]  # far over the 255 bytes a file name may have
     assert read_data(json.dumps(rows)) == rows
+
+
+def test_debug_belongs_to_its_run_not_to_the_process(run, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """--debug is held by the run's root context: a later run, or an app built without the root
+    callback (as deploy tests build one around a command), shows errors as one line again."""
+    import typer
+
+    from modelport.cli.common import handled
+    from modelport.registry.registry import Registry
+
+    def broken(self: Registry) -> None:
+        raise RuntimeError("a bug in modelport")
+
+    monkeypatch.setattr(Registry, "models", broken)
+    assert isinstance(run("--debug", "models").exception, RuntimeError)
+
+    @handled
+    def probe() -> None:
+        raise RuntimeError("a bug in a sub-app")
+
+    sub = typer.Typer()
+    sub.command()(probe)
+    sub.command("other")(probe)
+    one_line_error(CliRunner().invoke(sub, ["probe"]), 1, "unexpected RuntimeError: a bug in a sub-app")
+    one_line_error(run("models"), 1, "unexpected RuntimeError: a bug in modelport (run modelport --debug")

@@ -23,8 +23,9 @@ from botocore.stub import ANY, Stubber
 from moto import mock_aws
 from typer.testing import CliRunner
 
+from modelport.cli.common import handled
 from modelport.cli.deploy_lambda import register
-from modelport.cli.main import _handled, app
+from modelport.cli.main import app
 from modelport.errors import Forbidden, InvalidSetting, ModelportError
 from modelport.settings import Settings
 from modelport.shipping.aws.lambdas import LambdaOptions, deploy_function, ensure_http_api, function_name
@@ -283,7 +284,7 @@ def test_cli_access_denied_is_one_line_and_a_non_zero_exit(tmp_path: Path, iris:
     client = boto3.client("lambda", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
     sub = typer.Typer()
     sub.callback()(lambda: None)  # keep "lambda" a sub-command, as under modelport deploy
-    register(sub, _handled, clients=lambda region: (client, None))
+    register(sub, handled, clients=lambda region: (client, None))
     role = "arn:aws:iam::123456789012:role/modelport-lambda"
     with Stubber(client) as stub:
         stub.add_client_error(

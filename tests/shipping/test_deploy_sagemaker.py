@@ -28,8 +28,8 @@ from botocore.stub import Stubber
 from moto import mock_aws
 from typer.testing import CliRunner
 
+from modelport.cli.common import handled
 from modelport.cli.deploy_sagemaker import AwsClients, invocation_body, register
-from modelport.cli.main import _handled
 from modelport.cli.main import app as main_app
 from modelport.errors import Conflict, InvalidSetting, ModelportError
 from modelport.registry.export import ARCHIVE, RECORD, export_version, read_export
@@ -457,7 +457,7 @@ def command_with(factory: Any) -> typer.Typer:
     def deploy() -> None:
         """The deploy sub-app, with the command's AWS clients given."""
 
-    register(app, _handled, clients=factory)
+    register(app, handled, clients=factory)
     return app
 
 

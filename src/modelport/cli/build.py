@@ -10,22 +10,18 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from modelport.cli.common import Handled, open_registry, out
 from modelport.shipping import container
-
-Handled = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 def register(app: typer.Typer, handled: Handled) -> None:
     """Add ``build`` to ``app``; ``handled`` turns the command's errors into one clear line."""
-    out = Console(highlight=False, soft_wrap=True)
 
     @app.command()
     @handled
@@ -97,8 +93,6 @@ def register(app: typer.Typer, handled: Handled) -> None:
         registration and installed from wheels put in the build context, so the build needs no network.
         """
         from modelport.errors import InvalidSetting
-        from modelport.registry.registry import Registry
-        from modelport.settings import Settings
         from modelport.shipping.container import default_image
         from modelport.shipping.engine import find_engine
         from modelport.shipping.image import DEFAULT_BASE_IMAGE, TARGETS, ImageSpec, write_context
@@ -111,7 +105,7 @@ def register(app: typer.Typer, handled: Handled) -> None:
         build_it = tag is not None or context is None or push
         chosen = find_engine(engine) if build_it else None  # a missing engine is said before any work
         started = time.monotonic()
-        registry = Registry.open(Settings.from_env(), create=False)
+        registry = open_registry()
         try:
             versions = [registry.get(ref) for ref in refs]
             spec = ImageSpec(

@@ -6,17 +6,15 @@ module does not import :mod:`modelport.cli.main`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from modelport.cli.common import Handled, out
 from modelport.errors import Conflict, InvalidSetting
 
-Handled = Callable[[Callable[..., Any]], Callable[..., Any]]
 WHEELS = Path(".github/wheels")  # in the repository, where init-ci runs: a wheel of a modelport installed locally
 
 
@@ -35,8 +33,6 @@ def _this_modelport(extras: str) -> tuple[str, Path | None]:
 
 def register(app: typer.Typer, handled: Handled) -> None:
     """Add ``init-ci`` to ``app``; ``handled`` turns the command's errors into one clear line."""
-
-    out = Console(highlight=False, soft_wrap=True)
 
     @app.command("init-ci")
     @handled

@@ -7,20 +7,17 @@ import :mod:`modelport.cli.main`, which registers it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from modelport.cli.common import Handled, open_registry, out
 from modelport.cli.deploy_lambda import register as register_lambda
 from modelport.cli.deploy_sagemaker import register as register_sagemaker
 from modelport.cli.deploy_vm import register as register_vm
 from modelport.types import ModelVersion
-
-Handled = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 OUT_HELP = "Directory to write into (created). One that is not empty is refused unless --force."
 FORCE_HELP = "Write into a non-empty --out: the files modelport writes are replaced, others left as they are."
@@ -28,10 +25,8 @@ IMAGE_HELP = "Image serving the model (default: localhost/modelport-NAME:VERSION
 
 
 def _registered(ref: str) -> ModelVersion:
-    from modelport.registry.registry import Registry
-    from modelport.settings import Settings
 
-    registry = Registry.open(Settings.from_env(), create=False)
+    registry = open_registry()
     try:
         return registry.get(ref)
     finally:
@@ -45,7 +40,6 @@ def commands(handled: Handled) -> typer.Typer:
         no_args_is_help=True,
         add_completion=False,
     )
-    out = Console(highlight=False, soft_wrap=True)
 
     def report(directory: Path, written: list[Path]) -> None:
         out.print(f"wrote {len(written)} files into {escape(str(directory))}:")

@@ -13,10 +13,10 @@ from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-Handled = Callable[[Callable[..., Any]], Callable[..., Any]]
+from modelport.cli.common import Handled, open_registry, out
+
 Clients = Callable[[str | None], tuple[Any, Any]]  # region -> (lambda client, apigatewayv2 client)
 
 
@@ -24,7 +24,6 @@ def register(app: typer.Typer, handled: Handled, clients: Clients | None = None)
     """Add ``lambda`` to the ``deploy`` sub-app ``app``; ``clients`` makes the boto3 clients (default:
     :func:`boto3_clients`; tests hand in stubbed ones)."""
     make_clients = clients or boto3_clients
-    out = Console(highlight=False, soft_wrap=True)
 
     @app.command("lambda")
     @handled
@@ -128,10 +127,8 @@ def register(app: typer.Typer, handled: Handled, clients: Clients | None = None)
 
 
 def _registered(ref: str) -> Any:
-    from modelport.registry.registry import Registry
-    from modelport.settings import Settings
 
-    registry = Registry.open(Settings.from_env(), create=False)
+    registry = open_registry()
     try:
         return registry.get(ref)
     finally:

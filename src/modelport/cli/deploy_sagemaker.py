@@ -16,13 +16,12 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from modelport.cli.common import Handled, open_registry, out
 from modelport.errors import InvalidSetting, ModelportError
 from modelport.types import ModelVersion
 
-Handled = Callable[[Callable[..., Any]], Callable[..., Any]]
 INSTALL_AWS = "pip install 'modelport[aws]'"
 
 
@@ -79,10 +78,8 @@ def default_location(clients: AwsClients, region: str | None) -> str:
 
 def _versions(refs: list[str]) -> list[tuple[ModelVersion, Path]]:
     """Each version and its artifact directory, from the registry of the standard settings."""
-    from modelport.registry.registry import Registry
-    from modelport.settings import Settings
 
-    registry = Registry.open(Settings.from_env(), create=False)
+    registry = open_registry()
     try:
         return [(version, registry.artifact_path(version)) for version in (registry.get(ref) for ref in refs)]
     finally:
@@ -107,7 +104,6 @@ def _mode(refs: list[str], update: bool, delete: bool, multi_model: bool, promot
 
 def register(app: typer.Typer, handled: Handled, *, clients: ClientFactory = boto3_clients) -> None:
     """Add ``sagemaker`` to the ``deploy`` sub-app ``app``; ``clients`` makes the AWS clients for a region."""
-    out = Console(highlight=False, soft_wrap=True)
 
     @app.command("sagemaker")
     @handled

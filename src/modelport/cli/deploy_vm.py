@@ -7,15 +7,13 @@ command line hands in, so this module does not import :mod:`modelport.cli.main`.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-Handled = Callable[[Callable[..., Any]], Callable[..., Any]]
+from modelport.cli.common import Handled, err, open_registry, out
 
 OUT_HELP = "Directory to write into (created). One that is not empty is refused unless --force."
 FORCE_HELP = "Write into a non-empty --out: the files modelport writes are replaced, others left as they are."
@@ -25,9 +23,6 @@ MODEL_DIR = "model"  # --export writes the exported model here, under --out
 def register(app: typer.Typer, handled: Handled) -> None:
     """Add ``vm`` to the ``deploy`` sub-app ``app``."""
     from modelport.shipping.vm import DEFAULT_SPEC, VENV
-
-    out = Console(highlight=False, soft_wrap=True)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
 
     @app.command("vm")
     @handled
@@ -78,7 +73,6 @@ def register(app: typer.Typer, handled: Handled) -> None:
         from modelport.errors import InvalidSetting
         from modelport.reference import parse_reference
         from modelport.registry.export import export_version
-        from modelport.registry.registry import Registry
         from modelport.settings import Settings
         from modelport.shipping.kubernetes import write_files
         from modelport.shipping.vm import VmOptions, names, vm_files
@@ -115,7 +109,7 @@ def register(app: typer.Typer, handled: Handled) -> None:
             workers=workers,
         )
         model_dir = directory / MODEL_DIR
-        registry = Registry.open(settings, create=False)
+        registry = open_registry(settings)
         try:
             version = registry.get(ref)
             files = vm_files(version, reference, options)
@@ -152,8 +146,9 @@ def register(app: typer.Typer, handled: Handled) -> None:
         if not export and database_url is None:
             err.print(
                 f"note: fill in MODELPORT_DATABASE_URL and MODELPORT_ARTIFACTS in {escape(env)} (a shared registry "
-                "the VM can reach), or use --registry-from-env or --export"
+                "the VM can reach), or use --registry-from-env or --export",
+                soft_wrap=True,
             )
         if open_ and not options.loopback:
-            err.print(f"warning: --open: anyone who can reach port {port} can call the server")
+            err.print(f"warning: --open: anyone who can reach port {port} can call the server", soft_wrap=True)
         out.print(f"logs: journalctl -u {escape(unit)} -f")

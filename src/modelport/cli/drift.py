@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from modelport.cli.common import open_registry
 from modelport.errors import InvalidSetting, ModelportError
 from modelport.observability.drift import (
     P_VALUE,
@@ -65,11 +66,10 @@ def run(
 ) -> int:
     """Compare REF's captured traffic with its reference profile and print the result; the exit
     code is :data:`DRIFT_EXIT` when ``fail_on_drift`` and anything drifted, else 0."""
-    from modelport.registry.registry import Registry
 
     settings = Settings.from_env()
     start = parse_since(since, datetime.now(UTC)) if since else None
-    registry = Registry.open(settings, create=False)
+    registry = open_registry(settings)
     try:
         version = registry.get(ref)
         profile = read_profile(registry.artifact_path(version))

@@ -7,15 +7,13 @@ import :mod:`modelport.cli.main`, which registers it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-Handled = Callable[[Callable[..., Any]], Callable[..., Any]]
+from modelport.cli.common import Handled, out
 
 
 def commands(handled: Handled) -> typer.Typer:
@@ -25,7 +23,6 @@ def commands(handled: Handled) -> typer.Typer:
         no_args_is_help=True,
         add_completion=False,
     )
-    out = Console(highlight=False, soft_wrap=True)
 
     @app.command("export")
     @handled
