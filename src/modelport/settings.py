@@ -816,6 +816,14 @@ class Settings:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         return max(1, cores // max(1, self.workers))
 
+    def variable_for(self, name: str) -> str:
+        """The environment variable that sets field ``name`` for this server: SageMaker's where
+        SageMaker mode reads one (it wins there), else modelport's; for advice in messages."""
+        declared = DECLARED[name]
+        if self.sagemaker and declared.sagemaker is not None:
+            return declared.sagemaker.variable
+        return declared.variable
+
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 

@@ -282,6 +282,7 @@ async def test_body_over_the_limit_is_refused_with_413(client: AsyncClient, good
     response = await client.post(path, content=body)
     assert response.status_code == 413
     assert response.json()["error"].startswith(f"request body is larger than the limit of {LIMIT} bytes")
+    assert response.json()["error"].endswith("raise MODELPORT_MAX_BODY_MB on the server")
     await assert_still_serving(client, good)
 
 

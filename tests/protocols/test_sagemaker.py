@@ -178,6 +178,8 @@ def test_payload_over_sagemaker_max_payload_is_413(served: tuple[str, Any]) -> N
     response = httpx.post(f"{served[0]}/invocations", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 413
     assert response.json()["error"].startswith("request body is larger than the limit of 1048576 bytes (1 MiB)")
+    # the advice names the variable that raises the limit here: SageMaker's, which wins in SageMaker mode
+    assert response.json()["error"].endswith("raise SAGEMAKER_MAX_PAYLOAD_IN_MB on the server")
     assert response.headers["connection"] == "close"
 
 

@@ -100,14 +100,14 @@ def error_payload(error: ModelportError) -> Payload:
     return Payload(status, orjson.dumps({"error": error.message}), JSON, headers)
 
 
-def too_large(max_bytes: int) -> Payload:
-    """413 for a body over the server's limit; the connection is closed (the rest is not read)."""
+def too_large(max_bytes: int, variable: str = "MODELPORT_MAX_BODY_MB") -> Payload:
+    """413 for a body over the server's limit; the connection is closed (the rest is not read).
+    ``variable``: the setting that raises the limit on this server (SageMaker's in SageMaker mode)."""
     limit = f"{max_bytes} bytes"
     if max_bytes >= 1024 * 1024:
         limit += f" ({max_bytes / (1024 * 1024):g} MiB)"
     message = (
-        f"request body is larger than the limit of {limit}; "
-        "send smaller batches, or raise MODELPORT_MAX_BODY_MB on the server"
+        f"request body is larger than the limit of {limit}; send smaller batches, or raise {variable} on the server"
     )
     return Payload(413, orjson.dumps({"error": message}), JSON, {"Connection": "close"})
 

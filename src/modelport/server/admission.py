@@ -288,10 +288,19 @@ class HttpAdmission:
     """Plain ASGI: admit every HTTP request (see the module docstring), then call ``app``;
     ``watchers`` see each one."""
 
-    def __init__(self, app: ASGIApp, gate: Gate, *, max_body_bytes: int, watchers: Watchers | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        gate: Gate,
+        *,
+        max_body_bytes: int,
+        body_limit_variable: str = "MODELPORT_MAX_BODY_MB",
+        watchers: Watchers | None = None,
+    ) -> None:
         self.app = app
         self.gate = gate
         self.max_body = max_body_bytes
+        self.body_limit_variable = body_limit_variable  # named in the 413's advice
         self.admission = Admission(gate, watchers)
         self.watchers = self.admission.watchers
 
@@ -373,7 +382,7 @@ class HttpAdmission:
         if isinstance(exc, ModelportError):
             return error_payload(exc)
         if isinstance(exc, BodyTooLarge):
-            return too_large(self.max_body)
+            return too_large(self.max_body, self.body_limit_variable)
         if isinstance(exc, UnsupportedEncoding):
             return unsupported_encoding(str(exc))
         if isinstance(exc, ClientGone):

@@ -153,7 +153,15 @@ def build_app(
 
     router = Router(_routes(settings, holder, metrics, endpoint), lifespan=lifespan)
     lane = FastLane(holder.get, sticky_header=settings.sticky_header)
-    return ModelportApp(router, lane, gate, holder, max_body_bytes=settings.max_body_bytes, watchers=watchers)
+    return ModelportApp(
+        router,
+        lane,
+        gate,
+        holder,
+        max_body_bytes=settings.max_body_bytes,
+        body_limit_variable=settings.variable_for("max_body_bytes"),
+        watchers=watchers,
+    )
 
 
 def _routes(settings: Settings, holder: _Holder, metrics: Metrics, endpoint: SageMakerEndpoint | None) -> list[Route]:
@@ -250,9 +258,16 @@ class ModelportApp(HttpAdmission):
         holder: _Holder,
         *,
         max_body_bytes: int,
+        body_limit_variable: str = "MODELPORT_MAX_BODY_MB",
         watchers: Watchers | None = None,
     ) -> None:
-        super().__init__(self._dispatch, gate, max_body_bytes=max_body_bytes, watchers=watchers)
+        super().__init__(
+            self._dispatch,
+            gate,
+            max_body_bytes=max_body_bytes,
+            body_limit_variable=body_limit_variable,
+            watchers=watchers,
+        )
         self.router = router
         self.lane = lane
         self._holder = holder
