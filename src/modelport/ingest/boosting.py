@@ -486,20 +486,3 @@ def _ml_opset_capped(convert: Any) -> Any:
             container.target_opset_all = before
 
     return converter
-
-
-class Boosting:
-    """XGBoost and LightGBM as ingest asks a framework (:class:`~modelport.ingest.frameworks.Framework`)."""
-
-    name = "boosting"
-
-    def claims(self, model: object) -> bool:
-        return claims(model)
-
-    def package(
-        self, model: object, *, workdir: Path, sample_input: object | None, trust_pickle: bool, runtime: str | None
-    ) -> Packaged:
-        return package(model, workdir=workdir, sample_input=sample_input, trust_pickle=trust_pickle, runtime=runtime)
-
-    def register_converters(self, estimator: object) -> None:
-        register_converters(estimator)

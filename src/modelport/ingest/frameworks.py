@@ -8,6 +8,8 @@ LightGBM in a scikit-learn Pipeline) registers them when ingest converts a sciki
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -19,7 +21,10 @@ from modelport.ingest.packaged import Packaged
 class Framework(Protocol):
     """How ingest asks a framework about a model."""
 
-    name: str  # as notes and tests name it: "boosting", "pytorch", "tensorflow"
+    @property
+    def name(self) -> str:
+        """As notes and tests name it: "boosting", "pytorch", "tensorflow"."""
+        ...
 
     def claims(self, model: object) -> bool:
         """Whether ``model`` (an object, or a path to a file or directory) is this framework's. It
@@ -38,4 +43,22 @@ class Framework(Protocol):
         ...
 
 
-FRAMEWORKS: tuple[Framework, ...] = (boosting.Boosting(), pytorch.PyTorch(), tensorflow.TensorFlow())
+def no_converters(estimator: object) -> None:
+    """A framework whose models never sit inside a scikit-learn estimator gives skl2onnx nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Functions:
+    """A framework made of its module's functions (``claims``, ``package``, ``register_converters``)."""
+
+    name: str
+    claims: Callable[[object], bool]
+    package: Callable[..., Packaged]
+    register_converters: Callable[[object], None] = no_converters
+
+
+FRAMEWORKS: tuple[Framework, ...] = (
+    Functions("boosting", boosting.claims, boosting.package, boosting.register_converters),
+    Functions("pytorch", pytorch.claims, pytorch.package),
+    Functions("tensorflow", tensorflow.claims, tensorflow.package),
+)

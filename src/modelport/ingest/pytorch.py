@@ -423,7 +423,7 @@ def _package_module(
             raise InvalidModel(f"the ONNX runtime was requested but {note.rpartition(';')[0]}")
         if converted is None:
             # register() -> ingest package() -> PyTorch.package() -> package() -> here: the warning names the caller
-            warnings.warn(ConversionWarning(note), stacklevel=6)
+            warnings.warn(ConversionWarning(note), stacklevel=5)
     notes.append(note)
     if converted is not None:
         (directory / onnx_runtime.FILENAME).write_bytes(converted)
@@ -624,20 +624,3 @@ def _package_torchscript(
         _describe(taken, returns, reference),
     )
     return Packaged(directory, "torch", "torch", signature, environment.capture("torch"), notes, True, taken.arrays)
-
-
-class PyTorch:
-    """PyTorch as ingest asks a framework (:class:`~modelport.ingest.frameworks.Framework`)."""
-
-    name = "pytorch"
-
-    def claims(self, model: object) -> bool:
-        return claims(model)
-
-    def package(
-        self, model: object, *, workdir: Path, sample_input: object | None, trust_pickle: bool, runtime: str | None
-    ) -> Packaged:
-        return package(model, workdir=workdir, sample_input=sample_input, trust_pickle=trust_pickle, runtime=runtime)
-
-    def register_converters(self, estimator: object) -> None:
-        """Nothing: modelport gives skl2onnx no converter for PyTorch models inside a scikit-learn estimator."""

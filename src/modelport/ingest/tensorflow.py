@@ -463,20 +463,3 @@ def _quiet() -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
-
-
-class TensorFlow:
-    """TensorFlow and Keras as ingest asks a framework (:class:`~modelport.ingest.frameworks.Framework`)."""
-
-    name = "tensorflow"
-
-    def claims(self, model: object) -> bool:
-        return claims(model)
-
-    def package(
-        self, model: object, *, workdir: Path, sample_input: object | None, trust_pickle: bool, runtime: str | None
-    ) -> Packaged:
-        return package(model, workdir=workdir, sample_input=sample_input, trust_pickle=trust_pickle, runtime=runtime)
-
-    def register_converters(self, estimator: object) -> None:
-        """Nothing: modelport gives skl2onnx no converter for TensorFlow models inside a scikit-learn estimator."""
