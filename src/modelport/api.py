@@ -52,15 +52,20 @@ def register(
 ) -> ModelVersion:
     """Register ``model`` as the next version of ``name`` and return that version.
 
-    ``model`` is a fitted scikit-learn estimator or Pipeline, or a path to an ``.onnx``,
-    ``.skops`` or pickle file, or to a directory holding a custom Python model. scikit-learn
-    models are converted to ONNX and verified on ``sample_input`` (an ndarray, a DataFrame whose
-    columns become named features, or a list of row dicts); pickles and custom Python code
-    need ``trust_pickle=True``. ``reference_data`` (same forms as ``sample_input``; ideally a
-    few thousand rows of training data) is what ``modelport drift`` compares traffic with: its
+    ``model`` is a fitted scikit-learn estimator or Pipeline, an XGBoost or LightGBM model, a
+    PyTorch module or exported program, a Keras/TensorFlow model, or a path to an ``.onnx``,
+    ``.skops``, pickle, XGBoost ``.json``/``.ubj``, LightGBM ``.txt``, PyTorch
+    ``.pt2``/``.pt``/``.pth`` or ``.keras`` file, a SavedModel directory, or a directory holding a
+    custom Python model. Models are converted to ONNX and verified on ``sample_input`` (an
+    ndarray, a DataFrame whose columns become named features, or a list of row dicts), else
+    served by their library's runtime; pickles, TorchScript archives and custom Python code need
+    ``trust_pickle=True``. ``reference_data`` (same forms as ``sample_input``; ideally a few
+    thousand rows of training data) is what ``modelport drift`` compares traffic with: its
     profile and the model's predictions on it are stored with the version; without it the sample
-    input is profiled, with a warning that it is small. ``runtime="sklearn"`` serves a scikit-learn model natively
-    instead of converting it; ``runtime="onnx"`` makes a failed conversion an error.
+    input is profiled, with a warning that it is small. ``runtime="sklearn"`` (``"xgboost"``,
+    ``"lightgbm"``, ``"torch"``, ``"tensorflow"``) serves the model natively instead of
+    converting it;
+    ``runtime="onnx"`` makes a failed conversion an error.
     ``batching`` (a :class:`~modelport.types.Batching`) sets this version's own adaptive-batching
     settings; a server uses them instead of its own defaults. ``capture_rate`` (0 to 1) is the
     share of this version's requests that payload capture writes, instead of the server's rate.

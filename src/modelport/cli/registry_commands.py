@@ -45,7 +45,13 @@ def _pairs(items: list[str] | None, what: str, numeric: bool) -> dict[str, Any]:
 
 @handled
 def register(
-    path: Annotated[Path, typer.Argument(help="Model file (.onnx, .skops, .pkl/.joblib) or custom model directory.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="Model file (.onnx, .skops, .pkl/.joblib, XGBoost .json/.ubj, LightGBM .txt, PyTorch "
+            ".pt2/.pt/.pth, .keras), a TensorFlow SavedModel directory or a custom model directory."
+        ),
+    ],
     name: Annotated[str, typer.Option("--name", "-n", help="Model name; the version number is assigned.")],
     sample: Annotated[
         str | None, typer.Option(help="Sample input (.csv with header, .json, .npy) for signature and checks.")
@@ -69,6 +75,7 @@ def register(
         str | None,
         typer.Option(
             help="scikit-learn: onnx (must convert) or sklearn (native; default: ONNX if verified); "
+            "XGBoost/LightGBM/PyTorch/TensorFlow: onnx or xgboost, lightgbm, torch, tensorflow (native); "
             "a directory: python (default) or an installed runtime plugin's kind."
         ),
     ] = None,

@@ -60,8 +60,9 @@ log = logging.getLogger("modelport")
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 UNSAFE_TEXT = "names types or functions that skops does not trust and modelport does not allow"
 ACCEPTED = (
-    "a scikit-learn estimator or Pipeline, a .onnx, .skops or .pkl/.pickle/.joblib file, "
-    "or a directory whose model.py defines class Model"
+    "a scikit-learn estimator or Pipeline, an XGBoost/LightGBM, PyTorch or Keras/TensorFlow model, "
+    "a .onnx, .skops, .pkl/.pickle/.joblib, XGBoost .json/.ubj, LightGBM .txt, PyTorch .pt2/.pt/.pth "
+    "or .keras file, a SavedModel directory, or a directory whose model.py defines class Model"
 )
 
 
@@ -90,6 +91,7 @@ def package(
     if runtime not in (None, "onnx", "sklearn") and not directory:
         raise InvalidModel(
             f"unknown runtime {runtime!r} for registration; choose onnx or sklearn (or leave it out); "
+            "XGBoost, LightGBM, PyTorch and TensorFlow models take their library's runtime; "
             "a runtime plugin serves a directory of its files"
         )
     if isinstance(model, str | Path):
