@@ -160,11 +160,13 @@ async def test_overload_and_deadline_refusals_are_counted(tmp_path: Path) -> Non
     await manager.load(["iris"])
     model = manager.get("iris")
     request = InferRequest({"input": __import__("numpy").ones((1, 4), dtype="float32")})
-    model.backlog, model.seconds_per_call = 10.0, 1.0  # ten seconds of work queued ahead
-    model.inline = False
+    model.overload.backlog = 10.0  # ten seconds of work queued ahead
+    model.cost.forget()
+    model.cost.observe(1.0, 1)
+    model.cost.inline = False
     with pytest.raises(Overloaded):
         await manager.infer("iris", None, request)
-    model.backlog = 0.0
+    model.overload.backlog = 0.0
     model.runtime.predict = lambda inputs: __import__("time").sleep(0.3) or {}  # type: ignore[method-assign]
     request.timeout = 0.05
     with pytest.raises(DeadlineExceeded):

@@ -17,6 +17,7 @@ from modelport.errors import ConversionWarning, ModelNotReady, NotFound
 from modelport.ingest.package import package
 from modelport.runtimes import BUILTINS, KINDS, Runtime, create
 from modelport.runtimes import sklearn as sklearn_runtime
+from modelport.runtimes.base import MultiSignature
 from modelport.runtimes.conformance import check_runtime
 from modelport.runtimes.fake import FakeRuntime, write_artifact
 from modelport.signature import output_specs, validate_inputs
@@ -117,6 +118,16 @@ def test_every_kind_has_a_conformance_case() -> None:
     assert all(isinstance(create(kind), Runtime) for kind in KINDS)
     every = {**CASES, **BOOSTING, **PYTORCH, **TENSORFLOW}
     assert {case.split("-")[0] for case in every} == set(KINDS) - {"scaled"}  # scaled: test_plugins.py
+
+
+def test_the_runtimes_with_several_signatures_declare_them() -> None:
+    """A runtime whose artifact can hold other signatures (a SavedModel) declares MultiSignature, which
+    TF Serving's signature_name needs; the others do not, so their requests for one are refused."""
+    several = {kind for kind in KINDS if isinstance(create(kind), MultiSignature)}
+    assert several == {"tensorflow"}
+    runtime = create("tensorflow")
+    assert isinstance(runtime, MultiSignature)
+    assert runtime.signatures == {}, "before load, no other signature"
 
 
 def test_unknown_runtime_kind_lists_the_kinds() -> None:

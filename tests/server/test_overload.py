@@ -96,7 +96,7 @@ async def test_a_version_s_own_queue_bound_wins_over_the_server_s(tmp_path: Path
     manager = ModelManager(source, threads=2, batching=BatchSettings(max_batch_size=1, max_queue_wait=0.05))
     await manager.load(["iris"])
     model = manager.get("iris")
-    assert model.max_queue_wait == 10.0
+    assert model.overload.max_wait == 10.0
     assert model.batcher is not None
     assert model.batcher.settings.max_queue_wait == 10.0
     outcomes = await asyncio.gather(
@@ -117,7 +117,7 @@ async def test_readiness_reports_overload_while_the_server_sheds_load(tmp_path: 
     assert not manager.ready()
     assert manager.not_ready() == f"overloaded: iris@1 refused requests in the last {OVERLOAD_WINDOW:g} s"
     assert manager.not_ready(overload=False) is None, "loaded is loaded: SageMaker's /ping stays healthy"
-    manager.get("iris").shed_at -= OVERLOAD_WINDOW
+    manager.get("iris").overload.shed_at -= OVERLOAD_WINDOW
     assert manager.ready()
     manager.close()
 
@@ -186,7 +186,7 @@ async def test_code_whose_cost_is_not_bounded_never_runs_on_the_event_loop(tmp_p
     source.runtime = LoopRuntime
     manager = ModelManager(source, threads=1)
     await manager.load(["iris"])
-    assert not manager.get("iris").runs_inline(1)
+    assert not manager.get("iris").cost.runs_inline(1)
     LoopRuntime.threads.clear()
     await manager.infer("iris", None, InferRequest({"input": ROWS}))
     assert LoopRuntime.threads[0].startswith("modelport-predict")
@@ -201,12 +201,12 @@ async def test_a_call_that_overruns_on_the_event_loop_moves_the_model_to_the_poo
     manager = ModelManager(source, threads=1)
     await manager.load(["iris"])
     model = manager.get("iris")
-    model.forget_costs()
-    model.observe(0.0001, 1)  # measured cheap (set here: a loaded machine's warm-up may be slower)
-    assert model.runs_inline(len(ROWS))
+    model.cost.forget()
+    model.cost.observe(0.0001, 1)  # measured cheap (set here: a loaded machine's warm-up may be slower)
+    assert model.cost.runs_inline(len(ROWS))
     with caplog.at_level(logging.INFO, logger="modelport"):
         await manager.infer("iris", None, InferRequest({"input": ROWS + 1000}))  # >= 20 ms, on the loop
-    assert not model.inline
+    assert not model.cost.inline
     assert re.search(r"a prediction took \d+ ms on the event loop; its predictions run in the thread pool", caplog.text)
     OverrunRuntime.threads.clear()
     await manager.infer("iris", None, InferRequest({"input": ROWS}))

@@ -257,13 +257,13 @@ async def test_the_cost_model_tells_the_fixed_cost_of_a_call_from_the_cost_of_it
     manager = ModelManager(RecordingSource([fake_version(tmp_path)]))
     await manager.load(["iris"])
     model = manager.get("iris")
-    model.forget_costs()
-    model.observe(0.000300, 1)  # a runtime with 300 us of overhead per call ...
-    model.observe(0.000364, 65)  # ... and 1 us per row
-    assert model.estimate(1) == pytest.approx(0.000300)
-    assert model.estimate(65) == pytest.approx(0.000364)
-    assert model.runs_inline(64)  # one batch of 64 costs little more than one row
-    assert not model.runs_inline(300)
+    model.cost.forget()
+    model.cost.observe(0.000300, 1)  # a runtime with 300 us of overhead per call ...
+    model.cost.observe(0.000364, 65)  # ... and 1 us per row
+    assert model.cost.estimate(1) == pytest.approx(0.000300)
+    assert model.cost.estimate(65) == pytest.approx(0.000364)
+    assert model.cost.runs_inline(64)  # one batch of 64 costs little more than one row
+    assert not model.cost.runs_inline(300)
     manager.close()
 
 
@@ -271,15 +271,15 @@ async def test_cheap_predictions_run_inline_and_slow_ones_in_the_pool(tmp_path: 
     manager = ModelManager(RecordingSource([fake_version(tmp_path)]), threads=2)
     await manager.load(["iris"])
     model = manager.get("iris")
-    model.forget_costs()
-    model.observe(0.0001, 1)  # measured at 100 us a call (set here: a loaded machine's warm-up may be slower)
-    assert model.runs_inline(len(ROWS))
+    model.cost.forget()
+    model.cost.observe(0.0001, 1)  # measured at 100 us a call (set here: a loaded machine's warm-up may be slower)
+    assert model.cost.runs_inline(len(ROWS))
     ThreadRecordingRuntime.threads.clear()
     await manager.infer("iris", None, InferRequest({"input": ROWS}))
     assert ThreadRecordingRuntime.threads == [threading.current_thread().name]
     for _ in range(3):  # each slow prediction (>= 5 ms, 50x the inline bound) moves the model off the loop
         await manager.infer("iris", None, InferRequest({"input": ROWS + 1000}))
-    assert not model.runs_inline(len(ROWS))
+    assert not model.cost.runs_inline(len(ROWS))
     assert ThreadRecordingRuntime.threads[-1].startswith("modelport-predict")
     manager.close()
 

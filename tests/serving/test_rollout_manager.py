@@ -140,14 +140,14 @@ async def test_a_retired_version_drains_its_in_flight_requests_before_it_unloads
     await manager.follow(specs_from(["iris@production"]))
     slow = manager.get("iris", "production")
     request = asyncio.create_task(manager.infer("iris", "production", InferRequest({"input": ROWS})))
-    await until(lambda: slow.inflight == 1, "the request to reach the version")
+    await until(lambda: slow.drain.inflight == 1, "the request to reach the version")
     registry.set_alias("iris@2", "production", allow_signature_change=True)  # outputs differ
     await manager.refresh()  # returns after the drain and the unload
     result = await request
     assert result.model_version == 1
     assert list(result.outputs["label"]) == ["setosa", "virginica"]
     assert slow.state is VersionState.UNLOADED
-    assert slow.inflight == 0
+    assert slow.drain.inflight == 0
     assert await version_of(manager) == 2
     manager.close()
 

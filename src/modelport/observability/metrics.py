@@ -317,11 +317,11 @@ class Metrics:
     def _serving(self, samples: Samples, manager: ModelManager, worker: str) -> None:
         for model in manager.served():
             mv = (model.name, str(model.version.version))
-            samples["modelport_inflight_requests"][mv] = model.inflight
+            samples["modelport_inflight_requests"][mv] = model.drain.inflight
             samples["modelport_queue_rows"][mv] = model.batcher.queued_rows if model.batcher is not None else 0
             samples["modelport_version_load_duration_seconds"][(*mv, worker)] = model.load_seconds
-            samples["modelport_rejected_requests"][(*mv, "overload")] = model.overloaded
-            samples["modelport_rejected_requests"][(*mv, "deadline")] = model.timed_out
+            samples["modelport_rejected_requests"][(*mv, "overload")] = model.overload.refused
+            samples["modelport_rejected_requests"][(*mv, "deadline")] = model.overload.timed_out
         for (name, number), count in manager.runaways().items():
             samples["modelport_runaway_predictions"][(name, str(number))] = count
         for status in manager.status():

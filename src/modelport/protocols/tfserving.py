@@ -129,7 +129,7 @@ def _signature_def(signature: Signature) -> dict[str, Any]:
 
 
 def metadata(model: ServingModel) -> dict[str, Any]:
-    others: Mapping[str, Signature] = getattr(model.runtime, "signatures", None) or {}
+    others: Mapping[str, Signature] = model.multi.signatures if model.multi is not None else {}
     defs = {DEFAULT_SIGNATURE: model.version.signature, **others}
     return {
         "model_spec": {"name": model.name, "signature_name": "", "version": str(model.version.version)},
@@ -172,7 +172,7 @@ def decode_document(doc: Any, model: ServingModel) -> tuple[InferRequest, bool]:
 
 def _other(model: ServingModel, name: Any) -> Signature:
     """Another of the model's signatures, for a runtime that has several (a SavedModel's)."""
-    others: Mapping[str, Signature] = getattr(model.runtime, "signatures", None) or {}
+    others: Mapping[str, Signature] = model.multi.signatures if model.multi is not None else {}
     if not isinstance(name, str) or name not in others:
         names = ", ".join(repr(n) for n in (DEFAULT_SIGNATURE, *others))
         raise InvalidInput(f"unknown signature_name {name!r}; this model has {'only ' if not others else ''}{names}")

@@ -56,3 +56,19 @@ class Runtime(Protocol):
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
     def unload(self) -> None: ...
+
+
+@runtime_checkable
+class MultiSignature(Protocol):
+    """A runtime whose artifact has other signatures than the registered one (a SavedModel's).
+
+    ``signatures`` names them (never the registered one, which ``predict`` serves); TF Serving's
+    ``signature_name`` selects one and ``predict_signature`` runs it on inputs already validated
+    against it, returning that signature's outputs by name. A runtime declares it by having both
+    (``isinstance(runtime, MultiSignature)`` is how the server asks).
+    """
+
+    @property
+    def signatures(self) -> Mapping[str, Signature]: ...
+
+    def predict_signature(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from modelport.errors import DeadlineExceeded, ModelportError, Overloaded, PredictionFailed
+from modelport.errors import DeadlineExceeded, InvalidInput, ModelportError, Overloaded, PredictionFailed
 from modelport.serving.routes import Route
 from modelport.serving.shadow import Job, ShadowRunner
-from modelport.serving.versions import OVERRUN_SECONDS, ServingModel
+from modelport.serving.versions import ServingModel
 from modelport.signature import count_rows, select_outputs, validate_inputs
 from modelport.types import InferRequest, InferResult, Marks, Signature
 
@@ -48,19 +48,19 @@ class Inference:
         marks = request.marks  # None unless the request is traced
         if marks is not None:
             marks.submitted = time.time_ns()
-        model.inflight += 1
+        drain = model.drain
+        drain.inflight += 1
         try:
             outputs = await self._predict(model, inputs, deadline, marks)
         except DeadlineExceeded:
-            model.timed_out += 1
+            model.overload.timed_out += 1
             self._watch_runaways(model)
             raise self._deadline_exceeded(model, deadline) from None
         except Overloaded:
-            model.shed_at = time.monotonic()
-            model.overloaded += 1
+            model.overload.refuse()
             raise
         finally:
-            model.leave()
+            drain.leave()
         if route.shadows:
             self._mirror(route, inputs, select_outputs(outputs, model.outputs))
         answer = select_outputs(outputs, model.outputs if requested is None else requested)
@@ -77,33 +77,38 @@ class Inference:
         )
 
     async def _run_signature(self, model: ServingModel, request: InferRequest) -> InferResult:
-        """A request for another of the model's signatures (TF Serving's ``signature_name``; the protocol
-        checked that the runtime has it): validated against that signature and run alone in the pool within
+        """A request for another of the model's signatures (TF Serving's ``signature_name``, for a
+        :class:`~modelport.runtimes.base.MultiSignature` runtime; the protocol checked the name, and one
+        the runtime lacks is InvalidInput here too): validated against that signature and run alone in the pool within
         the deadline, beside the batcher; not mirrored nor watched (shadows, capture and drift follow the
         registered signature)."""
         name = request.signature_name
-        runtime: Any = model.runtime  # has ``signatures`` and ``predict_signature``
-        signature: Signature = runtime.signatures[name]
+        runtime = model.multi
+        signatures: Mapping[str, Signature] = runtime.signatures if runtime is not None else {}
+        if runtime is None or name is None or name not in signatures:
+            raise InvalidInput(f"model {model.version.ref} has no signature {name!r}")
+        signature = signatures[name]
         inputs = validate_inputs(signature, request.inputs)
         deadline = self.deadline(request.timeout)
+        calls = model.calls
 
         def predict() -> dict[str, np.ndarray]:  # in the worker thread, counted as running
-            call = next(model.calls)
-            model.running[call] = time.perf_counter()
+            call = next(calls.numbers)
+            calls.started[call] = time.perf_counter()
             try:
                 if model.lock is None:
                     return dict(runtime.predict_signature(name, inputs))
                 with model.lock:
                     return dict(runtime.predict_signature(name, inputs))
             finally:
-                del model.running[call]
+                del calls.started[call]
 
-        model.inflight += 1
+        model.drain.inflight += 1
         try:
             work = asyncio.wrap_future(self._pool().submit(predict))
             outputs = await (work if deadline is None else asyncio.wait_for(work, deadline))
         except TimeoutError:
-            model.timed_out += 1
+            model.overload.timed_out += 1
             self._watch_runaways(model)
             raise self._deadline_exceeded(model, deadline) from None
         except ModelportError:
@@ -112,7 +117,7 @@ class Inference:
             logger.exception("model %s failed to predict with signature %r", model.version.ref, name)
             raise PredictionFailed(f"model {model.version.ref} failed to predict: {type(exc).__name__}: {exc}") from exc
         finally:
-            model.leave()
+            model.drain.leave()
         answer = select_outputs(outputs, request.outputs)
         return InferResult(model.version.name, model.version.version, answer, signature, id=request.id)
 
@@ -127,7 +132,7 @@ class Inference:
         """A request gave up waiting: a server deadline later, report the version's calls that are
         still running (runaways: readiness, liveness and metrics also ask, whenever they are read)."""
         if self.timeout > 0:
-            asyncio.get_running_loop().call_later(self.timeout, model.runaways, self.timeout)
+            asyncio.get_running_loop().call_later(self.timeout, model.calls.runaways, self.timeout)
 
     def _deadline_exceeded(self, model: ServingModel, deadline: float | None) -> DeadlineExceeded:
         deadline = deadline or 0.0
@@ -146,12 +151,13 @@ class Inference:
         (a traced request's) are told when its runtime call started and ended."""
         if model.batcher is not None:
             return await model.batcher.submit(inputs, timeout=timeout, marks=marks)
-        if model.backlog > 0:
-            wait = model.queue_wait()
-            if wait > model.max_queue_wait:
+        overload = model.overload
+        if overload.backlog > 0:
+            wait = overload.wait()
+            if wait > overload.max_wait:
                 raise Overloaded(
                     f"model {model.version.ref} is overloaded: about {wait:.2g} s of work is queued ahead of this "
-                    f"request (the limit is {model.max_queue_wait:g} s: MODELPORT_MAX_QUEUE_WAIT_MS); "
+                    f"request (the limit is {overload.max_wait:g} s: MODELPORT_MAX_QUEUE_WAIT_MS); "
                     "retry shortly or add capacity",
                     retry_after=wait,
                 )
@@ -175,7 +181,8 @@ class Inference:
         """
         rows = count_rows(inputs)
         try:
-            if model.runs_inline(rows) and (model.lock is None or model.lock.acquire(blocking=False)):
+            cost = model.cost
+            if cost.runs_inline(rows) and (model.lock is None or model.lock.acquire(blocking=False)):
                 if marks is not None:
                     marks.started, marks.rows = time.time_ns(), rows
                 start = time.perf_counter()
@@ -184,7 +191,14 @@ class Inference:
                 finally:
                     if model.lock is not None:
                         model.lock.release()
-                    _check_overrun(model, time.perf_counter() - start)
+                    seconds = time.perf_counter() - start
+                    if cost.overran(seconds):
+                        logger.info(
+                            "%s: a prediction took %.0f ms on the event loop; its predictions run in the thread pool "
+                            "from now on",
+                            model.version.ref,
+                            seconds * 1000,
+                        )
                     if marks is not None:
                         marks.ended = time.time_ns()
             return await self._in_pool(model, inputs, rows, timeout, alone, marks)
@@ -203,17 +217,18 @@ class Inference:
         alone: bool,
         marks: Marks | None = None,
     ) -> dict[str, np.ndarray]:
-        expected = model.estimate(rows)
+        expected = model.cost.estimate(rows)
         expected = expected if math.isfinite(expected) else 0.0
         loop = asyncio.get_running_loop()
+        overload = model.overload
 
         def finished(_: Any) -> None:  # in the worker thread: account on the loop
             loop.call_soon_threadsafe(release)
 
         def release() -> None:
-            model.backlog = max(0.0, model.backlog - expected)
+            overload.backlog = max(0.0, overload.backlog - expected)
 
-        model.backlog += expected
+        overload.backlog += expected
         if alone:
             submitted = time.perf_counter()
 
@@ -242,9 +257,9 @@ class Inference:
         for shadow, fraction in route.shadows:
             if not shadow.ready or not self.shadows.sampled(fraction):
                 continue
-            shadow.inflight += 1
+            shadow.drain.inflight += 1
             key = (shadow.name, route.label, shadow.version.version)
-            self.shadows.offer(Job(key, shadow.predict, inputs, primary, shadow.leave))
+            self.shadows.offer(Job(key, shadow.predict, inputs, primary, shadow.drain.leave))
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
@@ -257,13 +272,3 @@ class Inference:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
-
-
-def _check_overrun(model: ServingModel, seconds: float) -> None:
-    if seconds > OVERRUN_SECONDS and model.inline:
-        model.inline = False
-        logger.info(
-            "%s: a prediction took %.0f ms on the event loop; its predictions run in the thread pool from now on",
-            model.version.ref,
-            seconds * 1000,
-        )

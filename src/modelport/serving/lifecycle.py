@@ -9,7 +9,6 @@ they stop wanting it and want it again, or when an operator loads it explicitly
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Iterable
@@ -93,12 +92,8 @@ class Lifecycle:
     async def retire(self, model: ServingModel) -> None:
         """UNLOADING: wait until its in-flight requests finish (at most ``drain_seconds``)."""
         self._set(model, VersionState.UNLOADING)
-        if model.inflight > 0:
-            model.drained = asyncio.Event()
-            try:
-                await asyncio.wait_for(model.drained.wait(), self.drain_seconds)
-            except TimeoutError:
-                logger.warning("unloading %s with %d requests still in flight", model.version.ref, model.inflight)
+        if not await model.drain.wait(self.drain_seconds):
+            logger.warning("unloading %s with %d requests still in flight", model.version.ref, model.drain.inflight)
 
     def unloaded(self, model: ServingModel) -> None:
         """UNLOADED: forget the model and release its runtime (may run in a thread)."""
@@ -135,17 +130,17 @@ class Lifecycle:
         return {key: r.error.message for key, r in self._records.items() if r.error is not None}
 
 
-def warm(model: ServingModel) -> None:
+def warm(model: ServingModel) -> dict[str, np.ndarray] | None:
     """Run the registered example through ``model`` (InvalidModel when it fails or lacks an output),
-    then time one row and the whole example so the cost model starts from real figures. What it
-    answered is kept (``example_outputs``: the documentation's response examples)."""
+    then time one row and the whole example so the cost model starts from real figures. Returns what
+    it answered (the signature's outputs: the documentation's response examples; None: no example)."""
     signature = model.version.signature
     if signature.example is None:
-        return
+        return None
     try:
         inputs = validate_inputs(signature, to_inputs(signature, signature.example))
         outputs = model.predict(inputs)
-        model.forget_costs()  # the first call pays for lazy set-up: time one row, then all
+        model.cost.forget()  # the first call pays for lazy set-up: time one row, then all
         model.predict({name: arr[:1] if arr.ndim else arr for name, arr in inputs.items()})
         if count_rows(inputs) > 1:
             model.predict(inputs)
@@ -160,7 +155,7 @@ def warm(model: ServingModel) -> None:
             f"model {model.version.ref}: the runtime returned no output {missing[0]!r} "
             f"(returned: {', '.join(outputs) or 'nothing'})"
         )
-    model.example_outputs = {spec.name: np.asarray(outputs[spec.name]) for spec in signature.outputs}
+    return {spec.name: np.asarray(outputs[spec.name]) for spec in signature.outputs}
 
 
 _PATH = re.compile(r"(?<![\w/.~-])(?:~|/)(?:[^\s/'\"]*/)+([^\s/'\"]*)")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -33,7 +32,7 @@ from modelport.errors import ModelNotReady, ModelportError, NotFound
 from modelport.reference import Reference, parse_reference, parse_selector
 from modelport.registry.traffic import AliasTarget, ModelRouting, Snapshot, summary
 from modelport.runtimes.base import Runtime
-from modelport.serving.batching import Batcher, BatchSettings
+from modelport.serving.batching import BatchSettings
 from modelport.serving.hooks import UNWATCHED, Watching
 from modelport.serving.inference import Inference
 from modelport.serving.lifecycle import Lifecycle, warm
@@ -105,9 +104,9 @@ class Pinned:
 class ModelManager:
     """Loads versions from a source, resolves name + selector to a loaded version, runs inference.
 
-    ``threads`` sizes the pool that runs predictions off the event loop. Predictions whose
-    measured cost (:meth:`ServingModel.estimate`) is under ``INLINE_SECONDS`` run inline, if the
-    runtime's cost is bounded (never custom code) and until one such call overruns
+    ``threads`` sizes the pool that runs predictions off the event loop. Predictions whose measured
+    cost (:meth:`~modelport.serving.versions.CostModel.estimate`) is under ``INLINE_SECONDS`` run
+    inline, if the runtime's cost is bounded (never custom code) and until one such call overruns
     ``OVERRUN_SECONDS``. ``batching`` (None: off) puts an adaptive
     :class:`~modelport.serving.batching.Batcher` in front of every loaded version whose runtime takes
     batches; a version's own settings (:class:`~modelport.types.Batching`, stored at
@@ -268,28 +267,22 @@ class ModelManager:
         started = time.perf_counter()
         version = self._source.resolve(Reference(key[0], version=key[1]))
         runtime = self._source.open(version)
-        model = ServingModel(version, runtime)
-        if not runtime.capabilities.thread_safe:
-            model.lock = threading.Lock()
-        model.parallelism = self.threads if runtime.capabilities.thread_safe else 1
         defaults = self.batching or BatchSettings(enabled=False)
-        model.max_queue_wait = defaults.queue_wait_for(version.batching)
-        batching = defaults.for_version(version.batching)
-        if batching is not None and runtime.capabilities.batch_rows:
-            execute = self._inference.execute
-            model.batcher = Batcher(
-                lambda inputs: execute(model, inputs),
-                batching,
-                cost=model.estimate,
-                queued=lambda seconds: model.watch.queued(seconds),
-            )
+        model = ServingModel(
+            version,
+            runtime,
+            threads=self.threads,
+            max_queue_wait=defaults.queue_wait_for(version.batching),
+            batching=defaults.for_version(version.batching),
+            execute=self._inference.execute,
+        )
         try:
-            warm(model)
+            example_outputs = warm(model)
         except BaseException:
             runtime.unload()
             raise
-        model.watch = self.watching.version(version)  # after warming: warm-up calls are not traffic
-        model.load_seconds = time.perf_counter() - started
+        model.warmed(example_outputs, time.perf_counter() - started)
+        model.watch_with(self.watching.version(version))  # after warming: warm-up calls are not traffic
         return model
 
     # -- lookup ------------------------------------------------------------------------------
@@ -311,7 +304,7 @@ class ModelManager:
         if overload and self.overload_unready:
             now = time.monotonic()
             loaded = self._versions.loaded.values()
-            shedding = sorted(m.version.ref for m in loaded if m.shedding(now, OVERLOAD_WINDOW))
+            shedding = sorted(m.version.ref for m in loaded if m.overload.shedding(now, OVERLOAD_WINDOW))
             if shedding:
                 return f"overloaded: {', '.join(shedding)} refused requests in the last {OVERLOAD_WINDOW:g} s"
         return None
@@ -346,7 +339,7 @@ class ModelManager:
         """(name, number) -> runtime calls running past the server's deadline now (none without one)."""
         if self.timeout <= 0:
             return {}
-        return {model.key: len(model.runaways(self.timeout)) for model in self._versions.loaded.values()}
+        return {model.key: len(model.calls.runaways(self.timeout)) for model in self._versions.loaded.values()}
 
     def _runaways(self, deadlines: float) -> str:
         """The versions with calls running longer than ``deadlines`` x the server's deadline, described."""
@@ -354,7 +347,7 @@ class ModelManager:
             return ""
         found = []
         for model in self._versions.loaded.values():
-            seconds = [s for s in model.runaways(self.timeout) if s > self.timeout * deadlines]
+            seconds = [s for s in model.calls.runaways(self.timeout) if s > self.timeout * deadlines]
             if seconds:
                 found.append(f"{model.version.ref} ({len(seconds)} call(s), the longest {max(seconds):.0f} s)")
         return ", ".join(found)
@@ -423,7 +416,7 @@ class ModelManager:
         if load_failed is not None:
             self.load_failed = load_failed
         for model in self._versions.loaded.values():
-            model.watch = watching.version(model.version)
+            model.watch_with(watching.version(model.version))
 
     def traffic(self) -> list[tuple[str, str, int, float]]:
         """(model, alias, version, share of the alias's traffic) of every alias target routed now."""

@@ -1,7 +1,8 @@
-"""Served versions: where they come from (:class:`ModelSource`), their state, their in-flight count.
+"""Served versions: where they come from (:class:`ModelSource`), their state, and the parts that serve them.
 
-A :class:`ServingModel` is one loaded version. :class:`VersionStatus` is what status endpoints
-show about any version the manager has seen, including ones that failed to load.
+A :class:`ServingModel` is one loaded version: its runtime and state, its :class:`CostModel`,
+:class:`Overload` admission, :class:`Drain` and :class:`RunningCalls`. :class:`VersionStatus` is
+what status endpoints show about any version the manager has seen, including ones that failed to load.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -21,7 +22,8 @@ import numpy as np
 
 from modelport.reference import Reference
 from modelport.registry.traffic import Snapshot
-from modelport.runtimes.base import Runtime
+from modelport.runtimes.base import MultiSignature, Runtime
+from modelport.serving.batching import Batcher, BatchSettings
 from modelport.serving.hooks import UNWATCHED, VersionWatch
 from modelport.signature import count_rows
 from modelport.types import ModelVersion
@@ -30,7 +32,9 @@ logger = logging.getLogger("modelport")
 
 if TYPE_CHECKING:
     from modelport.registry.registry import Registry
-    from modelport.serving.batching import Batcher
+
+# Runs one call of a version's runtime (inline or in the pool): what its batcher's batches go through.
+Execute = Callable[["ServingModel", Mapping[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
 
 # A prediction expected to take less than this runs on the event loop: handing it to a thread
 # costs more (~100 us of wake-up and GIL hand-over) than the work. Longer ones go to the pool.
@@ -110,47 +114,213 @@ class VersionStatus:
     error: str | None = None
 
 
-@dataclass(eq=False)
+class CostModel:
+    """What a call costs, measured, and whether a cheap one may run on the event loop.
+
+    Running averages of a one-row call (the runtime's fixed overhead plus one row) and of each
+    further row: a batch of 64 Iris rows costs about what 2 single rows do, so a per-row average
+    alone would send batches to the pool needlessly. ``inline``: may a cheap call run on the loop
+    at all (a runtime of bounded cost, until one such call overran).
+    """
+
+    __slots__ = ("inline", "per_call", "per_row")
+
+    def __init__(self, *, inline: bool) -> None:
+        self.inline = inline
+        self.per_call = math.inf
+        self.per_row = math.inf
+
+    def observe(self, seconds: float, rows: int) -> None:
+        """Account one call of ``rows`` rows that took ``seconds``."""
+        if rows <= 1 or self.per_call == math.inf:
+            self.per_call = _average(self.per_call, seconds / max(1, rows))
+        if rows > 1:
+            extra = max(0.0, seconds - self.per_call) / (rows - 1)
+            self.per_row = _average(self.per_row, extra)
+
+    def forget(self) -> None:
+        """Start over (after a first call that paid for lazy set-up)."""
+        self.per_call = self.per_row = math.inf
+
+    def estimate(self, rows: int) -> float:
+        """Expected seconds for a call of ``rows`` rows (inf before anything was measured)."""
+        if rows <= 1:
+            return self.per_call  # (not inf + inf * 0, which is NaN)
+        per_row = self.per_call if self.per_row == math.inf else self.per_row
+        return self.per_call + per_row * (rows - 1)
+
+    def runs_inline(self, rows: int) -> bool:
+        """Whether a prediction of ``rows`` rows is cheap enough to run on the event loop."""
+        return self.inline and self.estimate(rows) < INLINE_SECONDS
+
+    def overran(self, seconds: float) -> bool:
+        """An inline call took ``seconds``: True when that was too long, the first time (calls
+        run in the pool from then on)."""
+        if seconds > OVERRUN_SECONDS and self.inline:
+            self.inline = False
+            return True
+        return False
+
+
+class Overload:
+    """Admission without a batcher: the expected seconds of work handed to the pool and not
+    finished (``backlog``), how many calls run at once there (``parallelism``) and the expected
+    wait past which requests are refused (``max_wait``); what was refused (503, ``refused``, the
+    last at ``shed_at``, monotonic seconds) and dropped past its deadline (504, ``timed_out``)."""
+
+    __slots__ = ("backlog", "max_wait", "parallelism", "refused", "shed_at", "timed_out")
+
+    def __init__(self, *, parallelism: int, max_wait: float) -> None:
+        self.backlog = 0.0
+        self.parallelism = parallelism
+        self.max_wait = max_wait
+        self.shed_at = -math.inf
+        self.refused = 0
+        self.timed_out = 0
+
+    def wait(self) -> float:
+        """Expected seconds before a call handed to the pool now would start."""
+        return self.backlog / self.parallelism
+
+    def refuse(self) -> None:
+        """A request was refused as overload, now."""
+        self.shed_at = time.monotonic()
+        self.refused += 1
+
+    def shedding(self, now: float, window: float) -> bool:
+        """Whether a request was refused as overload within the last ``window`` seconds."""
+        return now - self.shed_at < window
+
+
+class Drain:
+    """The requests (and shadow jobs) using a version now, and, once it retires, the wait for the
+    last of them (on the event loop)."""
+
+    __slots__ = ("_drained", "inflight")
+
+    def __init__(self) -> None:
+        self.inflight = 0
+        self._drained: asyncio.Event | None = None
+
+    def leave(self) -> None:
+        """One request (or shadow job) stopped using the version."""
+        self.inflight -= 1
+        if self.inflight == 0 and self._drained is not None:
+            self._drained.set()
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait at most ``seconds`` for the requests in flight to end; False if some still run."""
+        if self.inflight == 0:
+            return True
+        self._drained = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._drained.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+
+class RunningCalls:
+    """Runtime calls in progress, in any thread: call number -> when it started (perf_counter).
+
+    A call still running past the server's deadline answers nobody and cannot be stopped (a
+    thread cannot be killed): it is a runaway, reported once by :meth:`runaways`.
+    """
+
+    __slots__ = ("_reported", "numbers", "ref", "started")
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref  # the version, as warnings name it
+        self.started: dict[int, float] = {}
+        self.numbers: Iterator[int] = itertools.count()
+        self._reported: set[int] = set()
+
+    def runaways(self, limit: float) -> list[float]:
+        """How long each call running for more than ``limit`` seconds (the server's deadline) has
+        run; the first time a call is found, a warning says so (on the event loop)."""
+        now = time.perf_counter()
+        running = list(self.started.items())  # one C-level copy: worker threads add and remove calls
+        found = [(call, now - start) for call, start in running if now - start > limit]
+        self._reported &= {call for call, _ in running}
+        for call, seconds in found:
+            if call not in self._reported:
+                self._reported.add(call)
+                logger.warning(
+                    "%s: a prediction has been running for %.0f s, past the %g s deadline, and answers nobody; "
+                    "its thread cannot be stopped: the server reports not ready while it runs (liveness fails "
+                    "past %g s); restart the server or this worker to recycle it",
+                    self.ref,
+                    seconds,
+                    limit,
+                    limit * RUNAWAY_LIVENESS_FACTOR,
+                )
+        return [seconds for _, seconds in found]
+
+
 class ServingModel:
-    """One served version: its registry record, its loaded runtime and its state."""
+    """One served version: its registry record, its loaded runtime, its state, and the parts that
+    serve it: ``cost`` (:class:`CostModel`), ``overload`` (:class:`Overload`), ``drain``
+    (:class:`Drain`), ``calls`` (:class:`RunningCalls`) and, when batching is on, ``batcher``.
 
-    version: ModelVersion
-    runtime: Runtime
-    state: State = State.LOADING
-    lock: threading.Lock | None = field(default=None, repr=False)  # set when the runtime is not thread-safe
-    outputs: tuple[str, ...] = field(init=False, repr=False)  # the signature's outputs, in order
-    # The cost model behind runs_inline: running averages of a one-row call (the runtime's fixed
-    # overhead plus one row) and of each further row. A batch of 64 Iris rows costs about what
-    # 2 single rows do, so a per-row average alone would send batches to the pool needlessly.
-    seconds_per_call: float = field(default=math.inf, repr=False)
-    seconds_per_row: float = field(default=math.inf, repr=False)
-    inflight: int = field(default=0, repr=False)  # requests (and shadow jobs) using it now
-    batcher: Batcher | None = field(default=None, repr=False)  # merges concurrent requests when batching is on
-    # Overload: the expected seconds of work handed to the pool and not finished (without a
-    # batcher), how many calls run at once there, and the expected wait past which requests
-    # are refused; when the version last refused one (monotonic seconds).
-    backlog: float = field(default=0.0, repr=False)
-    parallelism: int = field(default=1, repr=False)
-    max_queue_wait: float = field(default=1.0, repr=False)
-    shed_at: float = field(default=-math.inf, repr=False)
-    inline: bool = field(init=False, repr=False)  # may a cheap call run on the event loop at all
-    drained: asyncio.Event | None = field(default=None, repr=False)  # set when a retiring version's last request ends
-    watch: VersionWatch = field(default=UNWATCHED, repr=False)  # observability's hooks (metrics, capture)
-    load_seconds: float = field(default=0.0, repr=False)  # how long opening and warming it took
-    # What it answered to the registered example when warmed (the signature's outputs; None: no example)
-    example_outputs: dict[str, np.ndarray] | None = field(default=None, repr=False)
-    overloaded: int = field(default=0, repr=False)  # requests refused as overload (503)
-    timed_out: int = field(default=0, repr=False)  # requests dropped past their deadline (504)
-    # Runtime calls in progress, in any thread: call number -> when it started (perf_counter). A
-    # call still running past the server's deadline answers nobody and cannot be stopped (a
-    # thread cannot be killed): it is a runaway, reported once by :meth:`runaways`.
-    running: dict[int, float] = field(default_factory=dict, repr=False)
-    calls: Iterator[int] = field(default_factory=itertools.count, repr=False)
-    reported: set[int] = field(default_factory=set, repr=False)
+    ``threads`` is the prediction pool's size (a runtime that is not thread-safe runs one call at
+    a time, under ``lock``); ``max_queue_wait`` the expected wait past which requests are refused;
+    ``batching`` (when given, for a runtime whose rows may be merged) makes a :class:`Batcher`
+    that runs its batches with ``execute``. ``multi`` is the runtime when it has several
+    signatures (:class:`~modelport.runtimes.base.MultiSignature`), else None.
+    """
 
-    def __post_init__(self) -> None:
-        self.outputs = tuple(spec.name for spec in self.version.signature.outputs)
-        self.inline = self.runtime.capabilities.bounded_cost
+    __slots__ = (
+        "_example_outputs",
+        "_load_seconds",
+        "batcher",
+        "calls",
+        "cost",
+        "drain",
+        "lock",
+        "multi",
+        "outputs",
+        "overload",
+        "runtime",
+        "state",
+        "version",
+        "watch",
+    )
+
+    def __init__(
+        self,
+        version: ModelVersion,
+        runtime: Runtime,
+        *,
+        threads: int = 1,
+        max_queue_wait: float = 1.0,
+        batching: BatchSettings | None = None,
+        execute: Execute | None = None,
+    ) -> None:
+        thread_safe = runtime.capabilities.thread_safe
+        self.version = version
+        self.runtime = runtime
+        self.state = State.LOADING
+        self.lock = None if thread_safe else threading.Lock()
+        self.outputs = tuple(spec.name for spec in version.signature.outputs)  # the signature's, in order
+        self.multi = runtime if isinstance(runtime, MultiSignature) else None
+        self.cost = CostModel(inline=runtime.capabilities.bounded_cost)
+        self.overload = Overload(parallelism=threads if thread_safe else 1, max_wait=max_queue_wait)
+        self.drain = Drain()
+        self.calls = RunningCalls(version.ref)
+        self.watch: VersionWatch = UNWATCHED  # observability's hooks (metrics, capture): see watch_with
+        self.batcher: Batcher | None = None
+        if batching is not None and execute is not None and runtime.capabilities.batch_rows:
+            self.batcher = Batcher(
+                lambda inputs: execute(self, inputs),
+                batching,
+                cost=self.cost.estimate,
+                queued=lambda seconds: self.watch.queued(seconds),
+            )
+        self._load_seconds = 0.0
+        self._example_outputs: dict[str, np.ndarray] | None = None
+
+    def __repr__(self) -> str:
+        return f"ServingModel({self.version.ref}, {self.state.value})"
 
     @property
     def name(self) -> str:
@@ -164,11 +334,24 @@ class ServingModel:
     def ready(self) -> bool:
         return self.state is State.READY
 
-    def leave(self) -> None:
-        """One request (or shadow job) stopped using this version (on the event loop)."""
-        self.inflight -= 1
-        if self.inflight == 0 and self.drained is not None:
-            self.drained.set()
+    @property
+    def load_seconds(self) -> float:
+        """How long opening and warming it took."""
+        return self._load_seconds
+
+    @property
+    def example_outputs(self) -> dict[str, np.ndarray] | None:
+        """What it answered to the registered example when warmed (the signature's outputs; None: no example)."""
+        return self._example_outputs
+
+    def warmed(self, example_outputs: dict[str, np.ndarray] | None, seconds: float) -> None:
+        """Warm-up is over: what it answered to the example, and how long opening and warming took."""
+        self._example_outputs = example_outputs
+        self._load_seconds = seconds
+
+    def watch_with(self, watch: VersionWatch) -> None:
+        """Tell ``watch`` (observability's hooks) of its traffic from now on."""
+        self.watch = watch
 
     def predict(self, inputs: Mapping[str, np.ndarray], waited: float | None = None) -> dict[str, np.ndarray]:
         """Predict, holding the lock when the runtime is not thread-safe (``waited``: see :meth:`timed_predict`)."""
@@ -180,69 +363,18 @@ class ServingModel:
     def timed_predict(self, inputs: Mapping[str, np.ndarray], waited: float | None = None) -> dict[str, np.ndarray]:
         """Predict (caller holds the lock if any), update the cost model and tell the watch;
         ``waited``: how long the one request this call serves waited for it (None: a batch)."""
-        call = next(self.calls)
-        self.running[call] = start = time.perf_counter()
+        calls = self.calls
+        call = next(calls.numbers)
+        calls.started[call] = start = time.perf_counter()
         try:
             outputs = self.runtime.predict(inputs)
         finally:
-            del self.running[call]
+            del calls.started[call]
         seconds = time.perf_counter() - start
         rows = count_rows(inputs)
-        self.observe(seconds, rows)
+        self.cost.observe(seconds, rows)
         self.watch.ran(rows, seconds, waited)
         return outputs
-
-    def runaways(self, limit: float) -> list[float]:
-        """How long each call running for more than ``limit`` seconds (the server's deadline) has
-        run; the first time a call is found, a warning says so (on the event loop)."""
-        now = time.perf_counter()
-        running = list(self.running.items())  # one C-level copy: worker threads add and remove calls
-        found = [(call, now - start) for call, start in running if now - start > limit]
-        self.reported &= {call for call, _ in running}
-        for call, seconds in found:
-            if call not in self.reported:
-                self.reported.add(call)
-                logger.warning(
-                    "%s: a prediction has been running for %.0f s, past the %g s deadline, and answers nobody; "
-                    "its thread cannot be stopped: the server reports not ready while it runs (liveness fails "
-                    "past %g s); restart the server or this worker to recycle it",
-                    self.version.ref,
-                    seconds,
-                    limit,
-                    limit * RUNAWAY_LIVENESS_FACTOR,
-                )
-        return [seconds for _, seconds in found]
-
-    def observe(self, seconds: float, rows: int) -> None:
-        """Account one call of ``rows`` rows that took ``seconds``."""
-        if rows <= 1 or self.seconds_per_call == math.inf:
-            self.seconds_per_call = _average(self.seconds_per_call, seconds / max(1, rows))
-        if rows > 1:
-            extra = max(0.0, seconds - self.seconds_per_call) / (rows - 1)
-            self.seconds_per_row = _average(self.seconds_per_row, extra)
-
-    def forget_costs(self) -> None:
-        """Start the cost model over (after a first call that paid for lazy set-up)."""
-        self.seconds_per_call = self.seconds_per_row = math.inf
-
-    def estimate(self, rows: int) -> float:
-        """Expected seconds for a call of ``rows`` rows (inf before anything was measured)."""
-        per_row = self.seconds_per_call if self.seconds_per_row == math.inf else self.seconds_per_row
-        return self.seconds_per_call + per_row * max(0, rows - 1)
-
-    def runs_inline(self, rows: int) -> bool:
-        """Whether a prediction of ``rows`` rows is cheap enough to run on the event loop."""
-        return self.inline and self.estimate(rows) < INLINE_SECONDS
-
-    def queue_wait(self) -> float:
-        """Expected seconds before a request now would start (batcher, or the pool's backlog)."""
-        if self.batcher is not None:
-            return self.batcher.expected_wait()
-        return self.backlog / self.parallelism
-
-    def shedding(self, now: float, window: float) -> bool:
-        """Whether the version refused a request as overload within the last ``window`` seconds."""
-        return now - self.shed_at < window
 
 
 def _average(old: float, new: float) -> float:
