@@ -130,6 +130,18 @@ def access_lines(caplog: pytest.LogCaptureFixture) -> dict[str, dict[str, Any]]:
     return {vars(r)["access"]["request_id"]: vars(r)["access"] for r in caplog.records if r.name == "modelport.access"}
 
 
+def scrape(address: str, caplog: pytest.LogCaptureFixture) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The server's metrics samples, once the scrape's own access line is logged: the server writes
+    it after answering, and one written as the test ends would go to pytest's closed log capture."""
+    rid = f"scrape-{time.monotonic_ns()}"
+    text = httpx.get(f"http://{address}/metrics", headers={"x-request-id": rid}, timeout=10).text
+    for _ in range(1000):  # a bound, not a wait
+        if rid in access_lines(caplog):
+            break
+        time.sleep(0.01)
+    return samples(text)
+
+
 def server_spans(exporter: InMemorySpanExporter) -> dict[str, ReadableSpan]:
     spans = [span for span in exporter.get_finished_spans() if span.kind is SpanKind.SERVER]
     return {str(dict(span.attributes or {}).get("modelport.request_id")): span for span in spans}
@@ -153,13 +165,13 @@ def test_one_request_is_captured_counted_logged_and_traced_alike_on_every_transp
         outcome, ids[protocol], _ = send(ROWS, f"same-{protocol}", None)
         assert ids[protocol] == f"same-{protocol}"  # the caller's id, given back
         assert totals(protocol, outcome) == [6.0, 15.0], protocol
-    found = samples(httpx.get(f"http://{address}/metrics", timeout=10).text)
+    found = scrape(address, caplog)
     for protocol in PROTOCOLS:
         labels = {"protocol": protocol, "model": "slow", "version": "1"}
         assert value(found, "modelport_requests_total", **labels, code="2xx") == 1, protocol
         assert value(found, "modelport_request_duration_seconds_count", **labels) == 1, protocol
     for _ in range(3000):  # the capture thread writes soon after; a bound, not a wait
-        seen = samples(httpx.get(f"http://{address}/metrics", timeout=10).text)
+        seen = scrape(address, caplog)
         if value(seen, "modelport_capture_samples_total", model="slow", version="1") == 4:
             break
         time.sleep(0.01)
@@ -210,7 +222,7 @@ def test_a_deadline_ends_the_request_the_same_way_on_every_transport(
         if set(ids.values()) <= set(logged):
             break
         time.sleep(0.01)
-    found = samples(httpx.get(f"http://{address}/metrics", timeout=10).text)
+    found = scrape(address, caplog)
     recorded = {
         protocol: {
             "answer": answers[protocol],
