@@ -154,3 +154,13 @@ def test_a_runaway_call_is_reported_once(caplog: pytest.LogCaptureFixture) -> No
         assert [round(s) for s in calls.runaways(5.0)] == [10]
         assert len(calls.runaways(5.0)) == 1
     assert [r.getMessage().startswith("iris@1: a prediction has been running") for r in caplog.records] == [True]
+
+
+def test_begin_and_end_track_each_running_call() -> None:
+    calls = RunningCalls("iris@1")
+    first, started = calls.begin()
+    second, _ = calls.begin()
+    assert first != second
+    assert calls.started[first] == started
+    calls.end(first)
+    assert list(calls.started) == [second]

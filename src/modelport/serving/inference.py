@@ -9,6 +9,7 @@ import math
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -93,15 +94,12 @@ class Inference:
         calls = model.calls
 
         def predict() -> dict[str, np.ndarray]:  # in the worker thread, counted as running
-            call = next(calls.numbers)
-            calls.started[call] = time.perf_counter()
+            call, _ = calls.begin()
             try:
-                if model.lock is None:
-                    return dict(runtime.predict_signature(name, inputs))
-                with model.lock:
+                with model.lock if model.lock is not None else nullcontext():
                     return dict(runtime.predict_signature(name, inputs))
             finally:
-                del calls.started[call]
+                calls.end(call)
 
         model.drain.inflight += 1
         try:

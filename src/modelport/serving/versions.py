@@ -235,6 +235,16 @@ class RunningCalls:
         self.numbers: Iterator[int] = itertools.count()
         self._reported: set[int] = set()
 
+    def begin(self) -> tuple[int, float]:
+        """A runtime call starts now (in the thread that runs it): its number and start (perf_counter)."""
+        call = next(self.numbers)
+        self.started[call] = start = time.perf_counter()
+        return call, start
+
+    def end(self, call: int) -> None:
+        """Call ``call`` returned or raised."""
+        del self.started[call]
+
     def runaways(self, limit: float) -> list[float]:
         """How long each call running for more than ``limit`` seconds (the server's deadline) has
         run; the first time a call is found, a warning says so (on the event loop)."""
@@ -364,12 +374,11 @@ class ServingModel:
         """Predict (caller holds the lock if any), update the cost model and tell the watch;
         ``waited``: how long the one request this call serves waited for it (None: a batch)."""
         calls = self.calls
-        call = next(calls.numbers)
-        calls.started[call] = start = time.perf_counter()
+        call, start = calls.begin()
         try:
             outputs = self.runtime.predict(inputs)
         finally:
-            del calls.started[call]
+            calls.end(call)
         seconds = time.perf_counter() - start
         rows = count_rows(inputs)
         self.cost.observe(seconds, rows)
