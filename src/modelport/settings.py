@@ -189,17 +189,22 @@ def setting(
     variable: str,
     doc: str,
     group: str,
-    parse: Callable[[str], Any] = str,
-    render: Callable[[Any], str] = _text,
+    parse: Callable[[str], Any] | None = None,
+    render: Callable[[Any], str] | None = None,
     kind: str = VALUE,
     choices: tuple[str, ...] = (),
     shown: str | None = None,
     factory: Callable[[], Any] | None = None,
     sagemaker: SageMakerVariable | None = None,
 ) -> Any:
-    """A ``Settings`` field with its declaration as metadata (``default`` or ``factory`` gives its default)."""
+    """A ``Settings`` field with its declaration as metadata (``default`` or ``factory`` gives its default).
+    ``parse`` and ``render`` default to the type of ``default``: a flag (1/true/yes/on) for a bool, else text."""
     if group not in GROUPS:
         raise ValueError(f"setting {variable}: unknown group {group!r}")
+    if parse is None:
+        parse = _bool if isinstance(default, bool) else str
+    if render is None:
+        render = _flag if parse is _bool else _text
     meta = {"setting": Setting(variable, parse, render, kind, choices, group, doc, shown, sagemaker)}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
@@ -326,16 +331,12 @@ class Settings:
     allow_env_mismatch: bool = setting(
         False,
         variable="MODELPORT_ALLOW_ENV_MISMATCH",
-        parse=_bool,
-        render=_flag,
         group="registry",
         doc="load native models even when library versions differ from those they were registered with",
     )
     trust_exported_code: bool = setting(
         False,
         variable="MODELPORT_TRUST_EXPORTED_CODE",
-        parse=_bool,
-        render=_flag,
         group="registry",
         doc="load pickles and custom Python code from model directories (exports, SageMaker's ``/opt/ml/model`` "
         "and multi-model directories); without it a directory whose ``modelport.json`` says ``trusted_code`` is "
@@ -478,8 +479,6 @@ class Settings:
     overload_unready: bool = setting(
         True,
         variable="MODELPORT_OVERLOAD_UNREADY",
-        parse=_bool,
-        render=_flag,
         group="serving",
         doc="while a version sheds load (and for a second after), ``/v2/health/ready`` answers 503 so a load "
         "balancer can route around this server (``/ping`` and ``/v2/health/live`` never are)",
@@ -496,16 +495,12 @@ class Settings:
     insecure_open: bool = setting(
         False,
         variable="MODELPORT_INSECURE_OPEN",
-        parse=_bool,
-        render=_flag,
         group="auth",
         doc="allow a non-loopback bind without authentication (prints a loud warning)",
     )
     enable_management: bool = setting(
         False,
         variable="MODELPORT_ENABLE_MANAGEMENT",
-        parse=_bool,
-        render=_flag,
         group="auth",
         doc="expose management endpoints (repository load/unload); they always need the ``manage`` scope",
     )
@@ -546,8 +541,6 @@ class Settings:
     jwt_discovery: bool = setting(
         False,
         variable="MODELPORT_JWT_DISCOVERY",
-        parse=_bool,
-        render=_flag,
         group="auth",
         doc="find the keys by OpenID Connect discovery: the issuer is also the URL whose "
         "``/.well-known/openid-configuration`` names the JWKS (both fetched over HTTPS)",
@@ -615,8 +608,6 @@ class Settings:
     access_log: bool = setting(
         False,
         variable="MODELPORT_ACCESS_LOG",
-        parse=_bool,
-        render=_flag,
         group="watching",
         doc="one line per request on stdout (``modelport.access`` logger, in the log format): time, request id, "
         "client, API key id, method, path, protocol, model, version, status, latency and rows",
@@ -624,8 +615,6 @@ class Settings:
     metrics: bool = setting(
         True,
         variable="MODELPORT_METRICS",
-        parse=_bool,
-        render=_flag,
         group="watching",
         doc="``GET /metrics`` in the Prometheus text format (off: 404)",
     )
@@ -675,8 +664,6 @@ class Settings:
     tracing: bool = setting(
         False,
         variable="MODELPORT_TRACING",
-        parse=_bool,
-        render=_flag,
         group="watching",
         doc="OpenTelemetry tracing (``tracing`` extra): a span per request with its decode, queue, inference and "
         "encode steps, a caller's ``traceparent`` continued; the other ``OTEL_*`` variables are the SDK's own",
@@ -713,8 +700,6 @@ class Settings:
     sagemaker: bool = setting(
         False,
         variable="MODELPORT_SAGEMAKER",
-        parse=_bool,
-        render=_flag,
         group="sagemaker",
         doc="serve the SageMaker container contract (``/ping``, ``/invocations``) with the model in the model "
         "directory instead of registry models; ``Settings.for_sagemaker()`` sets it",
@@ -722,8 +707,6 @@ class Settings:
     sagemaker_multi_model: bool = setting(
         False,
         variable="MODELPORT_SAGEMAKER_MULTI_MODEL",
-        parse=_bool,
-        render=_flag,
         group="sagemaker",
         doc="be a SageMaker multi-model endpoint (``/models`` load, unload and invoke of models under the models "
         "directory) instead",
